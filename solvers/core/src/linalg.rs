@@ -1,0 +1,388 @@
+//! Scalars, vectors and dense kernels.
+//!
+//! * [`Real`]: the floating-point scalar every generic routine is written over (`f32`, `f64`).
+//! * [`Vector`]: the small set of BLAS-1 operations algorithms need (axpy, scale, dot, norms,
+//!   copy, zeros_like). It is implemented for [`ndarray::Array1`] on the CPU; a device backend
+//!   implements the same trait for its buffers.
+//! * Free functions over ndarray views (`dot`, `norm2`, `axpy`, …) and input checks
+//!   ([`check_len`], [`check_finite`]) used throughout the crate.
+//! * Dense kernels ([`Real::gemm`], [`Real::thin_svd`]) delegate to **faer** through zero-copy
+//!   views of ndarray data (`faer-ext`).
+
+use crate::error::{Error, Result};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
+use std::fmt::{Debug, Display, LowerExp};
+
+/// Floating-point scalar: implemented for `f32` and `f64`.
+///
+/// Besides the arithmetic of [`num_traits::Float`], it carries the dense kernels that are
+/// dispatched to faer for the concrete type.
+pub trait Real:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + num_traits::NumAssign
+    + ndarray::ScalarOperand
+    + ndarray::LinalgScalar
+    + Default
+    + Debug
+    + Display
+    + LowerExp
+    + Send
+    + Sync
+    + std::iter::Sum
+    + 'static
+{
+    /// Name of the type (`"f32"` / `"f64"`), for reports.
+    const NAME: &'static str;
+
+    /// Converts an `f64` constant (rounding for `f32`).
+    fn c(x: f64) -> Self;
+
+    /// Converts to `f64` (exact for both types).
+    fn as_f64(self) -> f64;
+
+    /// `C ← α·A·B + β·C` with `β ∈ {0, 1}` (`beta_one = false` overwrites `C`), by faer.
+    fn gemm(
+        c: ArrayViewMut2<'_, Self>,
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
+        alpha: Self,
+        beta_one: bool,
+    );
+
+    /// Thin singular value decomposition `A = U diag(s) Vᵀ` by faer:
+    /// returns `(U (m×r), s (r), V (n×r))`, `r = min(m, n)`, `s` non-increasing.
+    fn thin_svd(a: ArrayView2<'_, Self>) -> Result<(Array2<Self>, Array1<Self>, Array2<Self>)>;
+}
+
+/// Work above which faer is allowed to use the rayon thread pool.
+const PARALLEL_FLOPS: usize = 1 << 22;
+
+macro_rules! impl_real {
+    ($t:ty) => {
+        impl Real for $t {
+            const NAME: &'static str = stringify!($t);
+            #[inline]
+            fn c(x: f64) -> Self {
+                x as $t
+            }
+            #[inline]
+            fn as_f64(self) -> f64 {
+                self as f64
+            }
+            fn gemm(
+                c: ArrayViewMut2<'_, Self>,
+                a: ArrayView2<'_, Self>,
+                b: ArrayView2<'_, Self>,
+                alpha: Self,
+                beta_one: bool,
+            ) {
+                use faer_ext::IntoFaer;
+                let work = a.nrows() * a.ncols() * b.ncols();
+                let par = if work >= PARALLEL_FLOPS {
+                    faer::Par::rayon(0)
+                } else {
+                    faer::Par::Seq
+                };
+                let accum = if beta_one {
+                    faer::Accum::Add
+                } else {
+                    faer::Accum::Replace
+                };
+                faer::linalg::matmul::matmul(
+                    c.into_faer(),
+                    accum,
+                    a.into_faer(),
+                    b.into_faer(),
+                    alpha,
+                    par,
+                );
+            }
+            fn thin_svd(
+                a: ArrayView2<'_, Self>,
+            ) -> Result<(Array2<Self>, Array1<Self>, Array2<Self>)> {
+                use faer_ext::{IntoFaer, IntoNdarray};
+                let m = a.into_faer();
+                let svd = m.thin_svd().map_err(|e| Error::NotConverged {
+                    method: format!("faer thin SVD ({e:?})"),
+                    iterations: 0,
+                    residual: f64::NAN,
+                    tol: 0.0,
+                })?;
+                let u = svd.U().into_ndarray().to_owned();
+                let v = svd.V().into_ndarray().to_owned();
+                let s = Array1::from_iter(svd.S().column_vector().iter().copied());
+                Ok((u, s, v))
+            }
+        }
+    };
+}
+impl_real!(f32);
+impl_real!(f64);
+
+/// BLAS-1 operations on a vector type. Implemented for [`Array1`] on the CPU.
+pub trait Vector<T: Real>: Sized {
+    /// Number of entries.
+    fn len(&self) -> usize;
+    /// True if the vector has no entries.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Inner product ⟨self, other⟩.
+    fn dot(&self, other: &Self) -> T;
+    /// Euclidean norm.
+    fn norm2(&self) -> T;
+    /// ℓ1 norm.
+    fn norm1(&self) -> T;
+    /// ℓ∞ norm.
+    fn norm_inf(&self) -> T;
+    /// `self ← self + a·x`.
+    fn axpy(&mut self, a: T, x: &Self);
+    /// `self ← a·self`.
+    fn scale(&mut self, a: T);
+    /// `self ← x`.
+    fn copy_from(&mut self, x: &Self);
+    /// A zero vector of the same length (and device).
+    fn zeros_like(&self) -> Self;
+    /// Sets every entry to `a`.
+    fn fill(&mut self, a: T);
+}
+
+impl<T: Real> Vector<T> for Array1<T> {
+    fn len(&self) -> usize {
+        Array1::len(self)
+    }
+    fn dot(&self, other: &Self) -> T {
+        dot(self.view(), other.view())
+    }
+    fn norm2(&self) -> T {
+        norm2(self.view())
+    }
+    fn norm1(&self) -> T {
+        norm1(self.view())
+    }
+    fn norm_inf(&self) -> T {
+        norm_inf(self.view())
+    }
+    fn axpy(&mut self, a: T, x: &Self) {
+        axpy(self.view_mut(), a, x.view());
+    }
+    fn scale(&mut self, a: T) {
+        self.mapv_inplace(|v| v * a);
+    }
+    fn copy_from(&mut self, x: &Self) {
+        self.assign(x);
+    }
+    fn zeros_like(&self) -> Self {
+        Array1::zeros(Array1::len(self))
+    }
+    fn fill(&mut self, a: T) {
+        self.iter_mut().for_each(|v| *v = a);
+    }
+}
+
+/// ⟨a, b⟩ (lengths must agree; checked in debug builds).
+#[inline]
+pub fn dot<T: Real>(a: ArrayView1<'_, T>, b: ArrayView1<'_, T>) -> T {
+    debug_assert_eq!(a.len(), b.len());
+    a.dot(&b)
+}
+
+/// Euclidean norm, computed without overflow for large entries.
+pub fn norm2<T: Real>(a: ArrayView1<'_, T>) -> T {
+    let scale = norm_inf(a);
+    if scale == T::zero() || !scale.is_finite() {
+        return scale;
+    }
+    let s: T = a.iter().map(|&v| (v / scale) * (v / scale)).sum();
+    scale * s.sqrt()
+}
+
+/// ℓ1 norm.
+pub fn norm1<T: Real>(a: ArrayView1<'_, T>) -> T {
+    a.iter().map(|v| v.abs()).sum()
+}
+
+/// ℓ∞ norm (0 for an empty vector; NaN if any entry is NaN).
+pub fn norm_inf<T: Real>(a: ArrayView1<'_, T>) -> T {
+    let mut m = T::zero();
+    for &v in a.iter() {
+        if v.is_nan() {
+            return v;
+        }
+        m = m.max(v.abs());
+    }
+    m
+}
+
+/// `y ← y + a·x`.
+#[inline]
+pub fn axpy<T: Real>(y: ArrayViewMut1<'_, T>, a: T, x: ArrayView1<'_, T>) {
+    Zip::from(y).and(x).for_each(|yi, &xi| *yi += a * xi);
+}
+
+/// Returns an error if `got != expected`.
+pub fn check_len(context: &str, what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected != got {
+        return Err(Error::shape(
+            context,
+            what,
+            format!("length {expected}"),
+            format!("length {got}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Returns an error naming the first NaN/Inf entry of `a`.
+pub fn check_finite<T: Real>(what: &str, a: ArrayView1<'_, T>) -> Result<()> {
+    for (i, &v) in a.iter().enumerate() {
+        if !v.is_finite() {
+            return Err(Error::NonFinite {
+                what: what.to_string(),
+                index: i,
+                value: format!("{v}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Returns an error unless `gamma` is finite and strictly positive.
+pub fn check_positive<T: Real>(name: &str, gamma: T) -> Result<()> {
+    if !(gamma > T::zero()) || !gamma.is_finite() {
+        return Err(Error::param(
+            name,
+            gamma,
+            "must be finite and > 0; pass a positive step/parameter",
+        ));
+    }
+    Ok(())
+}
+
+/// Returns an error unless `x` is finite and ≥ 0.
+pub fn check_nonnegative<T: Real>(name: &str, x: T) -> Result<()> {
+    if !(x >= T::zero()) || !x.is_finite() {
+        return Err(Error::param(name, x, "must be finite and >= 0"));
+    }
+    Ok(())
+}
+
+/// Seeded standard normal vector (used by power iteration and the test kit).
+pub fn randn<T: Real>(n: usize, rng: &mut impl rand::Rng) -> Array1<T> {
+    use rand_distr::{Distribution, StandardNormal};
+    Array1::from_shape_fn(n, |_| {
+        let v: f64 = StandardNormal.sample(rng);
+        T::c(v)
+    })
+}
+
+/// Conjugate gradients for a symmetric positive definite operator given as a closure
+/// `apply(out, v)` (`out ← M v`): solves `M x = b` from the initial guess in `x` until
+/// `‖b − Mx‖ ≤ tol·‖b‖` (relative) or `max_iters`. Returns `(iterations, final residual)`;
+/// `Err(NotConverged)` if the tolerance was not met.
+pub fn conjugate_gradient<T: Real>(
+    apply: impl Fn(ArrayViewMut1<'_, T>, ArrayView1<'_, T>),
+    b: ArrayView1<'_, T>,
+    mut x: ArrayViewMut1<'_, T>,
+    tol: T,
+    max_iters: usize,
+) -> Result<(usize, T)> {
+    let n = b.len();
+    let mut r = Array1::zeros(n);
+    apply(r.view_mut(), x.view());
+    Zip::from(&mut r).and(&b).for_each(|ri, &bi| *ri = bi - *ri);
+    let bn = norm2(b).max(T::min_positive_value());
+    let mut p = r.clone();
+    let mut mp = Array1::zeros(n);
+    let mut rr = r.dot(&r);
+    for it in 0..max_iters {
+        let rn = rr.sqrt();
+        if rn <= tol * bn {
+            return Ok((it, rn / bn));
+        }
+        apply(mp.view_mut(), p.view());
+        let pmp = p.dot(&mp);
+        if !(pmp > T::zero()) {
+            return Err(Error::NotConverged {
+                method: "conjugate gradient (operator not positive definite)".into(),
+                iterations: it,
+                residual: (rn / bn).as_f64(),
+                tol: tol.as_f64(),
+            });
+        }
+        let alpha = rr / pmp;
+        axpy(x.view_mut(), alpha, p.view());
+        axpy(r.view_mut(), -alpha, mp.view());
+        let rr_new = r.dot(&r);
+        let beta = rr_new / rr;
+        rr = rr_new;
+        Zip::from(&mut p)
+            .and(&r)
+            .for_each(|pi, &ri| *pi = ri + beta * *pi);
+    }
+    let rn = rr.sqrt() / bn;
+    if rn <= tol {
+        return Ok((max_iters, rn));
+    }
+    Err(Error::NotConverged {
+        method: "conjugate gradient".into(),
+        iterations: max_iters,
+        residual: rn.as_f64(),
+        tol: tol.as_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn gemm_matches_naive_both_precisions() {
+        let a = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let b = array![[1.0, 0.5], [-1.0, 2.0], [0.0, 3.0]];
+        let mut c = Array2::<f64>::ones((2, 2));
+        f64::gemm(c.view_mut(), a.view(), b.view(), 2.0, true);
+        let exact = a.dot(&b) * 2.0 + 1.0;
+        assert!((&c - &exact).iter().all(|v| v.abs() < 1e-12));
+        let a32 = a.mapv(|v| v as f32);
+        let b32 = b.mapv(|v| v as f32);
+        let mut c32 = Array2::<f32>::zeros((2, 2));
+        f32::gemm(c32.view_mut(), a32.t(), a32.view(), 1.0, false);
+        let exact32 = a32.t().dot(&a32);
+        assert!((&c32 - &exact32).iter().all(|v| v.abs() < 1e-5));
+        let _ = b32;
+    }
+
+    #[test]
+    fn svd_reconstructs() {
+        let a = array![
+            [3.0, 1.0, 0.0],
+            [1.0, 2.0, 1.0],
+            [0.0, 1.0, 4.0],
+            [1.0, 0.0, 1.0]
+        ];
+        let (u, s, v) = f64::thin_svd(a.view()).unwrap();
+        let us = &u * &s;
+        let rec = us.dot(&v.t());
+        assert!((&rec - &a).iter().all(|x| x.abs() < 1e-12));
+        assert!(s[0] >= s[1] && s[1] >= s[2]);
+    }
+
+    #[test]
+    fn norms_and_checks() {
+        let x = array![3.0, -4.0];
+        assert_eq!(norm2(x.view()), 5.0);
+        assert_eq!(norm1(x.view()), 7.0);
+        assert_eq!(norm_inf(x.view()), 4.0);
+        let big = array![1e200, 1e200];
+        assert!((norm2(big.view()) / 1e200 - 2f64.sqrt()).abs() < 1e-15);
+        assert!(check_finite("x", array![1.0, f64::NAN].view()).is_err());
+        assert!(check_len("op", "x", 3, 2).is_err());
+        assert!(check_positive("gamma", 0.0f64).is_err());
+        let mut v = array![1.0, 2.0];
+        Vector::axpy(&mut v, 2.0, &array![1.0, 1.0]);
+        assert_eq!(v, array![3.0, 4.0]);
+    }
+}

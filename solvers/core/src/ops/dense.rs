@@ -1,0 +1,103 @@
+//! Dense matrices (faer GEMV/GEMM) and seeded Gaussian measurement matrices.
+
+use super::{check_batch, LinearOperator};
+use crate::error::{Error, Result};
+use crate::linalg::{norm2, Real};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use rand::SeedableRng;
+
+/// A dense matrix `A ∈ ℝ^{m×n}` as an operator. Products go through faer's GEMM on zero-copy
+/// views; [`LinearOperator::apply_batch_into`] multiplies a whole batch (columns) at once.
+#[derive(Clone, Debug)]
+pub struct DenseMatrix<T: Real> {
+    a: Array2<T>,
+}
+
+impl<T: Real> DenseMatrix<T> {
+    /// Wraps a matrix; its entries must be finite.
+    pub fn new(a: Array2<T>) -> Result<Self> {
+        if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "DenseMatrix::new matrix".into(),
+                index: i,
+                value: format!("{v}"),
+            });
+        }
+        Ok(Self { a })
+    }
+
+    /// Gaussian measurement matrix with i.i.d. entries `N(0, 1/m)` from a seeded RNG
+    /// (the compressed-sensing convention: columns have unit norm in expectation).
+    pub fn gaussian(m: usize, n: usize, seed: u64) -> Result<Self> {
+        if m == 0 || n == 0 {
+            return Err(Error::param(
+                "shape",
+                format!("{m}x{n}"),
+                "a Gaussian matrix needs m >= 1 and n >= 1",
+            ));
+        }
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let s = 1.0 / (m as f64).sqrt();
+        let a = Array2::from_shape_simple_fn((m, n), || {
+            let v: f64 = StandardNormal.sample(&mut rng);
+            T::c(v * s)
+        });
+        Ok(Self { a })
+    }
+
+    /// Rescales every nonzero column to unit Euclidean norm.
+    pub fn normalize_columns(mut self) -> Self {
+        for mut col in self.a.axis_iter_mut(Axis(1)) {
+            let nrm = norm2(col.view());
+            if nrm > T::zero() {
+                col.mapv_inplace(|v| v / nrm);
+            }
+        }
+        self
+    }
+
+    /// The matrix.
+    pub fn matrix(&self) -> ArrayView2<'_, T> {
+        self.a.view()
+    }
+}
+
+impl<T: Real> LinearOperator<T> for DenseMatrix<T> {
+    fn shape(&self) -> (usize, usize) {
+        self.a.dim()
+    }
+    fn name(&self) -> String {
+        format!("DenseMatrix({}x{})", self.a.nrows(), self.a.ncols())
+    }
+    fn apply_unchecked(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
+        T::gemm(
+            out.insert_axis(Axis(1)),
+            self.a.view(),
+            x.insert_axis(Axis(1)),
+            T::one(),
+            false,
+        );
+    }
+    fn adjoint_unchecked(&self, out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
+        T::gemm(
+            out.insert_axis(Axis(1)),
+            self.a.t(),
+            y.insert_axis(Axis(1)),
+            T::one(),
+            false,
+        );
+    }
+    fn apply_batch_into(&self, out: ArrayViewMut2<'_, T>, x: ArrayView2<'_, T>) -> Result<()> {
+        let (m, n) = self.shape();
+        check_batch(&self.name(), "apply_batch", (n, m), x.dim(), out.dim())?;
+        T::gemm(out, self.a.view(), x, T::one(), false);
+        Ok(())
+    }
+    fn adjoint_batch_into(&self, out: ArrayViewMut2<'_, T>, y: ArrayView2<'_, T>) -> Result<()> {
+        let (m, n) = self.shape();
+        check_batch(&self.name(), "adjoint_batch", (m, n), y.dim(), out.dim())?;
+        T::gemm(out, self.a.t(), y, T::one(), false);
+        Ok(())
+    }
+}

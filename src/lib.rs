@@ -1,0 +1,25 @@
+//! # hyperprox
+//!
+//! A Rust toolkit for solving inverse problems, learning their hyperparameters by bilevel
+//! optimization, and researching learned (unfolded) algorithms.
+//!
+//! This facade re-exports the workspace crates:
+//!
+//! * [`core`] (`hyperprox-core`): scalars and vectors, linear operators with adjoints,
+//!   functions with proximal operators, and the conformance test kit (feature `testing`).
+//!
+//! ```
+//! use hyperprox::prelude::*;
+//! use ndarray::array;
+//!
+//! let grad = Gradient2d::new(2, 2).unwrap();
+//! let g = grad.apply(array![0.0, 1.0, 2.0, 4.0].view()).unwrap();
+//! assert_eq!(g, array![1.0, 0.0, 2.0, 0.0, 2.0, 3.0, 0.0, 0.0]);
+//! ```
+
+pub use hyperprox_core as core;
+
+/// Everything a typical user needs, in one import.
+pub mod prelude {
+    pub use hyperprox_core::prelude::*;
+}
