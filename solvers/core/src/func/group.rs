@@ -207,8 +207,9 @@ impl<T: Real> Prox<T> for NormL21<T> {
 /// The weighted group sparse envelope function (WGSEF) `λ·W_k(x)`:
 /// `W_k = (q + ι_{C_k})**`, the convex biconjugate of `q(x) = ½ Σ_g d_g ‖x_g‖²` restricted to
 /// `C_k`, the vectors with at most `k` nonzero groups (`d_g > 0`). For singleton groups and
-/// `d = 1` it is the sparse envelope function of Beck and Refael; `W_k ≤ q` with equality on
-/// `C_k`, and `W_k` is the tightest convex lower bound of `q + ι_{C_k}`.
+/// `d = 1` it is the sparse envelope function of Beck and Refael. `W_k` is the largest convex
+/// function below `q + ι_{C_k}`; it satisfies `q ≤ W_k` with equality on `C_k`, decreases in `k`,
+/// and interpolates between `W_1 = ½(Σ_g √d_g ‖x_g‖)²` and `W_m = q`.
 ///
 /// * Conjugate: `W_k*(y) = ½·(sum of the k largest of ‖y_g‖²/d_g)`, so
 ///   `f*(y) = (1/(2λ))·top_k(‖y_g‖²/d_g)`.
