@@ -23,3 +23,8 @@ pub use hyperprox_core as core;
 pub mod prelude {
     pub use hyperprox_core::prelude::*;
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

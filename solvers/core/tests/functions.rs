@@ -333,9 +333,9 @@ mod echidna_oracle {
                 for i in 0..7 {
                     let mut z = w[0] * 0.0;
                     for j in 0..4 {
-                        z = z + w[j] * am[(i, j)];
+                        z += w[j] * am[(i, j)];
                     }
-                    s = s + (Float::exp(z * (-y[i])) + 1.0).ln();
+                    s += (Float::exp(z * (-y[i])) + 1.0).ln();
                 }
                 s
             },
@@ -364,7 +364,7 @@ mod echidna_oracle {
                         } else {
                             u[0] * 0.0
                         };
-                        s = s + (dh * dh + dv * dv + nu * nu).sqrt() * lam;
+                        s += (dh * dh + dv * dv + nu * nu).sqrt() * lam;
                     }
                 }
                 s
@@ -386,12 +386,12 @@ mod echidna_oracle {
                     for b in 0..r {
                         let mut g = u[0] * 0.0;
                         for i in 0..m {
-                            g = g + u[i * r + a] * u[i * r + b];
+                            g += u[i * r + a] * u[i * r + b];
                         }
                         if a == b {
                             g = g - 1.0;
                         }
-                        s = s + g * g;
+                        s += g * g;
                     }
                 }
                 s * 0.5
