@@ -348,11 +348,10 @@ mod tests {
         assert!((&c - &exact).iter().all(|v| v.abs() < 1e-12));
         let a32 = a.mapv(|v| v as f32);
         let b32 = b.mapv(|v| v as f32);
-        let mut c32 = Array2::<f32>::zeros((2, 2));
-        f32::gemm(c32.view_mut(), a32.t(), a32.view(), 1.0, false);
-        let exact32 = a32.t().dot(&a32);
+        let mut c32 = Array2::<f32>::zeros((3, 3));
+        f32::gemm(c32.view_mut(), a32.t(), b32.t(), 1.0, false);
+        let exact32 = a32.t().dot(&b32.t());
         assert!((&c32 - &exact32).iter().all(|v| v.abs() < 1e-5));
-        let _ = b32;
     }
 
     #[test]

@@ -428,3 +428,23 @@ mod echidna_oracle {
         close(f.gradient(w0.view()).unwrap().as_slice().unwrap(), &g_ad);
     }
 }
+
+#[test]
+fn smooth_proxes_satisfy_the_gradient_equation() {
+    // For smooth f the prox optimality condition is the equation (x − p)/γ = ∇f(p).
+    use hyperprox_core::testing::{check_prox_smooth_optimality, Tolerance};
+    let tol = Tolerance::for_type::<f64>().identity;
+    let x = random_point::<f64>(6, 2.0, 9);
+    for gamma in [0.3, 1.0, 4.0] {
+        check_prox_smooth_optimality(&SqrNormL2::new(0.8).unwrap(), x.view(), gamma, tol).unwrap();
+        check_prox_smooth_optimality(&Huber::new(1.2, 0.5).unwrap(), x.view(), gamma, tol).unwrap();
+        let ls = LeastSquares::new(
+            DenseMatrix::<f64>::gaussian(4, 6, 2).unwrap(),
+            array![1.0, 0.0, -1.0, 2.0],
+        )
+        .unwrap();
+        check_prox_smooth_optimality(&ls, x.view(), gamma, tol).unwrap();
+        let me = MoreauEnvelope::new(NormL1::new(0.8).unwrap(), 0.5).unwrap();
+        check_prox_smooth_optimality(&me, x.view(), gamma, tol).unwrap();
+    }
+}

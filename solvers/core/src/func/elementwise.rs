@@ -2,7 +2,7 @@
 
 use super::{check_arg, check_prox_args, set_tol, Function, Properties, Prox, Smooth};
 use crate::error::{Error, Result};
-use crate::linalg::{check_len, Real};
+use crate::linalg::{check_len, check_nonnegative, Real};
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 
 /// A scalar parameter shared by all coordinates or one per coordinate.
@@ -130,6 +130,9 @@ fn sign<T: Real>(x: T) -> T {
 
 /// `f(x) = (λ/2)‖x‖²`, `λ ≥ 0`. Smooth (`∇f = λx`, `L = λ`); `prox_{γf}(x) = x/(1 + γλ)`;
 /// `f*(y) = ‖y‖²/(2λ)`.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.1.
 #[derive(Clone, Debug)]
 pub struct SqrNormL2<T: Real> {
     lambda: T,
@@ -138,9 +141,7 @@ pub struct SqrNormL2<T: Real> {
 impl<T: Real> SqrNormL2<T> {
     /// `(λ/2)‖x‖²`.
     pub fn new(lambda: T) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         Ok(Self { lambda })
     }
     fn dim_(&self) -> Option<usize> {
@@ -203,6 +204,10 @@ impl<T: Real> Smooth<T> for SqrNormL2<T> {
 /// `f(x) = Σᵢ wᵢ|xᵢ|` (`wᵢ = λ` for the plain ℓ1 norm `λ‖x‖₁`), weights `≥ 0`.
 /// `prox_{γf}(x)ᵢ = sign(xᵢ)·max(|xᵢ| − γwᵢ, 0)` (soft thresholding);
 /// `f*(y) = ι{|yᵢ| ≤ wᵢ ∀i}`.
+///
+/// # References
+/// D. L. Donoho, "De-noising by soft-thresholding", IEEE Trans. Inf. Theory 41 (1995);
+/// R. Tibshirani, "Regression shrinkage and selection via the lasso", J. R. Stat. Soc. B 58 (1996).
 #[derive(Clone, Debug)]
 pub struct NormL1<T: Real> {
     w: Param<T>,
@@ -281,6 +286,10 @@ separable!(NormL1, |_s: &NormL1<T>| Properties {
 /// `f(x) = λ‖x‖₀` (number of nonzeros), nonconvex.
 /// `prox_{γf}(x)ᵢ = xᵢ·1{|xᵢ| > √(2γλ)}` (hard thresholding; at `|xᵢ| = √(2γλ)` both 0 and
 /// `xᵢ` are minimizers and 0 is returned).
+///
+/// # References
+/// T. Blumensath, M. E. Davies, "Iterative thresholding for sparse approximations",
+/// J. Fourier Anal. Appl. 14 (2008).
 #[derive(Clone, Debug)]
 pub struct NormL0<T: Real> {
     lambda: T,
@@ -289,9 +298,7 @@ pub struct NormL0<T: Real> {
 impl<T: Real> NormL0<T> {
     /// `λ‖x‖₀`, `λ ≥ 0`.
     pub fn new(lambda: T) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         Ok(Self { lambda })
     }
     fn dim_(&self) -> Option<usize> {
@@ -346,9 +353,7 @@ pub struct ElasticNet<T: Real> {
 impl<T: Real> ElasticNet<T> {
     /// `λ(α‖x‖₁ + (1 − α)/2‖x‖²)`.
     pub fn new(lambda: T, alpha: T) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         if !(alpha >= T::zero() && alpha <= T::one()) {
             return Err(Error::param(
                 "alpha",
@@ -415,9 +420,7 @@ pub struct Huber<T: Real> {
 impl<T: Real> Huber<T> {
     /// `λ Σ h_δ(xᵢ)`, `λ ≥ 0`, `δ > 0`.
     pub fn new(lambda: T, delta: T) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         if !(delta > T::zero() && delta.is_finite()) {
             return Err(Error::param("delta", delta, "must be finite and > 0"));
         }
@@ -515,6 +518,9 @@ impl<T: Real> Smooth<T> for Huber<T> {
 
 /// Indicator of the box `{x : loᵢ ≤ xᵢ ≤ hiᵢ}` (bounds may be ±∞). The prox is the clamp;
 /// `f*(y) = Σ max(loᵢyᵢ, hiᵢyᵢ)` (the support function).
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.2.
 #[derive(Clone, Debug)]
 pub struct IndBox<T: Real> {
     lo: Param<T>,
@@ -589,6 +595,9 @@ separable!(IndBox, |_s: &IndBox<T>| Properties {
 });
 
 /// Indicator of the nonnegative orthant; prox `max(x, 0)`; `f*(y) = ι{y ≤ 0}`.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.2.
 #[derive(Clone, Debug, Default)]
 pub struct IndNonnegative<T: Real> {
     _t: std::marker::PhantomData<T>,
@@ -721,9 +730,7 @@ pub struct GeneralizedGaussian<T: Real> {
 impl<T: Real> GeneralizedGaussian<T> {
     /// `λ Σ |xᵢ|^p`.
     pub fn new(lambda: T, p: T) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         if !(p > T::zero() && p <= T::c(2.0)) {
             return Err(Error::param("p", p, "the exponent must lie in (0, 2]"));
         }
@@ -823,9 +830,7 @@ impl<T: Real> NormLq<T> {
     }
     /// `λ Σ |xᵢ|^q` with `q ∈ {1/2, 2/3}` (use [`GeneralizedGaussian`] for other exponents).
     pub fn new(lambda: T, q: T) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         let q = if (q - T::c(0.5)).abs() < T::c(1e-6) {
             LqExponent::Half
         } else if (q - T::c(2.0 / 3.0)).abs() < T::c(1e-6) {
@@ -944,9 +949,7 @@ impl<T: Real> Cel0<T> {
         Self::build(lambda, Param::PerCoord(a))
     }
     fn build(lambda: T, a: Param<T>) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         a.check(
             "column norm a",
             |v| v > T::zero() && v.is_finite(),

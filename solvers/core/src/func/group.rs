@@ -2,7 +2,7 @@
 
 use super::{check_arg, check_prox_args, set_tol, Function, Properties, Prox};
 use crate::error::{Error, Result};
-use crate::linalg::{check_len, Real};
+use crate::linalg::{check_len, check_nonnegative, Real};
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 
 /// A partition of `{0, …, n−1}` into non-empty groups (any order of indices).
@@ -119,9 +119,7 @@ impl<T: Real> NormL21<T> {
     }
     /// `λ Σ_g w_g ‖x_g‖`.
     pub fn weighted(groups: Groups, lambda: T, w: Array1<T>) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         check_weights(&w, groups.len())?;
         Ok(Self { groups, lambda, w })
     }

@@ -19,6 +19,9 @@ fn cg_tol<T: Real>() -> T {
 /// first use). Prox: `(I + γAᵀA) p = x + γAᵀb`, solved matrix-free by conjugate gradients to a
 /// relative residual of `max(100ε, 1e-12)` (so [`Properties::exact_prox`] is `false`); the prox Jacobian is
 /// `(I + γAᵀA)⁻¹`, applied by the same CG.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.1.1.
 pub struct LeastSquares<T: Real, A> {
     a: A,
     b: Array1<T>,
@@ -178,6 +181,9 @@ fn log1pexp<T: Real>(z: T) -> T {
 
 /// Binary logistic loss `f(x) = Σᵢ log(1 + exp(−yᵢ (Ax)ᵢ))` with labels `yᵢ ∈ {−1, +1}`.
 /// `∇f = −Aᵀ(y ⊙ σ(−y ⊙ Ax))`, `∇²f v = Aᵀ(s ⊙ Av)` with `s = σ(z)(1 − σ(z))`, `L = ‖A‖²/4`.
+///
+/// # References
+/// T. Hastie, R. Tibshirani, J. Friedman, *The Elements of Statistical Learning*, §4.4.
 pub struct Logistic<T: Real, A> {
     a: A,
     y: Array1<T>,
@@ -273,6 +279,10 @@ impl<T: Real, A: LinearOperator<T>> Smooth<T> for Logistic<T, A> {
 /// `f(W) = (1/n) Σᵢ [logsumexp(Zᵢ) − Z_{i,yᵢ}]`, `∇f = (1/n) Xᵀ(P − Y)` (`Y` one-hot),
 /// `∇²f[V] = (1/n) Xᵀ(P ⊙ (XV) − P ⊙ rowsum(P ⊙ XV))`, `L = σ_max(X)²/(2n)`
 /// (the softmax Hessian is bounded by ½I).
+///
+/// # References
+/// D. Böhning, "Multinomial logistic regression algorithm", Ann. Inst. Stat. Math. 44 (1992)
+/// (the Hessian bound); Hastie, Tibshirani, Friedman, *The Elements of Statistical Learning*, §4.4.
 pub struct MultinomialLogistic<T: Real> {
     x: Array2<T>,
     labels: Vec<usize>,

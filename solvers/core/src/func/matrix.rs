@@ -4,7 +4,7 @@
 
 use super::{check_arg, check_prox_args, set_tol, Function, Properties, Prox, Smooth};
 use crate::error::{Error, Result};
-use crate::linalg::{check_len, Real};
+use crate::linalg::{check_len, check_nonnegative, Real};
 use ndarray::{Array2, ArrayView1, ArrayViewMut1};
 
 fn to_matrix<T: Real>(x: ArrayView1<'_, T>, m: usize, n: usize) -> Array2<T> {
@@ -40,9 +40,7 @@ impl<T: Real> NuclearNorm<T> {
                 "the matrix must be non-empty",
             ));
         }
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         Ok(Self { m, n, lambda })
     }
 }
@@ -115,9 +113,7 @@ impl<T: Real> SorsaOrthonormality<T> {
                 "the matrix must be non-empty",
             ));
         }
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         Ok(Self { m, r, lambda })
     }
     /// `UᵀU − I`.

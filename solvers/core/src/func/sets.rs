@@ -136,6 +136,9 @@ impl<T: Real> Prox<T> for IndSimplex<T> {
 }
 
 /// Indicator of the Euclidean ball `{‖x‖ ≤ r}`; prox `x·min(1, r/‖x‖)`; `f*(y) = r‖y‖`.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.5.
 #[derive(Clone, Debug)]
 pub struct IndBallL2<T: Real> {
     r: T,

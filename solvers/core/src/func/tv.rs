@@ -2,7 +2,7 @@
 
 use super::{check_arg, check_prox_args, Function, Properties, Prox, Smooth};
 use crate::error::{Error, Result};
-use crate::linalg::{check_len, Real};
+use crate::linalg::{check_len, check_nonnegative, Real};
 use crate::ops::{Gradient2d, LinearOperator};
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use std::sync::Mutex;
@@ -56,9 +56,7 @@ pub struct TvProx<T> {
 impl<T: Real> TotalVariation<T> {
     /// `λ·TV` on `h × w` images.
     pub fn new(h: usize, w: usize, lambda: T, kind: TvKind) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         Ok(Self {
             grad: Gradient2d::new(h, w)?,
             lambda,
@@ -250,6 +248,12 @@ impl<T: Real> Prox<T> for TotalVariation<T> {
 /// `∇f = λ∇ᵀ(g/s)` with `g = ∇x`, `s` the per-pixel (or per-entry) root; the Hessian is
 /// `λ∇ᵀ B ∇` with `B_p = I/s_p − g_p g_pᵀ/s_p³` (isotropic) or `ν²/s³` (anisotropic), and
 /// `L = 8λ/ν`.
+///
+/// # References
+/// C. R. Vogel, M. E. Oman, "Iterative methods for total variation denoising", SIAM J. Sci.
+/// Comput. 17 (1996); M. S. Salehi, S. Mukherjee, L. Roberts, M. J. Ehrhardt, "An adaptively
+/// inexact first-order method for bilevel optimization with application to hyperparameter
+/// learning", SIAM J. Math. Data Sci. (2025) (the anisotropic form).
 pub struct SmoothedTv<T: Real> {
     grad: Gradient2d,
     lambda: T,
@@ -260,9 +264,7 @@ pub struct SmoothedTv<T: Real> {
 impl<T: Real> SmoothedTv<T> {
     /// Smoothed TV on `h × w` images with smoothing `ν > 0`.
     pub fn new(h: usize, w: usize, lambda: T, nu: T, kind: TvKind) -> Result<Self> {
-        if !(lambda >= T::zero() && lambda.is_finite()) {
-            return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
-        }
+        check_nonnegative("lambda", lambda)?;
         if !(nu > T::zero() && nu.is_finite()) {
             return Err(Error::param(
                 "nu",

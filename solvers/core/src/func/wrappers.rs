@@ -38,6 +38,10 @@ forward_function!(&F, Box<F>, std::sync::Arc<F>);
 /// The convex conjugate `f*` of a closed convex function, as a function with a prox
 /// (`prox_{γf*}` by the Moreau identity, [`Prox::conj_prox_into`]); its value is `f`'s
 /// closed-form conjugate and its conjugate is `f` itself (`f** = f`).
+///
+/// # References
+/// H. H. Bauschke, P. L. Combettes, *Convex Analysis and Monotone Operator Theory in Hilbert
+/// Spaces*, Thm. 14.3 (Moreau decomposition).
 pub struct Conjugate<F> {
     f: F,
 }
@@ -107,6 +111,9 @@ impl<T: Real, F: Prox<T>> Prox<T> for Conjugate<F> {
 
 /// Translation `g(x) = f(x − z)`: `prox_{γg}(x) = z + prox_{γf}(x − z)`,
 /// `g*(y) = f*(y) + ⟨z, y⟩`.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §2.2.
 pub struct Translate<T: Real, F> {
     f: F,
     z: Array1<T>,
@@ -273,6 +280,9 @@ impl<T: Real, F: Prox<T>, L: LinearOperator<T>> Prox<T> for Precompose<T, F, L> 
 
 /// Separable sum over consecutive blocks, `f(x) = Σᵢ fᵢ(x_{Bᵢ})`: value, prox, conjugate and
 /// prox Jacobian block by block.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §2.1.
 pub struct SeparableSum<T: Real> {
     parts: Vec<(usize, Box<dyn Prox<T>>)>,
 }
@@ -385,6 +395,10 @@ impl<T: Real> Prox<T> for SeparableSum<T> {
 /// Smooth with `∇M = (x − prox_{μf}(x))/μ` (`L = 1/μ` for convex `f`) and
 /// `∇²M v = (v − J_{prox_{μf}}(x) v)/μ`; `prox_{γM}(x) = x + γ/(μ+γ)·(prox_{(μ+γ)f}(x) − x)`;
 /// `M* = f* + (μ/2)‖·‖²`.
+///
+/// # References
+/// J.-J. Moreau, "Proximité et dualité dans un espace hilbertien", Bull. Soc. Math. France 93
+/// (1965); Bauschke, Combettes, Prop. 12.30.
 pub struct MoreauEnvelope<T: Real, F> {
     f: F,
     mu: T,
