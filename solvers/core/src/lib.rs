@@ -25,6 +25,7 @@ pub mod error;
 pub mod func;
 pub mod linalg;
 pub mod ops;
+pub mod solve;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -37,4 +38,5 @@ pub mod prelude {
     pub use crate::func::*;
     pub use crate::linalg::{Real, Vector};
     pub use crate::ops::*;
+    pub use crate::solve::*;
 }

@@ -689,13 +689,15 @@ macro_rules! operator_conformance {
     };
 }
 
-/// Stamps out the prox suite (oracle, optimality, Moreau, and optionally the prox Jacobian)
-/// in `f32` and `f64` for several points and step sizes.
+/// Stamps out the prox suite in `f32` and `f64` for several points and step sizes; `checks`
+/// lists which of `prox_oracle`, `prox_optimality`, `prox_moreau` (convex functions only) and
+/// `prox_jacobian` to generate (test names `name::check::f64`).
 ///
-/// `prox_conformance!(name, |T| ctor, n = 6, gammas = [0.5, 2.0], jacobian = true);`
+/// `prox_conformance!(name, |T| ctor, n = 6, gammas = [0.5, 2.0],
+///     checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]);`
 #[macro_export]
 macro_rules! prox_conformance {
-    ($name:ident, |$t:ident| $ctor:expr, n = $n:expr, gammas = [$($g:expr),*], jacobian = $jac:expr) => {
+    ($name:ident, |$t:ident| $ctor:expr, n = $n:expr, gammas = [$($g:expr),*], checks = [$($check:ident),*]) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -712,57 +714,54 @@ macro_rules! prox_conformance {
                 }
                 v
             }
-            fn oracle<T: $crate::linalg::Real>() {
+            #[allow(dead_code)]
+            fn prox_oracle<T: $crate::linalg::Real>() {
                 let f = make::<T>();
                 let tol = $crate::testing::Tolerance::for_type::<T>();
                 for (i, (x, g)) in points::<T>().iter().enumerate() {
                     $crate::testing::check_prox_oracle(&f, x.view(), *g, i as u64, tol.identity).unwrap();
                 }
             }
-            fn optimality<T: $crate::linalg::Real>() {
+            #[allow(dead_code)]
+            fn prox_optimality<T: $crate::linalg::Real>() {
                 let f = make::<T>();
                 let tol = $crate::testing::Tolerance::for_type::<T>();
                 for (i, (x, g)) in points::<T>().iter().enumerate() {
                     $crate::testing::check_prox_optimality(&f, x.view(), *g, i as u64, tol.identity).unwrap();
                 }
             }
-            fn moreau<T: $crate::linalg::Real>() {
+            #[allow(dead_code)]
+            fn prox_moreau<T: $crate::linalg::Real>() {
                 let f = make::<T>();
                 let tol = $crate::testing::Tolerance::for_type::<T>();
-                if !$crate::func::Function::properties(&f).convex {
-                    // The Moreau identity is a statement about convex functions.
-                    return;
-                }
+                assert!(
+                    $crate::func::Function::properties(&f).convex,
+                    "the Moreau identity is a statement about convex functions"
+                );
                 for (x, g) in points::<T>() {
                     $crate::testing::check_moreau(&f, x.view(), g, &tol).unwrap();
                 }
             }
-            fn jacobian<T: $crate::linalg::Real>() {
-                if !$jac {
-                    return;
-                }
+            #[allow(dead_code)]
+            fn prox_jacobian<T: $crate::linalg::Real>() {
                 let f = make::<T>();
                 let tol = $crate::testing::Tolerance::for_type::<T>();
                 for (i, (x, g)) in points::<T>().iter().enumerate() {
                     $crate::testing::check_prox_jacobian(&f, x.view(), *g, i as u64, &tol).unwrap();
                 }
             }
-            #[test]
-            fn prox_oracle_f64() { oracle::<f64>(); }
-            #[test]
-            fn prox_oracle_f32() { oracle::<f32>(); }
-            #[test]
-            fn prox_optimality_f64() { optimality::<f64>(); }
-            #[test]
-            fn prox_optimality_f32() { optimality::<f32>(); }
-            #[test]
-            fn prox_moreau_f64() { moreau::<f64>(); }
-            #[test]
-            fn prox_moreau_f32() { moreau::<f32>(); }
-            #[test]
-            fn prox_jacobian_f64() { jacobian::<f64>(); }
-            #[test]
-            fn prox_jacobian_f32() { jacobian::<f32>(); }
+            $(
+                mod $check {
+                    #[test]
+                    fn f64() {
+                        super::$check::<f64>();
+                    }
+                    #[test]
+                    fn f32() {
+                        super::$check::<f32>();
+                    }
+                }
+            )*
         }
     };
 }

@@ -1,6 +1,6 @@
 //! Conformance suites stamped out for every operator, function and prox of hyperprox-core,
 //! in f32 and f64 (see `hyperprox_core::testing`). Test names say what is checked:
-//! `ops::<op>::adjoint_*`, `prox::<f>::prox_{oracle,optimality,moreau,jacobian}_*`,
+//! `ops::<op>::adjoint_*`, `prox::<f>::prox_{oracle,optimality,moreau,jacobian}::f{32,64}`,
 //! `smooth::<f>::{gradient,hvp}_*`.
 
 use hyperprox_core::func::*;
@@ -173,49 +173,49 @@ mod prox {
         |T| SqrNormL2::new(T::c(0.8)).unwrap(),
         n = 5,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         norm_l1,
         |T| NormL1::new(T::c(0.7)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         norm_l1_weighted,
         |T| NormL1::weighted(arr::<T>(&[0.1, 0.5, 1.0, 0.0, 2.0, 0.7])).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         norm_l0,
         |T| NormL0::new(T::c(0.5)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_jacobian]
     );
     prox_conformance!(
         elastic_net,
         |T| ElasticNet::new(T::c(0.8), T::c(0.6)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         huber,
         |T| Huber::new(T::c(1.2), T::c(0.5)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         ind_box,
         |T| IndBox::new(T::c(-0.5), T::c(1.0)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         ind_box_per_coordinate,
@@ -226,91 +226,91 @@ mod prox {
         .unwrap(),
         n = 4,
         gammas = [1.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         ind_nonnegative,
         |T| IndNonnegative::<T>::new(),
         n = 6,
         gammas = [1.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         norm_lq_half,
         |T| NormLq::half(T::c(0.6)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_jacobian]
     );
     prox_conformance!(
         norm_lq_two_thirds,
         |T| NormLq::two_thirds(T::c(0.6)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_jacobian]
     );
     prox_conformance!(
         gen_gaussian_p03,
         |T| GeneralizedGaussian::new(T::c(0.5), T::c(0.3)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_jacobian]
     );
     prox_conformance!(
         gen_gaussian_p08,
         |T| GeneralizedGaussian::new(T::c(0.5), T::c(0.8)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_jacobian]
     );
     prox_conformance!(
         gen_gaussian_p1,
         |T| GeneralizedGaussian::new(T::c(0.5), T::c(1.0)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         gen_gaussian_p15,
         |T| GeneralizedGaussian::new(T::c(0.5), T::c(1.5)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         gen_gaussian_p2,
         |T| GeneralizedGaussian::new(T::c(0.5), T::c(2.0)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         cel0,
         |T| Cel0::with_column_norms(T::c(0.4), arr::<T>(&[0.5, 0.8, 1.0, 1.2, 1.5, 2.0])).unwrap(),
         n = 6,
         gammas = [0.3, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_jacobian]
     );
     prox_conformance!(
         ind_simplex,
         |T| IndSimplex::new(T::c(1.5)).unwrap(),
         n = 5,
         gammas = [1.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         ind_ball_l2,
         |T| IndBallL2::new(T::c(1.0)).unwrap(),
         n = 5,
         gammas = [1.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         ind_ball_l1,
         |T| IndBallL1::new(T::c(1.2)).unwrap(),
         n = 5,
         gammas = [1.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         norm_l21,
@@ -322,7 +322,7 @@ mod prox {
         .unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         wgsef,
@@ -335,7 +335,7 @@ mod prox {
         .unwrap(),
         n = 8,
         gammas = [0.5, 2.0],
-        jacobian = false
+        checks = [prox_oracle, prox_optimality, prox_moreau]
     );
     prox_conformance!(
         sparse_envelope,
@@ -348,14 +348,14 @@ mod prox {
         .unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = false
+        checks = [prox_oracle, prox_optimality, prox_moreau]
     );
     prox_conformance!(
         nuclear_norm,
         |T| NuclearNorm::new(3, 2, T::c(0.5)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = false
+        checks = [prox_oracle, prox_optimality, prox_moreau]
     );
     prox_conformance!(
         least_squares,
@@ -366,7 +366,7 @@ mod prox {
         .unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         total_variation_iso,
@@ -376,7 +376,7 @@ mod prox {
             .unwrap(),
         n = 12,
         gammas = [0.5, 2.0],
-        jacobian = false
+        checks = [prox_oracle, prox_optimality, prox_moreau]
     );
     prox_conformance!(
         total_variation_aniso,
@@ -386,21 +386,21 @@ mod prox {
             .unwrap(),
         n = 12,
         gammas = [0.5, 2.0],
-        jacobian = false
+        checks = [prox_oracle, prox_optimality, prox_moreau]
     );
     prox_conformance!(
         conjugate_l1,
         |T| Conjugate::new(NormL1::new(T::c(0.7)).unwrap()).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         conjugate_elastic_net,
         |T| Conjugate::new(ElasticNet::new(T::c(0.8), T::c(0.5)).unwrap()).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         translate_l21,
@@ -411,14 +411,14 @@ mod prox {
         .unwrap(),
         n = 5,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         precompose_frame,
         |T| Precompose::new(NormL1::new(T::c(0.6)).unwrap(), frame::<T>(3), T::c(2.0)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         separable_sum,
@@ -433,14 +433,14 @@ mod prox {
         .unwrap(),
         n = 7,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
     prox_conformance!(
         moreau_envelope_l1,
         |T| MoreauEnvelope::new(NormL1::new(T::c(0.8)).unwrap(), T::c(0.5)).unwrap(),
         n = 6,
         gammas = [0.5, 2.0],
-        jacobian = true
+        checks = [prox_oracle, prox_optimality, prox_moreau, prox_jacobian]
     );
 }
 

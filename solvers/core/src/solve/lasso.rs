@@ -1,0 +1,266 @@
+//! Penalized least-squares problems `P(x) = ‖Ax − b‖²/(2n) + Ω(x)` (Lasso, weighted Lasso,
+//! elastic net, group lasso) with their duality gap.
+
+use crate::error::{Error, Result};
+use crate::func::{ElasticNet, Function, Groups, LeastSquares, NormL1, NormL21, Prox};
+use crate::linalg::{check_finite, check_len, check_nonnegative, Real};
+use crate::ops::DenseMatrix;
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+
+/// The penalty `Ω` of a [`LassoProblem`] (all scaled by `λ`).
+#[derive(Clone, Debug)]
+pub enum LassoPenalty<T> {
+    /// `λ Σ wⱼ|xⱼ|` (`w = 1`: the Lasso).
+    L1 {
+        /// Per-feature weights `wⱼ ≥ 0` (`None`: all ones).
+        weights: Option<Array1<T>>,
+    },
+    /// `λ(α‖x‖₁ + (1 − α)/2‖x‖²)`, `α ∈ (0, 1]`.
+    ElasticNet {
+        /// The ℓ1 ratio.
+        alpha: T,
+    },
+    /// `λ Σ_g w_g‖x_g‖₂`.
+    Group {
+        /// The partition of the features.
+        groups: Groups,
+        /// Per-group weights (`None`: `√|g|`).
+        weights: Option<Array1<T>>,
+    },
+}
+
+/// `min_x P(x) = ‖Ax − b‖²/(2n) + Ω(x)` with `A ∈ ℝ^{n×p}` dense.
+///
+/// **Duality gap.** With `θ = s·(b − Ax)/n`, `s ∈ (0, 1]` the largest scale making `θ` dual
+/// feasible (`Ω*(Aᵀθ) < ∞`), the dual is `D(θ) = ⟨θ, b⟩ − (n/2)‖θ‖² − Ω*(Aᵀθ)` and
+/// `G(x) = P(x) − D(θ) ≥ P(x) − P*`. `D` is `n`-strongly concave, so the optimal dual point lies
+/// within `√(2G/n)` of `θ` (the gap-safe sphere used for screening).
+///
+/// # References
+/// E. Ndiaye, O. Fercoq, A. Gramfort, J. Salmon, "Gap safe screening rules for sparsity enforcing
+/// penalties", JMLR 18 (2017); M. Massias, A. Gramfort, J. Salmon, "Celer: a fast solver for the
+/// Lasso with dual extrapolation", ICML 2018.
+#[derive(Clone, Debug)]
+pub struct LassoProblem<T: Real> {
+    a: Array2<T>,
+    b: Array1<T>,
+    lambda: T,
+    penalty: LassoPenalty<T>,
+    /// Per-feature (L1/EN) or per-group weights, resolved.
+    w: Array1<T>,
+}
+
+impl<T: Real> LassoProblem<T> {
+    /// Validates and builds the problem.
+    pub fn new(a: Array2<T>, b: Array1<T>, lambda: T, penalty: LassoPenalty<T>) -> Result<Self> {
+        let (n, p) = a.dim();
+        if n == 0 || p == 0 {
+            return Err(Error::param(
+                "A",
+                format!("{n}x{p}"),
+                "the design matrix must be non-empty",
+            ));
+        }
+        check_len("LassoProblem", "b (one entry per row of A)", n, b.len())?;
+        check_finite("LassoProblem b", b.view())?;
+        if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "LassoProblem A".into(),
+                index: i,
+                value: format!("{v}"),
+            });
+        }
+        check_nonnegative("lambda", lambda)?;
+        let w = match &penalty {
+            LassoPenalty::L1 { weights } => match weights {
+                Some(w) => {
+                    check_len("LassoProblem", "weights", p, w.len())?;
+                    if w.iter().any(|v| !(*v >= T::zero() && v.is_finite())) {
+                        return Err(Error::param(
+                            "weights",
+                            "negative or non-finite",
+                            "weights must be finite and >= 0",
+                        ));
+                    }
+                    w.clone()
+                }
+                None => Array1::ones(p),
+            },
+            LassoPenalty::ElasticNet { alpha } => {
+                if !(*alpha > T::zero() && *alpha <= T::one()) {
+                    return Err(Error::param(
+                        "alpha",
+                        alpha,
+                        "the l1 ratio must lie in (0, 1]",
+                    ));
+                }
+                Array1::ones(p)
+            }
+            LassoPenalty::Group { groups, weights } => {
+                check_len("LassoProblem", "group partition size", p, groups.dim())?;
+                match weights {
+                    Some(w) => {
+                        check_len("LassoProblem", "group weights", groups.len(), w.len())?;
+                        w.clone()
+                    }
+                    None => groups
+                        .iter()
+                        .map(|g| T::c((g.len() as f64).sqrt()))
+                        .collect(),
+                }
+            }
+        };
+        Ok(Self {
+            a,
+            b,
+            lambda,
+            penalty,
+            w,
+        })
+    }
+
+    /// `λ_max`: the smallest `λ` for which `x = 0` is optimal.
+    pub fn lambda_max(
+        a: ArrayView2<'_, T>,
+        b: ArrayView1<'_, T>,
+        penalty: &LassoPenalty<T>,
+    ) -> Result<T> {
+        let probe = Self::new(a.to_owned(), b.to_owned(), T::one(), penalty.clone())?;
+        let n = T::c(a.nrows() as f64);
+        let atb = a.t().dot(&b).mapv(|v| v / n);
+        Ok(probe.dual_norm_unit(atb.view()))
+    }
+
+    /// `max` over features/groups of `|vⱼ|/(α wⱼ)` or `‖v_g‖/w_g` (the dual norm of the
+    /// penalty at `λ = 1`).
+    fn dual_norm_unit(&self, v: ArrayView1<'_, T>) -> T {
+        let mut m = T::zero();
+        match &self.penalty {
+            LassoPenalty::L1 { .. } => {
+                for (j, &vj) in v.iter().enumerate() {
+                    if self.w[j] > T::zero() {
+                        m = m.max(vj.abs() / self.w[j]);
+                    } else if vj != T::zero() {
+                        m = T::infinity();
+                    }
+                }
+            }
+            LassoPenalty::ElasticNet { alpha } => {
+                m = v.iter().fold(T::zero(), |a, x| a.max(x.abs())) / *alpha;
+            }
+            LassoPenalty::Group { groups, .. } => {
+                for (g, idx) in groups.iter().enumerate() {
+                    let nr: T = idx.iter().map(|&j| v[j] * v[j]).sum::<T>().sqrt();
+                    m = m.max(nr / self.w[g]);
+                }
+            }
+        }
+        m
+    }
+
+    /// The design matrix.
+    pub fn a(&self) -> ArrayView2<'_, T> {
+        self.a.view()
+    }
+    /// The response.
+    pub fn b(&self) -> ArrayView1<'_, T> {
+        self.b.view()
+    }
+    /// `λ`.
+    pub fn lambda(&self) -> T {
+        self.lambda
+    }
+    /// The penalty.
+    pub fn penalty(&self) -> &LassoPenalty<T> {
+        &self.penalty
+    }
+    /// Resolved weights (per feature for L1/EN, per group for the group lasso).
+    pub fn weights(&self) -> ArrayView1<'_, T> {
+        self.w.view()
+    }
+    /// Number of samples `n`.
+    pub fn n_samples(&self) -> usize {
+        self.a.nrows()
+    }
+    /// Number of features `p`.
+    pub fn n_features(&self) -> usize {
+        self.a.ncols()
+    }
+
+    /// `Ω` as a [`Prox`] function.
+    pub fn penalty_function(&self) -> Result<Box<dyn Prox<T>>> {
+        Ok(match &self.penalty {
+            LassoPenalty::L1 { .. } => {
+                Box::new(NormL1::weighted(self.w.mapv(|v| v * self.lambda))?)
+            }
+            LassoPenalty::ElasticNet { alpha } => Box::new(ElasticNet::new(self.lambda, *alpha)?),
+            LassoPenalty::Group { groups, .. } => Box::new(NormL21::weighted(
+                groups.clone(),
+                self.lambda,
+                self.w.clone(),
+            )?),
+        })
+    }
+
+    /// The smooth part `‖Ax − b‖²/(2n)` as a [`LeastSquares`] on `A/√n`, `b/√n`.
+    pub fn smooth_part(&self) -> Result<LeastSquares<T, DenseMatrix<T>>> {
+        let s = T::one() / T::c(self.n_samples() as f64).sqrt();
+        LeastSquares::new(
+            DenseMatrix::new(self.a.mapv(|v| v * s))?,
+            self.b.mapv(|v| v * s),
+        )
+    }
+
+    /// Residual `b − Ax`.
+    pub fn residual(&self, x: ArrayView1<'_, T>) -> Result<Array1<T>> {
+        check_len("LassoProblem", "x", self.n_features(), x.len())?;
+        Ok(&self.b - &self.a.dot(&x))
+    }
+
+    /// `P(x)` from a residual `r = b − Ax`.
+    pub fn objective_with_residual(&self, x: ArrayView1<'_, T>, r: ArrayView1<'_, T>) -> Result<T> {
+        let n = T::c(self.n_samples() as f64);
+        Ok(r.dot(&r) / (T::c(2.0) * n) + self.penalty_function()?.value(x)?)
+    }
+
+    /// `P(x)`.
+    pub fn objective(&self, x: ArrayView1<'_, T>) -> Result<T> {
+        let r = self.residual(x)?;
+        self.objective_with_residual(x, r.view())
+    }
+
+    /// Duality gap and the dual point `θ` from `x` and its residual `r = b − Ax`.
+    pub fn duality_gap_with_residual(
+        &self,
+        x: ArrayView1<'_, T>,
+        r: ArrayView1<'_, T>,
+    ) -> Result<(T, Array1<T>)> {
+        let n = T::c(self.n_samples() as f64);
+        let mut theta = r.mapv(|v| v / n);
+        let mut atth = self.a.t().dot(&theta);
+        if !matches!(self.penalty, LassoPenalty::ElasticNet { alpha } if alpha < T::one()) {
+            let dn = self.dual_norm_unit(atth.view());
+            if dn > self.lambda {
+                let s = self.lambda / dn;
+                theta.mapv_inplace(|v| v * s);
+                atth.mapv_inplace(|v| v * s);
+            }
+        }
+        let pen = self.penalty_function()?;
+        let primal = self.objective_with_residual(x, r)?;
+        let dual =
+            theta.dot(&self.b) - n * T::c(0.5) * theta.dot(&theta) - pen.conj_value(atth.view())?;
+        Ok(((primal - dual).max(T::zero()), theta))
+    }
+
+    /// Duality gap `P(x) − D(θ(x))`.
+    pub fn duality_gap(&self, x: ArrayView1<'_, T>) -> Result<T> {
+        let r = self.residual(x)?;
+        Ok(self.duality_gap_with_residual(x, r.view())?.0)
+    }
+
+    /// Column norms `‖A_{:,j}‖`.
+    pub(crate) fn column_norms(&self) -> Array1<T> {
+        self.a.map_axis(Axis(0), |c| c.dot(&c).sqrt())
+    }
+}

@@ -1,0 +1,126 @@
+//! Classical proximal algorithms as state machines with certified stopping.
+//!
+//! Every solver has `XxxParams` (with `Default` and builder methods), an `XxxState`, `init`,
+//! `step` and `run(.., observer) -> Solution`. Each iteration reports an [`IterInfo`] with a
+//! **stopping certificate**: a duality gap where the problem has a computable dual (Lasso,
+//! elastic net, group lasso, ROF), a distance bound under strong convexity, and otherwise the
+//! fixed-point residual of the iteration. A run stops when the certificate is at most `tol`,
+//! after `max_iters` iterations (`Ok` with [`TerminationReason::MaxIters`]), or when the
+//! observer asks to. A non-finite iterate or objective is [`Error::Diverged`] naming the
+//! iteration.
+
+mod cd;
+mod fista;
+mod lasso;
+
+pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState};
+pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
+pub use lasso::{LassoPenalty, LassoProblem};
+
+use crate::error::{Error, Result};
+use crate::linalg::Real;
+use ndarray::Array1;
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerminationReason {
+    /// The certificate reached the tolerance.
+    Converged,
+    /// `max_iters` iterations were done without reaching the tolerance.
+    MaxIters,
+    /// The observer asked to stop.
+    Observer,
+}
+
+/// What the stopping quantity certifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateKind {
+    /// Duality gap `P(x) − D(θ) ≥ P(x) − P*` (certifies the objective error).
+    DualityGap,
+    /// Bound on `‖x − x*‖` (from a gap or gradient norm under strong convexity).
+    DistanceBound,
+    /// Fixed-point residual of the iteration (zero exactly at solutions; not a bound).
+    FixedPointResidual,
+}
+
+impl CertificateKind {
+    /// Name used in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CertificateKind::DualityGap => "duality_gap",
+            CertificateKind::DistanceBound => "distance_bound",
+            CertificateKind::FixedPointResidual => "fixed_point_residual",
+        }
+    }
+}
+
+/// What a solver reports after each iteration.
+#[derive(Clone, Copy, Debug)]
+pub struct IterInfo<T> {
+    /// Iterations done so far (1 after the first step).
+    pub iter: usize,
+    /// Objective value at the current iterate.
+    pub objective: T,
+    /// Stopping certificate at the current iterate.
+    pub certificate: T,
+    /// What the certificate is.
+    pub kind: CertificateKind,
+}
+
+/// Receives every iteration's [`IterInfo`]; returning `false` stops the run.
+pub trait Observer<T> {
+    /// Called after each iteration.
+    fn observe(&mut self, info: &IterInfo<T>) -> bool;
+}
+
+impl<T, F: FnMut(&IterInfo<T>) -> bool> Observer<T> for F {
+    fn observe(&mut self, info: &IterInfo<T>) -> bool {
+        self(info)
+    }
+}
+
+/// An observer that never stops the run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl<T> Observer<T> for NoObserver {
+    fn observe(&mut self, _: &IterInfo<T>) -> bool {
+        true
+    }
+}
+
+/// Result of a run.
+#[derive(Clone, Debug)]
+pub struct Solution<T, S> {
+    /// The final iterate.
+    pub x: Array1<T>,
+    /// The solver state at the end (for warm starts and inspection).
+    pub state: S,
+    /// Why the run ended.
+    pub reason: TerminationReason,
+    /// Iterations done.
+    pub iterations: usize,
+    /// Objective at `x`.
+    pub objective: T,
+    /// Final certificate.
+    pub certificate: T,
+    /// What the certificate is.
+    pub kind: CertificateKind,
+}
+
+/// `Err(Diverged)` if `v` is not finite.
+pub(crate) fn check_divergence<T: Real>(
+    method: &str,
+    iteration: usize,
+    what: &str,
+    v: T,
+) -> Result<()> {
+    if !v.is_finite() {
+        return Err(Error::Diverged {
+            method: method.into(),
+            iteration,
+            detail: format!("{what} = {v}"),
+        });
+    }
+    Ok(())
+}
