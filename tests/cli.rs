@@ -55,3 +55,151 @@ fn bad_input_is_a_one_line_error() {
     let out = bin().args(["opnorm", "--height", "abc"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("hyperprox-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn lasso_files(d: &std::path::Path) {
+    use hyperprox::prelude::*;
+    let a = DenseMatrix::<f64>::gaussian(40, 60, 3)
+        .unwrap()
+        .normalize_columns();
+    let xt = ndarray::Array1::from_shape_fn(60, |j| if j % 10 == 0 { 1.0 } else { 0.0 });
+    let b = a.apply(xt.view()).unwrap();
+    hyperprox::core::io::write_npy(d.join("A.npy"), &a.matrix().to_owned()).unwrap();
+    hyperprox::core::io::write_npy(d.join("b.npy"), &b).unwrap();
+}
+
+fn field(json: &str, key: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v[key].to_string()
+}
+
+#[test]
+fn solve_lasso_writes_solution_and_certified_report() {
+    let d = tmpdir("lasso");
+    lasso_files(&d);
+    for solver in ["cd", "fista"] {
+        let out = bin()
+            .args(["solve", "lasso", "--a"])
+            .arg(d.join("A.npy"))
+            .arg("--b")
+            .arg(d.join("b.npy"))
+            .args([
+                "--lambda-ratio",
+                "0.1",
+                "--tol",
+                "1e-10",
+                "--solver",
+                solver,
+                "--out",
+            ])
+            .arg(d.join(format!("x_{solver}.npy")))
+            .arg("--report")
+            .arg(d.join(format!("r_{solver}.json")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rep = std::fs::read_to_string(d.join(format!("r_{solver}.json"))).unwrap();
+        assert_eq!(field(&rep, "converged"), "true");
+        let gap: f64 = field(&rep, "gap").parse().unwrap();
+        assert!((0.0..=1e-10).contains(&gap), "{rep}");
+        let x = hyperprox::core::io::read_npy_1d(d.join(format!("x_{solver}.npy"))).unwrap();
+        assert_eq!(x.len(), 60);
+    }
+    // Both solvers agree on the objective to the certified accuracy.
+    let o1: f64 = field(
+        &std::fs::read_to_string(d.join("r_cd.json")).unwrap(),
+        "objective",
+    )
+    .parse()
+    .unwrap();
+    let o2: f64 = field(
+        &std::fs::read_to_string(d.join("r_fista.json")).unwrap(),
+        "objective",
+    )
+    .parse()
+    .unwrap();
+    assert!((o1 - o2).abs() <= 2e-10, "{o1} vs {o2}");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn solve_rejects_bad_input_without_writing_output() {
+    let d = tmpdir("bad");
+    lasso_files(&d);
+    let nan = ndarray::Array1::from_vec(vec![f64::NAN; 40]);
+    hyperprox::core::io::write_npy(d.join("nan.npy"), &nan).unwrap();
+    let short = ndarray::Array1::<f64>::zeros(7);
+    hyperprox::core::io::write_npy(d.join("short.npy"), &short).unwrap();
+    for (b, lam) in [
+        ("missing.npy", "0.1"),
+        ("nan.npy", "0.1"),
+        ("short.npy", "0.1"),
+        ("b.npy", "-0.5"),
+    ] {
+        let out = bin()
+            .args(["solve", "lasso", "--a"])
+            .arg(d.join("A.npy"))
+            .arg("--b")
+            .arg(d.join(b))
+            .args(["--lambda", lam, "--out"])
+            .arg(d.join("x.npy"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{b} {lam}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("error: ") && err.trim().lines().count() == 1,
+            "{err}"
+        );
+        assert!(!d.join("x.npy").exists());
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn denoise_tv_on_a_shipped_kodak_image() {
+    let d = tmpdir("tv");
+    let clean = hyperprox::core::io::read_png_gray(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/kodak/gray96/kodim05.png"
+    ))
+    .unwrap();
+    let noise = hyperprox::core::testing::random_point::<f64>(96 * 96, 0.1, 1);
+    let noisy = &clean + &noise.into_shape_with_order((96, 96)).unwrap();
+    hyperprox::core::io::write_npy(d.join("noisy.npy"), &noisy).unwrap();
+    let out = bin()
+        .args(["denoise", "tv", "--input"])
+        .arg(d.join("noisy.npy"))
+        .args(["--lambda", "0.08", "--tol", "1e-5", "--out"])
+        .arg(d.join("x.npy"))
+        .arg("--report")
+        .arg(d.join("r.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = std::fs::read_to_string(d.join("r.json")).unwrap();
+    let rel: f64 = field(&rep, "relative_gap").parse().unwrap();
+    assert!(rel <= 1e-5, "{rep}");
+    let x = hyperprox::core::io::read_npy_2d(d.join("x.npy")).unwrap();
+    let mse = |a: &ndarray::Array2<f64>| (a - &clean).mapv(|v| v * v).mean().unwrap();
+    assert!(
+        mse(&x) < 0.6 * mse(&noisy),
+        "TV denoising must reduce the error: {} vs {}",
+        mse(&x),
+        mse(&noisy)
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

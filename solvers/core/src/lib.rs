@@ -23,6 +23,7 @@
 
 pub mod error;
 pub mod func;
+pub mod io;
 pub mod linalg;
 pub mod ops;
 pub mod solve;

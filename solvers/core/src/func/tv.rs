@@ -143,7 +143,40 @@ impl<T: Real> TotalVariation<T> {
     }
 
     /// The prox with its certificate: primal point, dual variable, final gap, iterations.
+    /// Stops when `√(2G) ≤ tol` (certified distance to the exact prox).
     pub fn prox_certified(&self, v: ArrayView1<'_, T>, gamma: T) -> Result<TvProx<T>> {
+        let tol2 = T::c(0.5) * self.tol * self.tol;
+        self.fgp(v, gamma, |gap, _| gap <= tol2)
+    }
+
+    /// Solves the ROF problem `min_x ½‖x − v‖² + λ·TV(x)` (the prox with `γ = 1`) to a
+    /// certified **relative objective error**: stops when `G ≤ rel_tol·(P(x) − G)`, which
+    /// implies `(P(x) − P*)/P* ≤ rel_tol`.
+    pub fn solve_rof(&self, v: ArrayView1<'_, T>, rel_tol: T) -> Result<TvProx<T>> {
+        if !(rel_tol > T::zero()) {
+            return Err(Error::param(
+                "tol",
+                rel_tol,
+                "the relative tolerance must be > 0",
+            ));
+        }
+        self.fgp(v, T::one(), |gap, primal| {
+            gap <= rel_tol * (primal - gap).max(T::zero())
+        })
+    }
+
+    /// The primal value `½‖x − v‖² + μ·TV(x)` given `x − v` and `∇x`.
+    fn rof_primal(&self, xmv: T, g: ArrayView1<'_, T>, mu: T) -> T {
+        T::c(0.5) * xmv + mu * self.coupled_norm(g)
+    }
+
+    /// FGP on the dual of `min_x ½‖x − v‖² + γλ·TV(x)` until `stop(gap, primal)`.
+    fn fgp(
+        &self,
+        v: ArrayView1<'_, T>,
+        gamma: T,
+        stop: impl Fn(T, T) -> bool,
+    ) -> Result<TvProx<T>> {
         let n = self.n();
         check_prox_args("TotalVariation", Some(n), n, v, gamma)?;
         let mu = gamma * self.lambda;
@@ -167,7 +200,6 @@ impl<T: Real> TotalVariation<T> {
         let mut q_old = q.clone();
         let mut g = Array1::zeros(2 * n);
         let mut t = T::one();
-        let tol2 = T::c(0.5) * self.tol * self.tol;
         let mut gap = T::infinity();
         for it in 0..=self.max_iters {
             // Certificate at the current dual point q (every 5th iteration):
@@ -182,7 +214,12 @@ impl<T: Real> TotalVariation<T> {
                 .for_each(|xi, &vi| *xi = vi - *xi);
             self.grad.apply_unchecked(g.view_mut(), x.view());
             gap = (mu * self.coupled_norm(g.view()) - q.dot(&g)).max(T::zero());
-            if gap <= tol2 {
+            let xmv: T = x
+                .iter()
+                .zip(v.iter())
+                .map(|(&a, &b)| (a - b) * (a - b))
+                .sum();
+            if stop(gap, self.rof_primal(xmv, g.view(), mu)) {
                 *self.warm.lock().unwrap_or_else(|e| e.into_inner()) = Some(q.clone());
                 return Ok(TvProx {
                     x,

@@ -164,7 +164,7 @@ type CertFn<'a, T> = Box<dyn Fn(ArrayView1<'_, T>) -> Result<T> + Send + Sync + 
 /// use hyperprox_core::prelude::*;
 /// use hyperprox_core::solve::*;
 /// use ndarray::array;
-/// let f = LeastSquares::new(DenseMatrix::new(array![[1.0, 0.0], [0.0, 2.0]]).unwrap(), array![1.0, 1.0]).unwrap();
+/// let f = LeastSquares::new(DenseMatrix::<f64>::new(array![[1.0, 0.0], [0.0, 2.0]]).unwrap(), array![1.0, 1.0]).unwrap();
 /// let g = NormL1::new(0.1).unwrap();
 /// let sol = Fista::new(&f, &g, FistaParams::default().with_tol(1e-10)).run(array![0.0, 0.0].view(), NoObserver).unwrap();
 /// assert!((sol.x[0] - 0.9).abs() < 1e-8 && (sol.x[1] - 0.475).abs() < 1e-8);
