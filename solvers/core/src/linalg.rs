@@ -53,6 +53,9 @@ pub trait Real:
     /// Thin singular value decomposition `A = U diag(s) Vᵀ` by faer:
     /// returns `(U (m×r), s (r), V (n×r))`, `r = min(m, n)`, `s` non-increasing.
     fn thin_svd(a: ArrayView2<'_, Self>) -> Result<(Array2<Self>, Array1<Self>, Array2<Self>)>;
+
+    /// Lower Cholesky factor `L` (`A = L Lᵀ`) of a symmetric positive definite matrix, by faer.
+    fn cholesky_lower(a: ArrayView2<'_, Self>) -> Result<Array2<Self>>;
 }
 
 /// Work above which faer is allowed to use the rayon thread pool.
@@ -113,6 +116,17 @@ macro_rules! impl_real {
                 let v = svd.V().into_ndarray().to_owned();
                 let s = Array1::from_iter(svd.S().column_vector().iter().copied());
                 Ok((u, s, v))
+            }
+            fn cholesky_lower(a: ArrayView2<'_, Self>) -> Result<Array2<Self>> {
+                use faer_ext::{IntoFaer, IntoNdarray};
+                let llt = a.into_faer().llt(faer::Side::Lower).map_err(|e| {
+                    Error::param(
+                        "matrix",
+                        format!("{e:?}"),
+                        "Cholesky needs a symmetric positive definite matrix",
+                    )
+                })?;
+                Ok(llt.L().into_ndarray().to_owned())
             }
         }
     };
@@ -266,6 +280,25 @@ pub fn check_nonnegative<T: Real>(name: &str, x: T) -> Result<()> {
         return Err(Error::param(name, x, "must be finite and >= 0"));
     }
     Ok(())
+}
+
+/// Solves `L Lᵀ x = b` in place (`b` becomes `x`) given the lower Cholesky factor `L`.
+pub fn cholesky_solve_in_place<T: Real>(l: ArrayView2<'_, T>, mut b: ArrayViewMut1<'_, T>) {
+    let n = l.nrows();
+    for i in 0..n {
+        let mut s = b[i];
+        for k in 0..i {
+            s -= l[(i, k)] * b[k];
+        }
+        b[i] = s / l[(i, i)];
+    }
+    for i in (0..n).rev() {
+        let mut s = b[i];
+        for k in i + 1..n {
+            s -= l[(k, i)] * b[k];
+        }
+        b[i] = s / l[(i, i)];
+    }
 }
 
 /// Seeded standard normal vector (used by power iteration and the test kit).

@@ -352,3 +352,180 @@ fn divergence_and_bad_input_are_errors() {
     )
     .is_err());
 }
+
+/// `½‖Ax − b‖² + λ‖x‖₁` solved by CD on the 1/n-scaled problem (λ/n), as a reference.
+fn lasso_reference(a: &Array2<f64>, b: &Array1<f64>, lambda: f64) -> Array1<f64> {
+    let n = a.nrows() as f64;
+    let prob = LassoProblem::new(
+        a.clone(),
+        b.clone(),
+        lambda / n,
+        LassoPenalty::L1 { weights: None },
+    )
+    .unwrap();
+    CoordinateDescent::new(&prob, CoordinateDescentParams::default().with_tol(1e-15))
+        .unwrap()
+        .run(Array1::zeros(a.ncols()).view(), NoObserver)
+        .unwrap()
+        .x
+}
+
+#[test]
+fn admm_matches_coordinate_descent_with_every_linear_solver() {
+    for (n, p) in [(30, 10), (10, 30)] {
+        let a = DenseMatrix::<f64>::gaussian(n, p, 21).unwrap();
+        let b = random_point::<f64>(n, 1.0, 22);
+        let lambda = 0.2;
+        let xref = lasso_reference(&a.matrix().to_owned(), &b, lambda);
+        let g = NormL1::new(lambda).unwrap();
+        let params = AdmmParams::default().with_rho(1.0).with_tol(1e-11);
+        let dense = Admm::dense(&a, b.clone(), &g, params)
+            .unwrap()
+            .run(Array1::zeros(p).view(), NoObserver)
+            .unwrap();
+        assert_eq!(dense.reason, TerminationReason::Converged);
+        assert!(max_abs((&dense.x - &xref).view()) < 1e-8, "dense {n}x{p}");
+        let cg = Admm::new(&a, b.clone(), &g, params)
+            .unwrap()
+            .run(Array1::zeros(p).view(), NoObserver)
+            .unwrap();
+        assert!(max_abs((&cg.x - &xref).view()) < 1e-8, "cg {n}x{p}");
+    }
+}
+
+#[test]
+fn douglas_rachford_matches_coordinate_descent() {
+    let a = DenseMatrix::<f64>::gaussian(25, 12, 23).unwrap();
+    let b = random_point::<f64>(25, 1.0, 24);
+    let xref = lasso_reference(&a.matrix().to_owned(), &b, 0.3);
+    let f = LeastSquares::new(a, b).unwrap();
+    let g = NormL1::new(0.3).unwrap();
+    let sol = DouglasRachford::new(&f, &g, AdmmParams::default().with_rho(0.5).with_tol(1e-11))
+        .unwrap()
+        .run(Array1::zeros(12).view(), NoObserver)
+        .unwrap();
+    assert_eq!(sol.reason, TerminationReason::Converged);
+    let e = max_abs((&sol.x - &xref).view());
+    assert!(
+        e < 1e-8,
+        "error {e}, iterations {}, residual {}",
+        sol.iterations,
+        sol.certificate
+    );
+}
+
+#[test]
+fn pdhg_reaches_the_solution_with_a_nonnegative_primal_dual_gap() {
+    // min_x EN(x) + ½‖Ax − b‖²: f = elastic net (strongly convex, modulus λ(1−α)),
+    // g = ½‖· − b‖², K = A. Both conjugates are finite, so the certificate is the gap.
+    let a = DenseMatrix::<f64>::gaussian(20, 10, 25).unwrap();
+    let b = random_point::<f64>(20, 1.0, 26);
+    let f = ElasticNet::new(0.3, 0.5).unwrap();
+    let g = Translate::new(SqrNormL2::new(1.0).unwrap(), b.clone()).unwrap();
+    let fs = LeastSquares::new(a.clone(), b.clone()).unwrap();
+    let reference = Fista::new(
+        &fs,
+        &f,
+        FistaParams::default()
+            .with_tol(1e-14)
+            .with_max_iters(100_000),
+    )
+    .run(Array1::zeros(10).view(), NoObserver)
+    .unwrap();
+    for params in [
+        PdhgParams::default(),
+        PdhgParams::default().with_strong_convexity(0.15),
+    ] {
+        let mut gaps = Vec::new();
+        let sol = Pdhg::new(&f, &g, &a, params.with_tol(1e-10))
+            .run(Array1::zeros(10).view(), |i: &IterInfo<f64>| {
+                gaps.push(i.certificate);
+                true
+            })
+            .unwrap();
+        assert_eq!(sol.kind, CertificateKind::DualityGap);
+        assert_eq!(sol.reason, TerminationReason::Converged);
+        assert!(gaps.iter().all(|&g| g >= 0.0));
+        assert!(sol.objective - reference.objective <= 1e-10 + 1e-12);
+        assert!(max_abs((&sol.x - &reference.x).view()) < 1e-4);
+    }
+    // The step condition is checked.
+    assert!(
+        Pdhg::new(&f, &g, &a, PdhgParams::default().with_steps(1.0, 1.0))
+            .run(Array1::zeros(10).view(), NoObserver)
+            .is_err()
+    );
+}
+
+#[test]
+fn pdhg_tv_deblurring_with_box_constraint_is_certified() {
+    // min_{x ∈ [0,1]ⁿ} ½‖Cx − b‖² + λ·TV(x), K = [C; ∇], g(u, v) = ½‖u − b‖² + λ‖v‖₂,₁.
+    let (h, w) = (12, 10);
+    let n = h * w;
+    let truth = Array1::from_shape_fn(n, |i| if (i / w) < 6 && (i % w) < 5 { 0.9 } else { 0.1 });
+    let blur = Conv2d::new(
+        h,
+        w,
+        Conv2d::<f64>::gaussian_kernel(3, 0.8).unwrap(),
+        Boundary::Reflect,
+        ConvMethod::Auto,
+    )
+    .unwrap();
+    let b = &blur.apply(truth.view()).unwrap() + &random_point::<f64>(n, 0.02, 3);
+    let k = Stack::new(&blur, Gradient2d::new(h, w).unwrap()).unwrap();
+    let pairs: Vec<Vec<usize>> = (0..n).map(|p| vec![p, n + p]).collect();
+    let g = SeparableSum::new(vec![
+        (
+            n,
+            Box::new(Translate::new(SqrNormL2::new(1.0).unwrap(), b.clone()).unwrap())
+                as Box<dyn Prox<f64>>,
+        ),
+        (
+            2 * n,
+            Box::new(NormL21::new(Groups::new(2 * n, pairs).unwrap(), 0.02).unwrap()),
+        ),
+    ])
+    .unwrap();
+    let f = IndBox::new(0.0, 1.0).unwrap();
+    let sol = Pdhg::new(
+        &f,
+        &g,
+        &k,
+        PdhgParams::default().with_tol(1e-7).with_max_iters(200_000),
+    )
+    .run(Array1::zeros(n).view(), NoObserver)
+    .unwrap();
+    assert_eq!(sol.kind, CertificateKind::DualityGap);
+    assert_eq!(sol.reason, TerminationReason::Converged);
+    let err = |x: &Array1<f64>| (x - &truth).mapv(|v| v * v).sum().sqrt();
+    assert!(
+        err(&sol.x) < err(&b),
+        "deblurring must beat the blurred data"
+    );
+    assert!(sol.x.iter().all(|&v| (0.0..=1.0).contains(&v)));
+}
+#[test]
+fn cd_reports_the_objective_and_gap_of_the_point_it_returns() {
+    // Regression: with a gap at rounding level, screening once dropped active features whose
+    // dual constraint |aⱼᵀθ| = λ held only up to rounding, and returned a stale objective.
+    let a = DenseMatrix::<f64>::gaussian(25, 12, 23)
+        .unwrap()
+        .matrix()
+        .to_owned();
+    let b = random_point::<f64>(25, 1.0, 24);
+    let prob = LassoProblem::new(a, b, 0.3 / 25.0, LassoPenalty::L1 { weights: None }).unwrap();
+    for tol in [1e-15, 1e-10, 1e-6] {
+        let sol = CoordinateDescent::new(&prob, CoordinateDescentParams::default().with_tol(tol))
+            .unwrap()
+            .run(Array1::zeros(12).view(), NoObserver)
+            .unwrap();
+        let obj = prob.objective(sol.x.view()).unwrap();
+        assert!(
+            (obj - sol.objective).abs() <= 1e-15 * (1.0 + obj),
+            "{obj} vs {}",
+            sol.objective
+        );
+        assert!((prob.duality_gap(sol.x.view()).unwrap() - sol.certificate).abs() <= 1e-14);
+        assert!(sol.certificate <= tol);
+    }
+}

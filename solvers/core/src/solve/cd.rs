@@ -233,7 +233,9 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         }
         let n = T::c(p.n_samples() as f64);
         let radius = (T::c(2.0) * gap / n).sqrt();
-        let lam = p.lambda();
+        // A relative margin keeps features whose dual constraint is active up to rounding
+        // (at the optimum |aⱼᵀθ| = λwⱼ exactly for every nonzero xⱼ).
+        let lam = p.lambda() * (T::one() - T::c(1e3) * T::epsilon());
         let w = p.weights();
         let mut zeroed: Vec<usize> = Vec::new();
         match p.penalty() {
@@ -273,13 +275,20 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                 });
             }
         }
-        // Screened variables are zero at the optimum: set them to zero now.
+        // Screened variables are zero at the optimum: set them to zero now, and certify the
+        // modified iterate again if that changed it.
+        let mut changed = false;
         for j in zeroed {
             let d = s.x[j];
             if d != T::zero() {
                 s.x[j] = T::zero();
                 s.r.scaled_add(d, &self.at.row(j));
+                changed = true;
             }
+        }
+        if changed {
+            s.gap = p.duality_gap_with_residual(s.x.view(), s.r.view())?.0;
+            s.objective = p.objective_with_residual(s.x.view(), s.r.view())?;
         }
         Ok(())
     }

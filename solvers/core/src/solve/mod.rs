@@ -9,13 +9,17 @@
 //! observer asks to. A non-finite iterate or objective is [`Error::Diverged`] naming the
 //! iteration.
 
+mod admm;
 mod cd;
 mod fista;
 mod lasso;
+mod pdhg;
 
+pub use admm::{Admm, AdmmParams, AdmmState, DouglasRachford, DouglasRachfordState};
 pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{LassoPenalty, LassoProblem};
+pub use pdhg::{Pdhg, PdhgParams, PdhgState};
 
 use crate::error::{Error, Result};
 use crate::linalg::Real;
