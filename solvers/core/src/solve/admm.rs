@@ -167,6 +167,11 @@ impl<'a, T: Real, G: Prox<T> + ?Sized> Admm<'a, T, G> {
         })
     }
 
+    /// The parameters.
+    pub fn params(&self) -> &AdmmParams<T> {
+        &self.params
+    }
+
     /// Stops on a problem-specific certificate evaluated at `z`.
     pub fn with_certificate(
         mut self,

@@ -138,6 +138,11 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         })
     }
 
+    /// The parameters.
+    pub fn params(&self) -> &CoordinateDescentParams<T> {
+        &self.params
+    }
+
     /// Initial state at `x0`.
     pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<CoordinateDescentState<T>> {
         check_len(

@@ -10,12 +10,14 @@
 //! iteration.
 
 mod admm;
+mod argmin_adapter;
 mod cd;
 mod fista;
 mod lasso;
 mod pdhg;
 
 pub use admm::{Admm, AdmmParams, AdmmState, DouglasRachford, DouglasRachfordState};
+pub use argmin_adapter::{ArgminSolver, Iterative};
 pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{LassoPenalty, LassoProblem};

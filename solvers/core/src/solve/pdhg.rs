@@ -117,6 +117,11 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
         Self { f, g, k, params }
     }
 
+    /// The parameters.
+    pub fn params(&self) -> &PdhgParams<T> {
+        &self.params
+    }
+
     /// Initial state at `(x0, y0 = 0)`; checks the step condition.
     pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<PdhgState<T>> {
         let (m, n) = self.k.shape();

@@ -1,0 +1,221 @@
+//! Every solver of this module as an argmin [`Solver`](argmin::core::Solver), so it runs under
+//! argmin's `Executor` with its observers, iteration limits, timers and checkpointing.
+//!
+//! ```
+//! use argmin::core::{Executor, State};
+//! use hyperprox_core::prelude::*;
+//! use hyperprox_core::solve::ArgminSolver;
+//! use ndarray::array;
+//! let f = LeastSquares::new(DenseMatrix::<f64>::new(array![[1.0, 0.0], [0.0, 2.0]]).unwrap(), array![1.0, 1.0]).unwrap();
+//! let g = NormL1::new(0.1).unwrap();
+//! let fista = Fista::new(&f, &g, FistaParams::default().with_tol(1e-10));
+//! let res = Executor::new((), ArgminSolver::new(&fista))
+//!     .configure(|s| s.param(array![0.0, 0.0]).max_iters(1000))
+//!     .run()
+//!     .unwrap();
+//! let x = res.state().get_best_param().unwrap();
+//! assert!((x[0] - 0.9).abs() < 1e-8);
+//! ```
+
+use super::{
+    Admm, AdmmState, CoordinateDescent, CoordinateDescentState, Fista, FistaState, IterInfo, Pdhg,
+    PdhgState,
+};
+use crate::error::Result;
+use crate::func::{Prox, Smooth};
+use crate::linalg::Real;
+use crate::ops::LinearOperator;
+use argmin::core::{
+    ArgminFloat, IterState, Problem, Solver, TerminationReason, TerminationStatus, KV,
+};
+use ndarray::{Array1, ArrayView1};
+
+/// A solver of this module seen as a resumable iteration (used by the argmin adapter).
+pub trait Iterative<T: Real> {
+    /// The solver's state.
+    type State: Clone;
+    /// Name for argmin's reports.
+    fn name(&self) -> &'static str;
+    /// State at `x0`.
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State>;
+    /// One iteration.
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>>;
+    /// The current solution estimate.
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T>;
+    /// The stopping tolerance of the certificate.
+    fn tolerance(&self) -> T;
+}
+
+impl<T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Iterative<T> for Fista<'_, T, F, G> {
+    type State = FistaState<T>;
+    fn name(&self) -> &'static str {
+        "FISTA"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.step(s)
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+}
+
+impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized> Iterative<T>
+    for Pdhg<'_, T, F, G, K>
+{
+    type State = PdhgState<T>;
+    fn name(&self) -> &'static str {
+        "PDHG"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.step(s)
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+}
+
+impl<T: Real, G: Prox<T> + ?Sized> Iterative<T> for Admm<'_, T, G> {
+    type State = AdmmState<T>;
+    fn name(&self) -> &'static str {
+        "ADMM"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.step(s)
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.z
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+}
+
+impl<T: Real> Iterative<T> for CoordinateDescent<'_, T> {
+    type State = CoordinateDescentState<T>;
+    fn name(&self) -> &'static str {
+        "coordinate descent"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    /// One epoch followed by the gap check (and screening).
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.epoch(s);
+        self.check(s)?;
+        Ok(IterInfo {
+            iter: s.epoch,
+            objective: s.objective,
+            certificate: s.gap,
+            kind: super::CertificateKind::DualityGap,
+        })
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+}
+
+/// Adapter running an [`Iterative`] solver under argmin's `Executor`. The argmin state's
+/// parameter is the iterate (`Array1<T>`), its cost the objective; the certificate is reported
+/// in the key-value store (`certificate`) and the run terminates with `SolverConverged` once
+/// it is `≤ tol`. The adapter is `Clone` (solver reference + state), which is all argmin's
+/// checkpointing needs.
+pub struct ArgminSolver<'s, T: Real, S: Iterative<T>> {
+    solver: &'s S,
+    state: Option<S::State>,
+    certificate: T,
+}
+
+impl<'s, T: Real, S: Iterative<T>> Clone for ArgminSolver<'s, T, S> {
+    fn clone(&self) -> Self {
+        Self {
+            solver: self.solver,
+            state: self.state.clone(),
+            certificate: self.certificate,
+        }
+    }
+}
+
+impl<'s, T: Real, S: Iterative<T>> ArgminSolver<'s, T, S> {
+    /// Wraps a solver.
+    pub fn new(solver: &'s S) -> Self {
+        Self {
+            solver,
+            state: None,
+            certificate: T::infinity(),
+        }
+    }
+    /// The inner solver state (after or during a run).
+    pub fn inner_state(&self) -> Option<&S::State> {
+        self.state.as_ref()
+    }
+}
+
+type State<T> = IterState<Array1<T>, (), (), (), (), T>;
+
+impl<'s, O, T: Real + ArgminFloat, S: Iterative<T>> Solver<O, State<T>> for ArgminSolver<'s, T, S> {
+    fn name(&self) -> &str {
+        self.solver.name()
+    }
+
+    fn init(
+        &mut self,
+        _problem: &mut Problem<O>,
+        mut state: State<T>,
+    ) -> std::result::Result<(State<T>, Option<KV>), argmin::core::Error> {
+        if self.state.is_none() {
+            let x0 = state.take_param().ok_or_else(|| {
+                argmin::core::Error::msg(
+                    "no initial point: configure the executor with state.param(x0)",
+                )
+            })?;
+            self.state = Some(self.solver.start(x0.view())?);
+        }
+        let x = self
+            .solver
+            .estimate(self.state.as_ref().expect("initialized"))
+            .clone();
+        Ok((state.param(x), None))
+    }
+
+    fn next_iter(
+        &mut self,
+        _problem: &mut Problem<O>,
+        state: State<T>,
+    ) -> std::result::Result<(State<T>, Option<KV>), argmin::core::Error> {
+        let s = self.state.as_mut().expect("initialized");
+        let info = self.solver.advance(s)?;
+        self.certificate = info.certificate;
+        let x = self.solver.estimate(s).clone();
+        let kv = argmin::kv!(
+            "certificate" => info.certificate.as_f64();
+            "certificate_kind" => info.kind.name();
+        );
+        Ok((state.param(x).cost(info.objective), Some(kv)))
+    }
+
+    fn terminate(&mut self, _state: &State<T>) -> TerminationStatus {
+        if self.certificate <= self.solver.tolerance() {
+            TerminationStatus::Terminated(TerminationReason::SolverConverged)
+        } else {
+            TerminationStatus::NotTerminated
+        }
+    }
+}
