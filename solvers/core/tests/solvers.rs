@@ -529,3 +529,73 @@ fn cd_reports_the_objective_and_gap_of_the_point_it_returns() {
         assert!(sol.certificate <= tol);
     }
 }
+
+#[test]
+fn lbfgs_from_argmin_solves_smooth_problems_to_a_gradient_certificate() {
+    // Strongly convex least squares: compare with the normal equations (Cholesky).
+    let a = DenseMatrix::<f64>::gaussian(40, 10, 31).unwrap();
+    let b = random_point::<f64>(40, 1.0, 32);
+    let (_, s, _) = f64::thin_svd(a.matrix()).unwrap();
+    let mu = s[9] * s[9];
+    let ata = a.matrix().t().dot(&a.matrix());
+    let l = f64::cholesky_lower(ata.view()).unwrap();
+    let mut xs = a.matrix().t().dot(&b);
+    hyperprox_core::linalg::cholesky_solve_in_place(l.view(), xs.view_mut());
+    let f = LeastSquares::new(a.clone(), b).unwrap();
+    let sol = Lbfgs::new(
+        &f,
+        LbfgsParams {
+            tol: 1e-7,
+            strong_convexity: Some(mu),
+            ..Default::default()
+        },
+    )
+    .run(Array1::zeros(10).view())
+    .unwrap();
+    assert_eq!(
+        sol.reason,
+        TerminationReason::Converged,
+        "certificate {} after {} iterations (mu {mu})",
+        sol.certificate,
+        sol.iterations
+    );
+    assert_eq!(sol.kind, CertificateKind::DistanceBound);
+    assert!(max_abs((&sol.x - &xs).view()) <= sol.certificate + 1e-12);
+    // Logistic regression with overlapping classes: the gradient norm is certified.
+    let y: Array1<f64> = (0..40)
+        .map(|i| if (i * 7) % 5 < 2 { 1.0 } else { -1.0 })
+        .collect();
+    let lg = Logistic::new(a, y).unwrap();
+    let sol = Lbfgs::new(
+        &lg,
+        LbfgsParams {
+            tol: 1e-7,
+            ..Default::default()
+        },
+    )
+    .run(Array1::zeros(10).view())
+    .unwrap();
+    assert_eq!(sol.reason, TerminationReason::Converged);
+    assert!(
+        lg.gradient(sol.x.view())
+            .unwrap()
+            .dot(&lg.gradient(sol.x.view()).unwrap())
+            .sqrt()
+            <= 1e-7
+    );
+    // An unreachable tolerance is reported as stalled, with the certificate reached.
+    let sol = Lbfgs::new(
+        &f,
+        LbfgsParams {
+            tol: 1e-15,
+            ..Default::default()
+        },
+    )
+    .run(Array1::zeros(10).view())
+    .unwrap();
+    assert!(matches!(
+        sol.reason,
+        TerminationReason::Stalled | TerminationReason::Converged
+    ));
+    assert!(sol.certificate < 1e-6);
+}

@@ -14,6 +14,7 @@ mod argmin_adapter;
 mod cd;
 mod fista;
 mod lasso;
+mod lbfgs;
 mod pdhg;
 
 pub use admm::{Admm, AdmmParams, AdmmState, DouglasRachford, DouglasRachfordState};
@@ -21,6 +22,7 @@ pub use argmin_adapter::{ArgminSolver, Iterative};
 pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{LassoPenalty, LassoProblem};
+pub use lbfgs::{Lbfgs, LbfgsParams, LbfgsState};
 pub use pdhg::{Pdhg, PdhgParams, PdhgState};
 
 use crate::error::{Error, Result};
@@ -36,6 +38,10 @@ pub enum TerminationReason {
     MaxIters,
     /// The observer asked to stop.
     Observer,
+    /// The method stopped making progress before reaching the tolerance (e.g. a line search
+    /// that can no longer decrease the cost in floating point); the certificate says how far
+    /// it got.
+    Stalled,
 }
 
 /// What the stopping quantity certifies.
