@@ -15,6 +15,7 @@ mod cd;
 mod fista;
 mod lasso;
 mod lbfgs;
+mod logreg;
 mod pdhg;
 
 pub use admm::{Admm, AdmmParams, AdmmState, DouglasRachford, DouglasRachfordState};
@@ -23,6 +24,7 @@ pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState}
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{LassoPenalty, LassoProblem};
 pub use lbfgs::{Lbfgs, LbfgsParams, LbfgsState};
+pub use logreg::{LogisticCd, LogisticCdState, LogisticL1Problem};
 pub use pdhg::{Pdhg, PdhgParams, PdhgState};
 
 use crate::error::{Error, Result};
