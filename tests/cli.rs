@@ -203,3 +203,113 @@ fn denoise_tv_on_a_shipped_kodak_image() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn admm_and_logistic_and_deblur_commands() {
+    let d = tmpdir("more");
+    lasso_files(&d);
+    let out = bin()
+        .args([
+            "solve",
+            "lasso",
+            "--solver",
+            "admm",
+            "--lambda-ratio",
+            "0.1",
+            "--tol",
+            "1e-9",
+            "--a",
+        ])
+        .arg(d.join("A.npy"))
+        .arg("--b")
+        .arg(d.join("b.npy"))
+        .arg("--out")
+        .arg(d.join("x.npy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(field(&rep, "converged"), "true");
+    // Logistic with {0, 1} labels (mapped to ±1).
+    let a = hyperprox::core::io::read_npy_2d(d.join("A.npy")).unwrap();
+    let y = ndarray::Array1::from_shape_fn(40, |i| {
+        if a[(i, 0)] + a[(i, 10)] > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    hyperprox::core::io::write_npy(d.join("y.npy"), &y).unwrap();
+    let out = bin()
+        .args([
+            "solve",
+            "logistic-l1",
+            "--lambda-ratio",
+            "0.2",
+            "--tol",
+            "1e-9",
+            "--a",
+        ])
+        .arg(d.join("A.npy"))
+        .arg("--b")
+        .arg(d.join("y.npy"))
+        .arg("--out")
+        .arg(d.join("w.npy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(field(&rep, "labels_mapped_from_01"), "true");
+    assert!(field(&rep, "gap").parse::<f64>().unwrap() <= 1e-9);
+    // Deblurring a shipped image blurred by the same operator.
+    use hyperprox::prelude::*;
+    let clean = hyperprox::core::io::read_png_gray(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/kodak/gray96/kodim05.png"
+    ))
+    .unwrap();
+    let small = clean.slice(ndarray::s![20..52, 30..62]).to_owned();
+    let k = Conv2d::<f64>::gaussian_kernel(5, 1.0).unwrap();
+    let blur = Conv2d::new(32, 32, k.clone(), Boundary::Reflect, ConvMethod::Auto).unwrap();
+    let b = blur
+        .apply(ndarray::Array1::from_iter(small.iter().copied()).view())
+        .unwrap();
+    hyperprox::core::io::write_npy(
+        d.join("blur.npy"),
+        &b.into_shape_with_order((32, 32)).unwrap(),
+    )
+    .unwrap();
+    hyperprox::core::io::write_npy(d.join("k.npy"), &k).unwrap();
+    let out = bin()
+        .args([
+            "deblur", "tv", "--lambda", "0.001", "--tol", "1e-4", "--input",
+        ])
+        .arg(d.join("blur.npy"))
+        .arg("--kernel")
+        .arg(d.join("k.npy"))
+        .arg("--out")
+        .arg(d.join("x.npy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(field(&rep, "certificate"), "\"duality_gap\"");
+    assert!(field(&rep, "relative_gap").parse::<f64>().unwrap() <= 1e-4);
+    let x = hyperprox::core::io::read_npy_2d(d.join("x.npy")).unwrap();
+    let bl = hyperprox::core::io::read_npy_2d(d.join("blur.npy")).unwrap();
+    let err = |z: &ndarray::Array2<f64>| (z - &small).mapv(|v| v * v).sum();
+    assert!(err(&x) < err(&bl), "deblurring must reduce the error");
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -82,6 +82,8 @@ impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?
         &s.x
     }
     fn tolerance(&self) -> T {
+        // A relative tolerance is checked against |objective| by `run`; under argmin the
+        // absolute value is used.
         self.params().tol
     }
 }

@@ -19,8 +19,13 @@ pub struct PdhgParams<T> {
     /// Strong convexity `γ > 0` of `f`: the accelerated variant (Algorithm 2 of the paper),
     /// `θ_k = 1/√(1 + 2γτ_k)`, `τ_{k+1} = θ_kτ_k`, `σ_{k+1} = σ_k/θ_k`.
     pub strong_convexity: Option<T>,
-    /// Stop when the certificate is `≤ tol`.
+    /// Stop when the certificate is `≤ tol` (or `≤ tol·|objective|` with `relative`).
     pub tol: T,
+    /// Compare the certificate with `tol·|objective|` instead of `tol`.
+    pub relative: bool,
+    /// The certificate (and objective) is evaluated every `check_every` iterations (it costs
+    /// about as much as an iteration); in between the last value is reported.
+    pub check_every: usize,
     /// Iteration cap.
     pub max_iters: usize,
 }
@@ -33,12 +38,19 @@ impl<T: Real> Default for PdhgParams<T> {
             theta: T::one(),
             strong_convexity: None,
             tol: T::c(1e-8),
+            relative: false,
+            check_every: 10,
             max_iters: 100_000,
         }
     }
 }
 
 impl<T: Real> PdhgParams<T> {
+    /// Makes the tolerance relative to the objective.
+    pub fn relative(mut self, on: bool) -> Self {
+        self.relative = on;
+        self
+    }
     /// Sets `τ` and `σ`.
     pub fn with_steps(mut self, tau: T, sigma: T) -> Self {
         self.tau = Some(tau);
@@ -79,6 +91,7 @@ pub struct PdhgState<T> {
     pub objective: T,
     /// Current certificate.
     pub certificate: T,
+    gap_available: bool,
     xbar: Array1<T>,
     x_old: Array1<T>,
     kx: Array1<T>,
@@ -158,6 +171,7 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             iter: 0,
             objective,
             certificate: T::infinity(),
+            gap_available: false,
             xbar: x0.to_owned(),
             x_old: x0.to_owned(),
             kx,
@@ -200,9 +214,17 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             .and(&s.x)
             .and(&s.x_old)
             .for_each(|b, &x, &xo| *b = x + theta * (x - xo));
+        s.iter += 1;
+        if s.iter % self.params.check_every.max(1) != 0 && s.iter < self.params.max_iters {
+            return Ok(IterInfo {
+                iter: s.iter,
+                objective: s.objective,
+                certificate: s.certificate,
+                kind: self.last_kind(s),
+            });
+        }
         // Objective and certificate.
         self.k.apply_unchecked(s.kx.view_mut(), s.x.view());
-        s.iter += 1;
         s.objective = self.f.value(s.x.view())? + self.g.value(s.kx.view())?;
         check_divergence("PDHG", s.iter, "objective", s.objective)?;
         let neg_kty = s.kty.mapv(|v| -v);
@@ -231,6 +253,7 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             }
         };
         check_divergence("PDHG", s.iter, "certificate", s.certificate)?;
+        s.gap_available = gap.is_some();
         Ok(IterInfo {
             iter: s.iter,
             objective: s.objective,
@@ -241,6 +264,14 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
                 CertificateKind::FixedPointResidual
             },
         })
+    }
+
+    fn last_kind(&self, s: &PdhgState<T>) -> CertificateKind {
+        if s.gap_available {
+            CertificateKind::DualityGap
+        } else {
+            CertificateKind::FixedPointResidual
+        }
     }
 
     /// Runs from `x0` (dual start 0).
@@ -256,7 +287,12 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             let info = self.step(&mut s)?;
             kind = info.kind;
             let go_on = observer.observe(&info);
-            if info.certificate <= self.params.tol {
+            let scale = if self.params.relative {
+                info.objective.abs()
+            } else {
+                T::one()
+            };
+            if info.certificate <= self.params.tol * scale {
                 reason = TerminationReason::Converged;
                 break;
             }
