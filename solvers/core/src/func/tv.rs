@@ -107,39 +107,87 @@ impl<T: Real> TotalVariation<T> {
         }
     }
 
-    /// One FGP step at the extrapolated point `r`: `q⁺ = Π(r + ∇(v − ∇ᵀr)/8)`, then the
-    /// momentum update of `r` and `t`. `x`, `g` are scratch buffers.
-    #[allow(clippy::too_many_arguments)]
-    fn fgp_step(
-        &self,
-        v: ArrayView1<'_, T>,
-        mu: T,
-        q: &mut Array1<T>,
-        q_old: &mut Array1<T>,
-        r: &mut Array1<T>,
-        x: &mut Array1<T>,
-        g: &mut Array1<T>,
-        t: &mut T,
-    ) {
-        self.grad.adjoint_unchecked(x.view_mut(), r.view());
-        ndarray::Zip::from(&mut *x)
-            .and(&v)
-            .for_each(|xi, &vi| *xi = vi - *xi);
-        self.grad.apply_unchecked(g.view_mut(), x.view());
-        q_old.assign(q);
-        let step = T::c(0.125);
-        ndarray::Zip::from(&mut *q)
-            .and(&*r)
-            .and(&*g)
-            .for_each(|qi, &ri, &gi| *qi = ri + step * gi);
-        self.project(q, mu);
+    /// One FGP step at the extrapolated point `r`, fused into a single sweep over the image:
+    /// for row `i` it forms `x = v − ∇ᵀr` on rows `i` and `i+1` (a two-row buffer), the
+    /// gradient `∇x` on row `i`, `q⁺ = Π(r + ∇x/8)` and the momentum update
+    /// `r⁺ = q⁺ + β(q⁺ − q)`, reading `v`, `r`, `q` and writing `q`, `r` once (about `9n`
+    /// numbers moved for `n` pixels, against `~20n` for separate operator applications).
+    fn fgp_step(&self, v: &[T], mu: T, q: &mut [T], r: &mut [T], xrows: &mut [T], t: &mut T) {
+        let (h, w) = self.grad.grid();
+        let n = h * w;
         let t_new = T::c(0.5) * (T::one() + (T::one() + T::c(4.0) * *t * *t).sqrt());
         let beta = (*t - T::one()) / t_new;
-        ndarray::Zip::from(&mut *r)
-            .and(&*q)
-            .and(&*q_old)
-            .for_each(|ri, &qi, &qo| *ri = qi + beta * (qi - qo));
         *t = t_new;
+        let step = T::c(0.125);
+        let iso = self.kind == TvKind::Isotropic;
+        let (cur, rest) = xrows.split_at_mut(w);
+        let (next, rest) = rest.split_at_mut(w);
+        let (gh, gv) = rest.split_at_mut(w);
+        // x row i = v + r_h − shift(r_h) + r_v(i) − r_v(i−1) (from the still-old r rows i, i−1).
+        let x_row = |i: usize, r: &[T], out: &mut [T]| {
+            let b = i * w;
+            out.copy_from_slice(&v[b..b + w]);
+            let rh = &r[b..b + w];
+            for j in 0..w - 1 {
+                out[j] += rh[j];
+                out[j + 1] -= rh[j];
+            }
+            if i + 1 < h {
+                for (o, &rv) in out.iter_mut().zip(&r[n + b..n + b + w]) {
+                    *o += rv;
+                }
+            }
+            if i > 0 {
+                for (o, &rv) in out.iter_mut().zip(&r[n + b - w..n + b]) {
+                    *o -= rv;
+                }
+            }
+        };
+        x_row(0, r, cur);
+        for i in 0..h {
+            let last = i + 1 == h;
+            if !last {
+                x_row(i + 1, r, next);
+            }
+            for j in 0..w - 1 {
+                gh[j] = cur[j + 1] - cur[j];
+            }
+            gh[w - 1] = T::zero();
+            if last {
+                gv.fill(T::zero());
+            } else {
+                for ((g, &a), &b) in gv.iter_mut().zip(next.iter()).zip(cur.iter()) {
+                    *g = a - b;
+                }
+            }
+            let b = i * w;
+            let (qh_all, qv_all) = q.split_at_mut(n);
+            let (rh_all, rv_all) = r.split_at_mut(n);
+            let qh_row = &mut qh_all[b..b + w];
+            let qv_row = &mut qv_all[b..b + w];
+            let rh_row = &mut rh_all[b..b + w];
+            let rv_row = &mut rv_all[b..b + w];
+            for j in 0..w {
+                let mut a = rh_row[j] + step * gh[j];
+                let mut c = rv_row[j] + step * gv[j];
+                if iso {
+                    let nr = (a * a + c * c).sqrt();
+                    let s = (mu / nr).min(T::one());
+                    a *= s;
+                    c *= s;
+                } else {
+                    a = a.max(-mu).min(mu);
+                    c = c.max(-mu).min(mu);
+                }
+                rh_row[j] = a + beta * (a - qh_row[j]);
+                rv_row[j] = c + beta * (c - qv_row[j]);
+                qh_row[j] = a;
+                qv_row[j] = c;
+            }
+            if !last {
+                cur.copy_from_slice(next);
+            }
+        }
     }
 
     /// The prox with its certificate: primal point, dual variable, final gap, iterations.
@@ -197,15 +245,25 @@ impl<T: Real> TotalVariation<T> {
             }
         }
         let mut r = q.clone(); // extrapolated dual point
-        let mut q_old = q.clone();
         let mut g = Array1::zeros(2 * n);
+        let (h, w) = self.grad.grid();
+        let mut xrows = vec![T::zero(); 4 * w];
+        let vs = v.to_vec();
+        let _ = h;
         let mut t = T::one();
         let mut gap = T::infinity();
         for it in 0..=self.max_iters {
             // Certificate at the current dual point q (every 5th iteration):
             // x = v − ∇ᵀq, G = μ‖∇x‖ − ⟨q, ∇x⟩.
             if it % 5 != 0 && it != self.max_iters {
-                self.fgp_step(v, mu, &mut q, &mut q_old, &mut r, &mut x, &mut g, &mut t);
+                self.fgp_step(
+                    &vs,
+                    mu,
+                    q.as_slice_mut().expect("contiguous"),
+                    r.as_slice_mut().expect("contiguous"),
+                    &mut xrows,
+                    &mut t,
+                );
                 continue;
             }
             self.grad.adjoint_unchecked(x.view_mut(), q.view());
@@ -231,7 +289,14 @@ impl<T: Real> TotalVariation<T> {
             if it == self.max_iters {
                 break;
             }
-            self.fgp_step(v, mu, &mut q, &mut q_old, &mut r, &mut x, &mut g, &mut t);
+            self.fgp_step(
+                &vs,
+                mu,
+                q.as_slice_mut().expect("contiguous"),
+                r.as_slice_mut().expect("contiguous"),
+                &mut xrows,
+                &mut t,
+            );
         }
         Err(Error::NotConverged {
             method: "TotalVariation prox (FGP dual solver)".into(),
