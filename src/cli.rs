@@ -34,6 +34,13 @@ enum Command {
         #[command(subcommand)]
         model: DeblurModel,
     },
+    /// Run the benchmark cases (Lasso 500×2000, ROF 256² and 512²) with every applicable
+    /// solver and print one JSON line per case and solver.
+    Bench {
+        /// Smaller cases (ROF 256² only) for a quick check.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Estimate the operator norm of the 2-D finite-difference gradient on an h × w grid
     /// (power iteration) and compare it with its limit √8.
     Opnorm {
@@ -202,6 +209,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
             model: DeblurModel::Tv(a),
         } => deblur_tv(a),
         Command::Opnorm { height, width } => opnorm(height, width),
+        Command::Bench { quick } => bench(quick),
     }
 }
 
@@ -574,5 +582,163 @@ fn deblur_tv(args: DeblurArgs) -> CliResult<()> {
     });
     write_report(&args.report, &report)?;
     println!("{report}");
+    Ok(())
+}
+
+/// One JSON line of the bench report.
+#[allow(clippy::too_many_arguments)]
+fn bench_line(
+    case: &str,
+    solver: &str,
+    time_s: f64,
+    iterations: usize,
+    objective: f64,
+    certificate: f64,
+    kind: &str,
+    bytes_per_iter: f64,
+) {
+    println!(
+        "{}",
+        json!({
+            "case": case,
+            "solver": solver,
+            "time_s": time_s,
+            "iterations": iterations,
+            "time_per_iter_s": time_s / iterations.max(1) as f64,
+            "objective": objective,
+            "certificate": certificate,
+            "certificate_kind": kind,
+            "bytes_per_iter_estimate": bytes_per_iter,
+            "gbytes_per_s_estimate": bytes_per_iter * iterations as f64 / time_s / 1e9,
+        })
+    );
+}
+
+fn bench(quick: bool) -> CliResult<()> {
+    use hyperprox::bench_cases::{lasso_case, rof_case};
+    if !quick {
+        let prob = lasso_case(0).map_err(e2s)?;
+        let (n, p) = (prob.n_samples(), prob.n_features());
+        let mat = (n * p * 8) as f64;
+        let x0 = Array1::zeros(p);
+        let t = Instant::now();
+        let s = CoordinateDescent::new(&prob, CoordinateDescentParams::default().with_tol(1e-8))
+            .map_err(e2s)?
+            .run(x0.view(), NoObserver)
+            .map_err(e2s)?;
+        // An epoch reads the active columns once (gap checks every 5 epochs read A twice more).
+        let active = s.state.active.len() as f64 / p as f64;
+        bench_line(
+            "lasso-500x2000",
+            "cd",
+            t.elapsed().as_secs_f64(),
+            s.iterations,
+            s.objective,
+            s.certificate,
+            "duality_gap",
+            mat * (active + 0.4),
+        );
+        let f = prob.smooth_part().map_err(e2s)?;
+        let g = prob.penalty_function().map_err(e2s)?;
+        let t = Instant::now();
+        let s = Fista::new(&f, &*g, FistaParams::default().with_tol(1e-8))
+            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+            .run(x0.view(), NoObserver)
+            .map_err(e2s)?;
+        // Gradient (A and Aᵀ), objective (A) and gap (A, Aᵀ): five passes over A.
+        bench_line(
+            "lasso-500x2000",
+            "fista",
+            t.elapsed().as_secs_f64(),
+            s.iterations,
+            s.objective,
+            s.certificate,
+            "duality_gap",
+            5.0 * mat,
+        );
+        let a_op = DenseMatrix::new(prob.a().to_owned()).map_err(e2s)?;
+        let scaled = LassoProblem::new(
+            prob.a().to_owned(),
+            prob.b().to_owned(),
+            n as f64 * prob.lambda(),
+            prob.penalty().clone(),
+        )
+        .map_err(e2s)?;
+        let g2 = scaled.penalty_function().map_err(e2s)?;
+        let t = Instant::now();
+        let s = Admm::dense(
+            &a_op,
+            prob.b().to_owned(),
+            &*g2,
+            AdmmParams::default().with_tol(1e-8),
+        )
+        .map_err(e2s)?
+        .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+        .run(x0.view(), NoObserver)
+        .map_err(e2s)?;
+        let obj = prob.objective(s.x.view()).map_err(e2s)?;
+        // Woodbury x-update (A, Aᵀ, n² triangular solves), objective (A) and gap (A, Aᵀ).
+        bench_line(
+            "lasso-500x2000",
+            "admm",
+            t.elapsed().as_secs_f64(),
+            s.iterations,
+            obj,
+            s.certificate,
+            "duality_gap",
+            5.0 * mat + (2 * n * n * 8) as f64,
+        );
+    }
+    let sizes: &[usize] = if quick { &[256] } else { &[256, 512] };
+    for &size in sizes {
+        let (noisy, _) = rof_case(size, 0).map_err(e2s)?;
+        let y = Array1::from_iter(noisy.iter().copied());
+        let npx = (size * size) as f64;
+        let case = format!("rof-{size}");
+        let tv = TotalVariation::new(size, size, 0.1, TvKind::Isotropic).map_err(e2s)?;
+        let t = Instant::now();
+        let r = tv.solve_rof(y.view(), 1e-4).map_err(e2s)?;
+        let time = t.elapsed().as_secs_f64();
+        let obj = 0.5 * (&r.x - &y).mapv(|v| v * v).sum() + tv.value(r.x.view()).map_err(e2s)?;
+        // Fused sweep: read v, r, q, write q, r (9 numbers per pixel); certificate every 5th
+        // iteration (∇ᵀq, ∇x, norms: about 10 more).
+        bench_line(
+            &case,
+            "fgp",
+            time,
+            r.iterations,
+            obj,
+            r.gap / (obj - r.gap),
+            "relative_duality_gap",
+            8.0 * npx * (9.0 + 10.0 / 5.0),
+        );
+        let grad = Gradient2d::new(size, size).map_err(e2s)?;
+        let fq = Translate::new(SqrNormL2::new(1.0).map_err(e2s)?, y.clone()).map_err(e2s)?;
+        let n = size * size;
+        let pairs: Vec<Vec<usize>> = (0..n).map(|p| vec![p, n + p]).collect();
+        let gl = NormL21::new(Groups::new(2 * n, pairs).map_err(e2s)?, 0.1).map_err(e2s)?;
+        let t = Instant::now();
+        let s = Pdhg::new(
+            &fq,
+            &gl,
+            &grad,
+            PdhgParams::default()
+                .with_tol(1e-4)
+                .relative(true)
+                .with_max_iters(20_000),
+        )
+        .run(y.view(), NoObserver)
+        .map_err(e2s)?;
+        bench_line(
+            &case,
+            "pdhg",
+            t.elapsed().as_secs_f64(),
+            s.iterations,
+            s.objective,
+            s.certificate / s.objective,
+            "relative_duality_gap",
+            8.0 * npx * 25.0,
+        );
+    }
     Ok(())
 }

@@ -19,6 +19,8 @@
 
 pub use hyperprox_core as core;
 
+pub mod bench_cases;
+
 /// Everything a typical user needs, in one import.
 pub mod prelude {
     pub use hyperprox_core::prelude::*;

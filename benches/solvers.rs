@@ -1,0 +1,57 @@
+//! Solver benchmarks on the cases of `hyperprox::bench_cases` (the same as `hyperprox bench`):
+//! Lasso 500×2000 to an absolute gap of 1e-8 (CD, FISTA, ADMM) and ROF 256²/512² to a
+//! certified relative objective error of 1e-4 (FGP, PDHG).
+//!
+//! `cargo bench --bench solvers`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use hyperprox::bench_cases::{lasso_case, rof_case};
+use hyperprox::prelude::*;
+use ndarray::Array1;
+use std::hint::black_box;
+
+fn bench_lasso(c: &mut Criterion) {
+    let prob = lasso_case(0).unwrap();
+    let p = prob.n_features();
+    let mut group = c.benchmark_group("lasso 500x2000 gap 1e-8");
+    group.sample_size(10);
+    group.bench_function("cd", |b| {
+        b.iter(|| {
+            let cd =
+                CoordinateDescent::new(&prob, CoordinateDescentParams::default().with_tol(1e-8))
+                    .unwrap();
+            black_box(cd.run(Array1::zeros(p).view(), NoObserver).unwrap())
+        })
+    });
+    let f = prob.smooth_part().unwrap();
+    let g = prob.penalty_function().unwrap();
+    group.bench_function("fista", |b| {
+        b.iter(|| {
+            let s = Fista::new(&f, &*g, FistaParams::default().with_tol(1e-8))
+                .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+                .run(Array1::zeros(p).view(), NoObserver)
+                .unwrap();
+            black_box(s)
+        })
+    });
+    group.finish();
+}
+
+fn bench_rof(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rof rel 1e-4");
+    group.sample_size(10);
+    for size in [256usize, 512] {
+        let (noisy, _) = rof_case(size, 0).unwrap();
+        let y = Array1::from_iter(noisy.iter().copied());
+        group.bench_function(format!("fgp {size}"), |b| {
+            b.iter(|| {
+                let tv = TotalVariation::new(size, size, 0.1, TvKind::Isotropic).unwrap();
+                black_box(tv.solve_rof(y.view(), 1e-4).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_lasso, bench_rof);
+criterion_main!(benches);
