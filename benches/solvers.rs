@@ -1,6 +1,7 @@
 //! Solver benchmarks on the cases of `hyperprox::bench_cases` (the same as `hyperprox bench`):
 //! Lasso 500×2000 to an absolute gap of 1e-8 (CD, FISTA, ADMM) and ROF 256²/512² to a
-//! certified relative objective error of 1e-4 (FGP, PDHG).
+//! certified relative objective error of 1e-4 (FGP at 256² and 512², PDHG at 256²; PDHG at 512²
+//! takes ~20 s per run and is only in `hyperprox bench`).
 //!
 //! `cargo bench --bench solvers`
 
@@ -34,6 +35,31 @@ fn bench_lasso(c: &mut Criterion) {
             black_box(s)
         })
     });
+    let a_op = DenseMatrix::new(prob.a().to_owned()).unwrap();
+    let n = prob.n_samples() as f64;
+    let scaled = LassoProblem::new(
+        prob.a().to_owned(),
+        prob.b().to_owned(),
+        n * prob.lambda(),
+        prob.penalty().clone(),
+    )
+    .unwrap();
+    let g2 = scaled.penalty_function().unwrap();
+    group.bench_function("admm", |b| {
+        b.iter(|| {
+            let s = Admm::dense(
+                &a_op,
+                prob.b().to_owned(),
+                &*g2,
+                AdmmParams::default().with_tol(1e-8),
+            )
+            .unwrap()
+            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+            .run(Array1::zeros(p).view(), NoObserver)
+            .unwrap();
+            black_box(s)
+        })
+    });
     group.finish();
 }
 
@@ -49,6 +75,26 @@ fn bench_rof(c: &mut Criterion) {
                 black_box(tv.solve_rof(y.view(), 1e-4).unwrap())
             })
         });
+        if size == 256 {
+            let grad = Gradient2d::new(size, size).unwrap();
+            let fq = Translate::new(SqrNormL2::new(1.0).unwrap(), y.clone()).unwrap();
+            let n = size * size;
+            let pairs: Vec<Vec<usize>> = (0..n).map(|p| vec![p, n + p]).collect();
+            let gl = NormL21::new(Groups::new(2 * n, pairs).unwrap(), 0.1).unwrap();
+            group.bench_function(format!("pdhg {size}"), |b| {
+                b.iter(|| {
+                    let s = Pdhg::new(
+                        &fq,
+                        &gl,
+                        &grad,
+                        PdhgParams::default().with_tol(1e-4).relative(true),
+                    )
+                    .run(y.view(), NoObserver)
+                    .unwrap();
+                    black_box(s)
+                })
+            });
+        }
     }
     group.finish();
 }

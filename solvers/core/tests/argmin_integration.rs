@@ -66,7 +66,7 @@ fn fista_under_executor_matches_run_and_reports_every_iteration() {
 }
 
 #[test]
-fn pdhg_admm_and_cd_run_under_executor() {
+fn pdhg_admm_dr_and_cd_run_under_executor() {
     let (f, g) = problem();
     let a = f.operator();
     let quad = Translate::new(SqrNormL2::new(1.0).unwrap(), f.data().to_owned()).unwrap();
@@ -113,6 +113,36 @@ fn pdhg_admm_and_cd_run_under_executor() {
         .unwrap();
     let x_cd = res.state().get_param().unwrap().clone();
     assert!((&x_admm - &x_cd).iter().all(|e| e.abs() < 1e-8));
+
+    let dr =
+        DouglasRachford::new(f, g, AdmmParams::default().with_rho(0.5).with_tol(1e-11)).unwrap();
+    let res = Executor::new((), ArgminSolver::new(&dr))
+        .configure(|s| s.param(Array1::zeros(12)).max_iters(100_000))
+        .run()
+        .unwrap();
+    assert_eq!(
+        res.state().get_termination_reason(),
+        Some(&TerminationReason::SolverConverged)
+    );
+    assert!((res.state().get_param().unwrap() - &x_cd)
+        .iter()
+        .all(|e| e.abs() < 1e-8));
+
+    let labels: Array1<f64> = f.data().mapv(|v| if v > 0.0 { 1.0 } else { -1.0 });
+    let lp = LogisticL1Problem::new(a.matrix().to_owned(), labels.clone(), 0.02).unwrap();
+    let lcd = LogisticCd::new(&lp, CoordinateDescentParams::default().with_tol(1e-10)).unwrap();
+    let direct = lcd.run(Array1::zeros(12).view(), NoObserver).unwrap();
+    let res = Executor::new((), ArgminSolver::new(&lcd))
+        .configure(|s| s.param(Array1::zeros(12)).max_iters(100_000))
+        .run()
+        .unwrap();
+    assert_eq!(
+        res.state().get_termination_reason(),
+        Some(&TerminationReason::SolverConverged)
+    );
+    assert!((res.state().get_param().unwrap() - &direct.x)
+        .iter()
+        .all(|e| e.abs() < 1e-7));
     assert!((&x_pdhg - &x_cd).iter().all(|e| e.abs() < 1e-4));
 }
 

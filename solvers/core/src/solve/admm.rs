@@ -386,56 +386,70 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized> DouglasRachford<'a, 
         self
     }
 
+    /// The parameters.
+    pub fn params(&self) -> &AdmmParams<T> {
+        &self.params
+    }
+
+    fn kind(&self) -> CertificateKind {
+        self.certificate
+            .as_ref()
+            .map(|c| c.1)
+            .unwrap_or(CertificateKind::FixedPointResidual)
+    }
+
+    /// Initial state at `z0` (`x0 = prox_{γf}(z0)`).
+    pub fn init(&self, z0: ArrayView1<'_, T>) -> Result<DouglasRachfordState<T>> {
+        check_finite("DouglasRachford z0", z0)?;
+        let x = self.f.prox(z0, self.params.rho)?;
+        Ok(DouglasRachfordState {
+            objective: self.f.value(x.view())? + self.g.value(x.view())?,
+            z: z0.to_owned(),
+            x,
+            iter: 0,
+            certificate: T::infinity(),
+        })
+    }
+
+    /// One iteration.
+    pub fn step(&self, s: &mut DouglasRachfordState<T>) -> Result<IterInfo<T>> {
+        let gamma = self.params.rho;
+        let lam = self.params.relaxation;
+        let refl = Zip::from(&s.x)
+            .and(&s.z)
+            .map_collect(|&x, &z| T::c(2.0) * x - z);
+        let w = self.g.prox(refl.view(), gamma)?;
+        let res = norm2((&w - &s.x).view()) / gamma;
+        Zip::from(&mut s.z)
+            .and(&w)
+            .and(&s.x)
+            .for_each(|z, &w, &x| *z += lam * (w - x));
+        self.f.prox_into(s.x.view_mut(), s.z.view(), gamma)?;
+        s.iter += 1;
+        s.objective = self.f.value(s.x.view())? + self.g.value(s.x.view())?;
+        check_divergence("Douglas-Rachford", s.iter, "objective", s.objective)?;
+        s.certificate = match &self.certificate {
+            Some((c, _)) => c(s.x.view())?,
+            None => res,
+        };
+        Ok(IterInfo {
+            iter: s.iter,
+            objective: s.objective,
+            certificate: s.certificate,
+            kind: self.kind(),
+        })
+    }
+
     /// Runs from `z0`.
     pub fn run(
         &self,
         z0: ArrayView1<'_, T>,
         observer: impl Observer<T>,
     ) -> Result<Solution<T, DouglasRachfordState<T>>> {
-        check_finite("DouglasRachford z0", z0)?;
-        let gamma = self.params.rho;
-        let x = self.f.prox(z0, gamma)?;
-        let mut s = DouglasRachfordState {
-            objective: self.f.value(x.view())? + self.g.value(x.view())?,
-            z: z0.to_owned(),
-            x,
-            iter: 0,
-            certificate: T::infinity(),
-        };
-        let kind = self
-            .certificate
-            .as_ref()
-            .map(|c| c.1)
-            .unwrap_or(CertificateKind::FixedPointResidual);
-        let lam = self.params.relaxation;
-        let step = |s: &mut DouglasRachfordState<T>| -> Result<IterInfo<T>> {
-            let refl = Zip::from(&s.x)
-                .and(&s.z)
-                .map_collect(|&x, &z| T::c(2.0) * x - z);
-            let w = self.g.prox(refl.view(), gamma)?;
-            let res = norm2((&w - &s.x).view()) / gamma;
-            Zip::from(&mut s.z)
-                .and(&w)
-                .and(&s.x)
-                .for_each(|z, &w, &x| *z += lam * (w - x));
-            self.f.prox_into(s.x.view_mut(), s.z.view(), gamma)?;
-            s.iter += 1;
-            s.objective = self.f.value(s.x.view())? + self.g.value(s.x.view())?;
-            check_divergence("Douglas-Rachford", s.iter, "objective", s.objective)?;
-            s.certificate = match &self.certificate {
-                Some((c, _)) => c(s.x.view())?,
-                None => res,
-            };
-            Ok(IterInfo {
-                iter: s.iter,
-                objective: s.objective,
-                certificate: s.certificate,
-                kind,
-            })
-        };
+        let mut s = self.init(z0)?;
         let (reason, iters) = drive(
             &mut s,
-            step,
+            |s| self.step(s),
             self.params.tol,
             self.params.max_iters,
             observer,
@@ -445,7 +459,7 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized> DouglasRachford<'a, 
             iterations: iters,
             objective: s.objective,
             certificate: s.certificate,
-            kind,
+            kind: self.kind(),
             reason,
             state: s,
         })

@@ -18,7 +18,8 @@
 //! ```
 
 use super::{
-    Admm, AdmmState, CoordinateDescent, CoordinateDescentState, Fista, FistaState, IterInfo, Pdhg,
+    Admm, AdmmState, CoordinateDescent, CoordinateDescentState, DouglasRachford,
+    DouglasRachfordState, Fista, FistaState, IterInfo, LogisticCd, LogisticCdState, Pdhg,
     PdhgState,
 };
 use crate::error::Result;
@@ -116,6 +117,54 @@ impl<T: Real> Iterative<T> for CoordinateDescent<'_, T> {
         self.init(x0)
     }
     /// One epoch followed by the gap check (and screening).
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.epoch(s);
+        self.check(s)?;
+        Ok(IterInfo {
+            iter: s.epoch,
+            objective: s.objective,
+            certificate: s.gap,
+            kind: super::CertificateKind::DualityGap,
+        })
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+}
+
+impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized> Iterative<T>
+    for DouglasRachford<'_, T, F, G>
+{
+    type State = DouglasRachfordState<T>;
+    fn name(&self) -> &'static str {
+        "Douglas-Rachford"
+    }
+    /// The argmin parameter is the governing sequence's start `z0`.
+    fn start(&self, z0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(z0)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.step(s)
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+}
+
+impl<T: Real> Iterative<T> for LogisticCd<'_, T> {
+    type State = LogisticCdState<T>;
+    fn name(&self) -> &'static str {
+        "logistic coordinate descent"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
     fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
         self.epoch(s);
         self.check(s)?;

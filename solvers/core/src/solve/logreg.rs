@@ -207,7 +207,8 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         })
     }
 
-    fn check(&self, s: &mut LogisticCdState<T>) -> Result<()> {
+    /// Computes the gap at the current iterate and screens.
+    pub fn check(&self, s: &mut LogisticCdState<T>) -> Result<()> {
         let p = self.problem;
         let (gap, theta) = p.gap_z(s.x.view(), s.z.view());
         s.gap = gap;
@@ -250,7 +251,8 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         Ok(())
     }
 
-    fn epoch(&self, s: &mut LogisticCdState<T>) {
+    /// One epoch over the active features.
+    pub fn epoch(&self, s: &mut LogisticCdState<T>) {
         let p = self.problem;
         let n = T::c(p.a.nrows() as f64);
         for &j in &s.active {
@@ -276,22 +278,37 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         s.epoch += 1;
     }
 
-    /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops.
-    pub fn run(
-        &self,
-        x0: ArrayView1<'_, T>,
-        mut observer: impl Observer<T>,
-    ) -> Result<Solution<T, LogisticCdState<T>>> {
-        check_len("LogisticCd::run", "x0", self.problem.n_features(), x0.len())?;
-        check_finite("LogisticCd::run x0", x0)?;
-        let mut s = LogisticCdState {
+    /// The parameters.
+    pub fn params(&self) -> &CoordinateDescentParams<T> {
+        &self.params
+    }
+
+    /// Initial state at `x0`.
+    pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<LogisticCdState<T>> {
+        check_len(
+            "LogisticCd::init",
+            "x0",
+            self.problem.n_features(),
+            x0.len(),
+        )?;
+        check_finite("LogisticCd::init x0", x0)?;
+        Ok(LogisticCdState {
             x: x0.to_owned(),
             z: self.problem.a.dot(&x0),
             active: (0..self.problem.n_features()).collect(),
             epoch: 0,
             gap: T::infinity(),
             objective: T::infinity(),
-        };
+        })
+    }
+
+    /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops.
+    pub fn run(
+        &self,
+        x0: ArrayView1<'_, T>,
+        mut observer: impl Observer<T>,
+    ) -> Result<Solution<T, LogisticCdState<T>>> {
+        let mut s = self.init(x0)?;
         self.check(&mut s)?;
         let mut reason = if s.gap <= self.params.tol {
             TerminationReason::Converged
