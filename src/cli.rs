@@ -109,6 +109,10 @@ struct SolveArgs {
     /// Iteration (epoch) cap.
     #[arg(long, default_value_t = 100_000)]
     max_iters: usize,
+    /// Coordinate descent: use celer-style working sets (ℓ1 and elastic net) on top of
+    /// gap-safe screening.
+    #[arg(long)]
+    working_sets: bool,
     /// Output solution x (.npy).
     #[arg(long)]
     out: PathBuf,
@@ -299,7 +303,8 @@ fn solve(problem: SolveProblem) -> CliResult<()> {
         Solver::Cd => {
             let params = CoordinateDescentParams::default()
                 .with_tol(args.tol)
-                .with_max_epochs(args.max_iters);
+                .with_max_epochs(args.max_iters)
+                .with_working_sets(args.working_sets);
             let s = CoordinateDescent::new(&prob, params)
                 .map_err(e2s)?
                 .run(Array1::zeros(p).view(), NoObserver)

@@ -686,3 +686,45 @@ fn rof_on_a_piecewise_constant_image_matches_the_analytic_solution() {
         assert!(obj(&sol.x) >= obj(&expect) - 1e-14);
     }
 }
+
+#[test]
+fn working_sets_reach_the_same_certified_solution() {
+    let a = DenseMatrix::<f64>::gaussian(60, 600, 51)
+        .unwrap()
+        .normalize_columns()
+        .matrix()
+        .to_owned();
+    let b = random_point::<f64>(60, 1.0, 52);
+    for pen in [
+        LassoPenalty::L1 { weights: None },
+        LassoPenalty::L1 {
+            weights: Some(Array1::from_shape_fn(600, |j| 0.5 + (j % 7) as f64 * 0.2)),
+        },
+        LassoPenalty::ElasticNet { alpha: 0.8 },
+    ] {
+        let lmax = LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
+        let prob = LassoProblem::new(a.clone(), b.clone(), 0.05 * lmax, pen).unwrap();
+        let run = |ws: bool| {
+            CoordinateDescent::new(
+                &prob,
+                CoordinateDescentParams::default()
+                    .with_tol(1e-11)
+                    .with_working_sets(ws),
+            )
+            .unwrap()
+            .run(Array1::zeros(600).view(), NoObserver)
+            .unwrap()
+        };
+        let (with, without) = (run(true), run(false));
+        assert_eq!(with.reason, TerminationReason::Converged);
+        assert_eq!(without.reason, TerminationReason::Converged);
+        assert!(with.certificate <= 1e-11);
+        assert!((prob.objective(with.x.view()).unwrap() - with.objective).abs() < 1e-15);
+        assert!(
+            (with.objective - without.objective).abs() <= 2e-11,
+            "{} vs {}",
+            with.objective,
+            without.objective
+        );
+    }
+}

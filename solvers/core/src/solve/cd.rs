@@ -11,6 +11,9 @@ use crate::linalg::{check_finite, check_len, Real};
 use crate::ops::{DenseMatrix, LinearOperator, PowerIteration};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 
+/// Builds the penalty of a working-set subproblem from the selected weights.
+type SubPenalty<T> = Box<dyn Fn(Array1<T>) -> LassoPenalty<T>>;
+
 /// Parameters of [`CoordinateDescent`].
 #[derive(Clone, Copy, Debug)]
 pub struct CoordinateDescentParams<T> {
@@ -22,6 +25,11 @@ pub struct CoordinateDescentParams<T> {
     pub check_every: usize,
     /// Gap-safe screening on/off.
     pub screening: bool,
+    /// Working sets (ℓ1 and elastic net): solve growing subproblems on the features closest to
+    /// their dual constraint, as in celer (without its dual extrapolation). Off by default:
+    /// measured on the bench Lasso (500×2000) it took 40 epochs / 0.06 s against 25 epochs /
+    /// 0.035 s for screened cyclic CD, and on a 200×20000 instance it was on par (≈1.1 s both).
+    pub working_sets: bool,
 }
 
 impl<T: Real> Default for CoordinateDescentParams<T> {
@@ -31,6 +39,7 @@ impl<T: Real> Default for CoordinateDescentParams<T> {
             max_epochs: 100_000,
             check_every: 5,
             screening: true,
+            working_sets: false,
         }
     }
 }
@@ -44,6 +53,11 @@ impl<T: Real> CoordinateDescentParams<T> {
     /// Sets the epoch cap.
     pub fn with_max_epochs(mut self, n: usize) -> Self {
         self.max_epochs = n;
+        self
+    }
+    /// Turns working sets on or off.
+    pub fn with_working_sets(mut self, on: bool) -> Self {
+        self.working_sets = on;
         self
     }
     /// Turns screening on or off.
@@ -78,8 +92,10 @@ pub struct CoordinateDescentState<T> {
 /// Every `check_every` epochs it computes the duality gap `G` of [`LassoProblem`] and, with
 /// `screening`, removes the features (groups) proven zero at the optimum by the gap-safe
 /// sphere test `|aⱼᵀθ| + ‖aⱼ‖√(2G/n) < λwⱼ` (`‖A_gᵀθ‖ + ‖A_g‖√(2G/n) < λw_g`), which is exact:
-/// a screened variable is zero in every solution. Later epochs sweep only the remaining ones
-/// (a working set that shrinks as the gap closes). It stops when `G ≤ tol`.
+/// a screened variable is zero in every solution. Later epochs sweep only the remaining ones.
+/// For the ℓ1 and elastic-net penalties it can also use **working sets** (celer): subproblems on
+/// the features closest to their dual constraint, of doubling size, solved to a fraction of the
+/// current gap (opt-in, see [`CoordinateDescentParams::working_sets`]). It stops when `G ≤ tol`.
 ///
 /// # References
 /// J. Friedman, T. Hastie, R. Tibshirani, "Regularization paths for generalized linear models
@@ -299,8 +315,126 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
     }
 
     /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops (called at
-    /// each gap evaluation; `iter` counts epochs).
+    /// each gap evaluation; `iter` counts epochs, including those of working-set subproblems).
     pub fn run(
+        &self,
+        x0: ArrayView1<'_, T>,
+        observer: impl Observer<T>,
+    ) -> Result<Solution<T, CoordinateDescentState<T>>> {
+        let ws_ok = self.params.working_sets
+            && !matches!(self.problem.penalty(), LassoPenalty::Group { .. });
+        if ws_ok {
+            self.run_working_sets(x0, observer)
+        } else {
+            self.run_plain(x0, observer)
+        }
+    }
+
+    /// Working-set outer loop (Massias et al. 2018): score the active features by their
+    /// distance to the dual constraint `(λαwⱼ − |aⱼᵀθ|)/‖aⱼ‖` (current nonzeros first), solve the
+    /// subproblem on the `k` best to a gap of `0.3·G` (warm-started, screened), put the result
+    /// back, recompute the full gap `G`, double `k`.
+    fn run_working_sets(
+        &self,
+        x0: ArrayView1<'_, T>,
+        mut observer: impl Observer<T>,
+    ) -> Result<Solution<T, CoordinateDescentState<T>>> {
+        let p = self.problem;
+        let mut s = self.init(x0)?;
+        self.check(&mut s)?;
+        let (alpha, pen_sub): (T, SubPenalty<T>) = match p.penalty() {
+            LassoPenalty::ElasticNet { alpha } => {
+                let a = *alpha;
+                (a, Box::new(move |_w| LassoPenalty::ElasticNet { alpha: a }))
+            }
+            _ => (
+                T::one(),
+                Box::new(|w| LassoPenalty::L1 { weights: Some(w) }),
+            ),
+        };
+        let w = p.weights();
+        let lam = p.lambda();
+        let mut k = (2 * s.x.iter().filter(|v| **v != T::zero()).count()).max(10);
+        let mut reason = if s.gap <= self.params.tol {
+            TerminationReason::Converged
+        } else {
+            TerminationReason::MaxIters
+        };
+        while reason != TerminationReason::Converged && s.epoch < self.params.max_epochs {
+            let k_now = k.min(s.active.len());
+            if k_now == s.active.len() {
+                // The working set is everything still active: plain epochs until the next check.
+                for _ in 0..self.params.check_every {
+                    self.epoch(&mut s);
+                }
+            } else {
+                let (_, theta) = p.duality_gap_with_residual(s.x.view(), s.r.view())?;
+                let mut scored: Vec<(T, usize)> = s
+                    .active
+                    .iter()
+                    .map(|&j| {
+                        let d = if s.x[j] != T::zero() {
+                            T::neg_infinity()
+                        } else {
+                            (lam * alpha * w[j] - self.at.row(j).dot(&theta).abs())
+                                / self.col_sq[j].sqrt().max(T::min_positive_value())
+                        };
+                        (d, j)
+                    })
+                    .collect();
+                scored.select_nth_unstable_by(k_now - 1, |a, b| {
+                    a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal)
+                });
+                let mut ws: Vec<usize> = scored[..k_now].iter().map(|&(_, j)| j).collect();
+                ws.sort_unstable();
+                let sub_a = p.a().select(ndarray::Axis(1), &ws);
+                let sub_w: Array1<T> = ws.iter().map(|&j| w[j]).collect();
+                let sub = LassoProblem::new(sub_a, p.b().to_owned(), lam, pen_sub(sub_w))?;
+                let inner_params = CoordinateDescentParams {
+                    tol: (T::c(0.3) * s.gap).max(self.params.tol * T::c(0.1)),
+                    max_epochs: (self.params.max_epochs - s.epoch).max(1),
+                    check_every: self.params.check_every,
+                    screening: self.params.screening,
+                    working_sets: false,
+                };
+                let x_ws: Array1<T> = ws.iter().map(|&j| s.x[j]).collect();
+                let inner = CoordinateDescent::new(&sub, inner_params)?
+                    .run_plain(x_ws.view(), super::NoObserver)?;
+                s.epoch += inner.iterations.max(1);
+                for (k2, &j) in ws.iter().enumerate() {
+                    s.x[j] = inner.x[k2];
+                }
+                s.r = p.residual(s.x.view())?;
+            }
+            self.check(&mut s)?;
+            let info = IterInfo {
+                iter: s.epoch,
+                objective: s.objective,
+                certificate: s.gap,
+                kind: CertificateKind::DualityGap,
+            };
+            let go_on = observer.observe(&info);
+            if s.gap <= self.params.tol {
+                reason = TerminationReason::Converged;
+            } else if !go_on {
+                reason = TerminationReason::Observer;
+                break;
+            }
+            k = (2 * k).min(p.n_features());
+        }
+        Ok(Solution {
+            x: s.x.clone(),
+            iterations: s.epoch,
+            objective: s.objective,
+            certificate: s.gap,
+            kind: CertificateKind::DualityGap,
+            reason,
+            state: s,
+        })
+    }
+
+    /// Plain cyclic epochs over the (screened) active set.
+    fn run_plain(
         &self,
         x0: ArrayView1<'_, T>,
         mut observer: impl Observer<T>,
