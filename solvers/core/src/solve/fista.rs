@@ -1,7 +1,7 @@
 //! Forward–backward splitting: ISTA, FISTA (with backtracking, adaptive restart and the
 //! strongly convex variant) and iterative hard thresholding.
 
-use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution, TerminationReason};
+use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution};
 use crate::error::{Error, Result};
 use crate::func::{Prox, Smooth};
 use crate::linalg::{check_len, norm2, Real};
@@ -369,22 +369,16 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
     pub fn run(
         &self,
         x0: ArrayView1<'_, T>,
-        mut observer: impl Observer<T>,
+        observer: impl Observer<T>,
     ) -> Result<Solution<T, FistaState<T>>> {
         let mut s = self.init(x0)?;
-        let mut reason = TerminationReason::MaxIters;
-        while s.iter < self.params.max_iters {
-            let info = self.step(&mut s)?;
-            let go_on = observer.observe(&info);
-            if info.certificate <= self.params.tol {
-                reason = TerminationReason::Converged;
-                break;
-            }
-            if !go_on {
-                reason = TerminationReason::Observer;
-                break;
-            }
-        }
+        let (reason, _) = super::admm::drive(
+            &mut s,
+            |s| self.step(s),
+            self.params.tol,
+            self.params.max_iters,
+            observer,
+        )?;
         Ok(Solution {
             x: s.x.clone(),
             iterations: s.iter,
