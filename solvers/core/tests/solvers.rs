@@ -770,3 +770,32 @@ fn iht_recovers_a_sparse_vector_and_is_monotone() {
     assert_eq!(support, true_support);
     assert!(max_abs((&sol.x - &xt).view()) < 1e-6);
 }
+
+#[test]
+fn fista_evaluates_a_costly_certificate_every_k_iterations() {
+    let (prob, xstar) = lasso_instance();
+    let f = prob.smooth_part().unwrap();
+    let g = prob.penalty_function().unwrap();
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let sol = Fista::new(
+        &f,
+        &*g,
+        FistaParams::default()
+            .with_tol(1e-11)
+            .with_certificate_every(10),
+    )
+    .with_certificate(CertificateKind::DualityGap, |x| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        prob.duality_gap(x)
+    })
+    .run(Array1::zeros(12).view(), NoObserver)
+    .unwrap();
+    assert_eq!(sol.reason, TerminationReason::Converged);
+    assert_eq!(sol.iterations % 10, 0);
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Relaxed),
+        sol.iterations / 10
+    );
+    assert!((prob.duality_gap(sol.x.view()).unwrap() - sol.certificate).abs() < 1e-15);
+    assert!(max_abs((&sol.x - &xstar).view()) < 1e-5);
+}
