@@ -242,7 +242,17 @@ fn check_output_path(p: &Path, exts: &[&str]) -> CliResult<()> {
     Ok(())
 }
 
-fn write_report(path: &Option<PathBuf>, report: &serde_json::Value) -> CliResult<()> {
+/// Checks the output file's extension and folder, and the report's, before any work is done.
+fn check_outputs(out: &Path, report: &Option<PathBuf>, exts: &[&str]) -> CliResult<()> {
+    check_output_path(out, exts)?;
+    if let Some(r) = report {
+        check_output_path(r, &["json"])?;
+    }
+    Ok(())
+}
+
+/// Writes the JSON report (if asked) and prints it on one line.
+fn finish(path: &Option<PathBuf>, report: &serde_json::Value) -> CliResult<()> {
     if let Some(p) = path {
         std::fs::write(
             p,
@@ -250,6 +260,7 @@ fn write_report(path: &Option<PathBuf>, report: &serde_json::Value) -> CliResult
         )
         .map_err(|e| format!("{}: {e}", p.display()))?;
     }
+    println!("{report}");
     Ok(())
 }
 
@@ -263,10 +274,7 @@ fn solve(problem: SolveProblem) -> CliResult<()> {
     if let SolveProblem::LogisticL1(args) = &problem {
         return solve_logistic(args);
     }
-    check_output_path(&args.out, &["npy"])?;
-    if let Some(r) = &args.report {
-        check_output_path(r, &["json"])?;
-    }
+    check_outputs(&args.out, &args.report, &["npy"])?;
     let a: Array2<f64> = io::read_npy_2d(&args.a).map_err(e2s)?;
     let b: Array1<f64> = io::read_npy_1d(&args.b).map_err(e2s)?;
     let penalty = match &problem {
@@ -366,16 +374,11 @@ fn solve(problem: SolveProblem) -> CliResult<()> {
         "n_samples": prob.n_samples(),
         "n_features": p,
     });
-    write_report(&args.report, &report)?;
-    println!("{report}");
-    Ok(())
+    finish(&args.report, &report)
 }
 
 fn denoise_tv(args: TvArgs) -> CliResult<()> {
-    check_output_path(&args.out, &["npy", "png"])?;
-    if let Some(r) = &args.report {
-        check_output_path(r, &["json"])?;
-    }
+    check_outputs(&args.out, &args.report, &["npy", "png"])?;
     if !(args.lambda >= 0.0) || !args.lambda.is_finite() {
         return Err(format!("lambda = {}: must be finite and >= 0", args.lambda));
     }
@@ -413,9 +416,7 @@ fn denoise_tv(args: TvArgs) -> CliResult<()> {
         "height": h,
         "width": w,
     });
-    write_report(&args.report, &report)?;
-    println!("{report}");
-    Ok(())
+    finish(&args.report, &report)
 }
 
 fn opnorm(h: usize, w: usize) -> CliResult<()> {
@@ -431,10 +432,7 @@ fn opnorm(h: usize, w: usize) -> CliResult<()> {
 }
 
 fn solve_logistic(args: &SolveArgs) -> CliResult<()> {
-    check_output_path(&args.out, &["npy"])?;
-    if let Some(r) = &args.report {
-        check_output_path(r, &["json"])?;
-    }
+    check_outputs(&args.out, &args.report, &["npy"])?;
     let a: Array2<f64> = io::read_npy_2d(&args.a).map_err(e2s)?;
     let mut y: Array1<f64> = io::read_npy_1d(&args.b).map_err(e2s)?;
     let mapped = y.iter().all(|&v| v == 0.0 || v == 1.0);
@@ -513,16 +511,11 @@ fn solve_logistic(args: &SolveArgs) -> CliResult<()> {
         "n_samples": n,
         "n_features": p,
     });
-    write_report(&args.report, &report)?;
-    println!("{report}");
-    Ok(())
+    finish(&args.report, &report)
 }
 
 fn deblur_tv(args: DeblurArgs) -> CliResult<()> {
-    check_output_path(&args.out, &["npy", "png"])?;
-    if let Some(r) = &args.report {
-        check_output_path(r, &["json"])?;
-    }
+    check_outputs(&args.out, &args.report, &["npy", "png"])?;
     if !(args.lambda >= 0.0) || !args.lambda.is_finite() {
         return Err(format!("lambda = {}: must be finite and >= 0", args.lambda));
     }
@@ -587,9 +580,7 @@ fn deblur_tv(args: DeblurArgs) -> CliResult<()> {
         "height": h,
         "width": w,
     });
-    write_report(&args.report, &report)?;
-    println!("{report}");
-    Ok(())
+    finish(&args.report, &report)
 }
 
 /// One JSON line of the bench report.

@@ -1,6 +1,8 @@
 //! ADMM for `½‖Ax − b‖² + g(x)` and Douglas–Rachford splitting for `f(x) + g(x)`.
 
-use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution, TerminationReason};
+use super::{
+    check_divergence, CertFn, CertificateKind, IterInfo, Observer, Solution, TerminationReason,
+};
 use crate::error::{Error, Result};
 use crate::func::Prox;
 use crate::linalg::{
@@ -9,8 +11,6 @@ use crate::linalg::{
 };
 use crate::ops::{DenseMatrix, LinearOperator};
 use ndarray::{Array1, Array2, ArrayView1, Zip};
-
-type CertFn<'a, T> = Box<dyn Fn(ArrayView1<'_, T>) -> Result<T> + Send + Sync + 'a>;
 
 /// Parameters of [`Admm`] and [`DouglasRachford`].
 #[derive(Clone, Copy, Debug)]

@@ -47,66 +47,37 @@ pub trait Iterative<T: Real> {
     fn tolerance(&self) -> T;
 }
 
-impl<T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Iterative<T> for Fista<'_, T, F, G> {
-    type State = FistaState<T>;
-    fn name(&self) -> &'static str {
-        "FISTA"
-    }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(x0)
-    }
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
-        self.step(s)
-    }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
-        &s.x
-    }
-    fn tolerance(&self) -> T {
-        self.params().tol
-    }
+/// `Iterative` for a solver with `init(x0)`, `step(&mut state)` and `params().tol`, whose
+/// estimate is the state field `$field`.
+macro_rules! iterative_via_init_step {
+    ($name:literal, $field:ident, $state:ident, [$($gen:tt)*], $ty:ty) => {
+        impl<$($gen)*> Iterative<T> for $ty {
+            type State = $state<T>;
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+                self.init(x0)
+            }
+            fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+                self.step(s)
+            }
+            fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+                &s.$field
+            }
+            fn tolerance(&self) -> T {
+                // PDHG's relative tolerance is checked by its own `run`; argmin uses `tol`.
+                self.params().tol
+            }
+        }
+    };
 }
 
-impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized> Iterative<T>
-    for Pdhg<'_, T, F, G, K>
-{
-    type State = PdhgState<T>;
-    fn name(&self) -> &'static str {
-        "PDHG"
-    }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(x0)
-    }
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
-        self.step(s)
-    }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
-        &s.x
-    }
-    fn tolerance(&self) -> T {
-        // A relative tolerance is checked against |objective| by `run`; under argmin the
-        // absolute value is used.
-        self.params().tol
-    }
-}
-
-impl<T: Real, G: Prox<T> + ?Sized> Iterative<T> for Admm<'_, T, G> {
-    type State = AdmmState<T>;
-    fn name(&self) -> &'static str {
-        "ADMM"
-    }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(x0)
-    }
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
-        self.step(s)
-    }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
-        &s.z
-    }
-    fn tolerance(&self) -> T {
-        self.params().tol
-    }
-}
+iterative_via_init_step!("FISTA", x, FistaState, [T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized], Fista<'_, T, F, G>);
+iterative_via_init_step!("PDHG", x, PdhgState, [T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized], Pdhg<'_, T, F, G, K>);
+iterative_via_init_step!("ADMM", z, AdmmState, [T: Real, G: Prox<T> + ?Sized], Admm<'_, T, G>);
+// For Douglas–Rachford the argmin parameter is the start `z0` of the governing sequence.
+iterative_via_init_step!("Douglas-Rachford", x, DouglasRachfordState, [T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized], DouglasRachford<'_, T, F, G>);
 
 impl<T: Real> Iterative<T> for CoordinateDescent<'_, T> {
     type State = CoordinateDescentState<T>;
@@ -126,28 +97,6 @@ impl<T: Real> Iterative<T> for CoordinateDescent<'_, T> {
             certificate: s.gap,
             kind: super::CertificateKind::DualityGap,
         })
-    }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
-        &s.x
-    }
-    fn tolerance(&self) -> T {
-        self.params().tol
-    }
-}
-
-impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized> Iterative<T>
-    for DouglasRachford<'_, T, F, G>
-{
-    type State = DouglasRachfordState<T>;
-    fn name(&self) -> &'static str {
-        "Douglas-Rachford"
-    }
-    /// The argmin parameter is the governing sequence's start `z0`.
-    fn start(&self, z0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(z0)
-    }
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
-        self.step(s)
     }
     fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
         &s.x

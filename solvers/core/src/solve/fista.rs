@@ -1,7 +1,7 @@
 //! Forward–backward splitting: ISTA, FISTA (with backtracking, adaptive restart and the
 //! strongly convex variant) and iterative hard thresholding.
 
-use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution};
+use super::{check_divergence, CertFn, CertificateKind, IterInfo, Observer, Solution};
 use crate::error::{Error, Result};
 use crate::func::{Prox, Smooth};
 use crate::linalg::{check_len, norm2, Real};
@@ -145,8 +145,6 @@ pub struct FistaState<T> {
     z: Array1<T>,
     tmp: Array1<T>,
 }
-
-type CertFn<'a, T> = Box<dyn Fn(ArrayView1<'_, T>) -> Result<T> + Send + Sync + 'a>;
 
 /// Forward–backward splitting for `min_x F(x) = f(x) + g(x)`, `f` smooth ([`Smooth`]), `g` with a
 /// prox ([`Prox`]):

@@ -122,6 +122,10 @@ pub struct Solution<T, S> {
     pub kind: CertificateKind,
 }
 
+/// A user-supplied stopping certificate evaluated at an iterate (e.g. a duality gap).
+pub(crate) type CertFn<'a, T> =
+    Box<dyn Fn(ndarray::ArrayView1<'_, T>) -> Result<T> + Send + Sync + 'a>;
+
 /// `Err(Diverged)` if `v` is not finite.
 pub(crate) fn check_divergence<T: Real>(
     method: &str,
