@@ -17,9 +17,11 @@
 //! assert_eq!(g, array![1.0, 0.0, 2.0, 0.0, 2.0, 3.0, 0.0, 0.0]);
 //! ```
 
+pub use hyperprox_bilevel as bilevel;
 pub use hyperprox_core as core;
 
 pub mod bench_cases;
+pub mod report;
 
 /// Everything a typical user needs, in one import.
 pub mod prelude {

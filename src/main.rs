@@ -2,6 +2,7 @@
 //! The `hyperprox` command-line tool.
 
 mod cli;
+mod tune;
 
 use clap::Parser;
 

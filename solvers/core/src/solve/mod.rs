@@ -55,6 +55,8 @@ pub enum CertificateKind {
     DistanceBound,
     /// Fixed-point residual of the iteration (zero exactly at solutions; not a bound).
     FixedPointResidual,
+    /// Norm of an (inexact) hypergradient of a bilevel problem (stationarity measure).
+    HypergradientNorm,
 }
 
 impl CertificateKind {
@@ -64,6 +66,7 @@ impl CertificateKind {
             CertificateKind::DualityGap => "duality_gap",
             CertificateKind::DistanceBound => "distance_bound",
             CertificateKind::FixedPointResidual => "fixed_point_residual",
+            CertificateKind::HypergradientNorm => "hypergradient_norm",
         }
     }
 }

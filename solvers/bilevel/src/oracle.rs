@@ -1,0 +1,606 @@
+//! Hypergradient oracles: inexact (implicit, with an a-posteriori error bound), exact, unrolled,
+//! and a finite-difference check.
+//!
+//! # Inexact implicit hypergradient
+//!
+//! 1. Lower level to accuracy `ε`: accelerated gradient descent on `h(·, θ)` (warm-started),
+//!    stopped when `‖∇ₓh(x̃)‖/μ ≤ ε`, which certifies `‖x̃ − x̂(θ)‖ ≤ ε` by strong convexity.
+//! 2. Conjugate gradients on `H(x̃) q = ∇g(x̃)` from `q = 0`, stopped at the absolute residual
+//!    `‖H q − ∇g‖ ≤ δ`.
+//! 3. `z = −J(x̃)ᵀ q`, with the bound (Ehrhardt & Roberts 2024, used by MAID)
+//!
+//! ```text
+//! ‖z − ∇f(θ)‖ ≤ ω = c·ε + (‖J‖/μ)·δ + (L_J L_g/μ)·ε²,
+//! c = L_g‖J‖/μ + L_{H⁻¹}‖∇g(x̃)‖‖J‖ + L_J‖∇g(x̃)‖/μ.
+//! ```
+//!
+//! The bound is evaluated with the *achieved* accuracies (`‖∇ₓh(x̃)‖/μ ≤ ε` and the final CG
+//! residual `≤ δ`), which keeps it valid and makes it tighter. It is **certified** when every
+//! constant is [`Constant::Known`]; unknown constants are estimated online ([`Estimates`]: `‖J‖`
+//! from `‖Jᵀq‖/‖q‖`, `L_J` and `L_{H⁻¹}` from random-perturbation differences, running maxima,
+//! as in the MAID reference code) and the bound is then marked as estimated.
+//!
+//! # References
+//! - M. S. Salehi, S. Mukherjee, L. Roberts, M. J. Ehrhardt, "An adaptively inexact first-order
+//!   method for bilevel optimization with application to hyperparameter learning",
+//!   SIAM J. Math. Data Sci. 2025 (arXiv:2308.10098).
+//! - M. J. Ehrhardt, L. Roberts, "Analyzing inexact hypergradients for bilevel learning",
+//!   IMA J. Appl. Math. 89(1), 2024.
+//! - F. Pedregosa, "Hyperparameter optimization with approximate gradient", ICML 2016.
+
+use crate::problem::{check_accuracy, check_theta, check_x, BilevelProblem, Constant, Constants};
+use hyperprox_core::error::{Error, Result};
+use hyperprox_core::linalg::norm2;
+use ndarray::{Array1, Array2, ArrayView1, Zip};
+use rand::{Rng, SeedableRng};
+
+/// Result of a lower-level solve.
+#[derive(Clone, Debug)]
+pub struct LowerSolve {
+    /// The approximate solution `x̃`.
+    pub x: Array1<f64>,
+    /// Certified distance to `x̂(θ)`: `‖∇ₓh(x̃)‖/μ`.
+    pub accuracy: f64,
+    /// Gradient evaluations (iterations) used.
+    pub iterations: usize,
+    /// The constants at `(x̃, θ)`.
+    pub constants: Constants,
+}
+
+/// An inexact hypergradient with its error bound.
+#[derive(Clone, Debug)]
+pub struct Hypergradient {
+    /// `z ≈ ∇f(θ)`.
+    pub z: Array1<f64>,
+    /// The lower-level point `x̃` it was computed at.
+    pub x: Array1<f64>,
+    /// The CG solution `q ≈ H(x̃)⁻¹∇g(x̃)`.
+    pub q: Array1<f64>,
+    /// Upper-level value `g(x̃)`.
+    pub upper: f64,
+    /// `‖∇g(x̃)‖`.
+    pub grad_g_norm: f64,
+    /// Achieved lower-level accuracy `‖∇ₓh(x̃)‖/μ`.
+    pub eps: f64,
+    /// Achieved CG residual `‖H q − ∇g‖`.
+    pub delta: f64,
+    /// The error bound `ω ≥ ‖z − ∇f(θ)‖` (certified if `certified`).
+    pub omega: f64,
+    /// Whether every constant in `ω` is known (not estimated).
+    pub certified: bool,
+    /// Lower-level iterations used.
+    pub ll_iters: usize,
+    /// CG iterations used.
+    pub cg_iters: usize,
+    /// The constants used.
+    pub constants: Constants,
+}
+
+/// Running estimates of the constants a problem does not know (part of a solver's state, so a
+/// checkpointed run resumes with them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Estimates {
+    /// Estimate of `‖J‖`.
+    pub j_norm: f64,
+    /// Estimate of `L_J`.
+    pub l_j: f64,
+    /// Estimate of `L_H` (then `L_{H⁻¹} ≈ L_H/μ²`).
+    pub l_h: f64,
+    /// Number of updates (seeds the perturbation directions).
+    pub updates: u64,
+}
+
+/// Settings of the inner solvers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OracleParams {
+    /// Cap on lower-level iterations per solve.
+    pub ll_max_iters: usize,
+    /// Cap on CG iterations per solve.
+    pub cg_max_iters: usize,
+}
+
+impl Default for OracleParams {
+    fn default() -> Self {
+        Self {
+            ll_max_iters: 100_000,
+            cg_max_iters: 2_000,
+        }
+    }
+}
+
+/// The hypergradient oracle of a [`BilevelProblem`].
+pub struct Oracle<'p, P: BilevelProblem + ?Sized> {
+    problem: &'p P,
+    params: OracleParams,
+}
+
+impl<'p, P: BilevelProblem + ?Sized> Clone for Oracle<'p, P> {
+    fn clone(&self) -> Self {
+        Self {
+            problem: self.problem,
+            params: self.params,
+        }
+    }
+}
+
+impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
+    /// An oracle with default settings.
+    pub fn new(problem: &'p P) -> Self {
+        Self {
+            problem,
+            params: OracleParams::default(),
+        }
+    }
+
+    /// With other settings.
+    pub fn with_params(mut self, params: OracleParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// The problem.
+    pub fn problem(&self) -> &'p P {
+        self.problem
+    }
+
+    /// Solves the lower level at `θ` to `‖∇ₓh(x̃)‖/μ ≤ eps`, starting from `x_warm`.
+    ///
+    /// Nesterov's accelerated gradient for μ-strongly convex, L-smooth functions (momentum
+    /// `(√L − √μ)/(√L + √μ)`, step `1/L`) with gradient restart; the certificate is checked at
+    /// every extrapolated point, and the first certified point is returned. If the iteration
+    /// cap is hit, the result carries the accuracy actually reached (never a false claim).
+    pub fn solve_lower(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+    ) -> Result<LowerSolve> {
+        let p = self.problem;
+        check_theta(p, theta)?;
+        check_x(p, x_warm)?;
+        check_accuracy("eps", eps)?;
+        let c0 = p.constants(x_warm, theta);
+        let (mu, l) = (c0.mu, c0.lipschitz);
+        if !(mu > 0.0 && l >= mu && l.is_finite()) {
+            return Err(Error::param(
+                "constants (mu, L)",
+                format!("({mu}, {l})"),
+                "the problem must report 0 < μ ≤ L < ∞ for the lower level",
+            ));
+        }
+        let beta = (l.sqrt() - mu.sqrt()) / (l.sqrt() + mu.sqrt());
+        let n = x_warm.len();
+        let mut x = x_warm.to_owned();
+        let mut y = x.clone();
+        let mut x_new = Array1::zeros(n);
+        let mut grad = Array1::zeros(n);
+        let mut iters = 0usize;
+        loop {
+            p.lower_grad_into(grad.view_mut(), y.view(), theta);
+            let gn = norm2(grad.view());
+            if !gn.is_finite() {
+                return Err(Error::Diverged {
+                    method: format!("lower-level solver ({})", p.name()),
+                    iteration: iters,
+                    detail: format!(
+                        "gradient norm {gn}; check the data and the hyperparameters (θ too large?)"
+                    ),
+                });
+            }
+            let acc = gn / mu;
+            if acc <= eps || iters >= self.params.ll_max_iters {
+                let constants = p.constants(y.view(), theta);
+                return Ok(LowerSolve {
+                    x: y,
+                    accuracy: acc,
+                    iterations: iters,
+                    constants,
+                });
+            }
+            iters += 1;
+            Zip::from(&mut x_new)
+                .and(&y)
+                .and(&grad)
+                .for_each(|xn, &yi, &gi| *xn = yi - gi / l);
+            // Gradient restart (O'Donoghue & Candès): drop the momentum when it opposes descent.
+            let restart = Zip::from(&grad)
+                .and(&x_new)
+                .and(&x)
+                .fold(0.0, |acc, &g, &xn, &xo| acc + g * (xn - xo))
+                > 0.0;
+            let b = if restart { 0.0 } else { beta };
+            Zip::from(&mut y)
+                .and(&x_new)
+                .and(&x)
+                .for_each(|yi, &xn, &xo| *yi = xn + b * (xn - xo));
+            std::mem::swap(&mut x, &mut x_new);
+        }
+    }
+
+    /// Conjugate gradients on `H(x) q = b` from `q = 0` to the absolute residual `≤ delta`.
+    /// Returns `(q, residual, iterations)`.
+    pub fn solve_linear(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x: ArrayView1<'_, f64>,
+        b: ArrayView1<'_, f64>,
+        delta: f64,
+    ) -> Result<(Array1<f64>, f64, usize)> {
+        let p = self.problem;
+        let n = b.len();
+        let mut q = Array1::zeros(n);
+        let mut r = b.to_owned();
+        let mut d = r.clone();
+        let mut hd = Array1::zeros(n);
+        let mut rr = r.dot(&r);
+        for it in 0..=self.params.cg_max_iters {
+            let rn = rr.sqrt();
+            if rn <= delta || it == self.params.cg_max_iters {
+                return Ok((q, rn, it));
+            }
+            p.lower_hvp_into(hd.view_mut(), x, theta, d.view());
+            let dhd = d.dot(&hd);
+            if !(dhd > 0.0) {
+                return Err(Error::NotConverged {
+                    method: format!(
+                        "conjugate gradient on the lower-level Hessian of {} (not positive definite)",
+                        p.name()
+                    ),
+                    iterations: it,
+                    residual: rn,
+                    tol: delta,
+                });
+            }
+            let a = rr / dhd;
+            q.scaled_add(a, &d);
+            r.scaled_add(-a, &hd);
+            let rr_new = r.dot(&r);
+            let bcg = rr_new / rr;
+            rr = rr_new;
+            Zip::from(&mut d)
+                .and(&r)
+                .for_each(|di, &ri| *di = ri + bcg * *di);
+        }
+        unreachable!("the loop returns at it == cg_max_iters")
+    }
+
+    /// The inexact hypergradient at `θ`: lower level to `eps` (warm-started at `x_warm`), CG to
+    /// `delta`, `z = −J(x̃)ᵀq`, and its bound `ω`. Unknown constants are estimated and
+    /// `estimates` updated.
+    pub fn hypergradient(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+        delta: f64,
+        estimates: &mut Estimates,
+    ) -> Result<Hypergradient> {
+        check_accuracy("delta", delta)?;
+        let ll = self.solve_lower(theta, x_warm, eps)?;
+        let mut hg = self.hypergradient_at_solution(theta, ll.x, delta, estimates)?;
+        hg.ll_iters = ll.iterations;
+        Ok(hg)
+    }
+
+    /// The hypergradient at a given lower-level point `x` (CG to `delta`).
+    fn hypergradient_at_solution(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x: Array1<f64>,
+        delta: f64,
+        estimates: &mut Estimates,
+    ) -> Result<Hypergradient> {
+        let p = self.problem;
+        let mut gg = Array1::zeros(x.len());
+        p.upper_grad_into(gg.view_mut(), x.view());
+        let (q, _, cg_iters) = self.solve_linear(theta, x.view(), gg.view(), delta)?;
+        let mut hg = self.hypergradient_at(theta, x.view(), q.view(), estimates)?;
+        hg.cg_iters = cg_iters;
+        Ok(hg)
+    }
+
+    /// `z = −J(x)ᵀq` and the bound `ω` for a *given* lower-level point `x` and linear-system
+    /// solution `q` (the achieved accuracies are measured: `ε = ‖∇ₓh(x)‖/μ`,
+    /// `δ = ‖H(x) q − ∇g(x)‖`). Useful to study the bound.
+    pub fn hypergradient_at(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x: ArrayView1<'_, f64>,
+        q: ArrayView1<'_, f64>,
+        estimates: &mut Estimates,
+    ) -> Result<Hypergradient> {
+        let p = self.problem;
+        check_theta(p, theta)?;
+        check_x(p, x)?;
+        check_x(p, q)?;
+        let n = x.len();
+        let c = p.constants(x, theta);
+        let mut gh = Array1::zeros(n);
+        p.lower_grad_into(gh.view_mut(), x, theta);
+        let eps = norm2(gh.view()) / c.mu;
+        let mut gg = Array1::zeros(n);
+        p.upper_grad_into(gg.view_mut(), x);
+        let mut hq = Array1::zeros(n);
+        p.lower_hvp_into(hq.view_mut(), x, theta, q);
+        let delta = norm2((&hq - &gg).view());
+        let mut z = Array1::zeros(p.dim_theta());
+        p.cross_jt_into(z.view_mut(), x, theta, q);
+        z.mapv_inplace(|v| -v);
+        let upper = p.upper_value(x);
+        let grad_g_norm = norm2(gg.view());
+        let certified =
+            c.j_norm.known().is_some() && c.l_j.known().is_some() && c.l_hinv.known().is_some();
+        if !certified {
+            self.update_estimates(theta, x, q, &z, &hq, c, estimates);
+        }
+        let j_norm = c.j_norm.known().unwrap_or(estimates.j_norm);
+        let l_j = c.l_j.known().unwrap_or(estimates.l_j);
+        let l_hinv = c.l_hinv.known().unwrap_or(estimates.l_h / (c.mu * c.mu));
+        let omega = error_bound(c.mu, c.l_g, j_norm, l_j, l_hinv, grad_g_norm, eps, delta);
+        for (what, v) in [("hypergradient", norm2(z.view())), ("upper level", upper)] {
+            if !v.is_finite() {
+                return Err(Error::Diverged {
+                    method: format!("hypergradient oracle ({}: {what})", p.name()),
+                    iteration: 0,
+                    detail: format!("{what} = {v}"),
+                });
+            }
+        }
+        Ok(Hypergradient {
+            z,
+            x: x.to_owned(),
+            q: q.to_owned(),
+            upper,
+            grad_g_norm,
+            eps,
+            delta,
+            omega,
+            certified,
+            ll_iters: 0,
+            cg_iters: 0,
+            constants: c,
+        })
+    }
+
+    /// Online estimates of the unknown constants (running maxima): `‖J‖ ≥ ‖Jᵀq‖/‖q‖`, and
+    /// `L_J`, `L_H` from one random perturbation `s` of `x` (`‖s‖ = 1e-4·max(1, ‖x‖)/√n`·√n).
+    #[allow(clippy::too_many_arguments)]
+    fn update_estimates(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x: ArrayView1<'_, f64>,
+        q: ArrayView1<'_, f64>,
+        z: &Array1<f64>,
+        hq: &Array1<f64>,
+        c: Constants,
+        est: &mut Estimates,
+    ) {
+        let p = self.problem;
+        let qn = norm2(q);
+        if qn == 0.0 {
+            return;
+        }
+        if c.j_norm == Constant::Unknown {
+            est.j_norm = est.j_norm.max(norm2(z.view()) / qn);
+        }
+        if c.l_j == Constant::Unknown || c.l_hinv == Constant::Unknown {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ est.updates);
+            let n = x.len();
+            let mut s: Array1<f64> = Array1::from_shape_fn(n, |_| rng.random::<f64>() - 0.5);
+            let r = 1e-4 * norm2(x).max(1.0);
+            let sn = norm2(s.view());
+            s.mapv_inplace(|v| v * r / sn);
+            let xs = &x + &s;
+            if c.l_j == Constant::Unknown {
+                let mut z2 = Array1::zeros(z.len());
+                p.cross_jt_into(z2.view_mut(), xs.view(), theta, q);
+                // z = −Jᵀq, so (J(x+s) − J(x))ᵀq = z2 + z.
+                est.l_j = est.l_j.max(norm2((&z2 + z).view()) / (r * qn));
+            }
+            if c.l_hinv == Constant::Unknown {
+                let mut hq2 = Array1::zeros(n);
+                p.lower_hvp_into(hq2.view_mut(), xs.view(), theta, q);
+                est.l_h = est.l_h.max(norm2((&hq2 - hq).view()) / (r * qn));
+            }
+        }
+        est.updates += 1;
+    }
+
+    /// A hypergradient solved to tight accuracies `eps = delta = tol` (the "exact" oracle).
+    pub fn exact(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        tol: f64,
+    ) -> Result<Hypergradient> {
+        self.hypergradient(theta, x_warm, tol, tol, &mut Estimates::default())
+    }
+
+    /// The upper-level value `f(θ) ≈ g(x̃)` with `x̃` solved to `eps` (returns `(g(x̃), x̃)`).
+    pub fn value(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+    ) -> Result<(f64, LowerSolve)> {
+        let ll = self.solve_lower(theta, x_warm, eps)?;
+        Ok((self.problem.upper_value(ll.x.view()), ll))
+    }
+
+    /// The **unrolled** hypergradient: `K` steps of gradient descent
+    /// `x_{k+1} = x_k − τ∇ₓh(x_k, θ)` from `x0` (`τ = 1/L(θ)`, held fixed, i.e. not
+    /// differentiated), then reverse mode:
+    /// `a_K = ∇g(x_K)`, `∇θ −= τ J(x_k)ᵀ a_{k+1}`, `a_k = a_{k+1} − τ H(x_k) a_{k+1}`.
+    /// Returns `(g(x_K), ∇_θ g(x_K(θ)))`; memory `K·dim_x`.
+    pub fn unrolled(
+        &self,
+        theta: ArrayView1<'_, f64>,
+        x0: ArrayView1<'_, f64>,
+        k: usize,
+    ) -> Result<(f64, Array1<f64>)> {
+        let p = self.problem;
+        check_theta(p, theta)?;
+        check_x(p, x0)?;
+        let tau = 1.0 / p.constants(x0, theta).lipschitz;
+        let n = x0.len();
+        let mut xs = Array2::zeros((k + 1, n));
+        xs.row_mut(0).assign(&x0);
+        let mut g = Array1::zeros(n);
+        for i in 0..k {
+            p.lower_grad_into(g.view_mut(), xs.row(i), theta);
+            let next = &xs.row(i) - &(&g * tau);
+            xs.row_mut(i + 1).assign(&next);
+        }
+        let xk = xs.row(k);
+        let val = p.upper_value(xk);
+        let mut a = Array1::zeros(n);
+        p.upper_grad_into(a.view_mut(), xk);
+        let mut grad = Array1::zeros(p.dim_theta());
+        let mut jt = Array1::zeros(p.dim_theta());
+        let mut ha = Array1::zeros(n);
+        for i in (0..k).rev() {
+            p.cross_jt_into(jt.view_mut(), xs.row(i), theta, a.view());
+            grad.scaled_add(-tau, &jt);
+            p.lower_hvp_into(ha.view_mut(), xs.row(i), theta, a.view());
+            a.scaled_add(-tau, &ha);
+        }
+        Ok((val, grad))
+    }
+}
+
+/// `ω(ε, δ) = c·ε + (‖J‖/μ)·δ + (L_J·L_g/μ)·ε²` with
+/// `c = L_g‖J‖/μ + L_{H⁻¹}‖∇g‖‖J‖ + L_J‖∇g‖/μ`.
+#[allow(clippy::too_many_arguments)]
+pub fn error_bound(
+    mu: f64,
+    l_g: f64,
+    j_norm: f64,
+    l_j: f64,
+    l_hinv: f64,
+    grad_g_norm: f64,
+    eps: f64,
+    delta: f64,
+) -> f64 {
+    let c = l_g * j_norm / mu + l_hinv * grad_g_norm * j_norm + l_j * grad_g_norm / mu;
+    c * eps + j_norm / mu * delta + l_j * l_g / mu * eps * eps
+}
+
+/// Central finite differences of `f(θ) = g(x̂(θ))` (lower level solved to `tol`), step `h`
+/// per coordinate. Returns the FD gradient.
+pub fn finite_difference_hypergradient<P: BilevelProblem + ?Sized>(
+    oracle: &Oracle<'_, P>,
+    theta: ArrayView1<'_, f64>,
+    x_warm: ArrayView1<'_, f64>,
+    h: f64,
+    tol: f64,
+) -> Result<Array1<f64>> {
+    let mut out = Array1::zeros(theta.len());
+    let mut t = theta.to_owned();
+    for i in 0..theta.len() {
+        let t0 = t[i];
+        t[i] = t0 + h;
+        let (fp, _) = oracle.value(t.view(), x_warm, tol)?;
+        t[i] = t0 - h;
+        let (fm, _) = oracle.value(t.view(), x_warm, tol)?;
+        t[i] = t0;
+        out[i] = (fp - fm) / (2.0 * h);
+    }
+    Ok(out)
+}
+
+/// Compares the oracle's tight hypergradient with finite differences at `θ`; returns the
+/// relative error `‖z − z_fd‖/‖z_fd‖`.
+pub fn check_hypergradient<P: BilevelProblem + ?Sized>(
+    oracle: &Oracle<'_, P>,
+    theta: ArrayView1<'_, f64>,
+    h: f64,
+    tol: f64,
+) -> Result<f64> {
+    let x0 = oracle.problem().x_start();
+    let hg = oracle.exact(theta, x0.view(), tol)?;
+    let fd = finite_difference_hypergradient(oracle, theta, hg.x.view(), h, tol)?;
+    Ok(norm2((&hg.z - &fd).view()) / norm2(fd.view()).max(f64::MIN_POSITIVE))
+}
+
+/// Relative errors of a problem's derivatives against central finite differences along a
+/// random direction `v` (seeded), at `(x, θ)`:
+/// `[∇ₓh·v, H v, Jᵀq (via ∇_θ⟨∇ₓh, q⟩ along a random θ-direction), ∇g·v]`.
+/// Each entry is `|analytic − fd| / max(|fd|, |analytic|, 1e-12)` (vectors: norms).
+pub fn check_problem_derivatives<P: BilevelProblem + ?Sized>(
+    p: &P,
+    x: ArrayView1<'_, f64>,
+    theta: ArrayView1<'_, f64>,
+    seed: u64,
+) -> Result<[f64; 4]> {
+    check_theta(p, theta)?;
+    check_x(p, x)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = x.len();
+    let m = theta.len();
+    let unit = |k: usize, rng: &mut rand::rngs::StdRng| {
+        let v: Array1<f64> = Array1::from_shape_fn(k, |_| rng.random::<f64>() - 0.5);
+        let nv = norm2(v.view());
+        v / nv
+    };
+    let v = unit(n, &mut rng);
+    let q = unit(n, &mut rng);
+    let w = unit(m, &mut rng);
+    let h = 1e-5 * norm2(x).max(1.0);
+    let rel = |a: f64, b: f64| (a - b).abs() / a.abs().max(b.abs()).max(1e-12);
+    let relv = |a: &Array1<f64>, b: &Array1<f64>| {
+        norm2((a - b).view()) / norm2(a.view()).max(norm2(b.view())).max(1e-12)
+    };
+    let xp = &x + &(&v * h);
+    let xm = &x - &(&v * h);
+    // ∇ₓh · v
+    let mut g = Array1::zeros(n);
+    p.lower_grad_into(g.view_mut(), x, theta);
+    let fd = (p.lower_value(xp.view(), theta) - p.lower_value(xm.view(), theta)) / (2.0 * h);
+    let e_grad = rel(g.dot(&v), fd);
+    // H v
+    let mut hv = Array1::zeros(n);
+    p.lower_hvp_into(hv.view_mut(), x, theta, v.view());
+    let (mut gp, mut gm) = (Array1::zeros(n), Array1::zeros(n));
+    p.lower_grad_into(gp.view_mut(), xp.view(), theta);
+    p.lower_grad_into(gm.view_mut(), xm.view(), theta);
+    let e_hvp = relv(&hv, &((&gp - &gm) / (2.0 * h)));
+    // Jᵀq · w = d/dt ⟨∇ₓh(x, θ + t w), q⟩
+    let mut jt = Array1::zeros(m);
+    p.cross_jt_into(jt.view_mut(), x, theta, q.view());
+    let ht = 1e-5;
+    let tp = &theta + &(&w * ht);
+    let tm = &theta - &(&w * ht);
+    p.lower_grad_into(gp.view_mut(), x, tp.view());
+    p.lower_grad_into(gm.view_mut(), x, tm.view());
+    let e_jt = rel(jt.dot(&w), (gp.dot(&q) - gm.dot(&q)) / (2.0 * ht));
+    // ∇g · v
+    p.upper_grad_into(g.view_mut(), x);
+    let fd = (p.upper_value(xp.view()) - p.upper_value(xm.view())) / (2.0 * h);
+    let e_g = rel(g.dot(&v), fd);
+    Ok([e_grad, e_hvp, e_jt, e_g])
+}
+
+/// Directional finite-difference check of the tight hypergradient at `θ` along `dirs` random
+/// unit directions (seeded): returns the largest `|zᵀd − (f(θ+hd) − f(θ−hd))/2h| / ‖z‖`.
+pub fn check_hypergradient_directions<P: BilevelProblem + ?Sized>(
+    oracle: &Oracle<'_, P>,
+    theta: ArrayView1<'_, f64>,
+    dirs: usize,
+    h: f64,
+    tol: f64,
+    seed: u64,
+) -> Result<f64> {
+    let x0 = oracle.problem().x_start();
+    let hg = oracle.exact(theta, x0.view(), tol)?;
+    let zn = norm2(hg.z.view()).max(f64::MIN_POSITIVE);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut worst = 0.0f64;
+    for _ in 0..dirs {
+        let d: Array1<f64> = Array1::from_shape_fn(theta.len(), |_| rng.random::<f64>() - 0.5);
+        let d = &d / norm2(d.view());
+        let (fp, _) = oracle.value((&theta + &(&d * h)).view(), hg.x.view(), tol)?;
+        let (fm, _) = oracle.value((&theta - &(&d * h)).view(), hg.x.view(), tol)?;
+        worst = worst.max((hg.z.dot(&d) - (fp - fm) / (2.0 * h)).abs() / zn);
+    }
+    Ok(worst)
+}

@@ -1,0 +1,11 @@
+//! The bilevel problems of the MAID paper.
+
+mod foe;
+mod logreg;
+mod quadratic;
+mod tv;
+
+pub use foe::FieldOfExperts;
+pub use logreg::MultinomialLogistic;
+pub use quadratic::QuadraticProblem;
+pub use tv::TvDenoising;

@@ -1,0 +1,598 @@
+//! Bilevel learning: derivatives of every problem against finite differences, the error bound,
+//! MAID and HOAG on the quadratic problem with closed-form optimum, unrolled hypergradients,
+//! argmin integration and checkpointing, Lasso tuning, and input validation.
+
+use hyperprox_bilevel::data::{add_noise, load_images, psnr, unstack};
+use hyperprox_bilevel::oracle::{
+    check_hypergradient, check_hypergradient_directions, check_problem_derivatives,
+};
+use hyperprox_bilevel::*;
+use ndarray::{array, Array1, Array2};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+
+fn kodak96() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/kodak/gray96")
+}
+
+fn digits() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/digits/digits.csv")
+}
+
+fn tv_small(images: usize, size: usize, seed: u64) -> TvDenoising {
+    let clean = load_images(&kodak96(), images, size).unwrap();
+    let noisy = add_noise(&clean, 0.1, seed);
+    TvDenoising::new(&clean, &noisy).unwrap()
+}
+
+fn foe_small() -> FieldOfExperts {
+    let clean = load_images(&kodak96(), 2, 16).unwrap();
+    let noisy = add_noise(&clean, 0.1, 3);
+    FieldOfExperts::new(&clean, &noisy, 3, 3, 5).unwrap()
+}
+
+fn logreg_small() -> MultinomialLogistic {
+    MultinomialLogistic::from_digits(&digits(), 300, 7).unwrap()
+}
+
+fn rel_gap(p: &QuadraticProblem, theta: &Array1<f64>) -> f64 {
+    (p.f_exact(theta.view()) - p.f_star()) / p.f_star().abs().max(1.0)
+}
+
+// ---------------------------------------------------------------- derivatives of the problems
+
+fn assert_derivatives<P: BilevelProblem>(p: &P, x: &Array1<f64>, theta: &Array1<f64>, tol: f64) {
+    for seed in 0..3 {
+        let e = check_problem_derivatives(p, x.view(), theta.view(), seed).unwrap();
+        for (name, v) in ["grad h", "Hessian-vector", "J^T q", "grad g"]
+            .iter()
+            .zip(e)
+        {
+            assert!(v < tol, "{}: {name} relative FD error {v:e}", p.name());
+        }
+    }
+}
+
+#[test]
+fn problem_derivatives_match_finite_differences() {
+    let q = QuadraticProblem::new(50, 4, 1).unwrap();
+    assert_derivatives(&q, &q.x_start(), &q.theta_start(), 1e-7);
+
+    let tv = tv_small(2, 12, 1);
+    let x = tv.noisy().clone();
+    assert_derivatives(&tv, &x, &array![-2.0, -3.0], 1e-6);
+
+    let foe = foe_small();
+    let x = foe.noisy().clone();
+    // Larger filters and weights than the initialization, so the regularizer matters.
+    let mut t = foe.theta_start();
+    t[0] = 0.0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let nt = t.len();
+    for i in 7..nt {
+        t[i] = rng.random::<f64>() - 0.5;
+    }
+    assert_derivatives(&foe, &x, &t, 1e-6);
+
+    let lr = logreg_small();
+    let x = Array1::from_shape_fn(lr.dim_x(), |i| ((i * 37 % 11) as f64 - 5.0) * 0.05);
+    let t = Array1::from_shape_fn(lr.dim_theta(), |i| -3.0 + (i % 5) as f64 * 0.3);
+    assert_derivatives(&lr, &x, &t, 1e-6);
+}
+
+#[test]
+fn derivative_check_catches_a_wrong_cross_derivative() {
+    // A problem whose Jᵀq is off by 1 %: the checker must flag it.
+    struct Wrong(QuadraticProblem);
+    impl BilevelProblem for Wrong {
+        fn name(&self) -> &str {
+            "wrong"
+        }
+        fn dim_x(&self) -> usize {
+            self.0.dim_x()
+        }
+        fn dim_theta(&self) -> usize {
+            self.0.dim_theta()
+        }
+        fn x_start(&self) -> Array1<f64> {
+            self.0.x_start()
+        }
+        fn theta_start(&self) -> Array1<f64> {
+            self.0.theta_start()
+        }
+        fn lower_value(
+            &self,
+            x: ndarray::ArrayView1<'_, f64>,
+            t: ndarray::ArrayView1<'_, f64>,
+        ) -> f64 {
+            self.0.lower_value(x, t)
+        }
+        fn lower_grad_into(
+            &self,
+            o: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+            t: ndarray::ArrayView1<'_, f64>,
+        ) {
+            self.0.lower_grad_into(o, x, t)
+        }
+        fn lower_hvp_into(
+            &self,
+            o: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+            t: ndarray::ArrayView1<'_, f64>,
+            v: ndarray::ArrayView1<'_, f64>,
+        ) {
+            self.0.lower_hvp_into(o, x, t, v)
+        }
+        fn cross_jt_into(
+            &self,
+            mut o: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+            t: ndarray::ArrayView1<'_, f64>,
+            q: ndarray::ArrayView1<'_, f64>,
+        ) {
+            self.0.cross_jt_into(o.view_mut(), x, t, q);
+            o.mapv_inplace(|v| 1.01 * v);
+        }
+        fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> f64 {
+            self.0.upper_value(x)
+        }
+        fn upper_grad_into(
+            &self,
+            o: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+        ) {
+            self.0.upper_grad_into(o, x)
+        }
+        fn constants(
+            &self,
+            x: ndarray::ArrayView1<'_, f64>,
+            t: ndarray::ArrayView1<'_, f64>,
+        ) -> Constants {
+            self.0.constants(x, t)
+        }
+    }
+    let w = Wrong(QuadraticProblem::new(50, 4, 1).unwrap());
+    let e = check_problem_derivatives(&w, w.x_start().view(), w.theta_start().view(), 0).unwrap();
+    assert!(
+        e[2] > 5e-3,
+        "a 1 % error in Jᵀq must be detected, got {:e}",
+        e[2]
+    );
+    let rel = check_hypergradient(&Oracle::new(&w), w.theta_start().view(), 1e-4, 1e-10).unwrap();
+    assert!(rel > 5e-3, "hypergradient check must fail, got {rel:e}");
+}
+
+// ---------------------------------------------------------------- hypergradients
+
+#[test]
+fn quadratic_hypergradient_is_exact_and_matches_fd() {
+    let p = QuadraticProblem::paper(29).unwrap();
+    let o = Oracle::new(&p);
+    let theta = p.theta_start();
+    let hg = o.exact(theta.view(), p.x_start().view(), 1e-10).unwrap();
+    let g = p.grad_exact(theta.view());
+    let err = (&hg.z - &g).mapv(f64::abs).sum() / g.mapv(f64::abs).sum();
+    assert!(err < 1e-8, "relative error {err:e}");
+    assert!(hg.certified);
+    let rel = check_hypergradient(&o, theta.view(), 1e-4, 1e-11).unwrap();
+    assert!(rel < 1e-5, "FD relative error {rel:e}");
+}
+
+#[test]
+fn tv_and_logreg_hypergradients_match_finite_differences() {
+    let tv = tv_small(3, 24, 2);
+    let o = Oracle::new(&tv);
+    for theta in [array![-5.0, -5.0], array![-3.0, -4.0], array![-2.5, -6.0]] {
+        let rel = check_hypergradient(&o, theta.view(), 1e-4, 1e-10).unwrap();
+        assert!(rel < 1e-4, "TV at {theta}: FD relative error {rel:e}");
+    }
+    let lr = logreg_small();
+    let o = Oracle::new(&lr);
+    let t = Array1::from_shape_fn(lr.dim_theta(), |i| -3.0 + (i % 7) as f64 * 0.4);
+    let rel = check_hypergradient_directions(&o, t.view(), 4, 1e-4, 1e-10, 1).unwrap();
+    assert!(rel < 1e-4, "logreg: directional FD error {rel:e}");
+    let foe = foe_small();
+    let o = Oracle::new(&foe);
+    let mut t = foe.theta_start();
+    t[0] = 0.5;
+    let rel = check_hypergradient_directions(&o, t.view(), 3, 1e-4, 1e-10, 2).unwrap();
+    assert!(rel < 1e-4, "FoE: directional FD error {rel:e}");
+}
+
+#[test]
+fn unrolled_hypergradient_matches_fd_of_the_unrolled_map() {
+    let tv = tv_small(2, 16, 4);
+    let o = Oracle::new(&tv);
+    let theta = array![-3.0, -4.0];
+    let x0 = tv.noisy().clone();
+    let k = 30;
+    let (_, grad) = o.unrolled(theta.view(), x0.view(), k).unwrap();
+    // FD of θ ↦ g(x_K(θ)) with the step held at its value at θ (as the unrolled rule does).
+    let tau = 1.0 / tv.constants(x0.view(), theta.view()).lipschitz;
+    let run = |t: &Array1<f64>| {
+        let mut x = x0.clone();
+        let mut g = Array1::zeros(x.len());
+        for _ in 0..k {
+            tv.lower_grad_into(g.view_mut(), x.view(), t.view());
+            x.scaled_add(-tau, &g);
+        }
+        tv.upper_value(x.view())
+    };
+    for i in 0..2 {
+        let mut tp = theta.clone();
+        let mut tm = theta.clone();
+        tp[i] += 1e-5;
+        tm[i] -= 1e-5;
+        let fd = (run(&tp) - run(&tm)) / 2e-5;
+        assert!(
+            (grad[i] - fd).abs() <= 1e-6 * fd.abs().max(1e-8),
+            "component {i}: {} vs {fd}",
+            grad[i]
+        );
+    }
+    // With many steps the unrolled gradient approaches the implicit one.
+    let (_, g_long) = o.unrolled(theta.view(), x0.view(), 3000).unwrap();
+    let hg = o.exact(theta.view(), x0.view(), 1e-10).unwrap();
+    let rel = (&g_long - &hg.z).mapv(f64::abs).sum() / hg.z.mapv(f64::abs).sum();
+    assert!(rel < 1e-3, "unrolled (3000 steps) vs implicit: {rel:e}");
+}
+
+#[test]
+fn error_bound_dominates_the_true_error_on_a_grid() {
+    // Seeds × θ scalings × ε × δ: x̃ = x̂ + ε·u and q = H⁻¹∇g(x̃) + perturbation of size ~δ,
+    // the bound computed from the achieved accuracies must dominate the true error.
+    let mut cases = 0;
+    for seed in [1u64, 2, 3] {
+        let p = QuadraticProblem::new(300, 8, seed).unwrap();
+        let o = Oracle::new(&p);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 100);
+        for scale in [0.1, 1.0, 10.0] {
+            let theta = Array1::from_elem(8, scale);
+            let xh = p.x_hat(theta.view()).unwrap();
+            let truth = p.grad_exact(theta.view());
+            for eps in [1e-1, 1e-3, 1e-6] {
+                for delta in [1e-1, 1e-3, 1e-6] {
+                    let u: Array1<f64> = Array1::from_shape_fn(8, |_| rng.random::<f64>() - 0.5);
+                    let x = &xh + &(&u * (eps / u.dot(&u).sqrt()));
+                    let mut gg = Array1::zeros(8);
+                    p.upper_grad_into(gg.view_mut(), x.view());
+                    let (q, _, _) = o
+                        .solve_linear(theta.view(), x.view(), gg.view(), 1e-13)
+                        .unwrap();
+                    let w: Array1<f64> = Array1::from_shape_fn(8, |_| rng.random::<f64>() - 0.5);
+                    let q = &q + &(&w * (delta / (w.dot(&w).sqrt() * 3000.0)));
+                    let hg = o
+                        .hypergradient_at(
+                            theta.view(),
+                            x.view(),
+                            q.view(),
+                            &mut Estimates::default(),
+                        )
+                        .unwrap();
+                    let err = (&hg.z - &truth).dot(&(&hg.z - &truth)).sqrt();
+                    assert!(hg.certified);
+                    assert!(hg.omega >= err, "seed {seed} scale {scale} eps {eps} delta {delta}: ω = {:e} < error {err:e}", hg.omega);
+                    // The bound is not vacuous: within a few orders of magnitude of the error.
+                    assert!(
+                        hg.omega < 1e4 * err.max(1e-12) + 1e-6,
+                        "ω = {:e} vs error {err:e}",
+                        hg.omega
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 81);
+}
+
+// ---------------------------------------------------------------- MAID and HOAG
+
+/// Runs MAID for at most 40 iterations and asserts that every accepted step decreases the exact f.
+fn maid_monotone(p: &QuadraticProblem, descent_test: bool) -> OuterResult<MaidState> {
+    let params = MaidParams::default()
+        .with_accuracies(0.1, 0.1)
+        .with_alpha0(1.0 / p.lipschitz_f())
+        .with_descent_test(descent_test)
+        .with_max_iters(40);
+    let maid = Maid::new(p, params).unwrap();
+    let mut f_prev = p.f_exact(p.theta_start().view());
+    let mut accepted = 0;
+    let res = maid
+        .run(p.theta_start().view(), |r| {
+            if r.accepted {
+                let f = p.f_exact(r.theta.view());
+                // Exact decrease, up to the rounding of evaluating f (1e-13 relative).
+                assert!(
+                    f <= f_prev * (1.0 + 1e-13),
+                    "accepted step increased f: {f} > {f_prev}"
+                );
+                f_prev = f;
+                accepted += 1;
+            }
+            true
+        })
+        .unwrap();
+    assert!(res.history.len() <= 40 && accepted > 0);
+    res
+}
+
+#[test]
+fn maid_solves_the_quadratic_problem_with_certified_descent() {
+    // Rate test on a well-conditioned instance of problem (a) (the paper's U[0,1] draw has
+    // κ(MᵀM) ≈ 1e5, out of reach of any first-order method in 40 steps).
+    let p = QuadraticProblem::well_conditioned(1000, 10, 29).unwrap();
+    for descent_test in [true, false] {
+        let res = maid_monotone(&p, descent_test);
+        let gap = rel_gap(&p, &res.theta);
+        assert!(
+            gap < 1e-3,
+            "descent_test={descent_test}: relative gap {gap:e} after {} iterations ({:?})",
+            res.history.len(),
+            res.stop
+        );
+    }
+    // The paper's instance: certified monotone decrease, and most of f0 − f* removed.
+    let p = QuadraticProblem::paper(29).unwrap();
+    let res = maid_monotone(&p, true);
+    let f0 = p.f_exact(p.theta_start().view());
+    assert!(p.f_exact(res.theta.view()) - p.f_star() < 0.05 * (f0 - p.f_star()));
+    assert!(res.history.iter().all(|r| r.certified));
+}
+
+#[test]
+fn maid_fixed_accuracy_and_hoag_decrease_f() {
+    let p = QuadraticProblem::well_conditioned(1000, 10, 29).unwrap();
+    let maid = Maid::new(
+        &p,
+        MaidParams::default()
+            .with_alpha0(1.0 / p.lipschitz_f())
+            .with_fixed_accuracy(true)
+            .with_accuracies(1e-6, 1e-6)
+            .with_max_iters(60),
+    )
+    .unwrap();
+    let r = maid.run(p.theta_start().view(), |_| true).unwrap();
+    assert!(
+        r.history.iter().all(|h| h.eps == 1e-6),
+        "fixed accuracy must not change ε"
+    );
+    assert!(rel_gap(&p, &r.theta) < 1e-3);
+    // HOAG's step heuristic (L₀ = ‖z₀‖/√dim θ) is made for log-parametrized hyperparameters:
+    // test it on TV denoising (reduced size), where it must cut the upper loss substantially.
+    let tv = tv_small(4, 32, 19);
+    let o = Oracle::new(&tv);
+    let (g0, _) = o
+        .value(tv.theta_start().view(), tv.x_start().view(), 1e-8)
+        .unwrap();
+    for seq in [
+        AccuracySequence::Geometric(0.9),
+        AccuracySequence::Quadratic,
+        AccuracySequence::Cubic,
+        AccuracySequence::Fixed,
+    ] {
+        let hoag = Hoag::new(
+            &tv,
+            HoagParams::default().with_sequence(seq).with_max_iters(40),
+        )
+        .unwrap();
+        let r = hoag.run(tv.theta_start().view(), |_| true).unwrap();
+        let (g, _) = o.value(r.theta.view(), tv.x_start().view(), 1e-8).unwrap();
+        assert!(
+            g < 0.5 * g0,
+            "HOAG {}: g = {g} vs g0 = {g0} (θ = {})",
+            seq.name(),
+            r.theta
+        );
+        assert_eq!(r.history.len(), 40);
+    }
+}
+
+#[test]
+fn maid_runs_under_argmin_and_resumes_from_a_checkpoint() {
+    use argmin::core::checkpointing::{Checkpoint, CheckpointingFrequency};
+    use argmin::core::{Executor, IterState, State};
+    use hyperprox_core::solve::ArgminSolver;
+    use std::sync::{Arc, Mutex};
+    type St = IterState<Array1<f64>, (), (), (), (), f64>;
+    #[derive(Clone)]
+    struct Memory<S>(Arc<Mutex<Option<(S, St)>>>);
+    impl<S: Clone> Checkpoint<S, St> for Memory<S> {
+        fn save(&self, s: &S, st: &St) -> Result<(), argmin::core::Error> {
+            *self.0.lock().unwrap() = Some((s.clone(), st.clone()));
+            Ok(())
+        }
+        fn load(&self) -> Result<Option<(S, St)>, argmin::core::Error> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn frequency(&self) -> CheckpointingFrequency {
+            CheckpointingFrequency::Every(5)
+        }
+    }
+    let p: &'static QuadraticProblem =
+        Box::leak(Box::new(QuadraticProblem::new(200, 5, 3).unwrap()));
+    let maid: &'static Maid<'static, QuadraticProblem> = Box::leak(Box::new(
+        Maid::new(p, MaidParams::default().with_alpha0(1.0 / p.lipschitz_f())).unwrap(),
+    ));
+    use argmin::core::observers::{Observe, ObserverMode};
+    use argmin::core::KV;
+    let full = Executor::new((), ArgminSolver::new(maid))
+        .configure(|s| s.param(p.theta_start()).max_iters(20))
+        .run()
+        .unwrap();
+    assert_eq!(full.state().get_iter(), 20);
+    struct Kill;
+    impl Observe<St> for Kill {
+        fn observe_iter(&mut self, st: &St, _kv: &KV) -> Result<(), argmin::core::Error> {
+            if st.get_iter() >= 12 {
+                return Err(argmin::core::Error::msg("simulated crash"));
+            }
+            Ok(())
+        }
+    }
+    let store = Memory(Arc::new(Mutex::new(None)));
+    let crashed = Executor::new((), ArgminSolver::new(maid))
+        .configure(|s| s.param(p.theta_start()).max_iters(20))
+        .add_observer(Kill, ObserverMode::Always)
+        .checkpointing(store.clone())
+        .run();
+    assert!(crashed.is_err());
+    assert_eq!(store.0.lock().unwrap().as_ref().unwrap().1.get_iter(), 10);
+    let resumed = Executor::new((), ArgminSolver::new(maid))
+        .configure(|s| s.param(Array1::zeros(5)).max_iters(20))
+        .checkpointing(store)
+        .run()
+        .unwrap();
+    let (a, b) = (
+        resumed.state().get_param().unwrap(),
+        full.state().get_param().unwrap(),
+    );
+    assert_eq!(a, b, "a resumed MAID run must continue exactly");
+    assert!(rel_gap(p, a) < rel_gap(p, &p.theta_start()));
+}
+
+#[test]
+fn maid_learns_tv_parameters_robustly_to_the_initial_accuracy() {
+    // Reduced size: 4 Kodak images at 32×32 (the paper: 25 at 96×96), σ = 0.1.
+    let clean = load_images(&kodak96(), 4, 32).unwrap();
+    let noisy = add_noise(&clean, 0.1, 19);
+    let tv = TvDenoising::new(&clean, &noisy).unwrap();
+    let noisy_psnr: f64 = clean
+        .iter()
+        .zip(&noisy)
+        .map(|(c, n)| psnr(n, c))
+        .sum::<f64>()
+        / 4.0;
+    let mut finals = Vec::new();
+    for eps0 in [10.0, 0.1, 1e-3] {
+        let maid = Maid::new(
+            &tv,
+            MaidParams::default()
+                .with_accuracies(eps0, eps0)
+                .with_alpha0(0.1)
+                .with_max_iters(60),
+        )
+        .unwrap();
+        let res = maid.run(tv.theta_start().view(), |_| true).unwrap();
+        let (_, ll) = Oracle::new(&tv)
+            .value(res.theta.view(), tv.noisy().view(), 1e-8)
+            .unwrap();
+        let den = unstack(&ll.x, 32, 32);
+        let p: f64 = den.iter().zip(&clean).map(|(d, c)| psnr(d, c)).sum::<f64>() / 4.0;
+        assert!(
+            p > noisy_psnr + 3.0,
+            "ε0 = {eps0}: PSNR {p:.2} dB vs noisy {noisy_psnr:.2} dB (θ = {})",
+            res.theta
+        );
+        finals.push(p);
+    }
+    let spread = finals.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        - finals.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(
+        spread < 0.1,
+        "final PSNRs {finals:?} differ by {spread:.3} dB"
+    );
+}
+
+// ---------------------------------------------------------------- Lasso λ tuning
+
+fn lasso_data(seed: u64) -> (Array2<f64>, Array1<f64>, Array2<f64>, Array1<f64>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (n, nv, p) = (60, 60, 100);
+    let mut w = Array1::zeros(p);
+    for j in 0..8 {
+        w[j * 7] = if j % 2 == 0 { 1.5 } else { -1.0 };
+    }
+    let mut gen = |rows: usize| {
+        let a = Array2::from_shape_fn((rows, p), |_| {
+            hyperprox_core::linalg::randn::<f64>(1, &mut rng)[0]
+        });
+        let noise: Array1<f64> = hyperprox_core::linalg::randn(rows, &mut rng);
+        let b = a.dot(&w) + noise * 0.5;
+        (a, b)
+    };
+    let (a, b) = gen(n);
+    let (av, bv) = gen(nv);
+    (a, b, av, bv)
+}
+
+#[test]
+fn lasso_implicit_hypergradient_matches_fd_and_tuning_beats_the_grid_start() {
+    let (a, b, av, bv) = lasso_data(5);
+    let mut t = LassoTuning::new(a, b, av, bv).unwrap();
+    t.rel_tol = 1e-15;
+    let lam = 0.1 * t.lambda_max();
+    let e = t.eval(lam, None).unwrap();
+    let h: f64 = 1e-4;
+    let ep = t.eval(lam * h.exp(), Some(&e.x)).unwrap();
+    let em = t.eval(lam * (-h).exp(), Some(&e.x)).unwrap();
+    let fd = (ep.val_mse - em.val_mse) / (2.0 * h);
+    assert!(
+        (e.grad - fd).abs() <= 1e-4 * fd.abs(),
+        "implicit {} vs FD {fd}",
+        e.grad
+    );
+    let (grid, _) = t.grid(50).unwrap();
+    let grid_best = grid.iter().map(|g| g.val_mse).fold(f64::INFINITY, f64::min);
+    let tuned = t.tune(t.lambda_max() * 0.5, 50).unwrap();
+    // Gradient descent reaches the grid's best to within 1 % (it may beat it between grid points).
+    assert!(
+        tuned.best.val_mse <= grid_best * 1.01,
+        "tuned {} vs grid {grid_best}",
+        tuned.best.val_mse
+    );
+}
+
+// ---------------------------------------------------------------- input validation
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let p = QuadraticProblem::new(50, 4, 1).unwrap();
+    let o = Oracle::new(&p);
+    assert!(o
+        .solve_lower(array![1.0, 2.0].view(), p.x_start().view(), 0.1)
+        .is_err());
+    assert!(o
+        .solve_lower(p.theta_start().view(), p.x_start().view(), -1.0)
+        .is_err());
+    assert!(o
+        .solve_lower(
+            array![1.0, f64::NAN, 0.0, 0.0].view(),
+            p.x_start().view(),
+            0.1
+        )
+        .is_err());
+    assert!(Maid::new(
+        &p,
+        MaidParams {
+            rho: 1.5,
+            ..Default::default()
+        }
+    )
+    .is_err());
+    assert!(Maid::new(&p, MaidParams::default())
+        .unwrap()
+        .run(array![1.0].view(), |_| true)
+        .is_err());
+    assert!(Hoag::new(
+        &p,
+        HoagParams::default().with_sequence(AccuracySequence::Geometric(1.2))
+    )
+    .is_err());
+    assert!(load_images(std::path::Path::new("/nonexistent/dir"), 2, 32).is_err());
+    assert!(load_images(&kodak96(), 99, 32).is_err());
+    let c = vec![Array2::zeros((8, 8))];
+    assert!(TvDenoising::new(&c, &[Array2::zeros((8, 9))]).is_err());
+    assert!(TvDenoising::new(&c, &[Array2::from_elem((8, 8), f64::NAN)]).is_err());
+    assert!(
+        MultinomialLogistic::from_digits(std::path::Path::new("/nonexistent.csv"), 10, 1).is_err()
+    );
+    assert!(LassoTuning::new(
+        Array2::zeros((3, 2)),
+        Array1::zeros(3),
+        Array2::zeros((3, 3)),
+        Array1::zeros(3)
+    )
+    .is_err());
+}

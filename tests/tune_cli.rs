@@ -1,0 +1,283 @@
+//! End-to-end checks of `hyperprox tune …` and `hyperprox demo` (reduced sizes).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hyperprox"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hyperprox-tune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn assert_outputs(dir: &Path) {
+    for f in ["report.json", "history.json", "figure.png"] {
+        let m = std::fs::metadata(dir.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
+        assert!(m.len() > 100, "{f} is too small");
+    }
+    let png = std::fs::read(dir.join("figure.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn tune_tv_with_maid_and_hoag_improves_psnr() {
+    for method in ["maid", "hoag-geometric"] {
+        let d = tmpdir(&format!("tv-{method}"));
+        run_ok(&[
+            "tune",
+            "tv",
+            "--images",
+            "3",
+            "--size",
+            "32",
+            "--max-iters",
+            "15",
+            "--method",
+            method,
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        assert_outputs(&d);
+        let r = report(&d);
+        let (pn, pd) = (
+            r["psnr_noisy"].as_f64().unwrap(),
+            r["psnr_denoised"].as_f64().unwrap(),
+        );
+        assert!(pd > pn + 3.0, "{method}: PSNR {pd} vs noisy {pn}");
+        assert_eq!(r["theta"].as_array().unwrap().len(), 2);
+        assert!(r["iterations_total"].as_u64().unwrap() > 0);
+        assert!(r["time_s"].as_f64().unwrap() > 0.0);
+        assert!(r["upper_loss"].as_f64().unwrap() > 0.0);
+        let h: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("history.json")).unwrap())
+                .unwrap();
+        let h = h.as_array().unwrap();
+        assert_eq!(h.len(), 15);
+        assert!(
+            h.iter()
+                .all(|e| e["eps"].as_f64().unwrap() > 0.0
+                    && e["theta"].as_array().unwrap().len() == 2)
+        );
+        if method == "maid" {
+            assert_eq!(r["certified"], serde_json::Value::Bool(true));
+        }
+    }
+}
+
+#[test]
+fn tune_foe_and_logreg_run_and_reduce_the_upper_loss() {
+    let d = tmpdir("foe");
+    run_ok(&[
+        "tune",
+        "foe",
+        "--images",
+        "1",
+        "--size",
+        "24",
+        "--filters",
+        "4",
+        "--filter-size",
+        "3",
+        "--max-iters",
+        "5",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert_outputs(&d);
+    let r = report(&d);
+    assert_eq!(r["n_hyperparameters"].as_u64().unwrap(), 1 + 8 + 4 * 9);
+    assert!(r["psnr_denoised"].as_f64().unwrap() > r["psnr_noisy"].as_f64().unwrap());
+
+    let d = tmpdir("logreg");
+    run_ok(&[
+        "tune",
+        "logreg",
+        "--n-train",
+        "300",
+        "--max-iters",
+        "8",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert_outputs(&d);
+    let r = report(&d);
+    assert_eq!(r["n_hyperparameters"].as_u64().unwrap(), 640);
+    assert!(r["upper_loss"].as_f64().unwrap() < r["upper_loss_start"].as_f64().unwrap());
+}
+
+#[test]
+fn tune_lasso_matches_or_beats_the_grid() {
+    use hyperprox::prelude::*;
+    let d = tmpdir("lasso");
+    let w = ndarray::Array1::from_shape_fn(80, |j| if j % 9 == 0 { 1.0 } else { 0.0 });
+    for (name, seed) in [("train", 1u64), ("val", 2)] {
+        let a = DenseMatrix::<f64>::gaussian(50, 80, seed).unwrap();
+        let noise = DenseMatrix::<f64>::gaussian(50, 1, seed + 10)
+            .unwrap()
+            .matrix()
+            .column(0)
+            .to_owned();
+        let b = a.apply(w.view()).unwrap() + noise * 0.3;
+        hyperprox::core::io::write_npy(d.join(format!("A_{name}.npy")), &a.matrix().to_owned())
+            .unwrap();
+        hyperprox::core::io::write_npy(d.join(format!("b_{name}.npy")), &b).unwrap();
+    }
+    let p = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let out = d.join("out");
+    run_ok(&[
+        "tune",
+        "lasso",
+        "--a-train",
+        &p("A_train.npy"),
+        "--b-train",
+        &p("b_train.npy"),
+        "--a-val",
+        &p("A_val.npy"),
+        "--b-val",
+        &p("b_val.npy"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_outputs(&out);
+    let r = report(&out);
+    let (mse, grid) = (
+        r["val_mse"].as_f64().unwrap(),
+        r["grid"]["best_val_mse"].as_f64().unwrap(),
+    );
+    assert!(mse <= grid * 1.01, "tuned {mse} vs grid {grid}");
+    assert!(r["lambda"].as_f64().unwrap() > 0.0);
+    // Wrong length of b: one-line error, no report.
+    let bad = d.join("bad");
+    let o = bin()
+        .args([
+            "tune",
+            "lasso",
+            "--a-train",
+            &p("A_train.npy"),
+            "--b-train",
+            &p("b_val.npy"),
+            "--a-val",
+            &p("A_train.npy"),
+            "--b-val",
+            &p("A_val.npy"),
+            "--out",
+            bad.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: "));
+    assert!(!bad.join("report.json").exists());
+}
+
+#[test]
+fn tune_rejects_bad_input_with_one_line_errors() {
+    let d = tmpdir("bad");
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "tune",
+            "tv",
+            "--data",
+            "/nonexistent/folder",
+            "--out",
+            d.to_str().unwrap(),
+        ],
+        vec![
+            "tune",
+            "tv",
+            "--images",
+            "99",
+            "--size",
+            "16",
+            "--out",
+            d.to_str().unwrap(),
+        ],
+        vec![
+            "tune",
+            "tv",
+            "--images",
+            "2",
+            "--size",
+            "16",
+            "--sigma=-1",
+            "--out",
+            d.to_str().unwrap(),
+        ],
+        vec![
+            "tune",
+            "tv",
+            "--images",
+            "2",
+            "--size",
+            "16",
+            "--eps0",
+            "0",
+            "--out",
+            d.to_str().unwrap(),
+        ],
+        vec![
+            "tune",
+            "logreg",
+            "--data",
+            "/nonexistent.csv",
+            "--out",
+            d.to_str().unwrap(),
+        ],
+        vec![
+            "tune",
+            "foe",
+            "--images",
+            "1",
+            "--size",
+            "8",
+            "--filter-size",
+            "9",
+            "--out",
+            d.to_str().unwrap(),
+        ],
+    ];
+    for c in cases {
+        let o = bin().args(&c).output().unwrap();
+        assert!(!o.status.success(), "{c:?} should fail");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.starts_with("error: ") && e.trim().lines().count() == 1,
+            "{c:?}: {e}"
+        );
+        assert!(!d.join("report.json").exists(), "{c:?} wrote a report");
+    }
+}
+
+#[test]
+fn demo_learns_tv_parameters_and_reports_test_psnr() {
+    let d = tmpdir("demo");
+    let text = run_ok(&["demo", "--max-iters", "12", "--out", d.to_str().unwrap()]);
+    assert!(text.contains("test PSNR"), "{text}");
+    assert_outputs(&d);
+    let r = report(&d);
+    let (pn, pd) = (
+        r["psnr_test_noisy"].as_f64().unwrap(),
+        r["psnr_test_denoised"].as_f64().unwrap(),
+    );
+    assert!(pd > pn + 5.0, "test PSNR {pd} vs noisy {pn}");
+}
