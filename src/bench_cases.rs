@@ -7,6 +7,8 @@
 //! * **ROF**: Kodak image 23 (shipped, 256²; the 512² case tiles it with its mirror images),
 //!   Gaussian noise `σ = 0.1`, `λ = 0.1`, stopped at a certified relative objective error of
 //!   `1e-4` (duality gap `≤ 1e-4·(P − gap)`).
+//! * **Bilevel TV**: the first `N` shipped Kodak images at 96², `σ = 0.1` (seed 19), the
+//!   MAID paper's TV-denoising problem at `θ₀ = (−5, −5)`.
 
 use hyperprox_core::prelude::*;
 use ndarray::{s, Array1, Array2};
@@ -76,4 +78,13 @@ pub fn rof_case(size: usize, seed: u64) -> Result<(Array2<f64>, Array2<f64>)> {
         .into_shape_with_order((size, size))
         .expect("shape");
     Ok((&clean + &noise.mapv(|v| 0.1 * v), clean))
+}
+
+/// The bilevel TV-denoising case: the first `images` shipped Kodak images resized to
+/// `size × size`, Gaussian noise `σ = 0.1` (seed 19).
+pub fn tv_bilevel_case(images: usize, size: usize) -> Result<hyperprox_bilevel::TvDenoising> {
+    use hyperprox_bilevel::data::{add_noise, load_images};
+    let clean = load_images(&shipped_data_dir().join("kodak/gray96"), images, size)?;
+    let noisy = add_noise(&clean, 0.1, 19);
+    hyperprox_bilevel::TvDenoising::new(&clean, &noisy)
 }

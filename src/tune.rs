@@ -84,6 +84,10 @@ pub struct OuterArgs {
     /// MAID's initial step α₀.
     #[arg(long, default_value_t = 0.1)]
     alpha0: f64,
+    /// Estimate the error bound's constants online (as the MAID reference code does) instead of
+    /// using the problem's proven bounds: tighter, but the bound is no longer certified.
+    #[arg(long)]
+    estimated_constants: bool,
     /// Output folder (created if missing): report.json, history.json, figure.png.
     #[arg(long)]
     out: PathBuf,
@@ -230,7 +234,8 @@ fn run_outer<P: BilevelProblem>(p: &P, o: &OuterArgs) -> CliResult<(OuterResult<
                 .with_alpha0(o.alpha0)
                 .with_max_iters(o.max_iters)
                 .with_budget(o.budget)
-                .with_fixed_accuracy(o.method == Method::MaidFixed);
+                .with_fixed_accuracy(o.method == Method::MaidFixed)
+                .with_estimated_constants(o.estimated_constants);
             strip(
                 Maid::new(p, params)
                     .map_err(e2s)?
@@ -588,6 +593,7 @@ pub fn demo(out: &Path, max_iters: usize) -> CliResult<()> {
         budget: 1_000_000,
         eps0: 0.1,
         alpha0: 0.1,
+        estimated_constants: false,
         out: out.to_path_buf(),
     };
     let (res, time_s) = run_outer(&train, &outer)?;

@@ -30,7 +30,7 @@
 //! # Example
 //! ```
 //! use hyperprox_bilevel::{Maid, MaidParams, OuterSolver, QuadraticProblem};
-//! let p = QuadraticProblem::new(200, 5, 29).unwrap();
+//! let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
 //! let maid = Maid::new(&p, MaidParams::default().with_alpha0(1.0 / p.lipschitz_f()).with_max_iters(60)).unwrap();
 //! let res = maid.run(p.theta_start_view(), |_| true).unwrap();
 //! let gap = (p.f_exact(res.theta.view()) - p.f_star()) / p.f_star().abs().max(1.0);
@@ -141,6 +141,11 @@ impl MaidParams {
     /// Turn the descent test on or off.
     pub fn with_descent_test(mut self, on: bool) -> Self {
         self.descent_test = on;
+        self
+    }
+    /// Estimate the bound's constants online instead of using the problem's proven ones.
+    pub fn with_estimated_constants(mut self, on: bool) -> Self {
+        self.oracle.estimate_constants = on;
         self
     }
     /// Stopping tolerance on `‖z‖`.

@@ -97,6 +97,9 @@ pub struct OracleParams {
     pub ll_max_iters: usize,
     /// Cap on CG iterations per solve.
     pub cg_max_iters: usize,
+    /// Estimate `‖J‖`, `L_J` and `L_{H⁻¹}` online even where the problem knows them (as the
+    /// MAID reference code does): a tighter but uncertified bound.
+    pub estimate_constants: bool,
 }
 
 impl Default for OracleParams {
@@ -104,6 +107,7 @@ impl Default for OracleParams {
         Self {
             ll_max_iters: 100_000,
             cg_max_iters: 2_000,
+            estimate_constants: false,
         }
     }
 }
@@ -314,7 +318,12 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         check_x(p, x)?;
         check_x(p, q)?;
         let n = x.len();
-        let c = p.constants(x, theta);
+        let mut c = p.constants(x, theta);
+        if self.params.estimate_constants {
+            c.j_norm = Constant::Unknown;
+            c.l_j = Constant::Unknown;
+            c.l_hinv = Constant::Unknown;
+        }
         let mut gh = Array1::zeros(n);
         p.lower_grad_into(gh.view_mut(), x, theta);
         let eps = norm2(gh.view()) / c.mu;

@@ -596,3 +596,19 @@ fn bad_inputs_are_errors_not_panics() {
     )
     .is_err());
 }
+
+#[test]
+fn hoag_under_argmin_matches_its_own_run() {
+    use argmin::core::{Executor, State};
+    use hyperprox_core::solve::ArgminSolver;
+    let tv = tv_small(2, 24, 8);
+    let hoag = Hoag::new(&tv, HoagParams::default().with_max_iters(10)).unwrap();
+    let own = hoag.run(tv.theta_start().view(), |_| true).unwrap();
+    let res = Executor::new((), ArgminSolver::new(&hoag))
+        .configure(|s| s.param(tv.theta_start()).max_iters(10))
+        .run()
+        .unwrap();
+    assert_eq!(res.state().get_param().unwrap(), &own.theta);
+    let cost = res.state().get_cost();
+    assert_eq!(cost, own.history.last().unwrap().upper);
+}
