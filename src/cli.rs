@@ -47,6 +47,12 @@ enum Command {
         #[command(subcommand)]
         problem: crate::tune::TuneProblem,
     },
+    /// Learned proximal networks: train (1-D Laplacian experiment, digits prior), apply, the
+    /// recovered prior, and plug-and-play deblurring.
+    Lpn {
+        #[command(subcommand)]
+        command: crate::lpn_cli::LpnCommand,
+    },
     /// The main job: learn TV denoising parameters on 6 shipped Kodak images with MAID (under a
     /// minute on 2 cores), print them and the PSNR on 6 held-out images, write a report.
     Demo {
@@ -232,6 +238,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Bench { quick } => bench(quick),
         Command::Tune { problem } => crate::tune::tune(problem),
         Command::Demo { out, max_iters } => crate::tune::demo(&out, max_iters),
+        Command::Lpn { command } => crate::lpn_cli::run(command),
     }
 }
 

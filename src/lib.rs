@@ -19,6 +19,7 @@
 
 pub use hyperprox_bilevel as bilevel;
 pub use hyperprox_core as core;
+pub use hyperprox_lpn as lpn;
 
 pub mod bench_cases;
 pub mod report;

@@ -2,6 +2,7 @@
 //! The `hyperprox` command-line tool.
 
 mod cli;
+mod lpn_cli;
 mod tune;
 
 use clap::Parser;

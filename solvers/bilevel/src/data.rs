@@ -98,42 +98,8 @@ pub fn unstack(x: &Array1<f64>, h: usize, w: usize) -> Vec<Array2<f64>> {
         .collect()
 }
 
-/// Loads a digits CSV (`label,p0..p63`, grey levels 0..16): returns features in `[0, 1]`
-/// (`n × 64`) and labels.
+/// Loads a digits CSV (`label,p0..p63`, grey levels 0..16): features in `[0, 1]` (`n × 64`)
+/// and labels. See [`hyperprox_core::io::read_digits_csv`].
 pub fn load_digits(path: &Path) -> Result<(Array2<f64>, Vec<usize>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        io_err(
-            path,
-            format!("{e}; pass the digits CSV (data/digits/digits.csv)"),
-        )
-    })?;
-    let mut rows = Vec::new();
-    let mut labels = Vec::new();
-    let mut width = None;
-    for (ln, line) in text.lines().enumerate().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let vals: std::result::Result<Vec<f64>, _> =
-            line.split(',').map(|s| s.trim().parse::<f64>()).collect();
-        let vals = vals.map_err(|e| io_err(path, format!("line {}: {e}", ln + 1)))?;
-        if vals.len() < 2 || width.is_some_and(|w| w != vals.len()) {
-            return Err(io_err(
-                path,
-                format!("line {}: wrong number of columns", ln + 1),
-            ));
-        }
-        width = Some(vals.len());
-        if vals[0] < 0.0 || vals[0].fract() != 0.0 {
-            return Err(io_err(
-                path,
-                format!("line {}: label must be a non-negative integer", ln + 1),
-            ));
-        }
-        labels.push(vals[0] as usize);
-        rows.extend(vals[1..].iter().map(|v| v / 16.0));
-    }
-    let w = width.ok_or_else(|| io_err(path, "no data rows"))? - 1;
-    let n = labels.len();
-    Ok((Array2::from_shape_vec((n, w), rows).expect("shape"), labels))
+    hyperprox_core::io::read_digits_csv(path)
 }

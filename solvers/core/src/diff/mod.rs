@@ -1,0 +1,248 @@
+//! Learning primitives shared by the learned-algorithm crates: first-order optimizers over
+//! flat parameter vectors (Adam, SGD with momentum) and learning-rate schedules.
+//!
+//! Parameters live in one flat `f64` slice, so an optimizer state is two vectors and a step
+//! counter, which makes checkpoints trivial (`state()` / `from_state()`).
+//!
+//! # References
+//! D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015.
+
+use crate::error::{Error, Result};
+
+/// Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `θ ← θ − lr·m̂/(√v̂ + ε)`. Defaults `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-8` (the paper's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator offset.
+    pub eps: f64,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: u64,
+}
+
+impl Adam {
+    /// Adam for `n` parameters with learning rate `lr`.
+    pub fn new(n: usize, lr: f64) -> Result<Self> {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::param(
+                "lr",
+                lr,
+                "the learning rate must be positive (e.g. 1e-3)",
+            ));
+        }
+        Ok(Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        })
+    }
+
+    /// One step on `params` with gradient `grad`; `Err` on a length mismatch or a non-finite
+    /// gradient (the parameters are then left unchanged).
+    pub fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+        crate::linalg::check_len("Adam::step", "gradient", self.m.len(), grad.len())?;
+        crate::linalg::check_len("Adam::step", "parameters", self.m.len(), params.len())?;
+        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "gradient".into(),
+                index: i,
+                value: grad[i].to_string(),
+            });
+        }
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t.min(i32::MAX as u64) as i32);
+        let c2 = 1.0 - b2.powi(self.t.min(i32::MAX as u64) as i32);
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grad)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= self.lr * (*m / c1) / ((*v / c2).sqrt() + self.eps);
+        }
+        Ok(())
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// The moment vectors and step counter (for checkpoints).
+    pub fn state(&self) -> (&[f64], &[f64], u64) {
+        (&self.m, &self.v, self.t)
+    }
+
+    /// Restores a state saved by [`Adam::state`].
+    pub fn from_state(lr: f64, m: Vec<f64>, v: Vec<f64>, t: u64) -> Result<Self> {
+        let mut a = Self::new(m.len(), lr)?;
+        crate::linalg::check_len("Adam::from_state", "second moments", m.len(), v.len())?;
+        a.m = m;
+        a.v = v;
+        a.t = t;
+        Ok(a)
+    }
+}
+
+/// Stochastic gradient descent with (heavy-ball) momentum: `b ← μb + g`, `θ ← θ − lr·b`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sgd {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum `μ ∈ [0, 1)`.
+    pub momentum: f64,
+    buf: Vec<f64>,
+}
+
+impl Sgd {
+    /// SGD for `n` parameters.
+    pub fn new(n: usize, lr: f64, momentum: f64) -> Result<Self> {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::param("lr", lr, "the learning rate must be positive"));
+        }
+        if !(0.0..1.0).contains(&momentum) {
+            return Err(Error::param("momentum", momentum, "must lie in [0, 1)"));
+        }
+        Ok(Self {
+            lr,
+            momentum,
+            buf: vec![0.0; n],
+        })
+    }
+
+    /// One step.
+    pub fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+        crate::linalg::check_len("Sgd::step", "gradient", self.buf.len(), grad.len())?;
+        crate::linalg::check_len("Sgd::step", "parameters", self.buf.len(), params.len())?;
+        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "gradient".into(),
+                index: i,
+                value: grad[i].to_string(),
+            });
+        }
+        for ((p, g), b) in params.iter_mut().zip(grad).zip(&mut self.buf) {
+            *b = self.momentum * *b + g;
+            *p -= self.lr * *b;
+        }
+        Ok(())
+    }
+}
+
+/// A learning-rate schedule as a function of the step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schedule {
+    /// Constant.
+    Constant(f64),
+    /// `lr·factor^⌊step/every⌋`.
+    Step {
+        /// Initial rate.
+        lr: f64,
+        /// Steps between decays.
+        every: u64,
+        /// Decay factor.
+        factor: f64,
+    },
+    /// Piecewise constant: `(first step, rate)` pairs in increasing order.
+    Piecewise(Vec<(u64, f64)>),
+}
+
+impl Schedule {
+    /// The rate at `step`.
+    pub fn at(&self, step: u64) -> f64 {
+        match self {
+            Schedule::Constant(lr) => *lr,
+            Schedule::Step { lr, every, factor } => {
+                lr * factor.powi((step / (*every).max(1)) as i32)
+            }
+            Schedule::Piecewise(v) => v
+                .iter()
+                .rev()
+                .find(|(s, _)| *s <= step)
+                .or(v.first())
+                .map_or(0.0, |p| p.1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam_and_sgd_minimize_a_quadratic() {
+        // f(θ) = ½Σ cᵢ(θᵢ − 1)², minimum at 1.
+        let c = [1.0, 10.0, 0.1];
+        let grad = |p: &[f64]| {
+            p.iter()
+                .zip(&c)
+                .map(|(x, c)| c * (x - 1.0))
+                .collect::<Vec<_>>()
+        };
+        let mut p = vec![0.0; 3];
+        let mut adam = Adam::new(3, 0.05).unwrap();
+        for _ in 0..3000 {
+            let g = grad(&p);
+            adam.step(&mut p, &g).unwrap();
+        }
+        assert!(p.iter().all(|x| (x - 1.0).abs() < 1e-3), "{p:?}");
+        let mut p = vec![0.0; 3];
+        let mut sgd = Sgd::new(3, 0.05, 0.9).unwrap();
+        for _ in 0..3000 {
+            let g = grad(&p);
+            sgd.step(&mut p, &g).unwrap();
+        }
+        assert!(p.iter().all(|x| (x - 1.0).abs() < 1e-3), "{p:?}");
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr_and_state_round_trips() {
+        let mut p = vec![0.0, 0.0];
+        let mut a = Adam::new(2, 0.1).unwrap();
+        a.step(&mut p, &[3.0, -0.5]).unwrap();
+        // Bias-corrected first step is lr·sign(g) (up to ε).
+        assert!(
+            (p[0] + 0.1).abs() < 1e-8 && (p[1] - 0.1).abs() < 1e-8,
+            "{p:?}"
+        );
+        let (m, v, t) = a.state();
+        let mut b = Adam::from_state(0.1, m.to_vec(), v.to_vec(), t).unwrap();
+        let (mut p1, mut p2) = (p.clone(), p.clone());
+        a.step(&mut p1, &[1.0, 1.0]).unwrap();
+        b.step(&mut p2, &[1.0, 1.0]).unwrap();
+        assert_eq!(p1, p2);
+        assert!(a.step(&mut p1, &[f64::NAN, 0.0]).is_err());
+        assert!(Adam::new(2, 0.0).is_err());
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(
+            Schedule::Step {
+                lr: 1.0,
+                every: 10,
+                factor: 0.5
+            }
+            .at(25),
+            0.25
+        );
+        let s = Schedule::Piecewise(vec![(0, 1e-3), (100, 1e-4)]);
+        assert_eq!(
+            (s.at(0), s.at(99), s.at(100), s.at(1000)),
+            (1e-3, 1e-3, 1e-4, 1e-4)
+        );
+    }
+}

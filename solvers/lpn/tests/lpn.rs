@@ -1,0 +1,415 @@
+//! Learned proximal networks: derivatives against finite differences, convexity, inversion,
+//! the prox/prior relation, training (Laplacian experiment at reduced length), checkpointing
+//! and plug-and-play monotonicity.
+
+use hyperprox_core::func::{Function, Prox};
+use hyperprox_lpn::laplace;
+use hyperprox_lpn::train::total_steps;
+use hyperprox_lpn::*;
+use ndarray::{Array1, Array2};
+use rand::{Rng, SeedableRng};
+
+fn small_net(alpha: f64, seed: u64) -> Icnn {
+    let mut net = Icnn::new(
+        IcnnConfig {
+            dim: 3,
+            widths: vec![8, 7, 6],
+            beta: 2.0,
+            alpha,
+            arch: Arch::Dense,
+        },
+        seed,
+    )
+    .unwrap();
+    // Move the constrained weights off zero so every term is active.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 7);
+    for r in net.constrained() {
+        for i in r {
+            net.params[i] = rng.random::<f64>() * 0.5;
+        }
+    }
+    net
+}
+
+/// A convolutional ICNN on 3×4 images (3×3 kernels, channels 2, 3, 2).
+fn small_conv(alpha: f64, seed: u64) -> Icnn {
+    let cfg = IcnnConfig {
+        dim: 12,
+        widths: vec![2, 3, 2],
+        beta: 2.0,
+        alpha,
+        arch: Arch::Conv {
+            height: 3,
+            width: 4,
+            kernel: 3,
+        },
+    };
+    let mut net = Icnn::new(cfg, seed).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 7);
+    for r in net.constrained() {
+        for i in r {
+            net.params[i] = rng.random::<f64>() * 0.5;
+        }
+    }
+    net
+}
+
+fn randm(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Array2::from_shape_fn((rows, cols), |_| 2.0 * rng.random::<f64>() - 1.0)
+}
+
+#[test]
+fn gradient_hvp_and_parameter_gradient_match_finite_differences() {
+    derivatives_match(&small_net(0.05, 1));
+    derivatives_match(&small_conv(0.05, 1));
+}
+
+fn derivatives_match(net: &Icnn) {
+    let dd = net.config().dim;
+    let y = randm(5, dd, 2);
+    let f = net.prox(y.view()).unwrap();
+    let h = 1e-6;
+    // f = ∇ψ.
+    for b in 0..5 {
+        for j in 0..dd {
+            let (mut yp, mut ym) = (y.clone(), y.clone());
+            yp[[b, j]] += h;
+            ym[[b, j]] -= h;
+            let fd = (net.psi(yp.view()).unwrap()[b] - net.psi(ym.view()).unwrap()[b]) / (2.0 * h);
+            assert!(
+                (fd - f[[b, j]]).abs() < 1e-7 * fd.abs().max(1.0),
+                "∇ψ[{b},{j}]: {} vs {fd}",
+                f[[b, j]]
+            );
+        }
+    }
+    // ∇²ψ v.
+    let v = randm(5, dd, 3);
+    let hv = net.hvp(y.view(), v.view()).unwrap();
+    let fd = (net.prox((&y + &(&v * h)).view()).unwrap()
+        - net.prox((&y - &(&v * h)).view()).unwrap())
+        / (2.0 * h);
+    let err = (&hv - &fd).mapv(f64::abs).sum() / fd.mapv(f64::abs).sum();
+    assert!(err < 1e-7, "HVP relative error {err:e}");
+    // ∇_θ Σ⟨G, f(y; θ)⟩ against central differences in every parameter.
+    let g = randm(5, dd, 4);
+    let (grad, _) = net.param_grad(y.view(), g.view()).unwrap();
+    let obj = |p: &Array1<f64>| {
+        let n = Icnn::from_params(net.config().clone(), p.clone()).unwrap();
+        (n.prox(y.view()).unwrap() * &g).sum()
+    };
+    let mut worst = 0.0f64;
+    for i in 0..net.n_params() {
+        let (mut pp, mut pm) = (net.params.clone(), net.params.clone());
+        pp[i] += h;
+        pm[i] -= h;
+        let fd = (obj(&pp) - obj(&pm)) / (2.0 * h);
+        worst = worst.max((fd - grad[i]).abs() / fd.abs().max(1e-3));
+    }
+    assert!(
+        worst < 1e-5,
+        "parameter gradient: worst relative error {worst:e} over {} parameters",
+        net.n_params()
+    );
+}
+
+#[test]
+fn a_wrong_parameter_gradient_would_be_caught() {
+    // Perturb one block of the analytic gradient by 1 %: the FD comparison above must see it.
+    let net = small_net(0.0, 5);
+    let y = randm(4, 3, 6);
+    let g = randm(4, 3, 7);
+    let (grad, _) = net.param_grad(y.view(), g.view()).unwrap();
+    let i = net.constrained()[0].start;
+    let h = 1e-6;
+    let obj = |p: &Array1<f64>| {
+        (Icnn::from_params(net.config().clone(), p.clone())
+            .unwrap()
+            .prox(y.view())
+            .unwrap()
+            * &g)
+            .sum()
+    };
+    let (mut pp, mut pm) = (net.params.clone(), net.params.clone());
+    pp[i] += h;
+    pm[i] -= h;
+    let fd = (obj(&pp) - obj(&pm)) / (2.0 * h);
+    let wrong = grad[i] * 1.01;
+    assert!((fd - grad[i]).abs() < 1e-6 * fd.abs().max(1e-3));
+    assert!(
+        (fd - wrong).abs() > 1e-3 * fd.abs(),
+        "a 1 % error must exceed the tolerance"
+    );
+}
+
+#[test]
+fn psi_is_convex_and_the_jacobian_of_f_is_symmetric_psd() {
+    convex_and_psd(&small_net(0.0, 11));
+    convex_and_psd(&small_conv(0.0, 11));
+}
+
+fn convex_and_psd(net: &Icnn) {
+    let dd = net.config().dim;
+    let a = randm(200, dd, 12) * 3.0;
+    let b = randm(200, dd, 13) * 3.0;
+    let mid = (&a + &b) * 0.5;
+    let (pa, pb, pm) = (
+        net.psi(a.view()).unwrap(),
+        net.psi(b.view()).unwrap(),
+        net.psi(mid.view()).unwrap(),
+    );
+    for i in 0..200 {
+        assert!(
+            pm[i] <= 0.5 * (pa[i] + pb[i]) + 1e-12,
+            "midpoint convexity fails at pair {i}"
+        );
+    }
+    let y = randm(10, dd, 14);
+    for b in 0..10 {
+        let yb = y.row(b).to_owned().insert_axis(ndarray::Axis(0));
+        let mut jac = Array2::zeros((dd, dd));
+        for j in 0..dd {
+            let mut e = Array2::zeros((1, dd));
+            e[[0, j]] = 1.0;
+            jac.column_mut(j)
+                .assign(&net.hvp(yb.view(), e.view()).unwrap().row(0));
+        }
+        assert!(
+            (&jac - &jac.t()).mapv(f64::abs).sum() < 1e-12,
+            "Jacobian not symmetric: {jac}"
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(b as u64);
+        for _ in 0..50 {
+            let v = Array1::from_shape_fn(dd, |_| rng.random::<f64>() - 0.5);
+            assert!(v.dot(&jac.dot(&v)) >= -1e-12, "Jacobian not PSD");
+        }
+    }
+}
+
+#[test]
+fn inversion_round_trip_and_prox_optimality_of_the_recovered_prior() {
+    let net = small_net(0.05, 21);
+    let y0 = randm(20, 3, 22);
+    let xs = net.prox(y0.view()).unwrap();
+    for b in 0..20 {
+        let x = xs.row(b);
+        let inv = invert(&net, x, InvertParams::default()).unwrap();
+        let fx = net
+            .prox(inv.y.clone().insert_axis(ndarray::Axis(0)).view())
+            .unwrap();
+        let res = (&fx.row(0) - &x).mapv(|v| v * v).sum().sqrt();
+        assert!(
+            res <= 1e-4 * x.dot(&x).sqrt(),
+            "round trip {b}: residual {res:e}"
+        );
+        assert!(
+            (&inv.y - &y0.row(b)).mapv(f64::abs).sum() < 1e-5,
+            "α > 0 makes f injective"
+        );
+    }
+    // f(y) minimizes R(p) + ½‖p − y‖² over the range of f.
+    let pr = LpnProx::vector(net.clone());
+    for b in 0..10 {
+        let y = y0.row(b);
+        let x = xs.row(b);
+        let fx = pr.value(x).unwrap() + 0.5 * (&x - &y).mapv(|v| v * v).sum();
+        for c in 0..20 {
+            let p = xs.row(c);
+            let fp = pr.value(p).unwrap() + 0.5 * (&p - &y).mapv(|v| v * v).sum();
+            assert!(fx <= fp + 1e-8, "prox optimality fails: {fx} > {fp}");
+        }
+    }
+    // The Prox trait: γ = 1 only, JVP = Hessian product.
+    assert!(pr.prox(xs.row(0), 0.5).is_err());
+    let p = pr.prox(y0.row(0), 1.0).unwrap();
+    assert!((&p - &xs.row(0)).mapv(f64::abs).sum() < 1e-14);
+    let mut out = Array1::zeros(3);
+    let v = Array1::from(vec![0.3, -0.2, 0.5]);
+    pr.prox_jvp_into(out.view_mut(), y0.row(0), 1.0, v.view())
+        .unwrap();
+    let h = 1e-6;
+    let fd = (pr.prox((&y0.row(0) + &(&v * h)).view(), 1.0).unwrap()
+        - pr.prox((&y0.row(0) - &(&v * h)).view(), 1.0).unwrap())
+        / (2.0 * h);
+    assert!((&out - &fd).mapv(f64::abs).sum() < 1e-7);
+}
+
+#[test]
+fn losses_match_finite_differences() {
+    let f = randm(6, 4, 31);
+    let x = randm(6, 4, 32);
+    for loss in [Loss::L2, Loss::ProxMatching { gamma: 0.7 }, Loss::L1] {
+        let (_, g) = loss.value_and_grad(&f, &x);
+        let h = 1e-6;
+        for (i, j) in [(0, 0), (2, 3), (5, 1)] {
+            let (mut fp, mut fm) = (f.clone(), f.clone());
+            fp[[i, j]] += h;
+            fm[[i, j]] -= h;
+            let fd = (loss.value_and_grad(&fp, &x).0 - loss.value_and_grad(&fm, &x).0) / (2.0 * h);
+            assert!(
+                (fd - g[[i, j]]).abs() < 1e-6,
+                "{}: {fd} vs {}",
+                loss.name(),
+                g[[i, j]]
+            );
+        }
+    }
+}
+
+#[test]
+fn checkpoint_resume_continues_exactly() {
+    let cfg = IcnnConfig {
+        dim: 1,
+        widths: vec![10, 10],
+        beta: 10.0,
+        alpha: 0.0,
+        arch: Arch::Dense,
+    };
+    let schedule = vec![
+        Stage {
+            steps: 30,
+            lr: 1e-3,
+            loss: Loss::L1,
+        },
+        Stage {
+            steps: 20,
+            lr: 1e-4,
+            loss: Loss::ProxMatching { gamma: 0.5 },
+        },
+    ];
+    let s = laplace::sampler(64, 9);
+    let mut full = TrainState::new(Icnn::new(cfg.clone(), 3).unwrap()).unwrap();
+    train(&mut full, &schedule, &s, 5, |_, _| true).unwrap();
+    let mut part = TrainState::new(Icnn::new(cfg, 3).unwrap()).unwrap();
+    train(&mut part, &schedule, &s, 5, |step, _| step < 35).unwrap();
+    assert_eq!(part.step, 35);
+    let mut resumed = TrainState::from_json(&part.to_json()).unwrap();
+    train(&mut resumed, &schedule, &s, 5, |_, _| true).unwrap();
+    assert_eq!(resumed.step, 50);
+    assert_eq!(
+        resumed.net.params, full.net.params,
+        "resumed training must continue exactly"
+    );
+    assert_eq!(resumed.history, full.history);
+    // Model files round-trip exactly (dense and convolutional).
+    assert_eq!(Icnn::from_json(&full.net.to_json()).unwrap(), full.net);
+    let conv = small_conv(0.01, 4);
+    assert_eq!(Icnn::from_json(&conv.to_json()).unwrap(), conv);
+}
+
+#[test]
+fn laplace_references_match_the_table() {
+    for (y, mmse, med) in [
+        (0.5, 0.241, 0.190),
+        (1.0, 0.503, 0.429),
+        (2.0, 1.161, 1.107),
+    ] {
+        let (m, md) = laplace::posterior_mean_median(y);
+        assert!(
+            (m - mmse).abs() < 1e-3 && (md - med).abs() < 1e-3,
+            "y = {y}: {m}, {md}"
+        );
+    }
+}
+
+/// Reduced size for CI: width 20 instead of 50, and the expected loss by quadrature
+/// (`laplace::population_schedule`, noise-free gradients) instead of 48 000 minibatch steps.
+fn train_laplacian(loss: &str) -> Icnn {
+    let schedule = laplace::population_schedule(loss).unwrap();
+    let cfg = IcnnConfig {
+        widths: vec![20; 5],
+        ..IcnnConfig::paper_1d()
+    };
+    let mut st = TrainState::new(Icnn::new(cfg, 1).unwrap()).unwrap();
+    let pop = laplace::Population::new(400, 561);
+    laplace::train_population(&mut st, &schedule, &pop, 100, |_, _| true).unwrap();
+    assert_eq!(st.step, total_steps(&schedule));
+    st.net
+}
+
+#[test]
+fn laplacian_prox_matching_recovers_soft_thresholding_and_l2_does_not() {
+    let pm = train_laplacian("prox-matching");
+    let grid: Array1<f64> = Array1::linspace(-4.0, 4.0, 161);
+    let f = pm.prox_scalar(grid.view()).unwrap();
+    let dev = grid
+        .iter()
+        .zip(&f)
+        .map(|(y, fy)| (fy - laplace::soft(*y)).abs())
+        .fold(0.0, f64::max);
+    assert!(dev <= 0.15, "max |f − soft| = {dev}");
+    let dead = grid
+        .iter()
+        .zip(&f)
+        .filter(|(y, _)| y.abs() <= 0.8)
+        .map(|(_, fy)| fy.abs())
+        .fold(0.0, f64::max);
+    assert!(dead < 0.05, "max |f| on [−0.8, 0.8] = {dead}");
+    let l2 = train_laplacian("l2");
+    let f05 = l2.prox_scalar(ndarray::array![0.5].view()).unwrap()[0];
+    assert!(
+        (f05 - 0.241).abs() <= 0.05,
+        "ℓ2 model f(0.5) = {f05} (MMSE 0.241)"
+    );
+}
+
+#[test]
+fn pnp_proximal_gradient_decreases_h_plus_r_on_sparse_deconvolution() {
+    use hyperprox_core::prelude::*;
+    // A 1-D LPN (short ℓ1 + PM training) as a separable prior; h = (λ/2)‖Ax − b‖², λ‖A‖² ≤ 1.
+    let net = train_laplacian("l1");
+    let n = 64;
+    let mut a = Array2::zeros((n, n));
+    for i in 0..n {
+        for (k, w) in [(-1i64, 0.25), (0, 0.5), (1, 0.25)] {
+            let j = i as i64 + k;
+            if (0..n as i64).contains(&j) {
+                a[[i, j as usize]] = w;
+            }
+        }
+    }
+    let mut xt = Array1::zeros(n);
+    for (i, v) in [(5, 3.0), (20, -2.5), (40, 4.0), (50, 2.0)] {
+        xt[i] = v;
+    }
+    let b = a.dot(&xt) + randm(n, 1, 5).column(0).to_owned() * 0.05;
+    let op = DenseMatrix::new(a.clone()).unwrap();
+    let lam = 1.0
+        / op.opnorm_estimate(PowerIteration::default())
+            .unwrap()
+            .powi(2)
+        * 0.99;
+    let h = LeastSquares::new(DenseMatrix::new(a * lam.sqrt()).unwrap(), b * lam.sqrt()).unwrap();
+    let prior = LpnProx::separable(net).unwrap();
+    let mut objs = Vec::new();
+    let sol = Fista::new(
+        &h,
+        &prior,
+        FistaParams::ista()
+            .with_step(StepRule::Constant(1.0))
+            .with_max_iters(40)
+            .with_tol(0.0),
+    )
+    .run(Array1::zeros(n).view(), |info: &IterInfo<f64>| {
+        objs.push(info.objective);
+        true
+    })
+    .unwrap();
+    assert!(
+        objs.len() >= 20 && objs.iter().all(|v| v.is_finite()),
+        "{objs:?}"
+    );
+    for w in objs.windows(2) {
+        assert!(
+            w[1] <= w[0] + 1e-9 * w[0].abs().max(1.0),
+            "F increased: {} → {}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(objs.last().unwrap() < &objs[0]);
+    // The iterates stay in the range of f (R finite) and the data fit improves on x = 0.
+    let fit = |x: &Array1<f64>| h.value(x.view()).unwrap();
+    assert!(fit(&sol.x) < fit(&Array1::zeros(n)));
+}
