@@ -579,7 +579,7 @@ fn digits_report(
             log_x: false,
             log_y: false,
             series: vec![Series {
-                name: format!("{} test digits", sub.nrows()).into(),
+                name: format!("{} test digits", sub.nrows()),
                 points: nc.iter().map(|p| (p.0, p.1)).collect(),
             }],
         },
@@ -590,7 +590,7 @@ fn digits_report(
             log_x: false,
             log_y: false,
             series: vec![Series {
-                name: format!("{} test digits", sub.nrows()).into(),
+                name: format!("{} test digits", sub.nrows()),
                 points: bc.iter().map(|p| (p.0, p.1)).collect(),
             }],
         },

@@ -624,6 +624,16 @@ impl Icnn {
         y: ArrayView2<'_, f64>,
         g: ArrayView2<'_, f64>,
     ) -> Result<(Array1<f64>, Array2<f64>)> {
+        self.grad_and_hvp(y, g, true)
+    }
+
+    /// `param_grad`, optionally skipping the parameter part (Hessian-vector products only).
+    fn grad_and_hvp(
+        &self,
+        y: ArrayView2<'_, f64>,
+        g: ArrayView2<'_, f64>,
+        with_params: bool,
+    ) -> Result<(Array1<f64>, Array2<f64>)> {
         self.check_batch(y, "input")?;
         self.check_batch(g, "cotangent")?;
         if g.nrows() != y.nrows() {
@@ -638,7 +648,7 @@ impl Icnn {
             .into_par_iter()
             .map(|(a, b)| {
                 let yc = y.slice(s![a..b, ..]);
-                self.param_grad_unchecked(yc, g.slice(s![a..b, ..]), &self.forward(yc))
+                self.param_grad_unchecked(yc, g.slice(s![a..b, ..]), &self.forward(yc), with_params)
             })
             .collect();
         Ok(self.reduce(parts))
@@ -659,6 +669,7 @@ impl Icnn {
         y: ArrayView2<'_, f64>,
         g: ArrayView2<'_, f64>,
         c: &Cache,
+        with_params: bool,
     ) -> (Array1<f64>, Array2<f64>) {
         let kk = self.cfg.widths.len();
         let lay = &self.layout;
@@ -695,15 +706,19 @@ impl Icnn {
             let gb = abar.sum_axis(Axis(0));
             grad.slice_mut(ndarray::s![lay.b[k]..lay.b[k] + m])
                 .assign(&gb);
-            let gh = hk.grad(abar.view(), y) + hk.grad(adbar.view(), g);
-            grad.slice_mut(ndarray::s![lay.h[k]..lay.h[k] + hk.n_params()])
-                .assign(&gh);
+            if with_params {
+                let gh = hk.grad(abar.view(), y) + hk.grad(adbar.view(), g);
+                grad.slice_mut(ndarray::s![lay.h[k]..lay.h[k] + hk.n_params()])
+                    .assign(&gh);
+            }
             hvp += &self.h_apply_t(k, abar.view());
             if let Some(wk) = wk {
-                let gw = wk.grad(abar.view(), c.z[k - 1].view())
-                    + wk.grad(adbar.view(), zdot[k - 1].view());
-                grad.slice_mut(ndarray::s![lay.w[k]..lay.w[k] + wk.n_params()])
-                    .assign(&gw);
+                if with_params {
+                    let gw = wk.grad(abar.view(), c.z[k - 1].view())
+                        + wk.grad(adbar.view(), zdot[k - 1].view());
+                    grad.slice_mut(ndarray::s![lay.w[k]..lay.w[k] + wk.n_params()])
+                        .assign(&gw);
+                }
                 zbar = Some(self.w_apply_t(k, abar.view()));
                 zdbar = self.w_apply_t(k, adbar.view());
             }
@@ -711,9 +726,21 @@ impl Icnn {
         (grad, hvp)
     }
 
+    /// The Hessian `∇²ψ(y)` at a fixed single input `y` (`1 × d`) as a reusable operator
+    /// (the forward pass is done once; each product costs one tangent and one backward pass).
+    pub fn hessian_at(
+        &self,
+        y: ArrayView2<'_, f64>,
+    ) -> Result<impl Fn(ArrayView2<'_, f64>) -> Array2<f64> + '_> {
+        self.check_batch(y, "input")?;
+        let y = y.to_owned();
+        let c = self.forward(y.view());
+        Ok(move |v: ArrayView2<'_, f64>| self.param_grad_unchecked(y.view(), v, &c, false).1)
+    }
+
     /// `∇²ψ(y_b) v_b` for each row.
     pub fn hvp(&self, y: ArrayView2<'_, f64>, v: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
-        Ok(self.param_grad(y, v)?.1)
+        Ok(self.grad_and_hvp(y, v, false)?.1)
     }
 
     /// One training evaluation: `f(y)`, then `G = loss_grad(f)` from the caller, then the
@@ -749,7 +776,7 @@ impl Icnn {
             .par_iter()
             .zip(fwd.par_iter())
             .map(|(&(a, b), (c, _))| {
-                self.param_grad_unchecked(y.slice(s![a..b, ..]), g.slice(s![a..b, ..]), c)
+                self.param_grad_unchecked(y.slice(s![a..b, ..]), g.slice(s![a..b, ..]), c, true)
             })
             .collect();
         Ok((f, self.reduce(parts).0))

@@ -7,7 +7,7 @@
 //! - [`Icnn`]: the network, `ψ`, `f = ∇ψ` by an explicit backward pass, Hessian-vector
 //!   products, and the second-order parameter gradient that training needs, all derived by
 //!   hand (module [`icnn`]) and checked against finite differences;
-//! - [`train`]: ℓ2, ℓ1 and proximal-matching losses, the paper's schedules, Adam with
+//! - [`train`](mod@train): ℓ2, ℓ1 and proximal-matching losses, the paper's schedules, Adam with
 //!   projection onto `W ≥ 0`, checkpoint/resume;
 //! - [`prior`]: the regularizer `R_θ` with `f_θ = prox_{R_θ}`, by inverting `f` (Newton-CG);
 //! - [`LpnProx`]: the LPN as a core `Prox`, for plug-and-play proximal gradient and ADMM with

@@ -87,6 +87,7 @@ pub fn invert_from(
         }
         // Newton direction by CG on ∇²ψ(y) p = −∇Φ (inexact: relative residual 1e-3).
         let yr = row(y.view());
+        let hess = net.hessian_at(yr.view())?;
         let mut p = Array1::<f64>::zeros(d);
         let mut r = -&gr;
         let mut dir = r.clone();
@@ -95,10 +96,7 @@ pub fn invert_from(
             if rr.sqrt() <= 1e-3 * gn {
                 break;
             }
-            let hd = net
-                .hvp(yr.view(), row(dir.view()).view())?
-                .row(0)
-                .to_owned();
+            let hd = hess(row(dir.view()).view()).row(0).to_owned();
             let curv = dir.dot(&hd);
             if !(curv > 1e-14 * dir.dot(&dir)) {
                 break;
