@@ -64,6 +64,49 @@ pub fn load_images(dir: &Path, count: usize, size: usize) -> Result<Vec<Array2<f
         .collect()
 }
 
+/// Checks a clean/noisy image set: as many noisy as clean images (at least one), all of one
+/// size with both sides `≥ min_side`, all finite. Returns `(height, width)`.
+pub(crate) fn check_image_pairs(
+    context: &str,
+    clean: &[Array2<f64>],
+    noisy: &[Array2<f64>],
+    min_side: usize,
+) -> Result<(usize, usize)> {
+    if clean.is_empty() || clean.len() != noisy.len() {
+        return Err(Error::param(
+            "images",
+            format!("{} clean, {} noisy", clean.len(), noisy.len()),
+            "pass at least one image and as many noisy as clean ones",
+        ));
+    }
+    let (h, w) = clean[0].dim();
+    if h < min_side || w < min_side {
+        return Err(Error::param(
+            "image size",
+            format!("{h}×{w}"),
+            format!("{context} needs images of at least {min_side}×{min_side}"),
+        ));
+    }
+    for (i, im) in clean.iter().chain(noisy.iter()).enumerate() {
+        if im.dim() != (h, w) {
+            return Err(Error::shape(
+                context,
+                format!("image {i}"),
+                format!("{h}×{w}"),
+                format!("{:?}", im.dim()),
+            ));
+        }
+        if let Some(v) = im.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: format!("image {i}"),
+                index: 0,
+                value: v.to_string(),
+            });
+        }
+    }
+    Ok((h, w))
+}
+
 /// `images + sigma·N(0, I)`, seeded (values are not clipped).
 pub fn add_noise(images: &[Array2<f64>], sigma: f64, seed: u64) -> Vec<Array2<f64>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

@@ -58,13 +58,6 @@ impl FieldOfExperts {
         ks: usize,
         seed: u64,
     ) -> Result<Self> {
-        if clean.is_empty() || clean.len() != noisy.len() {
-            return Err(Error::param(
-                "images",
-                format!("{} clean, {} noisy", clean.len(), noisy.len()),
-                "pass at least one image and as many noisy as clean ones",
-            ));
-        }
         if n_filters == 0 || ks == 0 {
             return Err(Error::param(
                 "filters",
@@ -72,31 +65,7 @@ impl FieldOfExperts {
                 "need at least one filter of size ≥ 1 (the paper: 48 filters 7×7)",
             ));
         }
-        let (h, w) = clean[0].dim();
-        if h <= ks || w <= ks {
-            return Err(Error::param(
-                "image size",
-                format!("{h}×{w}"),
-                format!("images must be larger than the {ks}×{ks} filters"),
-            ));
-        }
-        for (i, im) in clean.iter().chain(noisy.iter()).enumerate() {
-            if im.dim() != (h, w) {
-                return Err(Error::shape(
-                    "field of experts",
-                    format!("image {i}"),
-                    format!("{h}×{w}"),
-                    format!("{:?}", im.dim()),
-                ));
-            }
-            if let Some(v) = im.iter().find(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    what: format!("image {i}"),
-                    index: 0,
-                    value: v.to_string(),
-                });
-            }
-        }
+        let (h, w) = crate::data::check_image_pairs("field of experts", clean, noisy, ks + 1)?;
         let mut theta0 = Array1::zeros(1 + 2 * n_filters + n_filters * ks * ks);
         theta0[0] = -3.0;
         for j in 0..n_filters {

@@ -18,7 +18,7 @@
 //! 1.5/1.25^{5/2}` (each row of `D` has two entries ±1, so `‖Dv‖_∞ ≤ √2‖v‖`).
 
 use crate::problem::{BilevelProblem, Constant, Constants};
-use hyperprox_core::error::{Error, Result};
+use hyperprox_core::error::Result;
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rayon::prelude::*;
 
@@ -58,38 +58,7 @@ pub struct TvDenoising {
 impl TvDenoising {
     /// From clean and noisy images (equal sizes, at least 2×2, finite).
     pub fn new(clean: &[Array2<f64>], noisy: &[Array2<f64>]) -> Result<Self> {
-        if clean.is_empty() || clean.len() != noisy.len() {
-            return Err(Error::param(
-                "images",
-                format!("{} clean, {} noisy", clean.len(), noisy.len()),
-                "pass at least one image and as many noisy as clean ones",
-            ));
-        }
-        let (h, w) = clean[0].dim();
-        if h < 2 || w < 2 {
-            return Err(Error::param(
-                "image size",
-                format!("{h}×{w}"),
-                "need at least 2×2",
-            ));
-        }
-        for (i, im) in clean.iter().chain(noisy.iter()).enumerate() {
-            if im.dim() != (h, w) {
-                return Err(Error::shape(
-                    "TV denoising",
-                    format!("image {i}"),
-                    format!("{h}×{w}"),
-                    format!("{:?}", im.dim()),
-                ));
-            }
-            if let Some(v) = im.iter().find(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    what: format!("image {i}"),
-                    index: 0,
-                    value: v.to_string(),
-                });
-            }
-        }
+        let (h, w) = crate::data::check_image_pairs("TV denoising", clean, noisy, 2)?;
         Ok(Self {
             y: crate::data::stack(noisy),
             x_true: crate::data::stack(clean),
