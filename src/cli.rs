@@ -34,10 +34,10 @@ enum Command {
         #[command(subcommand)]
         model: DeblurModel,
     },
-    /// Run the benchmark cases (Lasso 500×2000, ROF 256² and 512²) with every applicable
-    /// solver and print one JSON line per case and solver.
+    /// Run the benchmark cases (Lasso 500×2000, ROF 256² and 512², bilevel TV denoising on 25
+    /// Kodak images) with every applicable solver and print one JSON line per case and solver.
     Bench {
-        /// Smaller cases (ROF 256² only) for a quick check.
+        /// Smaller cases (ROF 256², bilevel TV on 6 images) for a quick check.
         #[arg(long)]
         quick: bool,
     },

@@ -74,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = LossArg::ProxMatching)]
     loss: LossArg,
     /// A shortened run (about a minute on 2 cores). Laplacian: the expected loss by quadrature
-    /// (noise-free full-batch gradients, 3000–5000 steps, down to γ = 0.05) instead of the
+    /// (noise-free full-batch gradients, 2000–4500 steps, down to γ = 0.05) instead of the
     /// paper's 48 000 minibatch steps; digits: 600 + 4×150 steps instead of 4000 + 4×1000.
     #[arg(long)]
     quick: bool,
