@@ -107,6 +107,30 @@ pub(crate) fn check_image_pairs(
     Ok((h, w))
 }
 
+/// The image-denoising upper level `g(x) = (1/N)·½‖x − x_true‖²` (N images).
+pub(crate) fn upper_mse_value(
+    x: ndarray::ArrayView1<'_, f64>,
+    x_true: &Array1<f64>,
+    n_img: usize,
+) -> f64 {
+    let d = &x - x_true;
+    0.5 * d.dot(&d) / n_img as f64
+}
+
+/// `out ← ∇g(x) = (x − x_true)/N`.
+pub(crate) fn upper_mse_grad_into(
+    mut out: ndarray::ArrayViewMut1<'_, f64>,
+    x: ndarray::ArrayView1<'_, f64>,
+    x_true: &Array1<f64>,
+    n_img: usize,
+) {
+    let inv_n = 1.0 / n_img as f64;
+    ndarray::Zip::from(&mut out)
+        .and(&x)
+        .and(x_true)
+        .for_each(|o, &a, &b| *o = (a - b) * inv_n);
+}
+
 /// `images + sigma·N(0, I)`, seeded (values are not clipped).
 pub fn add_noise(images: &[Array2<f64>], sigma: f64, seed: u64) -> Vec<Array2<f64>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

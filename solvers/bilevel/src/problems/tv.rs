@@ -257,15 +257,10 @@ impl BilevelProblem for TvDenoising {
         out[1] = s * j2;
     }
     fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64 {
-        let d = &x - &self.x_true;
-        0.5 * d.dot(&d) / self.n_img as f64
+        crate::data::upper_mse_value(x, &self.x_true, self.n_img)
     }
-    fn upper_grad_into(&self, mut out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
-        let inv_n = 1.0 / self.n_img as f64;
-        ndarray::Zip::from(&mut out)
-            .and(&x)
-            .and(&self.x_true)
-            .for_each(|o, &a, &b| *o = (a - b) * inv_n);
+    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
+        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img)
     }
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Constants {
         let (lam, nu) = Self::params(theta);
