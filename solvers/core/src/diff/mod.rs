@@ -1,5 +1,7 @@
-//! Learning primitives shared by the learned-algorithm crates: first-order optimizers over
-//! flat parameter vectors (Adam, SGD with momentum) and learning-rate schedules.
+//! Learning primitives shared by the learned-algorithm crates: the [`Differentiable`] trait
+//! with explicit vector-Jacobian products, differentiable [`blocks`] for unfolded algorithms,
+//! the [`Unrolled`] composite, first-order optimizers over flat parameter vectors (Adam, SGD
+//! with momentum), learning-rate schedules and seeded minibatch seeds.
 //!
 //! Parameters live in one flat `f64` slice, so an optimizer state is two vectors and a step
 //! counter, which makes checkpoints trivial (`state()` / `from_state()`).
@@ -8,6 +10,28 @@
 //! D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015.
 
 use crate::error::{Error, Result};
+
+pub mod blocks;
+pub mod unrolled;
+
+pub use blocks::{
+    matmul, BatchSmooth, GradientStep, HardThreshold, LearnedLinear, LeastSquaresBatch,
+    LinearBlock, ResidualStep, SoftThreshold,
+};
+pub use unrolled::{
+    check_batch, check_vjp, BatchLoss, Chain, Differentiable, SquaredError, Trajectory, Unrolled,
+};
+
+/// The seed of minibatch `step` of a run seeded with `seed` (SplitMix64 of the pair), so that a
+/// minibatch is a pure function of the step and a resumed run draws the same data.
+pub fn batch_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step.wrapping_add(1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 /// Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `θ ← θ − lr·m̂/(√v̂ + ε)`. Defaults `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-8` (the paper's).

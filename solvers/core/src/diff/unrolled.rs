@@ -1,0 +1,474 @@
+//! The [`Differentiable`] trait (batched forward pass and vector-Jacobian products) and the
+//! [`Unrolled`] composite, which runs K layers, keeps the iterates the backward pass needs and
+//! returns the gradient of a loss with respect to every layer's parameters.
+//!
+//! # Conventions
+//! A batch is an `Array2<f64>` whose **rows are samples**. Every block maps a state batch
+//! `x` (B × n_in) to a state batch (B × n_out) and may read a *context* batch `c` (B × n_c)
+//! that is constant through the unrolled network, e.g. the measurements `y` of an inverse
+//! problem. Parameters are a flat `&[f64]` owned by the caller, so a whole network's
+//! parameters are one vector (one optimizer state, one checkpoint).
+//!
+//! The backward pass is reverse mode by hand: `vjp(p, x, c, ḡ)` returns `x̄ = (∂f/∂x)ᵀ ḡ`
+//! (summed over the batch row by row) and *adds* `(∂f/∂p)ᵀ ḡ`, summed over the batch, to the
+//! parameter gradient. There is no tape: [`Unrolled`] stores the K + 1 iterates
+//! (memory `(K + 1)·B·n`) and each block recomputes any cheap intermediate it needs.
+
+use crate::error::{Error, Result};
+use ndarray::{Array2, ArrayView2};
+
+/// A differentiable map on batches with explicit vector-Jacobian products.
+///
+/// Implement it for one new block to add a new unfolded algorithm; see the
+/// [`blocks`](super::blocks) module for the provided ones.
+pub trait Differentiable: Send + Sync {
+    /// Short name for reports and errors.
+    fn name(&self) -> String;
+    /// Width of the input state.
+    fn in_dim(&self) -> usize;
+    /// Width of the output state.
+    fn out_dim(&self) -> usize;
+    /// Width of the context (0 if unused).
+    fn ctx_dim(&self) -> usize {
+        0
+    }
+    /// Number of parameters.
+    fn num_params(&self) -> usize;
+    /// `f(p; x, c)`, row by row.
+    fn forward(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>>;
+    /// Returns `(∂f/∂x)ᵀ ḡ` row by row and adds `Σ_rows (∂f/∂p)ᵀ ḡ` to `gp`.
+    fn vjp(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>>;
+}
+
+impl<D: Differentiable + ?Sized> Differentiable for Box<D> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn in_dim(&self) -> usize {
+        (**self).in_dim()
+    }
+    fn out_dim(&self) -> usize {
+        (**self).out_dim()
+    }
+    fn ctx_dim(&self) -> usize {
+        (**self).ctx_dim()
+    }
+    fn num_params(&self) -> usize {
+        (**self).num_params()
+    }
+    fn forward(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        (**self).forward(p, x, c)
+    }
+    fn vjp(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        (**self).vjp(p, x, c, g, gp)
+    }
+}
+
+/// A loss on the last state of a batch: `value` is the mean over the batch and the gradient is
+/// that of the mean.
+pub trait BatchLoss: Send + Sync {
+    /// Name for reports.
+    fn name(&self) -> String;
+    /// `(ℓ, ∂ℓ/∂x)` for the output batch `x`, the context `c` and the targets.
+    fn value_grad(
+        &self,
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        target: ArrayView2<'_, f64>,
+    ) -> Result<(f64, Array2<f64>)>;
+}
+
+/// Supervised loss `(1/B) Σ_b ‖x_b − x*_b‖²` (sum over coordinates, mean over samples).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SquaredError;
+
+impl BatchLoss for SquaredError {
+    fn name(&self) -> String {
+        "squared error".into()
+    }
+    fn value_grad(
+        &self,
+        x: ArrayView2<'_, f64>,
+        _c: ArrayView2<'_, f64>,
+        target: ArrayView2<'_, f64>,
+    ) -> Result<(f64, Array2<f64>)> {
+        check_batch("SquaredError", "target", x.nrows(), x.ncols(), target)?;
+        let b = x.nrows().max(1) as f64;
+        let d = &x - &target;
+        let v = d.iter().map(|e| e * e).sum::<f64>() / b;
+        Ok((v, d * (2.0 / b)))
+    }
+}
+
+/// Checks that `a` is `rows × cols` and finite.
+pub fn check_batch(
+    context: &str,
+    what: &str,
+    rows: usize,
+    cols: usize,
+    a: ArrayView2<'_, f64>,
+) -> Result<()> {
+    if a.nrows() != rows || a.ncols() != cols {
+        return Err(Error::shape(
+            context,
+            what,
+            format!("{rows} × {cols}"),
+            format!("{} × {}", a.nrows(), a.ncols()),
+        ));
+    }
+    if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("{context}: {what}"),
+            index: i,
+            value: v.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The iterates of one forward pass: `xs[t]` is the state after `t` layers (`xs[0] = x₀`).
+#[derive(Clone, Debug)]
+pub struct Trajectory {
+    /// States after 0, 1, …, K layers.
+    pub xs: Vec<Array2<f64>>,
+}
+
+impl Trajectory {
+    /// The final state.
+    pub fn last(&self) -> &Array2<f64> {
+        self.xs.last().expect("a trajectory holds at least x₀")
+    }
+}
+
+/// K layers run one after the other, `x_{t+1} = f_t(p_t; x_t, c)`, with one flat parameter
+/// vector `p = (p_0, …, p_{K−1})`.
+pub struct Unrolled {
+    layers: Vec<Box<dyn Differentiable>>,
+    offsets: Vec<usize>,
+}
+
+impl std::fmt::Debug for Unrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unrolled")
+            .field(
+                "layers",
+                &self.layers.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            )
+            .field("num_params", &self.num_params())
+            .finish()
+    }
+}
+
+impl Unrolled {
+    /// Stacks the layers; `Err` if an output width does not match the next input width, the
+    /// context widths differ, or there are no layers.
+    pub fn new(layers: Vec<Box<dyn Differentiable>>) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::param(
+                "layers",
+                0,
+                "an unrolled network needs at least one layer",
+            ));
+        }
+        for (t, w) in layers.windows(2).enumerate() {
+            if w[0].out_dim() != w[1].in_dim() {
+                return Err(Error::shape(
+                    format!("Unrolled: layer {} → {}", t, t + 1),
+                    "state width",
+                    w[0].out_dim(),
+                    w[1].in_dim(),
+                ));
+            }
+            if w[0].ctx_dim() != w[1].ctx_dim() && w[0].ctx_dim() * w[1].ctx_dim() != 0 {
+                return Err(Error::shape(
+                    format!("Unrolled: layer {}", t + 1),
+                    "context width",
+                    w[0].ctx_dim(),
+                    w[1].ctx_dim(),
+                ));
+            }
+        }
+        let mut offsets = vec![0];
+        for l in &layers {
+            offsets.push(offsets.last().unwrap() + l.num_params());
+        }
+        Ok(Self { layers, offsets })
+    }
+
+    /// Number of layers K.
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Box<dyn Differentiable>] {
+        &self.layers
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        *self.offsets.last().unwrap()
+    }
+
+    /// The parameter range of layer `t`.
+    pub fn param_range(&self, t: usize) -> std::ops::Range<usize> {
+        self.offsets[t]..self.offsets[t + 1]
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        self.layers[0].in_dim()
+    }
+
+    /// Context width.
+    pub fn ctx_dim(&self) -> usize {
+        self.layers.iter().map(|l| l.ctx_dim()).max().unwrap_or(0)
+    }
+
+    fn check_inputs(
+        &self,
+        p: &[f64],
+        x0: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        depth: usize,
+    ) -> Result<()> {
+        crate::linalg::check_len("Unrolled", "parameters", self.num_params(), p.len())?;
+        if let Some(i) = p.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "Unrolled: parameters".into(),
+                index: i,
+                value: p[i].to_string(),
+            });
+        }
+        if depth == 0 || depth > self.depth() {
+            return Err(Error::param(
+                "depth",
+                depth,
+                format!("must lie in 1..={}", self.depth()),
+            ));
+        }
+        if x0.nrows() == 0 {
+            return Err(Error::param("batch", 0, "the batch is empty"));
+        }
+        check_batch("Unrolled", "x₀", x0.nrows(), self.in_dim(), x0)?;
+        if self.ctx_dim() > 0 {
+            check_batch("Unrolled", "context", x0.nrows(), self.ctx_dim(), c)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the first `depth` layers and keeps every iterate.
+    pub fn forward(
+        &self,
+        p: &[f64],
+        x0: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        depth: usize,
+    ) -> Result<Trajectory> {
+        self.check_inputs(p, x0, c, depth)?;
+        let mut xs = Vec::with_capacity(depth + 1);
+        xs.push(x0.to_owned());
+        for t in 0..depth {
+            let next = self.layers[t].forward(&p[self.param_range(t)], xs[t].view(), c)?;
+            if let Some(i) = next.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Diverged {
+                    method: format!("Unrolled layer {t} ({})", self.layers[t].name()),
+                    iteration: t + 1,
+                    detail: format!("non-finite state entry {i}"),
+                });
+            }
+            xs.push(next);
+        }
+        Ok(xs.into())
+    }
+
+    /// Pulls `ḡ = ∂ℓ/∂x_T` back through the layers of `traj` (T = `traj.xs.len() − 1`) and
+    /// returns `(∂ℓ/∂p, ∂ℓ/∂x₀)`; the entries of layers ≥ T are zero.
+    pub fn backward(
+        &self,
+        p: &[f64],
+        traj: &Trajectory,
+        c: ArrayView2<'_, f64>,
+        g: Array2<f64>,
+    ) -> Result<(Vec<f64>, Array2<f64>)> {
+        let depth = traj.xs.len() - 1;
+        let mut gp = vec![0.0; self.num_params()];
+        let mut g = g;
+        for t in (0..depth).rev() {
+            let r = self.param_range(t);
+            g = self.layers[t].vjp(&p[r.clone()], traj.xs[t].view(), c, g.view(), &mut gp[r])?;
+        }
+        Ok((gp, g))
+    }
+
+    /// `(ℓ(x_depth), ∂ℓ/∂p)` for the loss evaluated after `depth` layers.
+    pub fn value_and_grad(
+        &self,
+        p: &[f64],
+        x0: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        depth: usize,
+        loss: &dyn BatchLoss,
+        target: ArrayView2<'_, f64>,
+    ) -> Result<(f64, Vec<f64>)> {
+        let traj = self.forward(p, x0, c, depth)?;
+        let (v, g) = loss.value_grad(traj.last().view(), c, target)?;
+        let (gp, _) = self.backward(p, &traj, c, g)?;
+        Ok((v, gp))
+    }
+}
+
+impl From<Vec<Array2<f64>>> for Trajectory {
+    fn from(xs: Vec<Array2<f64>>) -> Self {
+        Self { xs }
+    }
+}
+
+/// A [`Differentiable`] made of blocks applied in sequence, with their parameters concatenated.
+/// Its VJP recomputes the intermediate states from the input (one extra forward pass).
+pub struct Chain {
+    blocks: Vec<Box<dyn Differentiable>>,
+}
+
+impl Chain {
+    /// `Err` on mismatched widths or an empty list.
+    pub fn new(blocks: Vec<Box<dyn Differentiable>>) -> Result<Self> {
+        Unrolled::new(blocks).map(|u| Self { blocks: u.layers })
+    }
+
+    fn ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut o = 0;
+        self.blocks
+            .iter()
+            .map(|b| {
+                let r = o..o + b.num_params();
+                o = r.end;
+                r
+            })
+            .collect()
+    }
+}
+
+impl Differentiable for Chain {
+    fn name(&self) -> String {
+        self.blocks
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(" ∘ ")
+    }
+    fn in_dim(&self) -> usize {
+        self.blocks[0].in_dim()
+    }
+    fn out_dim(&self) -> usize {
+        self.blocks.last().unwrap().out_dim()
+    }
+    fn ctx_dim(&self) -> usize {
+        self.blocks.iter().map(|b| b.ctx_dim()).max().unwrap_or(0)
+    }
+    fn num_params(&self) -> usize {
+        self.blocks.iter().map(|b| b.num_params()).sum()
+    }
+    fn forward(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        let mut cur = x.to_owned();
+        for (b, r) in self.blocks.iter().zip(self.ranges()) {
+            cur = b.forward(&p[r], cur.view(), c)?;
+        }
+        Ok(cur)
+    }
+    fn vjp(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        let ranges = self.ranges();
+        let mut xs = vec![x.to_owned()];
+        for (b, r) in self.blocks.iter().zip(&ranges).take(self.blocks.len() - 1) {
+            let next = b.forward(&p[r.clone()], xs.last().unwrap().view(), c)?;
+            xs.push(next);
+        }
+        let mut g = g.to_owned();
+        for (i, (b, r)) in self.blocks.iter().zip(&ranges).enumerate().rev() {
+            g = b.vjp(&p[r.clone()], xs[i].view(), c, g.view(), &mut gp[r.clone()])?;
+        }
+        Ok(g)
+    }
+}
+
+/// Finite-difference check of a block's VJP in a random direction, for the state and for the
+/// parameters: returns the larger of the two relative errors
+/// `|⟨ḡ, (f(z+hv) − f(z−hv))/2h⟩ − ⟨vjp(ḡ), v⟩| / max(1, |⟨vjp(ḡ), v⟩|)`.
+///
+/// Nonsmooth blocks (thresholds) are differentiable almost everywhere; keep `h` small (1e-6)
+/// so that no entry crosses a kink.
+pub fn check_vjp(
+    block: &dyn Differentiable,
+    p: &[f64],
+    x: ArrayView2<'_, f64>,
+    c: ArrayView2<'_, f64>,
+    seed: u64,
+    h: f64,
+) -> Result<f64> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut randn = |r: usize, cols: usize| {
+        Array2::from_shape_fn((r, cols), |_| StandardNormal.sample(&mut rng))
+    };
+    let b = x.nrows();
+    let g: Array2<f64> = randn(b, block.out_dim());
+    let vx: Array2<f64> = randn(b, block.in_dim());
+    let vp: Vec<f64> = randn(1, p.len()).into_raw_vec_and_offset().0;
+    let mut gp = vec![0.0; p.len()];
+    let gx = block.vjp(p, x, c, g.view(), &mut gp)?;
+    let inner = |a: &Array2<f64>, b: &Array2<f64>| (a * b).sum();
+    // State direction.
+    let fp = block.forward(p, (&x + &(&vx * h)).view(), c)?;
+    let fm = block.forward(p, (&x - &(&vx * h)).view(), c)?;
+    let fd = inner(&g, &((fp - fm) / (2.0 * h)));
+    let an = inner(&gx, &vx);
+    let mut err = (fd - an).abs() / an.abs().max(1.0);
+    if !p.is_empty() {
+        let pp: Vec<f64> = p.iter().zip(&vp).map(|(a, v)| a + h * v).collect();
+        let pm: Vec<f64> = p.iter().zip(&vp).map(|(a, v)| a - h * v).collect();
+        let fd = inner(
+            &g,
+            &((block.forward(&pp, x, c)? - block.forward(&pm, x, c)?) / (2.0 * h)),
+        );
+        let an: f64 = gp.iter().zip(&vp).map(|(a, b)| a * b).sum();
+        err = err.max((fd - an).abs() / an.abs().max(1.0));
+    }
+    Ok(err)
+}
