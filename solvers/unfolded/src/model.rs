@@ -1,0 +1,444 @@
+//! The unfolded models behind one [`UnfoldedModel`] interface.
+//!
+//! | model | layer t | learned per layer | classical initialization |
+//! |---|---|---|---|
+//! | DU-ISTA | `S_{α_t λ}(x + α_t Aᵀ(y − Ax))` | `α_t` | `α_t = 1/L`: ISTA |
+//! | DU-IHT | `H_{√(2α_t λ)}(x + α_t Aᵀ(y − Ax))` | `α_t` | `α_t = 1/L`: IHT |
+//! | LISTA | `S_{θ_t}(W₂ᵗ x + W₁ᵗ y)` | `W₁ᵗ` (N×M), `W₂ᵗ` (N×N), `θ_t` | `W₁ = Aᵀ/L`, `W₂ = I − AᵀA/L`, `θ = λ/L`: ISTA |
+//! | LISTA-CP | `S_{θ_t}(x + Wᵗᵀ(y − Ax))` | `Wᵗ` (M×N), `θ_t` | `W = A/L`, `θ = λ/L`: ISTA |
+//! | LISTA-CPSS | as LISTA-CP with support selection `p_t = min(t·p, p_max)` | `Wᵗ`, `θ_t` | as LISTA-CP |
+//! | ALISTA | `S^{ss}_{θ_t}(x + γ_t W̃ᵀ(y − Ax))`, `W̃` analytic | `γ_t`, `θ_t` | `γ = 1`, `θ = λ/L` |
+//! | TISTA | MMSE shrinkage of `s + γ_t Aᵀ(AAᵀ)⁻¹(y − As)` | `γ_t` | `γ = 1` |
+//!
+//! Support selection (Chen et al. 2018) uses the ALISTA code's `p = 1.2 %` per layer and
+//! `p_max = 13 %`.
+//!
+//! # References
+//! - K. Nagahisa, R. Hayakawa, Y. Iiguni, "Comparison between supervised and unsupervised
+//!   learning in deep unfolded sparse signal recovery", arXiv:2509.01331 (2025).
+//! - K. Gregor, Y. LeCun, "Learning fast approximations of sparse coding", ICML 2010.
+//! - X. Chen, J. Liu, Z. Wang, W. Yin, "Theoretical linear convergence of unfolded ISTA and its
+//!   practical weights and thresholds", NeurIPS 2018.
+//! - J. Liu, X. Chen, Z. Wang, W. Yin, "ALISTA: analytic weights are as good as learned
+//!   weights in LISTA", ICLR 2019.
+//! - D. Ito, S. Takabe, T. Wadayama, "Trainable ISTA for sparse signal recovery", IEEE TSP 2019.
+
+use crate::data::{Problem, Signal};
+use crate::layers::{Penalty, ProxGradLayer, TistaLayer};
+use hyperprox_core::diff::{
+    Chain, Differentiable, LearnedLinear, ResidualStep, SoftThreshold, Unrolled,
+};
+use hyperprox_core::error::{Error, Result};
+use ndarray::{Array2, ArrayView2};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The model families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Deep-unfolded ISTA (learned step sizes).
+    DuIsta,
+    /// Deep-unfolded IHT (learned step sizes).
+    DuIht,
+    /// LISTA (Gregor & LeCun 2010).
+    Lista,
+    /// LISTA with coupled weights (Chen et al. 2018).
+    ListaCp,
+    /// LISTA-CP with support selection.
+    ListaCpss,
+    /// Analytic LISTA (Liu et al. 2019).
+    Alista,
+    /// Trainable ISTA (Ito et al. 2019).
+    Tista,
+}
+
+impl ModelKind {
+    /// All kinds.
+    pub const ALL: [ModelKind; 7] = [
+        ModelKind::DuIsta,
+        ModelKind::DuIht,
+        ModelKind::Lista,
+        ModelKind::ListaCp,
+        ModelKind::ListaCpss,
+        ModelKind::Alista,
+        ModelKind::Tista,
+    ];
+
+    /// The command-line name (`du-ista`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ModelKind::DuIsta => "du-ista",
+            ModelKind::DuIht => "du-iht",
+            ModelKind::Lista => "lista",
+            ModelKind::ListaCp => "lista-cp",
+            ModelKind::ListaCpss => "lista-cpss",
+            ModelKind::Alista => "alista",
+            ModelKind::Tista => "tista",
+        }
+    }
+
+    /// Parses [`ModelKind::as_str`].
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                Error::param(
+                    "model",
+                    s,
+                    "one of du-ista, du-iht, lista, lista-cp, lista-cpss, alista, tista",
+                )
+            })
+    }
+
+    /// The penalty of the original problem (ℓ0 for DU-IHT, ℓ1 otherwise).
+    pub fn penalty(&self) -> Penalty {
+        if *self == ModelKind::DuIht {
+            Penalty::L0
+        } else {
+            Penalty::L1
+        }
+    }
+}
+
+/// Everything that defines a model besides its learned parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// The family.
+    pub kind: ModelKind,
+    /// Number of layers T.
+    pub layers: usize,
+    /// λ of the original problem `½‖y − Ax‖² + λ‖x‖₁` (or `‖x‖₀`).
+    pub lambda: f64,
+    /// Support-selection increment per layer (fraction; ALISTA code: 0.012).
+    pub ss_step: f64,
+    /// Support-selection cap (fraction; ALISTA code: 0.13).
+    pub ss_max: f64,
+    /// The signal model TISTA's shrinkage assumes (the training distribution).
+    pub signal: Signal,
+}
+
+impl ModelSpec {
+    /// Defaults for a kind: λ = 0.1, support selection 1.2 % per layer up to 13 %.
+    pub fn new(kind: ModelKind, layers: usize) -> Self {
+        Self {
+            kind,
+            layers,
+            lambda: 0.1,
+            ss_step: 0.012,
+            ss_max: 0.13,
+            signal: Signal::default(),
+        }
+    }
+
+    /// `Err` on zero layers, a non-positive λ, or bad support-selection fractions.
+    pub fn check(&self) -> Result<()> {
+        if self.layers == 0 {
+            return Err(Error::param(
+                "layers",
+                0,
+                "use at least one layer (e.g. 16)",
+            ));
+        }
+        if !(self.lambda > 0.0 && self.lambda.is_finite()) {
+            return Err(Error::param(
+                "lambda",
+                self.lambda,
+                "λ must be positive (e.g. 0.1)",
+            ));
+        }
+        for (name, v) in [("ss_step", self.ss_step), ("ss_max", self.ss_max)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::param(name, v, "a fraction in [0, 1]"));
+            }
+        }
+        self.signal.check()
+    }
+}
+
+/// What trainers, evaluators and reports need from an unfolded network.
+///
+/// The state of layer t is a batch whose rows are samples; [`UnfoldedModel::readout`] maps a
+/// state to the signal estimate (the identity unless the state carries extra variables, e.g.
+/// a momentum term).
+pub trait UnfoldedModel {
+    /// Name for reports.
+    fn name(&self) -> String;
+    /// The network.
+    fn net(&self) -> &Unrolled;
+    /// Current parameters.
+    fn params(&self) -> &[f64];
+    /// Mutable parameters.
+    fn params_mut(&mut self) -> &mut [f64];
+    /// Number of layers.
+    fn depth(&self) -> usize {
+        self.net().depth()
+    }
+    /// λ and the penalty of the original problem.
+    fn objective(&self) -> (f64, Penalty);
+    /// The initial state for measurements `y` (default zeros of the network's input width).
+    fn initial_state(&self, y: ArrayView2<'_, f64>) -> Array2<f64> {
+        Array2::zeros((y.nrows(), self.net().in_dim()))
+    }
+    /// Signal estimate from a state (default: the state).
+    fn readout(&self, state: ArrayView2<'_, f64>) -> Array2<f64> {
+        state.to_owned()
+    }
+    /// Adjoint of [`UnfoldedModel::readout`]: the state gradient from the estimate's gradient.
+    fn readout_vjp(&self, _state: ArrayView2<'_, f64>, g: Array2<f64>) -> Array2<f64> {
+        g
+    }
+    /// The learned parameters per layer, by name, for reports.
+    fn layer_params(&self) -> Vec<(String, Vec<f64>)>;
+}
+
+/// A model of one of the [`ModelKind`]s on a [`Problem`].
+pub struct Unfolded {
+    spec: ModelSpec,
+    problem: Problem,
+    net: Unrolled,
+    params: Vec<f64>,
+}
+
+impl std::fmt::Debug for Unfolded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unfolded")
+            .field("spec", &self.spec)
+            .field("num_params", &self.params.len())
+            .finish()
+    }
+}
+
+impl Unfolded {
+    /// The model with its classical initialization (see the module table).
+    pub fn new(spec: ModelSpec, problem: &Problem) -> Result<Self> {
+        spec.check()?;
+        let (m, n) = (problem.m(), problem.n());
+        let a = problem.a.clone();
+        let l = problem.lipschitz;
+        let lam = spec.lambda;
+        let t_max = spec.layers;
+        let ss = |t: usize| (spec.ss_step * (t + 1) as f64).min(spec.ss_max);
+        let mut layers: Vec<Box<dyn Differentiable>> = Vec::with_capacity(t_max);
+        let mut params = Vec::new();
+        let alista_w = if spec.kind == ModelKind::Alista {
+            Some(Arc::new(problem.alista_weight()?))
+        } else {
+            None
+        };
+        let tista_z = if spec.kind == ModelKind::Tista {
+            Some(Arc::new(problem.gram_inverse_times_a()?))
+        } else {
+            None
+        };
+        for t in 0..t_max {
+            match spec.kind {
+                ModelKind::DuIsta | ModelKind::DuIht => {
+                    layers.push(Box::new(ProxGradLayer::new(
+                        a.clone(),
+                        lam,
+                        spec.kind.penalty(),
+                    )));
+                    params.push(1.0 / l);
+                }
+                ModelKind::Lista => {
+                    layers.push(Box::new(Chain::new(vec![
+                        Box::new(LearnedLinear::new(n, n, m)),
+                        Box::new(SoftThreshold::scalar(n)),
+                    ])?));
+                    // W₂ = I − AᵀA/L (N×N), W₁ = Aᵀ/L (N×M), θ = λ/L.
+                    let mut w2 = hyperprox_core::diff::matmul(a.t(), a.view());
+                    w2.mapv_inplace(|v| -v / l);
+                    for i in 0..n {
+                        w2[[i, i]] += 1.0;
+                    }
+                    params.extend(w2.iter());
+                    params.extend(a.t().iter().map(|v| v / l));
+                    params.push(lam / l);
+                }
+                ModelKind::ListaCp | ModelKind::ListaCpss => {
+                    let th = if spec.kind == ModelKind::ListaCpss {
+                        SoftThreshold::scalar(n).with_support_selection(ss(t))?
+                    } else {
+                        SoftThreshold::scalar(n)
+                    };
+                    layers.push(Box::new(Chain::new(vec![
+                        Box::new(ResidualStep::learned(a.clone())),
+                        Box::new(th),
+                    ])?));
+                    params.extend(a.iter().map(|v| v / l));
+                    params.push(lam / l);
+                }
+                ModelKind::Alista => {
+                    let w = alista_w.clone().expect("computed above");
+                    layers.push(Box::new(Chain::new(vec![
+                        Box::new(ResidualStep::scaled(a.clone(), w)?),
+                        Box::new(SoftThreshold::scalar(n).with_support_selection(ss(t))?),
+                    ])?));
+                    params.extend([1.0, lam / l]);
+                }
+                ModelKind::Tista => {
+                    let z = tista_z.clone().expect("computed above");
+                    layers.push(Box::new(TistaLayer::new(
+                        a.clone(),
+                        z,
+                        spec.signal.p,
+                        spec.signal.noise_var(problem),
+                    )));
+                    params.push(1.0);
+                }
+            }
+        }
+        let net = Unrolled::new(layers)?;
+        debug_assert_eq!(net.num_params(), params.len());
+        Ok(Self {
+            spec,
+            problem: problem.clone(),
+            net,
+            params,
+        })
+    }
+
+    /// The specification.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The sensing problem.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    /// Replaces the parameters; `Err` on a length mismatch or non-finite entries.
+    pub fn set_params(&mut self, p: Vec<f64>) -> Result<()> {
+        hyperprox_core::linalg::check_len(
+            "Unfolded::set_params",
+            "parameters",
+            self.params.len(),
+            p.len(),
+        )?;
+        if let Some(i) = p.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "model parameters".into(),
+                index: i,
+                value: p[i].to_string(),
+            });
+        }
+        self.params = p;
+        Ok(())
+    }
+
+    /// The model as JSON: the spec, how to rebuild `A` (M, N, seed and a checksum) and the
+    /// parameters.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format": "hyperprox-unfolded-model-v1",
+            "model": self.spec.kind.as_str(),
+            "layers": self.spec.layers,
+            "lambda": self.spec.lambda,
+            "ss_step": self.spec.ss_step,
+            "ss_max": self.spec.ss_max,
+            "signal": {"p": self.spec.signal.p, "snr_db": self.spec.signal.snr_db},
+            "problem": {"m": self.problem.m(), "n": self.problem.n(), "seed": self.problem.seed,
+                        "checksum": checksum(&self.problem)},
+            "params": self.params,
+        })
+    }
+
+    /// Rebuilds a model written by [`Unfolded::to_json`] (regenerating `A` from its seed).
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let bad = |what: &str| {
+            Error::param(
+                "model file",
+                what,
+                "not a hyperprox unfolded model (write one with `hyperprox unfold train`)",
+            )
+        };
+        if v["format"] != "hyperprox-unfolded-model-v1" {
+            return Err(bad("format"));
+        }
+        let f = |k: &str| v[k].as_f64().ok_or_else(|| bad(k));
+        let kind = ModelKind::parse(v["model"].as_str().ok_or_else(|| bad("model"))?)?;
+        let layers = v["layers"].as_u64().ok_or_else(|| bad("layers"))? as usize;
+        let pr = &v["problem"];
+        let (m, n, seed) = (
+            pr["m"].as_u64().ok_or_else(|| bad("problem.m"))? as usize,
+            pr["n"].as_u64().ok_or_else(|| bad("problem.n"))? as usize,
+            pr["seed"].as_u64().ok_or_else(|| bad("problem.seed"))?,
+        );
+        let problem = Problem::gaussian(m, n, seed)?;
+        if pr["checksum"].as_f64() != Some(checksum(&problem)) {
+            return Err(bad(
+                "problem.checksum (A regenerated differently on this build)",
+            ));
+        }
+        let spec = ModelSpec {
+            kind,
+            layers,
+            lambda: f("lambda")?,
+            ss_step: f("ss_step")?,
+            ss_max: f("ss_max")?,
+            signal: Signal {
+                p: v["signal"]["p"].as_f64().ok_or_else(|| bad("signal.p"))?,
+                snr_db: v["signal"]["snr_db"].as_f64(),
+            },
+        };
+        let params: Vec<f64> = v["params"]
+            .as_array()
+            .ok_or_else(|| bad("params"))?
+            .iter()
+            .map(|x| x.as_f64().ok_or_else(|| bad("params")))
+            .collect::<Result<_>>()?;
+        let mut model = Self::new(spec, &problem)?;
+        model.set_params(params)?;
+        Ok(model)
+    }
+}
+
+/// A fingerprint of `A` (sum of entries weighted by position), stored in model files.
+pub fn checksum(problem: &Problem) -> f64 {
+    let s: f64 = problem
+        .a
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * (1.0 + (i % 7) as f64))
+        .sum();
+    (s * 1e9).round() / 1e9
+}
+
+impl UnfoldedModel for Unfolded {
+    fn name(&self) -> String {
+        self.spec.kind.as_str().to_string()
+    }
+    fn net(&self) -> &Unrolled {
+        &self.net
+    }
+    fn params(&self) -> &[f64] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [f64] {
+        &mut self.params
+    }
+    fn objective(&self) -> (f64, Penalty) {
+        (self.spec.lambda, self.spec.kind.penalty())
+    }
+    fn layer_params(&self) -> Vec<(String, Vec<f64>)> {
+        let p = &self.params;
+        let per_layer = |pick: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
+            (0..self.net.depth())
+                .map(|t| pick(&p[self.net.param_range(t)]))
+                .collect()
+        };
+        match self.spec.kind {
+            ModelKind::DuIsta | ModelKind::DuIht => vec![("alpha".into(), per_layer(&|q| q[0]))],
+            ModelKind::Tista => vec![("gamma".into(), per_layer(&|q| q[0]))],
+            ModelKind::Alista => vec![
+                ("gamma".into(), per_layer(&|q| q[0])),
+                ("theta".into(), per_layer(&|q| q[1])),
+            ],
+            ModelKind::Lista | ModelKind::ListaCp | ModelKind::ListaCpss => {
+                vec![("theta".into(), per_layer(&|q| q[q.len() - 1]))]
+            }
+        }
+    }
+}

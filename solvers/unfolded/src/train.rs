@@ -1,0 +1,471 @@
+//! Training of unfolded models: supervised (`(1/B)Σ‖x_T − x‖²`) or unsupervised (the original
+//! objective `(1/B)Σ ½‖y − Ax_T‖² + λ‖x_T‖₁`, or `‖x_T‖₀` for IHT) on freshly sampled
+//! minibatches, with Adam.
+//!
+//! **Incremental (layer-wise) training** (TISTA's "generations", ALISTA's stages): stage
+//! `t = 1, …, T` trains all parameters of the first `t` layers on the loss at layer `t` for
+//! `steps_per_layer` minibatches; a final stage trains the whole network at layer T for
+//! `final_steps` minibatches at `lr·final_lr_factor`. Without incremental training one stage
+//! trains layer T for `T·steps_per_layer + final_steps` minibatches. Adam restarts at each stage.
+//!
+//! Minibatch `k` is drawn with the seed `batch_seed(seed, k)`, so a run resumed from a
+//! [`TrainState`] checkpoint continues bit-identically. A minibatch whose gradient is not finite
+//! is skipped and counted (as in the TISTA code).
+//!
+//! The ℓ0 objective is piecewise constant in `x_T`'s support, so the unsupervised IHT loss
+//! trains through its data-fit term only.
+
+use crate::baselines::Curves;
+use crate::data::{sample, Batch, Problem, Signal};
+use crate::layers::Penalty;
+use crate::model::UnfoldedModel;
+use hyperprox_core::diff::{batch_seed, check_batch, matmul, Adam, BatchLoss, SquaredError};
+use hyperprox_core::error::{Error, Result};
+use hyperprox_core::Real;
+use ndarray::{Array2, ArrayView2, Zip};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Supervised or unsupervised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    /// Mean squared error to the true signal.
+    Supervised,
+    /// The original objective at the output.
+    Unsupervised,
+}
+
+impl LossKind {
+    /// `supervised` / `unsupervised`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LossKind::Supervised => "supervised",
+            LossKind::Unsupervised => "unsupervised",
+        }
+    }
+}
+
+/// The original objective as a loss: `(1/B) Σ_b ½‖y_b − A x_b‖² + λ·penalty(x_b)`, with
+/// gradient `(1/B)(−Aᵀr_b + λ·sign(x_b))` for ℓ1 (the subgradient with `sign(0) = 0`) and
+/// `(1/B)(−Aᵀr_b)` for ℓ0.
+#[derive(Clone, Debug)]
+pub struct Objective {
+    a: Arc<Array2<f64>>,
+    lambda: f64,
+    penalty: Penalty,
+}
+
+impl Objective {
+    /// The objective on `problem`.
+    pub fn new(problem: &Problem, lambda: f64, penalty: Penalty) -> Self {
+        Self {
+            a: problem.a.clone(),
+            lambda,
+            penalty,
+        }
+    }
+}
+
+impl BatchLoss for Objective {
+    fn name(&self) -> String {
+        format!(
+            "½‖y − Ax‖² + λ‖x‖_{}",
+            if self.penalty == Penalty::L1 { 1 } else { 0 }
+        )
+    }
+    fn value_grad(
+        &self,
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        _t: ArrayView2<'_, f64>,
+    ) -> Result<(f64, Array2<f64>)> {
+        check_batch("Objective", "y", x.nrows(), self.a.nrows(), y)?;
+        let b = x.nrows().max(1) as f64;
+        let mut r = y.to_owned();
+        f64::gemm(r.view_mut(), x, self.a.t(), -1.0, true);
+        let mut v = 0.5 * r.iter().map(|e| e * e).sum::<f64>();
+        let mut g = matmul(r.view(), self.a.view());
+        g.mapv_inplace(|e| -e / b);
+        match self.penalty {
+            Penalty::L1 => {
+                v += self.lambda * x.iter().map(|e| e.abs()).sum::<f64>();
+                Zip::from(&mut g).and(&x).for_each(|gv, xv| {
+                    if *xv != 0.0 {
+                        *gv += self.lambda * xv.signum() / b
+                    }
+                });
+            }
+            Penalty::L0 => v += self.lambda * x.iter().filter(|e| **e != 0.0).count() as f64,
+        }
+        Ok((v / b, g))
+    }
+}
+
+/// Training settings. Defaults: supervised, training signal p = 0.1 at 40 dB, batch 100,
+/// incremental with 200 minibatches per layer (the TISTA script's generation length),
+/// 200 final minibatches at lr/10, Adam lr 1e-2, validation set of 1000, seed 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// The loss.
+    pub loss: LossKind,
+    /// Training distribution.
+    pub signal: Signal,
+    /// Minibatch size.
+    pub batch: usize,
+    /// Minibatches per incremental stage.
+    pub steps_per_layer: usize,
+    /// Minibatches of the final whole-network stage.
+    pub final_steps: usize,
+    /// Layer-wise training.
+    pub incremental: bool,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Learning-rate factor of the final stage.
+    pub final_lr_factor: f64,
+    /// Seed of the minibatches and the validation set.
+    pub seed: u64,
+    /// Validation samples.
+    pub val_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            loss: LossKind::Supervised,
+            signal: Signal::default(),
+            batch: 100,
+            steps_per_layer: 200,
+            final_steps: 200,
+            incremental: true,
+            lr: 1e-2,
+            final_lr_factor: 0.1,
+            seed: 1,
+            val_size: 1000,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The default Adam learning rate of a model: 1e-2 for the models with a few scalars per
+    /// layer, 1e-3 for those that learn matrices (LISTA, LISTA-CP, LISTA-CPSS), where 1e-2
+    /// diverges on the default setting.
+    pub fn default_lr(kind: crate::model::ModelKind) -> f64 {
+        use crate::model::ModelKind::*;
+        match kind {
+            Lista | ListaCp | ListaCpss => 1e-3,
+            DuIsta | DuIht | Alista | Tista => 1e-2,
+        }
+    }
+
+    /// `Err` on an empty batch, no steps, or a bad learning rate.
+    pub fn check(&self) -> Result<()> {
+        self.signal.check()?;
+        if self.batch == 0 || self.val_size == 0 {
+            return Err(Error::param(
+                "batch / validation size",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.steps_per_layer == 0 && self.final_steps == 0 {
+            return Err(Error::param("steps", 0, "train for at least one minibatch"));
+        }
+        for (n, v) in [("lr", self.lr), ("final_lr_factor", self.final_lr_factor)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::param(n, v, "must be positive (e.g. lr 1e-2)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stages `(depth, minibatches, learning rate)` for a network of `t_max` layers.
+    pub fn stages(&self, t_max: usize) -> Vec<(usize, usize, f64)> {
+        let mut s = Vec::new();
+        if self.incremental {
+            for t in 1..=t_max {
+                s.push((t, self.steps_per_layer, self.lr));
+            }
+        } else {
+            s.push((t_max, self.steps_per_layer * t_max, self.lr));
+        }
+        if self.final_steps > 0 {
+            s.push((t_max, self.final_steps, self.lr * self.final_lr_factor));
+        }
+        s.retain(|st| st.1 > 0);
+        s
+    }
+
+    fn fingerprint(&self) -> Value {
+        json!({
+            "loss": self.loss.as_str(), "p": self.signal.p, "snr_db": self.signal.snr_db,
+            "batch": self.batch, "steps_per_layer": self.steps_per_layer,
+            "final_steps": self.final_steps, "incremental": self.incremental, "lr": self.lr,
+            "final_lr_factor": self.final_lr_factor, "seed": self.seed, "val_size": self.val_size,
+        })
+    }
+}
+
+/// One finished stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageRecord {
+    /// Depth trained.
+    pub depth: usize,
+    /// Minibatches.
+    pub steps: usize,
+    /// Mean training loss over the stage's last 20 % of minibatches.
+    pub train_loss: f64,
+    /// Validation loss at the end of the stage (at this depth).
+    pub val_loss: f64,
+}
+
+/// Training progress, and the checkpoint: parameters, optimizer state, position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Parameters.
+    pub params: Vec<f64>,
+    /// Minibatches done (over all stages).
+    pub step: u64,
+    /// Index of the current stage.
+    pub stage: usize,
+    /// Adam first moments, second moments, step count.
+    pub adam: (Vec<f64>, Vec<f64>, u64),
+    /// Finished stages.
+    pub history: Vec<StageRecord>,
+    /// Losses of the current stage's minibatches so far.
+    pub stage_losses: Vec<f64>,
+    /// Minibatches skipped for a non-finite gradient.
+    pub skipped: u64,
+    /// The configuration it was trained with.
+    pub config: Value,
+}
+
+impl TrainState {
+    /// JSON checkpoint.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format": "hyperprox-unfolded-checkpoint-v1",
+            "params": self.params, "step": self.step, "stage": self.stage,
+            "adam": {"m": self.adam.0, "v": self.adam.1, "t": self.adam.2},
+            "history": self.history.iter().map(|h| json!({"depth": h.depth, "steps": h.steps,
+                "train_loss": h.train_loss, "val_loss": h.val_loss})).collect::<Vec<_>>(),
+            "stage_losses": self.stage_losses, "skipped": self.skipped, "config": self.config,
+        })
+    }
+
+    /// Reads [`TrainState::to_json`].
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let bad = |w: &str| Error::param("checkpoint", w, "not a hyperprox unfolded checkpoint");
+        if v["format"] != "hyperprox-unfolded-checkpoint-v1" {
+            return Err(bad("format"));
+        }
+        let vec = |x: &Value, w: &str| -> Result<Vec<f64>> {
+            x.as_array()
+                .ok_or_else(|| bad(w))?
+                .iter()
+                .map(|e| e.as_f64().ok_or_else(|| bad(w)))
+                .collect()
+        };
+        let history = v["history"]
+            .as_array()
+            .ok_or_else(|| bad("history"))?
+            .iter()
+            .map(|h| {
+                Ok(StageRecord {
+                    depth: h["depth"].as_u64().ok_or_else(|| bad("history"))? as usize,
+                    steps: h["steps"].as_u64().ok_or_else(|| bad("history"))? as usize,
+                    train_loss: h["train_loss"].as_f64().unwrap_or(f64::NAN),
+                    val_loss: h["val_loss"].as_f64().unwrap_or(f64::NAN),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            params: vec(&v["params"], "params")?,
+            step: v["step"].as_u64().ok_or_else(|| bad("step"))?,
+            stage: v["stage"].as_u64().ok_or_else(|| bad("stage"))? as usize,
+            adam: (
+                vec(&v["adam"]["m"], "adam.m")?,
+                vec(&v["adam"]["v"], "adam.v")?,
+                v["adam"]["t"].as_u64().ok_or_else(|| bad("adam.t"))?,
+            ),
+            history,
+            stage_losses: vec(&v["stage_losses"], "stage_losses")?,
+            skipped: v["skipped"].as_u64().unwrap_or(0),
+            config: v["config"].clone(),
+        })
+    }
+}
+
+/// What the progress callback sees after each minibatch.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Minibatches done.
+    pub step: u64,
+    /// Total minibatches of the run.
+    pub total: u64,
+    /// Depth of the current stage.
+    pub depth: usize,
+    /// This minibatch's loss.
+    pub loss: f64,
+}
+
+/// The training loss for a model.
+pub fn loss_for(
+    model: &dyn UnfoldedModel,
+    problem: &Problem,
+    kind: LossKind,
+) -> Box<dyn BatchLoss> {
+    match kind {
+        LossKind::Supervised => Box::new(SquaredError),
+        LossKind::Unsupervised => {
+            let (lambda, penalty) = model.objective();
+            Box::new(Objective::new(problem, lambda, penalty))
+        }
+    }
+}
+
+/// Loss and parameter gradient of `model` on `batch` at `depth` layers.
+pub fn loss_and_grad(
+    model: &dyn UnfoldedModel,
+    loss: &dyn BatchLoss,
+    batch: &Batch,
+    depth: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let net = model.net();
+    let p = model.params();
+    let x0 = model.initial_state(batch.y.view());
+    let traj = net.forward(p, x0.view(), batch.y.view(), depth)?;
+    let est = model.readout(traj.last().view());
+    let (v, g) = loss.value_grad(est.view(), batch.y.view(), batch.x.view())?;
+    let g = model.readout_vjp(traj.last().view(), g);
+    let (gp, _) = net.backward(p, &traj, batch.y.view(), g)?;
+    Ok((v, gp))
+}
+
+/// Loss of `model` on `batch` at `depth` layers.
+pub fn loss_value(
+    model: &dyn UnfoldedModel,
+    loss: &dyn BatchLoss,
+    batch: &Batch,
+    depth: usize,
+) -> Result<f64> {
+    let x0 = model.initial_state(batch.y.view());
+    let traj = model
+        .net()
+        .forward(model.params(), x0.view(), batch.y.view(), depth)?;
+    let est = model.readout(traj.last().view());
+    Ok(loss
+        .value_grad(est.view(), batch.y.view(), batch.x.view())?
+        .0)
+}
+
+/// Trains `model` (see the module docs). Starts from `resume` if given (its configuration must
+/// match), stops after at most `max_steps` more minibatches (`None`: to the end) and returns the
+/// state to checkpoint; the model holds the parameters reached.
+pub fn train(
+    model: &mut dyn UnfoldedModel,
+    problem: &Problem,
+    cfg: &TrainConfig,
+    resume: Option<TrainState>,
+    max_steps: Option<u64>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<TrainState> {
+    cfg.check()?;
+    let stages = cfg.stages(model.depth());
+    let total: u64 = stages.iter().map(|s| s.1 as u64).sum();
+    let np = model.params().len();
+    let mut st = match resume {
+        Some(s) => {
+            if s.config != cfg.fingerprint() {
+                return Err(Error::param(
+                    "resume",
+                    "configuration differs",
+                    "resume with the same training options as the checkpointed run",
+                ));
+            }
+            hyperprox_core::linalg::check_len("resume", "parameters", np, s.params.len())?;
+            model.params_mut().copy_from_slice(&s.params);
+            s
+        }
+        None => TrainState {
+            params: model.params().to_vec(),
+            step: 0,
+            stage: 0,
+            adam: (vec![0.0; np], vec![0.0; np], 0),
+            history: vec![],
+            stage_losses: vec![],
+            skipped: 0,
+            config: cfg.fingerprint(),
+        },
+    };
+    let loss = loss_for(model, problem, cfg.loss);
+    let val = sample(
+        problem,
+        &cfg.signal,
+        cfg.val_size,
+        batch_seed(cfg.seed, u64::MAX),
+    )?;
+    let stop_at = max_steps.map_or(u64::MAX, |m| st.step.saturating_add(m));
+    while st.stage < stages.len() && st.step < stop_at {
+        let (depth, steps, lr) = stages[st.stage];
+        let (m, v, t) = std::mem::take(&mut st.adam);
+        let mut adam = if t == 0 {
+            Adam::new(np, lr)?
+        } else {
+            Adam::from_state(lr, m, v, t)?
+        };
+        let done_before: u64 = stages[..st.stage].iter().map(|s| s.1 as u64).sum();
+        while ((st.step - done_before) as usize) < steps && st.step < stop_at {
+            let batch = sample(
+                problem,
+                &cfg.signal,
+                cfg.batch,
+                batch_seed(cfg.seed, st.step),
+            )?;
+            let (lv, g) = loss_and_grad(model, loss.as_ref(), &batch, depth)?;
+            if lv.is_finite() && g.iter().all(|e| e.is_finite()) {
+                adam.step(model.params_mut(), &g)?;
+                st.stage_losses.push(lv);
+            } else {
+                st.skipped += 1;
+            }
+            st.step += 1;
+            progress(&Progress {
+                step: st.step,
+                total,
+                depth,
+                loss: lv,
+            });
+        }
+        if ((st.step - done_before) as usize) >= steps {
+            let tail = (st.stage_losses.len() / 5)
+                .max(1)
+                .min(st.stage_losses.len());
+            let tl = &st.stage_losses[st.stage_losses.len() - tail..];
+            st.history.push(StageRecord {
+                depth,
+                steps,
+                train_loss: tl.iter().sum::<f64>() / tl.len().max(1) as f64,
+                val_loss: loss_value(model, loss.as_ref(), &val, depth)?,
+            });
+            st.stage += 1;
+            st.stage_losses.clear();
+            st.adam = (vec![0.0; np], vec![0.0; np], 0);
+        } else {
+            let (m, v, t) = adam.state();
+            st.adam = (m.to_vec(), v.to_vec(), t);
+        }
+    }
+    st.params = model.params().to_vec();
+    Ok(st)
+}
+
+/// Test curves of `model` on `batch`: NMSE (dB) and mean objective after 0, 1, …, T layers.
+pub fn evaluate(model: &dyn UnfoldedModel, problem: &Problem, batch: &Batch) -> Result<Curves> {
+    let x0 = model.initial_state(batch.y.view());
+    let traj = model
+        .net()
+        .forward(model.params(), x0.view(), batch.y.view(), model.depth())?;
+    let xs: Vec<Array2<f64>> = traj.xs.iter().map(|s| model.readout(s.view())).collect();
+    let (lambda, penalty) = model.objective();
+    Ok(Curves::of(problem, batch, &xs, lambda, penalty))
+}
