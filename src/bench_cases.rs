@@ -88,3 +88,27 @@ pub fn tv_bilevel_case(images: usize, size: usize) -> Result<hyperprox_bilevel::
     let noisy = add_noise(&clean, 0.1, 19);
     hyperprox_bilevel::TvDenoising::new(&clean, &noisy)
 }
+
+/// The deep-unfolding throughput case: the default setting (N = 500, M = 250, p = 0.1,
+/// 40 dB), T = 16 layers, one minibatch of 64. Returns the problem, the batch and a model
+/// of each kind at its classical initialization.
+pub fn unfolded_case() -> Result<(
+    hyperprox_unfolded::Problem,
+    hyperprox_unfolded::Batch,
+    Vec<hyperprox_unfolded::Unfolded>,
+)> {
+    use hyperprox_unfolded::{sample, ModelKind, ModelSpec, Problem, Signal, Unfolded};
+    let problem = Problem::gaussian(250, 500, 1)?;
+    let batch = sample(&problem, &Signal::default(), 64, 2)?;
+    let models = [
+        ModelKind::DuIsta,
+        ModelKind::DuIht,
+        ModelKind::ListaCp,
+        ModelKind::Alista,
+        ModelKind::Tista,
+    ]
+    .into_iter()
+    .map(|k| Unfolded::new(ModelSpec::new(k, 16), &problem))
+    .collect::<Result<Vec<_>>>()?;
+    Ok((problem, batch, models))
+}

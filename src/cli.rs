@@ -35,7 +35,8 @@ enum Command {
         model: DeblurModel,
     },
     /// Run the benchmark cases (Lasso 500×2000, ROF 256² and 512², bilevel TV denoising on 25
-    /// Kodak images) with every applicable solver and print one JSON line per case and solver.
+    /// Kodak images, deep-unfolding training throughput) with every applicable solver and print
+    /// one JSON line per case and solver.
     Bench {
         /// Smaller cases (ROF 256², bilevel TV on 6 images) for a quick check.
         #[arg(long)]
@@ -52,6 +53,12 @@ enum Command {
     Lpn {
         #[command(subcommand)]
         command: crate::lpn_cli::LpnCommand,
+    },
+    /// Deep-unfolded ISTA/IHT and the LISTA family: train (supervised or unsupervised) and
+    /// evaluate against ISTA, FISTA and IHT.
+    Unfold {
+        #[command(subcommand)]
+        command: crate::unfold_cli::UnfoldCommand,
     },
     /// The main job: learn TV denoising parameters on 6 shipped Kodak images with MAID (under a
     /// minute on 2 cores), print them and the PSNR on 6 held-out images, write a report.
@@ -239,6 +246,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Tune { problem } => crate::tune::tune(problem),
         Command::Demo { out, max_iters } => crate::tune::demo(&out, max_iters),
         Command::Lpn { command } => crate::lpn_cli::run(command),
+        Command::Unfold { command } => crate::unfold_cli::run(command),
     }
 }
 
@@ -770,6 +778,47 @@ fn bench(quick: bool) -> CliResult<()> {
         );
     }
     bench_bilevel(if quick { 6 } else { 25 })?;
+    bench_unfolded(if quick { 3 } else { 10 })?;
+    Ok(())
+}
+
+/// Deep-unfolding training throughput (samples/s of one forward + backward pass of T = 16
+/// layers, N = 500, M = 250, batch 64), with 16 forward-only ISTA iterations on the same batch
+/// as the baseline of the same run (`ratio_to_ista_forward`).
+fn bench_unfolded(reps: usize) -> CliResult<()> {
+    use hyperprox::unfolded::baselines::ista;
+    use hyperprox::unfolded::train::{loss_and_grad, loss_for};
+    use hyperprox::unfolded::{LossKind, Penalty, UnfoldedModel};
+    let (problem, batch, models) = hyperprox::bench_cases::unfolded_case().map_err(e2s)?;
+    let b = batch.len() as f64;
+    let time = |f: &mut dyn FnMut() -> CliResult<()>| -> CliResult<f64> {
+        f()?; // warm-up
+        let t = Instant::now();
+        for _ in 0..reps {
+            f()?;
+        }
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    };
+    let base = time(&mut || {
+        ista(&problem, batch.y.view(), 0.1, Penalty::L1, 16).map_err(e2s)?;
+        Ok(())
+    })?;
+    let line = |solver: &str, dt: f64| {
+        println!(
+            "{}",
+            json!({"case": "unfolded-T16-500x250-batch64", "solver": solver, "time_s": dt,
+                   "samples_per_s": b / dt, "ratio_to_ista_forward": dt / base, "reps": reps})
+        )
+    };
+    line("ista-16-forward-only", base);
+    for m in &models {
+        let loss = loss_for(m, &problem, LossKind::Supervised);
+        let dt = time(&mut || {
+            loss_and_grad(m, loss.as_ref(), &batch, 16).map_err(e2s)?;
+            Ok(())
+        })?;
+        line(&format!("{}-forward-backward", m.name()), dt);
+    }
     Ok(())
 }
 

@@ -7,6 +7,9 @@
 //!
 //! * [`core`] (`hyperprox-core`): scalars and vectors, linear operators with adjoints,
 //!   functions with proximal operators, and the conformance test kit (feature `testing`).
+//! * [`bilevel`] (`hyperprox-bilevel`): MAID, HOAG and hypergradient oracles.
+//! * [`lpn`] (`hyperprox-lpn`): learned proximal networks.
+//! * [`unfolded`] (`hyperprox-unfolded`): deep-unfolded ISTA/IHT and the LISTA family.
 //!
 //! ```
 //! use hyperprox::prelude::*;
@@ -20,6 +23,7 @@
 pub use hyperprox_bilevel as bilevel;
 pub use hyperprox_core as core;
 pub use hyperprox_lpn as lpn;
+pub use hyperprox_unfolded as unfolded;
 
 pub mod bench_cases;
 pub mod report;

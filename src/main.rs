@@ -4,6 +4,7 @@
 mod cli;
 mod lpn_cli;
 mod tune;
+mod unfold_cli;
 
 use clap::Parser;
 
