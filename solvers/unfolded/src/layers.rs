@@ -1,7 +1,7 @@
 //! The two layers that are not a composition of core blocks: the DU-ISTA / DU-IHT layer (one
 //! step size couples the gradient step and the threshold) and the TISTA layer (MMSE shrinkage
 //! with an error-variance estimate). Each implements
-//! [`Differentiable`](hyperprox_core::diff::Differentiable) directly.
+//! [`Differentiable`] directly.
 
 use hyperprox_core::diff::{matmul, Differentiable};
 use hyperprox_core::error::Result;
