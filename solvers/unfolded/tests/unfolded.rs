@@ -127,9 +127,12 @@ fn classical_initializations_reproduce_ista_and_iht() {
         ModelKind::DuIht,
         ModelKind::Lista,
         ModelKind::ListaCp,
+        ModelKind::ListaCpss,
     ] {
         let mut spec = ModelSpec::new(kind, t);
         spec.lambda = lam;
+        // Without support selection LISTA-CPSS is LISTA-CP.
+        spec.ss_step = 0.0;
         let model = Unfolded::new(spec, &pr).unwrap();
         let x0 = Array2::zeros((3, 40));
         let out = model
