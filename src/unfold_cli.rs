@@ -138,6 +138,9 @@ pub struct TrainArgs {
     /// Adam learning rate (default: 1e-2, or 1e-3 for the LISTA models that learn matrices).
     #[arg(long)]
     lr: Option<f64>,
+    /// Use SGD with this heavy-ball momentum (e.g. 0.9) instead of Adam.
+    #[arg(long)]
+    sgd_momentum: Option<f64>,
     /// Seed of the sensing matrix.
     #[arg(long, default_value_t = 1)]
     matrix_seed: u64,
@@ -245,6 +248,7 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
         final_steps: fin,
         incremental: !a.no_incremental,
         lr: a.lr.unwrap_or(TrainConfig::default_lr(kind)),
+        sgd_momentum: a.sgd_momentum,
         seed: a.seed,
         val_size: a.val_size,
         ..Default::default()

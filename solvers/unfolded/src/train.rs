@@ -1,6 +1,6 @@
 //! Training of unfolded models: supervised (`(1/B)Σ‖x_T − x‖²`) or unsupervised (the original
 //! objective `(1/B)Σ ½‖y − Ax_T‖² + λ‖x_T‖₁`, or `‖x_T‖₀` for IHT) on freshly sampled
-//! minibatches, with Adam.
+//! minibatches, with Adam (default) or SGD with momentum.
 //!
 //! **Incremental (layer-wise) training** (TISTA's "generations", ALISTA's stages): stage
 //! `t = 1, …, T` trains all parameters of the first `t` layers on the loss at layer `t` for
@@ -19,7 +19,9 @@ use crate::baselines::Curves;
 use crate::data::{sample, Batch, Problem, Signal};
 use crate::layers::Penalty;
 use crate::model::UnfoldedModel;
-use hyperprox_core::diff::{batch_seed, check_batch, matmul, Adam, BatchLoss, SquaredError};
+use hyperprox_core::diff::{
+    batch_seed, check_batch, matmul, Adam, BatchLoss, Optimizer, Sgd, SquaredError,
+};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
@@ -118,8 +120,10 @@ pub struct TrainConfig {
     pub final_steps: usize,
     /// Layer-wise training.
     pub incremental: bool,
-    /// Adam learning rate.
+    /// Learning rate.
     pub lr: f64,
+    /// `None`: Adam; `Some(μ)`: SGD with heavy-ball momentum `μ`.
+    pub sgd_momentum: Option<f64>,
     /// Learning-rate factor of the final stage.
     pub final_lr_factor: f64,
     /// Seed of the minibatches and the validation set.
@@ -138,6 +142,7 @@ impl Default for TrainConfig {
             final_steps: 200,
             incremental: true,
             lr: 1e-2,
+            sgd_momentum: None,
             final_lr_factor: 0.1,
             seed: 1,
             val_size: 1000,
@@ -170,6 +175,15 @@ impl TrainConfig {
         if self.steps_per_layer == 0 && self.final_steps == 0 {
             return Err(Error::param("steps", 0, "train for at least one minibatch"));
         }
+        if let Some(mu) = self.sgd_momentum {
+            if !(0.0..1.0).contains(&mu) {
+                return Err(Error::param(
+                    "sgd momentum",
+                    mu,
+                    "must lie in [0, 1) (e.g. 0.9)",
+                ));
+            }
+        }
         for (n, v) in [("lr", self.lr), ("final_lr_factor", self.final_lr_factor)] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(Error::param(n, v, "must be positive (e.g. lr 1e-2)"));
@@ -200,6 +214,7 @@ impl TrainConfig {
             "loss": self.loss.as_str(), "p": self.signal.p, "snr_db": self.signal.snr_db,
             "batch": self.batch, "steps_per_layer": self.steps_per_layer,
             "final_steps": self.final_steps, "incremental": self.incremental, "lr": self.lr,
+            "sgd_momentum": self.sgd_momentum,
             "final_lr_factor": self.final_lr_factor, "seed": self.seed, "val_size": self.val_size,
         })
     }
@@ -227,7 +242,8 @@ pub struct TrainState {
     pub step: u64,
     /// Index of the current stage.
     pub stage: usize,
-    /// Adam first moments, second moments, step count.
+    /// Optimizer state: Adam's first moments, second moments and step count, or SGD's
+    /// momentum buffer, nothing and the steps of the stage.
     pub adam: (Vec<f64>, Vec<f64>, u64),
     /// Finished stages.
     pub history: Vec<StageRecord>,
@@ -408,10 +424,11 @@ pub fn train(
     while st.stage < stages.len() && st.step < stop_at {
         let (depth, steps, lr) = stages[st.stage];
         let (m, v, t) = std::mem::take(&mut st.adam);
-        let mut adam = if t == 0 {
-            Adam::new(np, lr)?
-        } else {
-            Adam::from_state(lr, m, v, t)?
+        let mut opt = match cfg.sgd_momentum {
+            None if t == 0 => Optimizer::Adam(Adam::new(np, lr)?),
+            None => Optimizer::Adam(Adam::from_state(lr, m, v, t)?),
+            Some(mu) if t == 0 => Optimizer::Sgd(Sgd::new(np, lr, mu)?),
+            Some(mu) => Optimizer::Sgd(Sgd::from_state(lr, mu, m)?),
         };
         let done_before: u64 = stages[..st.stage].iter().map(|s| s.1 as u64).sum();
         while ((st.step - done_before) as usize) < steps && st.step < stop_at {
@@ -421,9 +438,17 @@ pub fn train(
                 cfg.batch,
                 batch_seed(cfg.seed, st.step),
             )?;
-            let (lv, g) = loss_and_grad(model, loss.as_ref(), &batch, depth)?;
+            let (lv, g) =
+                loss_and_grad(model, loss.as_ref(), &batch, depth).map_err(|e| match e {
+                    Error::Diverged { detail, .. } => Error::Diverged {
+                        method: format!("training ({} layers)", depth),
+                        iteration: st.step as usize + 1,
+                        detail: format!("{detail}; lower the learning rate (now {lr:e})"),
+                    },
+                    e => e,
+                })?;
             if lv.is_finite() && g.iter().all(|e| e.is_finite()) {
-                adam.step(model.params_mut(), &g)?;
+                opt.step(model.params_mut(), &g)?;
                 st.stage_losses.push(lv);
             } else {
                 st.skipped += 1;
@@ -451,8 +476,14 @@ pub fn train(
             st.stage_losses.clear();
             st.adam = (vec![0.0; np], vec![0.0; np], 0);
         } else {
-            let (m, v, t) = adam.state();
-            st.adam = (m.to_vec(), v.to_vec(), t);
+            let done = st.step - done_before;
+            st.adam = match &opt {
+                Optimizer::Adam(a) => {
+                    let (m, v, t) = a.state();
+                    (m.to_vec(), v.to_vec(), t)
+                }
+                Optimizer::Sgd(s) => (s.state().to_vec(), vec![], done),
+            };
         }
     }
     st.params = model.params().to_vec();

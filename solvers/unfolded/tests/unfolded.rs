@@ -328,26 +328,39 @@ fn lista_cp_alista_tista_beat_ista_noiseless() {
 #[test]
 fn checkpoint_resume_is_exact_and_models_round_trip() {
     let pr = small(20, 40);
-    let cfg = TrainConfig {
-        steps_per_layer: 6,
-        final_steps: 4,
-        batch: 16,
-        val_size: 20,
-        ..Default::default()
-    };
     let spec = ModelSpec::new(ModelKind::Alista, 3);
+    let mut st_full = None;
     let mut full = Unfolded::new(spec.clone(), &pr).unwrap();
-    let st_full = train(&mut full, &pr, &cfg, None, None, &mut |_| {}).unwrap();
-    let mut part = Unfolded::new(spec.clone(), &pr).unwrap();
-    // Stop in the middle of a stage, write and read the checkpoint, continue.
-    let st = train(&mut part, &pr, &cfg, None, Some(9), &mut |_| {}).unwrap();
-    assert_eq!(st.step, 9);
-    let st =
-        TrainState::from_json(&serde_json::from_str(&st.to_json().to_string()).unwrap()).unwrap();
-    let mut resumed = Unfolded::new(spec, &pr).unwrap();
-    let st2 = train(&mut resumed, &pr, &cfg, Some(st), None, &mut |_| {}).unwrap();
-    assert_eq!(st2.params, st_full.params);
-    assert_eq!(st2.history, st_full.history);
+    // Adam and SGD with momentum.
+    for sgd in [None, Some(0.9)] {
+        let cfg = TrainConfig {
+            steps_per_layer: 6,
+            final_steps: 4,
+            batch: 16,
+            val_size: 20,
+            sgd_momentum: sgd,
+            lr: if sgd.is_some() { 1e-3 } else { 1e-2 },
+            ..Default::default()
+        };
+        full = Unfolded::new(spec.clone(), &pr).unwrap();
+        let st = train(&mut full, &pr, &cfg, None, None, &mut |_| {}).unwrap();
+        assert_ne!(
+            full.params(),
+            Unfolded::new(spec.clone(), &pr).unwrap().params()
+        );
+        let mut part = Unfolded::new(spec.clone(), &pr).unwrap();
+        // Stop in the middle of a stage, write and read the checkpoint, continue.
+        let mid = train(&mut part, &pr, &cfg, None, Some(9), &mut |_| {}).unwrap();
+        assert_eq!(mid.step, 9);
+        let mid = TrainState::from_json(&serde_json::from_str(&mid.to_json().to_string()).unwrap())
+            .unwrap();
+        let mut resumed = Unfolded::new(spec.clone(), &pr).unwrap();
+        let st2 = train(&mut resumed, &pr, &cfg, Some(mid), None, &mut |_| {}).unwrap();
+        assert_eq!(st2.params, st.params, "{sgd:?}");
+        assert_eq!(st2.history, st.history);
+        st_full = Some((st, cfg));
+    }
+    let (st_full, cfg) = st_full.unwrap();
     // Model files round-trip exactly.
     let back =
         Unfolded::from_json(&serde_json::from_str(&full.to_json().to_string()).unwrap()).unwrap();

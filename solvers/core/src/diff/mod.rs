@@ -164,6 +164,38 @@ impl Sgd {
         }
         Ok(())
     }
+
+    /// The momentum buffer (for checkpoints).
+    pub fn state(&self) -> &[f64] {
+        &self.buf
+    }
+
+    /// Restores a state saved by [`Sgd::state`].
+    pub fn from_state(lr: f64, momentum: f64, buf: Vec<f64>) -> Result<Self> {
+        let mut s = Self::new(buf.len(), lr, momentum)?;
+        s.buf = buf;
+        Ok(s)
+    }
+}
+
+/// Adam or SGD behind one interface, with a state that round-trips through
+/// `(first vector, second vector, step)` (SGD leaves the second vector empty).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Optimizer {
+    /// Adam.
+    Adam(Adam),
+    /// SGD with momentum.
+    Sgd(Sgd),
+}
+
+impl Optimizer {
+    /// One step.
+    pub fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+        match self {
+            Optimizer::Adam(a) => a.step(params, grad),
+            Optimizer::Sgd(s) => s.step(params, grad),
+        }
+    }
 }
 
 /// A learning-rate schedule as a function of the step.
