@@ -273,23 +273,39 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
         pb.set_position(r.step);
     }
     let t0 = Instant::now();
-    let state = train(
-        &mut model,
-        &problem,
-        &cfg,
-        resume,
-        a.max_steps,
-        &mut |p: &Progress| {
-            pb.set_position(p.step);
-            if p.step % 10 == 0 {
-                pb.set_message(format!("layer {:>2}  loss {:.4e}", p.depth, p.loss));
-            }
-        },
-    )
-    .map_err(e2s)?;
+    // Train in chunks of CHECKPOINT_EVERY minibatches and write the checkpoint after each, so
+    // an interrupted run loses little; resuming is exact, so chunking changes nothing.
+    const CHECKPOINT_EVERY: u64 = 200;
+    let start = resume.as_ref().map_or(0, |r| r.step);
+    let stop = a.max_steps.map_or(total, |m| (start + m).min(total));
+    let mut state = resume;
+    loop {
+        let done = state.as_ref().map_or(0, |s| s.step);
+        let chunk = CHECKPOINT_EVERY.min(stop.saturating_sub(done));
+        let st = train(
+            &mut model,
+            &problem,
+            &cfg,
+            state.take(),
+            Some(chunk),
+            &mut |p: &Progress| {
+                pb.set_position(p.step);
+                if p.step % 10 == 0 {
+                    pb.set_message(format!("layer {:>2}  loss {:.4e}", p.depth, p.loss));
+                }
+            },
+        )
+        .map_err(e2s)?;
+        write_json(&ckpt_path, &st.to_json())?;
+        let end = st.step >= stop;
+        state = Some(st);
+        if end {
+            break;
+        }
+    }
+    let state = state.expect("trained at least once");
     pb.finish_and_clear();
     let train_s = t0.elapsed().as_secs_f64();
-    write_json(&ckpt_path, &state.to_json())?;
     write_json(&a.test.out.join("model.json"), &model.to_json())?;
     let finished = state.step >= total;
     let training = json!({
