@@ -3,7 +3,7 @@
 //! with an error-variance estimate). Each implements
 //! [`Differentiable`] directly.
 
-use hyperprox_core::diff::{matmul, Differentiable};
+use hyperprox_core::diff::{matmul, Differentiable, Saved};
 use hyperprox_core::error::Result;
 use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
@@ -99,13 +99,8 @@ impl Differentiable for ProxGradLayer {
         x: ArrayView2<'_, f64>,
         y: ArrayView2<'_, f64>,
     ) -> Result<Array2<f64>> {
-        let (_, mut u) = self.pre(p[0], x, y);
-        let th = self.threshold(p[0]);
-        match self.penalty {
-            Penalty::L1 => u.mapv_inplace(|v| v.signum() * (v.abs() - th).max(0.0)),
-            Penalty::L0 => u.mapv_inplace(|v| if v.abs() > th { v } else { 0.0 }),
-        }
-        Ok(u)
+        let (_, u) = self.pre(p[0], x, y);
+        Ok(self.threshold_map(p[0], u.view()))
     }
     fn vjp(
         &self,
@@ -115,26 +110,74 @@ impl Differentiable for ProxGradLayer {
         gbar: ArrayView2<'_, f64>,
         gp: &mut [f64],
     ) -> Result<Array2<f64>> {
-        let alpha = p[0];
-        let (g, u) = self.pre(alpha, x, y);
+        let (g, u) = self.pre(p[0], x, y);
+        Ok(self.pull_back(p[0], &g, &u, gbar, gp))
+    }
+    fn forward_save(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+    ) -> Result<(Array2<f64>, Saved)> {
+        let (g, u) = self.pre(p[0], x, y);
+        let out = self.threshold_map(p[0], u.view());
+        Ok((out, Some(Box::new((g, u)))))
+    }
+    fn vjp_saved(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        saved: &Saved,
+        gbar: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        match saved
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<(Array2<f64>, Array2<f64>)>())
+        {
+            Some((g, u)) => Ok(self.pull_back(p[0], g, u, gbar, gp)),
+            None => self.vjp(p, x, y, gbar, gp),
+        }
+    }
+}
+
+impl ProxGradLayer {
+    fn threshold_map(&self, alpha: f64, u: ArrayView2<'_, f64>) -> Array2<f64> {
+        let th = self.threshold(alpha);
+        match self.penalty {
+            Penalty::L1 => u.mapv(|v| v.signum() * (v.abs() - th).max(0.0)),
+            Penalty::L0 => u.mapv(|v| if v.abs() > th { v } else { 0.0 }),
+        }
+    }
+
+    /// The VJP from `g = Aᵀ(y − Ax)` and `u = x + αg`.
+    fn pull_back(
+        &self,
+        alpha: f64,
+        g: &Array2<f64>,
+        u: &Array2<f64>,
+        gbar: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Array2<f64> {
         let th = self.threshold(alpha);
         let mut d = gbar.to_owned();
         let mut gth = 0.0;
-        Zip::from(&mut d).and(&u).for_each(|dv, &uv| {
+        Zip::from(&mut d).and(u).for_each(|dv, &uv| {
             if uv.abs() > th {
                 gth -= *dv * uv.signum();
             } else {
                 *dv = 0.0;
             }
         });
-        gp[0] += (&d * &g).sum();
+        gp[0] += (&d * g).sum();
         if self.penalty == Penalty::L1 {
             gp[0] += self.lambda * gth;
         }
         let ad = matmul(d.view(), self.a.t());
         let mut gx = d;
         f64::gemm(gx.view_mut(), ad.view(), self.a.view(), -alpha, true);
-        Ok(gx)
+        gx
     }
 }
 

@@ -349,7 +349,7 @@ pub fn loss_and_grad(
     let net = model.net();
     let p = model.params();
     let x0 = model.initial_state(batch.y.view());
-    let traj = net.forward(p, x0.view(), batch.y.view(), depth)?;
+    let traj = net.forward_for_backward(p, x0.view(), batch.y.view(), depth)?;
     let est = model.readout(traj.last().view());
     let (v, g) = loss.value_grad(est.view(), batch.y.view(), batch.x.view())?;
     let g = model.readout_vjp(traj.last().view(), g);

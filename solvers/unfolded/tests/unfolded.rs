@@ -31,6 +31,17 @@ fn layer_vjps_match_finite_differences() {
         let l = ProxGradLayer::new(pr.a.clone(), 0.1, pen);
         let e = check_vjp(&l, &[0.21], x.view(), b.y.view(), 1, 1e-6).unwrap();
         assert!(e < 1e-6, "{pen:?}: {e:e}");
+        // The saving pair (used in training) computes the same as the plain one.
+        let (out, sv) = l.forward_save(&[0.21], x.view(), b.y.view()).unwrap();
+        assert_eq!(out, l.forward(&[0.21], x.view(), b.y.view()).unwrap());
+        let (mut g1, mut g2) = ([0.0], [0.0]);
+        let gx1 = l
+            .vjp(&[0.21], x.view(), b.y.view(), x.view(), &mut g1)
+            .unwrap();
+        let gx2 = l
+            .vjp_saved(&[0.21], x.view(), b.y.view(), &sv, x.view(), &mut g2)
+            .unwrap();
+        assert_eq!((gx1, g1), (gx2, g2));
     }
     let z = Arc::new(pr.gram_inverse_times_a().unwrap());
     for sigma2 in [sig.noise_var(&pr), 0.0] {

@@ -16,7 +16,7 @@
 //! `∂H_τ/∂τ = 0` almost everywhere, so a learnable hard threshold only learns through the other
 //! parameters of its layer (as in DU-IHT, where `τ = √(2αλ)` and `α` also scales the step).
 
-use super::unrolled::{check_batch, Differentiable};
+use super::unrolled::{check_batch, Differentiable, Saved};
 use crate::error::{Error, Result};
 use crate::linalg::Real;
 use crate::ops::LinearOperator;
@@ -343,6 +343,27 @@ impl ResidualStep {
         f64::gemm(r.view_mut(), x, self.a.t(), -1.0, true);
         r
     }
+
+    /// The VJP given the residual `r = c − A x`.
+    fn pull_back(
+        &self,
+        p: &[f64],
+        r: &Array2<f64>,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Array2<f64> {
+        let (w, s) = self.w(p);
+        let wg = matmul(g, w.t()); // rows: W ḡ_b (M)
+        if self.fixed_w.is_some() {
+            gp[0] += (&wg * r).sum();
+        } else {
+            let mut gw = ndarray::ArrayViewMut2::from_shape(self.a.dim(), gp).expect("sized");
+            f64::gemm(gw.view_mut(), r.t(), g, 1.0, true);
+        }
+        let mut gx = g.to_owned();
+        f64::gemm(gx.view_mut(), wg.view(), self.a.view(), -s, true);
+        gx
+    }
 }
 
 impl Differentiable for ResidualStep {
@@ -389,18 +410,34 @@ impl Differentiable for ResidualStep {
         g: ArrayView2<'_, f64>,
         gp: &mut [f64],
     ) -> Result<Array2<f64>> {
+        let r = self.residual(x, c);
+        Ok(self.pull_back(p, &r, g, gp))
+    }
+    fn forward_save(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<(Array2<f64>, Saved)> {
         let (w, s) = self.w(p);
         let r = self.residual(x, c);
-        let wg = matmul(g, w.t()); // rows: W ḡ_b (M)
-        if self.fixed_w.is_some() {
-            gp[0] += (&wg * &r).sum();
-        } else {
-            let mut gw = ndarray::ArrayViewMut2::from_shape(self.a.dim(), gp).expect("sized");
-            f64::gemm(gw.view_mut(), r.t(), g, 1.0, true);
-        }
-        let mut gx = g.to_owned();
-        f64::gemm(gx.view_mut(), wg.view(), self.a.view(), -s, true);
-        Ok(gx)
+        let mut out = x.to_owned();
+        f64::gemm(out.view_mut(), r.view(), w, s, true);
+        Ok((out, Some(Box::new(r))))
+    }
+    fn vjp_saved(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        saved: &Saved,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        let Some(r) = saved.as_ref().and_then(|s| s.downcast_ref::<Array2<f64>>()) else {
+            return self.vjp(p, x, c, g, gp);
+        };
+        Ok(self.pull_back(p, r, g, gp))
     }
 }
 
@@ -672,6 +709,19 @@ mod tests {
                 vec![0.4],
             ),
             (Box::new(HardThreshold::new(n)), vec![0.4]),
+            (
+                Box::new(
+                    Chain::new(vec![
+                        Box::new(ResidualStep::scaled(a.clone(), a.clone()).unwrap()),
+                        Box::new(SoftThreshold::scalar(n)),
+                        Box::new(GradientStep::new(
+                            LeastSquaresBatch::new(a.clone()).unwrap(),
+                        )),
+                    ])
+                    .unwrap(),
+                ),
+                vec![0.3, 0.1, 0.2],
+            ),
         ];
         for (i, (b, p)) in blocks.iter().enumerate() {
             let xin = if b.in_dim() == n {

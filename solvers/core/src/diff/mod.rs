@@ -19,7 +19,8 @@ pub use blocks::{
     LinearBlock, ResidualStep, SoftThreshold,
 };
 pub use unrolled::{
-    check_batch, check_vjp, BatchLoss, Chain, Differentiable, SquaredError, Trajectory, Unrolled,
+    check_batch, check_vjp, BatchLoss, Chain, Differentiable, Saved, SquaredError, Trajectory,
+    Unrolled,
 };
 
 /// The seed of minibatch `step` of a run seeded with `seed` (SplitMix64 of the pair), so that a

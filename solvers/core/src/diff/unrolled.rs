@@ -50,7 +50,33 @@ pub trait Differentiable: Send + Sync {
         g: ArrayView2<'_, f64>,
         gp: &mut [f64],
     ) -> Result<Array2<f64>>;
+    /// Forward pass that also returns intermediates for [`Differentiable::vjp_saved`], so the
+    /// backward pass need not recompute them (default: saves nothing).
+    fn forward_save(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<(Array2<f64>, Saved)> {
+        Ok((self.forward(p, x, c)?, None))
+    }
+    /// [`Differentiable::vjp`] given what [`Differentiable::forward_save`] kept (default:
+    /// ignores it).
+    fn vjp_saved(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        _saved: &Saved,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        self.vjp(p, x, c, g, gp)
+    }
 }
+
+/// Intermediates a block keeps from its forward pass for its backward pass.
+pub type Saved = Option<Box<dyn std::any::Any + Send + Sync>>;
 
 impl<D: Differentiable + ?Sized> Differentiable for Box<D> {
     fn name(&self) -> String {
@@ -85,6 +111,25 @@ impl<D: Differentiable + ?Sized> Differentiable for Box<D> {
         gp: &mut [f64],
     ) -> Result<Array2<f64>> {
         (**self).vjp(p, x, c, g, gp)
+    }
+    fn forward_save(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<(Array2<f64>, Saved)> {
+        (**self).forward_save(p, x, c)
+    }
+    fn vjp_saved(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        saved: &Saved,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        (**self).vjp_saved(p, x, c, saved, g, gp)
     }
 }
 
@@ -151,10 +196,20 @@ pub fn check_batch(
 }
 
 /// The iterates of one forward pass: `xs[t]` is the state after `t` layers (`xs[0] = x₀`).
-#[derive(Clone, Debug)]
 pub struct Trajectory {
     /// States after 0, 1, …, K layers.
     pub xs: Vec<Array2<f64>>,
+    /// What each layer saved for its backward pass (empty after [`Unrolled::forward`]).
+    pub saved: Vec<Saved>,
+}
+
+impl std::fmt::Debug for Trajectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trajectory")
+            .field("states", &self.xs.len())
+            .field("saved", &self.saved.iter().filter(|s| s.is_some()).count())
+            .finish()
+    }
 }
 
 impl Trajectory {
@@ -289,11 +344,42 @@ impl Unrolled {
         c: ArrayView2<'_, f64>,
         depth: usize,
     ) -> Result<Trajectory> {
+        self.run(p, x0, c, depth, false)
+    }
+
+    /// [`Unrolled::forward`] that also keeps each layer's saved intermediates, for a
+    /// [`Unrolled::backward`] without recomputation (more memory).
+    pub fn forward_for_backward(
+        &self,
+        p: &[f64],
+        x0: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        depth: usize,
+    ) -> Result<Trajectory> {
+        self.run(p, x0, c, depth, true)
+    }
+
+    fn run(
+        &self,
+        p: &[f64],
+        x0: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        depth: usize,
+        save: bool,
+    ) -> Result<Trajectory> {
         self.check_inputs(p, x0, c, depth)?;
         let mut xs = Vec::with_capacity(depth + 1);
+        let mut saved = Vec::new();
         xs.push(x0.to_owned());
         for t in 0..depth {
-            let next = self.layers[t].forward(&p[self.param_range(t)], xs[t].view(), c)?;
+            let pt = &p[self.param_range(t)];
+            let next = if save {
+                let (next, sv) = self.layers[t].forward_save(pt, xs[t].view(), c)?;
+                saved.push(sv);
+                next
+            } else {
+                self.layers[t].forward(pt, xs[t].view(), c)?
+            };
             if let Some(i) = next.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Diverged {
                     method: format!("Unrolled layer {t} ({})", self.layers[t].name()),
@@ -303,7 +389,7 @@ impl Unrolled {
             }
             xs.push(next);
         }
-        Ok(xs.into())
+        Ok(Trajectory { xs, saved })
     }
 
     /// Pulls `ḡ = ∂ℓ/∂x_T` back through the layers of `traj` (T = `traj.xs.len() − 1`) and
@@ -320,7 +406,11 @@ impl Unrolled {
         let mut g = g;
         for t in (0..depth).rev() {
             let r = self.param_range(t);
-            g = self.layers[t].vjp(&p[r.clone()], traj.xs[t].view(), c, g.view(), &mut gp[r])?;
+            let (x, pt) = (traj.xs[t].view(), &p[r.clone()]);
+            g = match traj.saved.get(t) {
+                Some(sv) => self.layers[t].vjp_saved(pt, x, c, sv, g.view(), &mut gp[r])?,
+                None => self.layers[t].vjp(pt, x, c, g.view(), &mut gp[r])?,
+            };
         }
         Ok((gp, g))
     }
@@ -335,16 +425,10 @@ impl Unrolled {
         loss: &dyn BatchLoss,
         target: ArrayView2<'_, f64>,
     ) -> Result<(f64, Vec<f64>)> {
-        let traj = self.forward(p, x0, c, depth)?;
+        let traj = self.forward_for_backward(p, x0, c, depth)?;
         let (v, g) = loss.value_grad(traj.last().view(), c, target)?;
         let (gp, _) = self.backward(p, &traj, c, g)?;
         Ok((v, gp))
-    }
-}
-
-impl From<Vec<Array2<f64>>> for Trajectory {
-    fn from(xs: Vec<Array2<f64>>) -> Self {
-        Self { xs }
     }
 }
 
@@ -422,6 +506,57 @@ impl Differentiable for Chain {
         let mut g = g.to_owned();
         for (i, (b, r)) in self.blocks.iter().zip(&ranges).enumerate().rev() {
             g = b.vjp(&p[r.clone()], xs[i].view(), c, g.view(), &mut gp[r.clone()])?;
+        }
+        Ok(g)
+    }
+    fn forward_save(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+    ) -> Result<(Array2<f64>, Saved)> {
+        // Keeps the input of every block after the first, and what each block saved.
+        let mut inputs: Vec<Array2<f64>> = Vec::with_capacity(self.blocks.len() - 1);
+        let mut saves: Vec<Saved> = Vec::with_capacity(self.blocks.len());
+        let mut cur: Option<Array2<f64>> = None;
+        for (b, r) in self.blocks.iter().zip(self.ranges()) {
+            let input = cur.as_ref().map_or(x, |a| a.view());
+            let (next, sv) = b.forward_save(&p[r], input, c)?;
+            saves.push(sv);
+            if let Some(prev) = cur.replace(next) {
+                inputs.push(prev);
+            }
+        }
+        let out = cur.expect("a chain has at least one block");
+        Ok((out, Some(Box::new((inputs, saves)))))
+    }
+    fn vjp_saved(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        saved: &Saved,
+        g: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+    ) -> Result<Array2<f64>> {
+        let Some((inputs, saves)) = saved
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<(Vec<Array2<f64>>, Vec<Saved>)>())
+        else {
+            return self.vjp(p, x, c, g, gp);
+        };
+        let ranges = self.ranges();
+        let mut g = g.to_owned();
+        for (i, (b, r)) in self.blocks.iter().zip(&ranges).enumerate().rev() {
+            let input = if i == 0 { x } else { inputs[i - 1].view() };
+            g = b.vjp_saved(
+                &p[r.clone()],
+                input,
+                c,
+                &saves[i],
+                g.view(),
+                &mut gp[r.clone()],
+            )?;
         }
         Ok(g)
     }
