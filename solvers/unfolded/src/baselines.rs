@@ -3,7 +3,7 @@
 
 use crate::data::{nmse_db, Batch, Problem};
 use crate::layers::{Penalty, ProxGradLayer};
-use hyperprox_core::diff::{matmul, Differentiable};
+use hyperprox_core::diff::{matmul, residual, Differentiable};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
@@ -16,8 +16,7 @@ pub fn objective_values(
     lambda: f64,
     penalty: Penalty,
 ) -> Vec<f64> {
-    let mut r = y.to_owned();
-    f64::gemm(r.view_mut(), x, problem.a.t(), -1.0, true);
+    let r = residual(problem.a.view(), x, y);
     r.rows()
         .into_iter()
         .zip(x.rows())
@@ -109,8 +108,7 @@ pub fn fista(
     let mut z = xs[0].clone();
     let mut t = 1.0f64;
     for _ in 0..iters {
-        let mut r = y.to_owned();
-        f64::gemm(r.view_mut(), z.view(), a.t(), -1.0, true);
+        let r = residual(a, z.view(), y);
         let mut u = z.clone();
         f64::gemm(u.view_mut(), r.view(), a, 1.0 / l, true);
         u.mapv_inplace(|v| soft(v, lambda / l));
@@ -144,8 +142,7 @@ pub fn lasso_optimum(
     let mut t = vec![1.0f64; b];
     let mut worst = f64::INFINITY;
     for k in 1..=max_iters {
-        let mut r = y.to_owned();
-        f64::gemm(r.view_mut(), z.view(), a.t(), -1.0, true);
+        let r = residual(a, z.view(), y);
         let mut u = z.clone();
         f64::gemm(u.view_mut(), r.view(), a, 1.0 / l, true);
         u.mapv_inplace(|v| soft(v, lambda / l));
@@ -194,8 +191,7 @@ pub fn duality_gaps(
     y: ArrayView2<'_, f64>,
     lambda: f64,
 ) -> (Vec<f64>, Vec<f64>) {
-    let mut r = y.to_owned();
-    f64::gemm(r.view_mut(), x, problem.a.t(), -1.0, true);
+    let r = residual(problem.a.view(), x, y);
     let atr = matmul(r.view(), problem.a.view());
     let mut gaps = Vec::with_capacity(x.nrows());
     let mut vals = Vec::with_capacity(x.nrows());

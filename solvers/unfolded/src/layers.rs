@@ -3,7 +3,7 @@
 //! with an error-variance estimate). Each implements
 //! [`Differentiable`] directly.
 
-use hyperprox_core::diff::{matmul, Differentiable, Saved};
+use hyperprox_core::diff::{matmul, residual, Differentiable, Saved};
 use hyperprox_core::error::Result;
 use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
@@ -66,8 +66,7 @@ impl ProxGradLayer {
         x: ArrayView2<'_, f64>,
         y: ArrayView2<'_, f64>,
     ) -> (Array2<f64>, Array2<f64>) {
-        let mut r = y.to_owned();
-        f64::gemm(r.view_mut(), x, self.a.t(), -1.0, true);
+        let r = residual(self.a.view(), x, y);
         let g = matmul(r.view(), self.a.view());
         let u = &x + &(&g * alpha);
         (g, u)
@@ -99,8 +98,7 @@ impl Differentiable for ProxGradLayer {
         x: ArrayView2<'_, f64>,
         y: ArrayView2<'_, f64>,
     ) -> Result<Array2<f64>> {
-        let (_, u) = self.pre(p[0], x, y);
-        Ok(self.threshold_map(p[0], u.view()))
+        Ok(self.forward_save(p, x, y)?.0)
     }
     fn vjp(
         &self,
@@ -230,8 +228,7 @@ impl TistaLayer {
         y: ArrayView2<'_, f64>,
     ) -> (Array2<f64>, Array2<f64>, Vec<(f64, bool)>, Vec<f64>) {
         let (m, n) = (self.a.nrows() as f64, self.a.ncols() as f64);
-        let mut res = y.to_owned();
-        f64::gemm(res.view_mut(), s, self.a.t(), -1.0, true);
+        let res = residual(self.a.view(), s, y);
         let mut r = s.to_owned();
         f64::gemm(r.view_mut(), res.view(), self.z.view(), gamma, true);
         let v2: Vec<(f64, bool)> = res

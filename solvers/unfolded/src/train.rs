@@ -20,10 +20,9 @@ use crate::data::{sample, Batch, Problem, Signal};
 use crate::layers::Penalty;
 use crate::model::UnfoldedModel;
 use hyperprox_core::diff::{
-    batch_seed, check_batch, matmul, Adam, BatchLoss, Optimizer, Sgd, SquaredError,
+    batch_seed, check_batch, matmul, residual, Adam, BatchLoss, Optimizer, Sgd, SquaredError,
 };
 use hyperprox_core::error::{Error, Result};
-use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -83,8 +82,7 @@ impl BatchLoss for Objective {
     ) -> Result<(f64, Array2<f64>)> {
         check_batch("Objective", "y", x.nrows(), self.a.nrows(), y)?;
         let b = x.nrows().max(1) as f64;
-        let mut r = y.to_owned();
-        f64::gemm(r.view_mut(), x, self.a.t(), -1.0, true);
+        let r = residual(self.a.view(), x, y);
         let mut v = 0.5 * r.iter().map(|e| e * e).sum::<f64>();
         let mut g = matmul(r.view(), self.a.view());
         g.mapv_inplace(|e| -e / b);

@@ -30,6 +30,17 @@ pub fn matmul(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
     c
 }
 
+/// Residuals `y_b − A x_b` row by row: `Y − X Aᵀ` (B × M) for states `X` (B × N).
+pub fn residual(
+    a: ArrayView2<'_, f64>,
+    x: ArrayView2<'_, f64>,
+    y: ArrayView2<'_, f64>,
+) -> Array2<f64> {
+    let mut r = y.to_owned();
+    f64::gemm(r.view_mut(), x, a.t(), -1.0, true);
+    r
+}
+
 /// A smooth function of the state with a context, evaluated row by row:
 /// the gradient step block and the unsupervised losses use it.
 pub trait BatchSmooth: Send + Sync {
@@ -79,9 +90,7 @@ impl LeastSquaresBatch {
 
     /// Residuals `y − A x` row by row (B × M).
     pub fn residual(&self, x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> Array2<f64> {
-        let mut r = y.to_owned();
-        f64::gemm(r.view_mut(), x, self.a.t(), -1.0, true);
-        r
+        residual(self.a.view(), x, y)
     }
 }
 
@@ -339,9 +348,7 @@ impl ResidualStep {
     }
 
     fn residual(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Array2<f64> {
-        let mut r = c.to_owned();
-        f64::gemm(r.view_mut(), x, self.a.t(), -1.0, true);
-        r
+        residual(self.a.view(), x, c)
     }
 
     /// The VJP given the residual `r = c − A x`.
@@ -396,11 +403,7 @@ impl Differentiable for ResidualStep {
         x: ArrayView2<'_, f64>,
         c: ArrayView2<'_, f64>,
     ) -> Result<Array2<f64>> {
-        let (w, s) = self.w(p);
-        let r = self.residual(x, c);
-        let mut out = x.to_owned();
-        f64::gemm(out.view_mut(), r.view(), w, s, true);
-        Ok(out)
+        Ok(self.forward_save(p, x, c)?.0)
     }
     fn vjp(
         &self,

@@ -15,7 +15,7 @@ pub mod blocks;
 pub mod unrolled;
 
 pub use blocks::{
-    matmul, BatchSmooth, GradientStep, HardThreshold, LearnedLinear, LeastSquaresBatch,
+    matmul, residual, BatchSmooth, GradientStep, HardThreshold, LearnedLinear, LeastSquaresBatch,
     LinearBlock, ResidualStep, SoftThreshold,
 };
 pub use unrolled::{

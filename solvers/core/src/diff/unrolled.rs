@@ -433,7 +433,8 @@ impl Unrolled {
 }
 
 /// A [`Differentiable`] made of blocks applied in sequence, with their parameters concatenated.
-/// Its VJP recomputes the intermediate states from the input (one extra forward pass).
+/// Its plain VJP recomputes the intermediate states from the input (one extra forward pass);
+/// `forward_save` keeps them.
 pub struct Chain {
     blocks: Vec<Box<dyn Differentiable>>,
 }
@@ -497,17 +498,8 @@ impl Differentiable for Chain {
         g: ArrayView2<'_, f64>,
         gp: &mut [f64],
     ) -> Result<Array2<f64>> {
-        let ranges = self.ranges();
-        let mut xs = vec![x.to_owned()];
-        for (b, r) in self.blocks.iter().zip(&ranges).take(self.blocks.len() - 1) {
-            let next = b.forward(&p[r.clone()], xs.last().unwrap().view(), c)?;
-            xs.push(next);
-        }
-        let mut g = g.to_owned();
-        for (i, (b, r)) in self.blocks.iter().zip(&ranges).enumerate().rev() {
-            g = b.vjp(&p[r.clone()], xs[i].view(), c, g.view(), &mut gp[r.clone()])?;
-        }
-        Ok(g)
+        let (_, saved) = self.forward_save(p, x, c)?;
+        self.vjp_saved(p, x, c, &saved, g, gp)
     }
     fn forward_save(
         &self,
