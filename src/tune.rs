@@ -458,18 +458,19 @@ pub fn tune(problem: TuneProblem) -> CliResult<()> {
             let (g0, ll0) = o
                 .value(p.theta_start().view(), p.x_start().view(), 1e-8)
                 .map_err(e2s)?;
-            let acc0 = p.val_accuracy(ll0.x.view());
+            let acc0 = p.val_accuracy(ll0.x.view()).map_err(e2s)?;
             let (res, time_s) = run_outer(&p, &a.outer)?;
             let (g, ll) = o
                 .value(res.theta.view(), p.x_start().view(), 1e-8)
                 .map_err(e2s)?;
+            let acc = p.val_accuracy(ll.x.view()).map_err(e2s)?;
             let (ntr, nv, d, k) = p.shape();
             let report = json!({
                 "problem": "logreg", "method": a.outer.method.name(),
                 "n_train": ntr, "n_val": nv, "features": d, "classes": k,
                 "theta": res.theta.to_vec(), "n_hyperparameters": res.theta.len(),
                 "upper_loss": g, "upper_loss_start": g0,
-                "val_accuracy": p.val_accuracy(ll.x.view()), "val_accuracy_start": acc0,
+                "val_accuracy": acc, "val_accuracy_start": acc0,
                 "iterations_outer": res.history.len(),
                 "iterations_total": res.history.last().map(|r| r.work()).unwrap_or(0),
                 "certified": res.history.iter().all(|r| r.certified),

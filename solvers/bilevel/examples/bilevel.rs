@@ -38,17 +38,18 @@ impl BilevelProblem for Ridge {
     fn theta_start(&self) -> Array1<f64> {
         array![0.0]
     }
-    fn lower_value(&self, x: ArrayView1<'_, f64>, t: ArrayView1<'_, f64>) -> f64 {
+    fn lower_value(&self, x: ArrayView1<'_, f64>, t: ArrayView1<'_, f64>) -> Result<f64> {
         let r = self.a.dot(&x) - &self.b;
-        0.5 * r.dot(&r) + 0.5 * t[0].exp() * x.dot(&x)
+        Ok(0.5 * r.dot(&r) + 0.5 * t[0].exp() * x.dot(&x))
     }
     fn lower_grad_into(
         &self,
         mut o: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         t: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         o.assign(&(self.a.t().dot(&(self.a.dot(&x) - &self.b)) + &x * t[0].exp()));
+        Ok(())
     }
     fn lower_hvp_into(
         &self,
@@ -56,8 +57,9 @@ impl BilevelProblem for Ridge {
         _x: ArrayView1<'_, f64>,
         t: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         o.assign(&(self.a.t().dot(&self.a.dot(&v)) + &v * t[0].exp()));
+        Ok(())
     }
     fn cross_jt_into(
         &self,
@@ -65,26 +67,28 @@ impl BilevelProblem for Ridge {
         x: ArrayView1<'_, f64>,
         t: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         o[0] = t[0].exp() * x.dot(&q); // ∇_θ ⟨A ᵀ(Ax − b) + e^θ x, q⟩
+        Ok(())
     }
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64 {
+    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
         let d = &x - &self.x_ref;
-        0.5 * d.dot(&d)
+        Ok(0.5 * d.dot(&d))
     }
-    fn upper_grad_into(&self, mut o: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
+    fn upper_grad_into(&self, mut o: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
         o.assign(&(&x - &self.x_ref));
+        Ok(())
     }
-    fn constants(&self, x: ArrayView1<'_, f64>, t: ArrayView1<'_, f64>) -> Constants {
+    fn constants(&self, x: ArrayView1<'_, f64>, t: ArrayView1<'_, f64>) -> Result<Constants> {
         let e = t[0].exp();
-        Constants {
+        Ok(Constants {
             mu: e, // AᵀA ⪰ 0
             lipschitz: self.l + e,
             l_g: 1.0,
             j_norm: Constant::Known(e * x.dot(&x).sqrt()), // J = e^θ x (one column)
             l_j: Constant::Known(e),
             l_hinv: Constant::Known(0.0), // H does not depend on x
-        }
+        })
     }
 }
 

@@ -107,6 +107,35 @@ pub(crate) fn check_image_pairs(
     Ok((h, w))
 }
 
+/// The elements of a contiguous array as a slice; `Err` (never a panic) otherwise. Pass
+/// `v.as_standard_layout()` to accept strided views (copied once).
+pub(crate) fn slice<S: ndarray::Data<Elem = f64>>(
+    a: &ndarray::ArrayBase<S, ndarray::Ix1>,
+) -> Result<&[f64]> {
+    a.as_slice().ok_or_else(|| {
+        hyperprox_core::error::Error::param(
+            "array layout",
+            "strided",
+            "pass a contiguous array (e.g. `.as_standard_layout()`)",
+        )
+    })
+}
+
+/// Runs `f` on `out` as a slice: directly when `out` is contiguous, else on a temporary that
+/// is copied back (strided outputs work, at the cost of one copy).
+pub(crate) fn fill<R>(
+    mut out: ndarray::ArrayViewMut1<'_, f64>,
+    f: impl FnOnce(&mut [f64]) -> R,
+) -> R {
+    if let Some(s) = out.as_slice_mut() {
+        return f(s);
+    }
+    let mut tmp = vec![0.0; out.len()];
+    let r = f(&mut tmp);
+    out.assign(&ndarray::ArrayView1::from(&tmp[..]));
+    r
+}
+
 /// The image-denoising upper level `g(x) = (1/N)·½‖x − x_true‖²` (N images).
 pub(crate) fn upper_mse_value(
     x: ndarray::ArrayView1<'_, f64>,
@@ -156,12 +185,19 @@ pub fn stack(images: &[Array2<f64>]) -> Array1<f64> {
     Array1::from_iter(images.iter().flat_map(|im| im.iter().cloned()))
 }
 
-/// Splits a stacked vector back into `n_img` images of `h × w`.
+/// Splits a stacked vector back into images of `h × w` (a last partial image is dropped).
 pub fn unstack(x: &Array1<f64>, h: usize, w: usize) -> Vec<Array2<f64>> {
-    x.as_slice()
-        .expect("contiguous")
-        .chunks(h * w)
-        .map(|c| Array2::from_shape_vec((h, w), c.to_vec()).expect("shape"))
+    let n = h * w;
+    if n == 0 {
+        return Vec::new();
+    }
+    (0..x.len() / n)
+        .map(|i| {
+            x.slice(ndarray::s![i * n..(i + 1) * n])
+                .to_owned()
+                .into_shape_with_order((h, w))
+        })
+        .filter_map(|r| r.ok())
         .collect()
 }
 

@@ -15,11 +15,11 @@
 //! F. Pedregosa, "Hyperparameter optimization with approximate gradient", ICML 2016.
 
 use crate::oracle::{Estimates, Hypergradient, Oracle, OracleParams};
-use crate::outer::{info, OuterRecord, OuterSolver};
+use crate::outer::{info, outer_stop, OuterRecord, OuterSolver};
 use crate::problem::{check_accuracy, BilevelProblem};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::norm2;
-use hyperprox_core::solve::{IterInfo, Iterative};
+use hyperprox_core::solve::{IterInfo, Iterative, TerminationReason};
 use ndarray::{Array1, ArrayView1};
 
 /// HOAG's a-priori accuracy sequence.
@@ -224,7 +224,7 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Hoag<'p, P> {
             .oracle
             .solve_lower(cand.view(), hg.x.view(), eps_next)?;
         s.ll_total += ll.iterations;
-        let g_new = p.upper_value(ll.x.view());
+        let g_new = p.upper_value(ll.x.view())?;
         let c = self.params.c;
         let g_old = hg.upper;
         let accepted;
@@ -281,6 +281,14 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Hoag<'p, P> {
         &s.theta
     }
 
+    fn max_iters(&self) -> usize {
+        self.params.max_iters
+    }
+
+    fn stop(&self, s: &HoagState, info: &IterInfo<f64>) -> Option<TerminationReason> {
+        outer_stop(self, s, info)
+    }
+
     fn tolerance(&self) -> f64 {
         self.params.tol
     }
@@ -292,9 +300,6 @@ impl<'p, P: BilevelProblem + ?Sized> OuterSolver for Hoag<'p, P> {
     }
     fn stalled<'s>(&self, _s: &'s HoagState) -> Option<&'s str> {
         None
-    }
-    fn max_iters(&self) -> usize {
-        self.params.max_iters
     }
     fn budget(&self) -> usize {
         self.params.budget

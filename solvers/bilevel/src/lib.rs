@@ -35,7 +35,11 @@ pub mod problems;
 pub use hoag::{AccuracySequence, Hoag, HoagParams, HoagState};
 pub use lasso::{LassoEval, LassoTuned, LassoTuning};
 pub use maid::{Maid, MaidParams, MaidState};
-pub use oracle::{Estimates, Hypergradient, LowerSolve, Oracle, OracleParams};
+pub use oracle::{
+    Estimates, FistaLower, Hypergradient, LbfgsLower, LowerObjective, LowerResult, LowerSolve,
+    LowerSolver, Oracle, OracleParams,
+};
+pub use outer::outer_stop;
 pub use outer::{OuterRecord, OuterResult, OuterSolver, OuterStop};
 pub use problem::{check_theta, check_x, BilevelProblem, Constant, Constants};
 pub use problems::{FieldOfExperts, MultinomialLogistic, QuadraticProblem, TvDenoising};

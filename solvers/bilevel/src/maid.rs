@@ -38,11 +38,11 @@
 //! ```
 
 use crate::oracle::{Estimates, Oracle, OracleParams};
-use crate::outer::{info, OuterRecord, OuterSolver};
+use crate::outer::{info, outer_stop, OuterRecord, OuterSolver};
 use crate::problem::{check_accuracy, BilevelProblem};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::norm2;
-use hyperprox_core::solve::{IterInfo, Iterative};
+use hyperprox_core::solve::{IterInfo, Iterative, TerminationReason};
 use ndarray::{Array1, ArrayView1};
 
 /// MAID's settings (see the module docs for the defaults and their source).
@@ -347,8 +347,8 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Maid<'p, P> {
                 let cand = &s.theta - &(&hg.z * alpha);
                 let ll = self.oracle.solve_lower(cand.view(), hg.x.view(), s.eps)?;
                 s.ll_total += ll.iterations;
-                let g_new = p.upper_value(ll.x.view());
-                p.upper_grad_into(gg.view_mut(), ll.x.view());
+                let g_new = p.upper_value(ll.x.view())?;
+                p.upper_grad_into(gg.view_mut(), ll.x.view())?;
                 let e = ll.accuracy;
                 let u_plus = g_new + norm2(gg.view()) * e + 0.5 * ll.constants.l_g * e * e;
                 if u_plus - u_minus + pr.armijo * alpha * zn * zn <= 0.0 {
@@ -400,6 +400,14 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Maid<'p, P> {
         &s.theta
     }
 
+    fn max_iters(&self) -> usize {
+        self.params.max_iters
+    }
+
+    fn stop(&self, s: &MaidState, info: &IterInfo<f64>) -> Option<TerminationReason> {
+        outer_stop(self, s, info)
+    }
+
     fn tolerance(&self) -> f64 {
         self.params.tol
     }
@@ -411,9 +419,6 @@ impl<'p, P: BilevelProblem + ?Sized> OuterSolver for Maid<'p, P> {
     }
     fn stalled<'s>(&self, s: &'s MaidState) -> Option<&'s str> {
         s.stalled.as_deref()
-    }
-    fn max_iters(&self) -> usize {
-        self.params.max_iters
     }
     fn budget(&self) -> usize {
         self.params.budget

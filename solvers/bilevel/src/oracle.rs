@@ -3,10 +3,13 @@
 //!
 //! # Inexact implicit hypergradient
 //!
-//! 1. Lower level to accuracy `ε`: accelerated gradient descent on `h(·, θ)` (warm-started),
-//!    stopped when `‖∇ₓh(x̃)‖/μ ≤ ε`, which certifies `‖x̃ − x̂(θ)‖ ≤ ε` by strong convexity.
-//! 2. Conjugate gradients on `H(x̃) q = ∇g(x̃)` from `q = 0`, stopped at the absolute residual
-//!    `‖H q − ∇g‖ ≤ δ`.
+//! 1. Lower level to accuracy `ε` by a [`LowerSolver`] (warm-started), stopped when
+//!    `‖∇ₓh(x̃)‖/μ ≤ ε`, which certifies `‖x̃ − x̂(θ)‖ ≤ ε` by strong convexity. The default,
+//!    [`FistaLower`], is the core [`Fista`](hyperprox_core::solve::Fista) with the strongly
+//!    convex momentum and gradient restart; [`LbfgsLower`] uses argmin's L-BFGS; users pass
+//!    their own (a closed form, say) with [`Oracle::with_lower_solver`].
+//! 2. The core [`conjugate_gradient`] on `H(x̃) q = ∇g(x̃)` from `q = 0`, stopped at the
+//!    absolute residual `‖H q − ∇g‖ ≤ δ`.
 //! 3. `z = −J(x̃)ᵀ q`, with the bound (Ehrhardt & Roberts 2024, used by MAID)
 //!
 //! ```text
@@ -30,9 +33,15 @@
 
 use crate::problem::{check_accuracy, check_theta, check_x, BilevelProblem, Constant, Constants};
 use hyperprox_core::error::{Error, Result};
-use hyperprox_core::linalg::norm2;
-use ndarray::{Array1, Array2, ArrayView1, Zip};
+use hyperprox_core::func::{Function, Properties, Smooth, SqrNormL2};
+use hyperprox_core::linalg::{conjugate_gradient, norm2, CgParams};
+use hyperprox_core::solve::{
+    drive, Fista, FistaParams, Iterative, Lbfgs, LbfgsParams, NoObserver, Restart, StepRule,
+    TerminationReason,
+};
+use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 
 /// Result of a lower-level solve.
 #[derive(Clone, Debug)]
@@ -112,10 +121,188 @@ impl Default for OracleParams {
     }
 }
 
+/// `h(·, θ)` at a fixed `θ` as a core smooth function (value, gradient, Hessian-vector
+/// product and the Lipschitz constant `L` the problem reports), so that any core solver can
+/// solve the lower level.
+pub struct LowerObjective<'a, P: BilevelProblem + ?Sized> {
+    problem: &'a P,
+    theta: ArrayView1<'a, f64>,
+    lipschitz: f64,
+}
+
+impl<'a, P: BilevelProblem + ?Sized> LowerObjective<'a, P> {
+    /// `h(·, θ)` with gradient Lipschitz constant `lipschitz`.
+    pub fn new(problem: &'a P, theta: ArrayView1<'a, f64>, lipschitz: f64) -> Self {
+        Self {
+            problem,
+            theta,
+            lipschitz,
+        }
+    }
+}
+
+impl<P: BilevelProblem + ?Sized> Function<f64> for LowerObjective<'_, P> {
+    fn name(&self) -> String {
+        format!("lower level of {}", self.problem.name())
+    }
+    fn dim(&self) -> Option<usize> {
+        Some(self.problem.dim_x())
+    }
+    fn value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
+        self.problem.lower_value(x, self.theta)
+    }
+    fn properties(&self) -> Properties {
+        Properties {
+            convex: true,
+            smooth: true,
+            ..Default::default()
+        }
+    }
+}
+
+impl<P: BilevelProblem + ?Sized> Smooth<f64> for LowerObjective<'_, P> {
+    fn gradient_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
+        self.problem.lower_grad_into(out, x, self.theta)
+    }
+    fn hvp_into(
+        &self,
+        out: ArrayViewMut1<'_, f64>,
+        x: ArrayView1<'_, f64>,
+        v: ArrayView1<'_, f64>,
+    ) -> Result<()> {
+        self.problem.lower_hvp_into(out, x, self.theta, v)
+    }
+    fn lipschitz(&self) -> Option<f64> {
+        Some(self.lipschitz)
+    }
+}
+
+/// What a [`LowerSolver`] returns.
+#[derive(Clone, Debug)]
+pub struct LowerResult {
+    /// The approximate solution `x̃`.
+    pub x: Array1<f64>,
+    /// Iterations (gradient evaluations) used.
+    pub iterations: usize,
+    /// `‖∇ₓh(x̃)‖/μ` if the solver measured it at `x̃` itself; `None` lets the oracle measure
+    /// it (one gradient evaluation).
+    pub accuracy: Option<f64>,
+}
+
+/// How the lower level `min_x h(x, θ)` is solved for the oracle. An implementation returns a
+/// point `x̃` with its *achieved* accuracy `‖∇ₓh(x̃, θ)‖/μ` (stopping at `≤ eps`, or at
+/// `max_iters` with the accuracy reached: never a false claim).
+pub trait LowerSolver<P: BilevelProblem + ?Sized>: Send + Sync {
+    /// Name for reports.
+    fn name(&self) -> &str;
+    /// Solves at `θ` from `x_warm` to `‖∇ₓh(x̃)‖/μ ≤ eps`, `mu` and `lipschitz` being the
+    /// problem's constants at `(x_warm, θ)`.
+    #[allow(clippy::too_many_arguments)]
+    fn solve(
+        &self,
+        problem: &P,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+        mu: f64,
+        lipschitz: f64,
+        max_iters: usize,
+    ) -> Result<LowerResult>;
+}
+
+/// The default lower-level solver: the core FISTA with step `1/L`, the strongly convex
+/// momentum `(1 − √(μ/L))/(1 + √(μ/L))`, gradient restart (O'Donoghue & Candès 2015), no
+/// objective evaluations, and the certificate `‖∇ₓh(y_k)‖/μ ≤ ε` tested at each extrapolated
+/// point, which is returned as soon as it passes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FistaLower;
+
+impl<P: BilevelProblem + ?Sized> LowerSolver<P> for FistaLower {
+    fn name(&self) -> &str {
+        "FISTA (strongly convex, gradient restart)"
+    }
+    fn solve(
+        &self,
+        problem: &P,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+        mu: f64,
+        lipschitz: f64,
+        max_iters: usize,
+    ) -> Result<LowerResult> {
+        let f = LowerObjective::new(problem, theta, lipschitz);
+        let zero = SqrNormL2::new(0.0)?;
+        let params = FistaParams::default()
+            .with_step(StepRule::Constant(1.0 / lipschitz))
+            .with_strong_convexity(mu)
+            .with_restart(Restart::Gradient)
+            .with_tol(eps)
+            .with_max_iters(max_iters)
+            .with_track_objective(false)
+            .with_certify_extrapolation(true);
+        let fista = Fista::new(&f, &zero, params);
+        let mut s = fista.start(x_warm)?;
+        let (reason, iterations) = drive(&fista, &mut s, NoObserver)?;
+        // Converged: the certificate was measured at the returned point itself.
+        let accuracy = (reason == TerminationReason::Converged).then_some(s.certificate);
+        Ok(LowerResult {
+            x: s.x,
+            iterations,
+            accuracy,
+        })
+    }
+}
+
+/// argmin's L-BFGS (More–Thuente line search) as the lower-level solver, stopped on
+/// `‖∇ₓh‖/μ ≤ ε`.
+#[derive(Clone, Copy, Debug)]
+pub struct LbfgsLower {
+    /// History length.
+    pub memory: usize,
+}
+
+impl Default for LbfgsLower {
+    fn default() -> Self {
+        Self { memory: 10 }
+    }
+}
+
+impl<P: BilevelProblem + ?Sized> LowerSolver<P> for LbfgsLower {
+    fn name(&self) -> &str {
+        "L-BFGS (argmin)"
+    }
+    fn solve(
+        &self,
+        problem: &P,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+        mu: f64,
+        lipschitz: f64,
+        max_iters: usize,
+    ) -> Result<LowerResult> {
+        let f = LowerObjective::new(problem, theta, lipschitz);
+        let params = LbfgsParams {
+            memory: self.memory,
+            tol: eps,
+            strong_convexity: Some(mu),
+            max_iters: max_iters as u64,
+        };
+        let sol = Lbfgs::new(&f, params).run(x_warm)?;
+        Ok(LowerResult {
+            accuracy: (sol.reason == TerminationReason::Converged).then_some(sol.certificate),
+            x: sol.x,
+            iterations: sol.iterations,
+        })
+    }
+}
+
 /// The hypergradient oracle of a [`BilevelProblem`].
 pub struct Oracle<'p, P: BilevelProblem + ?Sized> {
     problem: &'p P,
     params: OracleParams,
+    lower: Arc<dyn LowerSolver<P> + 'p>,
 }
 
 impl<'p, P: BilevelProblem + ?Sized> Clone for Oracle<'p, P> {
@@ -123,17 +310,30 @@ impl<'p, P: BilevelProblem + ?Sized> Clone for Oracle<'p, P> {
         Self {
             problem: self.problem,
             params: self.params,
+            lower: Arc::clone(&self.lower),
         }
     }
 }
 
 impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
-    /// An oracle with default settings.
+    /// An oracle with default settings (lower level by [`FistaLower`]).
     pub fn new(problem: &'p P) -> Self {
         Self {
             problem,
             params: OracleParams::default(),
+            lower: Arc::new(FistaLower),
         }
+    }
+
+    /// With another lower-level solver.
+    pub fn with_lower_solver(mut self, lower: impl LowerSolver<P> + 'p) -> Self {
+        self.lower = Arc::new(lower);
+        self
+    }
+
+    /// The lower-level solver's name.
+    pub fn lower_solver_name(&self) -> &str {
+        self.lower.name()
     }
 
     /// With other settings.
@@ -147,12 +347,9 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         self.problem
     }
 
-    /// Solves the lower level at `θ` to `‖∇ₓh(x̃)‖/μ ≤ eps`, starting from `x_warm`.
-    ///
-    /// Nesterov's accelerated gradient for μ-strongly convex, L-smooth functions (momentum
-    /// `(√L − √μ)/(√L + √μ)`, step `1/L`) with gradient restart; the certificate is checked at
-    /// every extrapolated point, and the first certified point is returned. If the iteration
-    /// cap is hit, the result carries the accuracy actually reached (never a false claim).
+    /// Solves the lower level at `θ` to `‖∇ₓh(x̃)‖/μ ≤ eps`, starting from `x_warm`, with the
+    /// oracle's [`LowerSolver`]. The returned accuracy is measured at the returned point
+    /// (one gradient evaluation), so it is the accuracy achieved, whatever the solver claims.
     pub fn solve_lower(
         &self,
         theta: ArrayView1<'_, f64>,
@@ -163,7 +360,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         check_theta(p, theta)?;
         check_x(p, x_warm)?;
         check_accuracy("eps", eps)?;
-        let c0 = p.constants(x_warm, theta);
+        let c0 = p.constants(x_warm, theta)?;
         let (mu, l) = (c0.mu, c0.lipschitz);
         if !(mu > 0.0 && l >= mu && l.is_finite()) {
             return Err(Error::param(
@@ -172,57 +369,46 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
                 "the problem must report 0 < μ ≤ L < ∞ for the lower level",
             ));
         }
-        let beta = (l.sqrt() - mu.sqrt()) / (l.sqrt() + mu.sqrt());
-        let n = x_warm.len();
-        let mut x = x_warm.to_owned();
-        let mut y = x.clone();
-        let mut x_new = Array1::zeros(n);
-        let mut grad = Array1::zeros(n);
-        let mut iters = 0usize;
-        loop {
-            p.lower_grad_into(grad.view_mut(), y.view(), theta);
-            let gn = norm2(grad.view());
-            if !gn.is_finite() {
-                return Err(Error::Diverged {
+        let LowerResult {
+            x,
+            iterations,
+            accuracy,
+        } = self
+            .lower
+            .solve(p, theta, x_warm, eps, mu, l, self.params.ll_max_iters)
+            .map_err(|e| match e {
+                Error::Diverged {
+                    iteration, detail, ..
+                } => Error::Diverged {
                     method: format!("lower-level solver ({})", p.name()),
-                    iteration: iters,
+                    iteration,
                     detail: format!(
-                        "gradient norm {gn}; check the data and the hyperparameters (θ too large?)"
+                        "{detail}; check the data and the hyperparameters (θ too large?)"
                     ),
-                });
+                },
+                e => e,
+            })?;
+        check_x(p, x.view())?;
+        let accuracy = match accuracy {
+            Some(a) => a,
+            None => {
+                let mut grad = Array1::zeros(x.len());
+                p.lower_grad_into(grad.view_mut(), x.view(), theta)?;
+                norm2(grad.view()) / mu
             }
-            let acc = gn / mu;
-            if acc <= eps || iters >= self.params.ll_max_iters {
-                let constants = p.constants(y.view(), theta);
-                return Ok(LowerSolve {
-                    x: y,
-                    accuracy: acc,
-                    iterations: iters,
-                    constants,
-                });
-            }
-            iters += 1;
-            Zip::from(&mut x_new)
-                .and(&y)
-                .and(&grad)
-                .for_each(|xn, &yi, &gi| *xn = yi - gi / l);
-            // Gradient restart (O'Donoghue & Candès): drop the momentum when it opposes descent.
-            let restart = Zip::from(&grad)
-                .and(&x_new)
-                .and(&x)
-                .fold(0.0, |acc, &g, &xn, &xo| acc + g * (xn - xo))
-                > 0.0;
-            let b = if restart { 0.0 } else { beta };
-            Zip::from(&mut y)
-                .and(&x_new)
-                .and(&x)
-                .for_each(|yi, &xn, &xo| *yi = xn + b * (xn - xo));
-            std::mem::swap(&mut x, &mut x_new);
-        }
+        };
+        let constants = p.constants(x.view(), theta)?;
+        Ok(LowerSolve {
+            x,
+            accuracy,
+            iterations,
+            constants,
+        })
     }
 
-    /// Conjugate gradients on `H(x) q = b` from `q = 0` to the absolute residual `≤ delta`.
-    /// Returns `(q, residual, iterations)`.
+    /// Conjugate gradients (the core [`conjugate_gradient`]) on `H(x) q = b` from `q = 0` to
+    /// the absolute residual `≤ delta` or the oracle's CG cap. Returns
+    /// `(q, residual, iterations)`.
     pub fn solve_linear(
         &self,
         theta: ArrayView1<'_, f64>,
@@ -231,41 +417,41 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         delta: f64,
     ) -> Result<(Array1<f64>, f64, usize)> {
         let p = self.problem;
-        let n = b.len();
-        let mut q = Array1::zeros(n);
-        let mut r = b.to_owned();
-        let mut d = r.clone();
-        let mut hd = Array1::zeros(n);
-        let mut rr = r.dot(&r);
-        for it in 0..=self.params.cg_max_iters {
-            let rn = rr.sqrt();
-            if rn <= delta || it == self.params.cg_max_iters {
-                return Ok((q, rn, it));
+        let mut q = Array1::zeros(b.len());
+        let failure = std::cell::Cell::new(None);
+        let apply = |out: ArrayViewMut1<'_, f64>, v: ArrayView1<'_, f64>| {
+            if let Err(e) = p.lower_hvp_into(out, x, theta, v) {
+                failure.set(Some(e));
             }
-            p.lower_hvp_into(hd.view_mut(), x, theta, d.view());
-            let dhd = d.dot(&hd);
-            if !(dhd > 0.0) {
-                return Err(Error::NotConverged {
-                    method: format!(
-                        "conjugate gradient on the lower-level Hessian of {} (not positive definite)",
-                        p.name()
-                    ),
-                    iterations: it,
-                    residual: rn,
-                    tol: delta,
-                });
-            }
-            let a = rr / dhd;
-            q.scaled_add(a, &d);
-            r.scaled_add(-a, &hd);
-            let rr_new = r.dot(&r);
-            let bcg = rr_new / rr;
-            rr = rr_new;
-            Zip::from(&mut d)
-                .and(&r)
-                .for_each(|di, &ri| *di = ri + bcg * *di);
+        };
+        let outcome = conjugate_gradient(
+            apply,
+            None,
+            b,
+            q.view_mut(),
+            &CgParams::absolute(delta, self.params.cg_max_iters),
+        );
+        if let Some(e) = failure.take() {
+            return Err(e);
         }
-        unreachable!("the loop returns at it == cg_max_iters")
+        let outcome = outcome.map_err(|e| match e {
+            Error::NotConverged {
+                iterations,
+                residual,
+                tol,
+                ..
+            } => Error::NotConverged {
+                method: format!(
+                    "conjugate gradient on the lower-level Hessian of {} (not positive definite)",
+                    p.name()
+                ),
+                iterations,
+                residual,
+                tol,
+            },
+            e => e,
+        })?;
+        Ok((q, outcome.residual, outcome.iterations))
     }
 
     /// The inexact hypergradient at `θ`: lower level to `eps` (warm-started at `x_warm`), CG to
@@ -296,7 +482,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
     ) -> Result<Hypergradient> {
         let p = self.problem;
         let mut gg = Array1::zeros(x.len());
-        p.upper_grad_into(gg.view_mut(), x.view());
+        p.upper_grad_into(gg.view_mut(), x.view())?;
         let (q, _, cg_iters) = self.solve_linear(theta, x.view(), gg.view(), delta)?;
         let mut hg = self.hypergradient_at(theta, x.view(), q.view(), estimates)?;
         hg.cg_iters = cg_iters;
@@ -318,29 +504,29 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         check_x(p, x)?;
         check_x(p, q)?;
         let n = x.len();
-        let mut c = p.constants(x, theta);
+        let mut c = p.constants(x, theta)?;
         if self.params.estimate_constants {
             c.j_norm = Constant::Unknown;
             c.l_j = Constant::Unknown;
             c.l_hinv = Constant::Unknown;
         }
         let mut gh = Array1::zeros(n);
-        p.lower_grad_into(gh.view_mut(), x, theta);
+        p.lower_grad_into(gh.view_mut(), x, theta)?;
         let eps = norm2(gh.view()) / c.mu;
         let mut gg = Array1::zeros(n);
-        p.upper_grad_into(gg.view_mut(), x);
+        p.upper_grad_into(gg.view_mut(), x)?;
         let mut hq = Array1::zeros(n);
-        p.lower_hvp_into(hq.view_mut(), x, theta, q);
+        p.lower_hvp_into(hq.view_mut(), x, theta, q)?;
         let delta = norm2((&hq - &gg).view());
         let mut z = Array1::zeros(p.dim_theta());
-        p.cross_jt_into(z.view_mut(), x, theta, q);
+        p.cross_jt_into(z.view_mut(), x, theta, q)?;
         z.mapv_inplace(|v| -v);
-        let upper = p.upper_value(x);
+        let upper = p.upper_value(x)?;
         let grad_g_norm = norm2(gg.view());
         let certified =
             c.j_norm.known().is_some() && c.l_j.known().is_some() && c.l_hinv.known().is_some();
         if !certified {
-            self.update_estimates(theta, x, q, &z, &hq, c, estimates);
+            self.update_estimates(theta, x, q, &z, &hq, c, estimates)?;
         }
         let j_norm = c.j_norm.known().unwrap_or(estimates.j_norm);
         let l_j = c.l_j.known().unwrap_or(estimates.l_j);
@@ -383,11 +569,11 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         hq: &Array1<f64>,
         c: Constants,
         est: &mut Estimates,
-    ) {
+    ) -> Result<()> {
         let p = self.problem;
         let qn = norm2(q);
         if qn == 0.0 {
-            return;
+            return Ok(());
         }
         if c.j_norm == Constant::Unknown {
             est.j_norm = est.j_norm.max(norm2(z.view()) / qn);
@@ -402,17 +588,18 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
             let xs = &x + &s;
             if c.l_j == Constant::Unknown {
                 let mut z2 = Array1::zeros(z.len());
-                p.cross_jt_into(z2.view_mut(), xs.view(), theta, q);
+                p.cross_jt_into(z2.view_mut(), xs.view(), theta, q)?;
                 // z = −Jᵀq, so (J(x+s) − J(x))ᵀq = z2 + z.
                 est.l_j = est.l_j.max(norm2((&z2 + z).view()) / (r * qn));
             }
             if c.l_hinv == Constant::Unknown {
                 let mut hq2 = Array1::zeros(n);
-                p.lower_hvp_into(hq2.view_mut(), xs.view(), theta, q);
+                p.lower_hvp_into(hq2.view_mut(), xs.view(), theta, q)?;
                 est.l_h = est.l_h.max(norm2((&hq2 - hq).view()) / (r * qn));
             }
         }
         est.updates += 1;
+        Ok(())
     }
 
     /// A hypergradient solved to tight accuracies `eps = delta = tol` (the "exact" oracle).
@@ -433,7 +620,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         eps: f64,
     ) -> Result<(f64, LowerSolve)> {
         let ll = self.solve_lower(theta, x_warm, eps)?;
-        Ok((self.problem.upper_value(ll.x.view()), ll))
+        Ok((self.problem.upper_value(ll.x.view())?, ll))
     }
 
     /// The **unrolled** hypergradient: `K` steps of gradient descent
@@ -450,27 +637,27 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         let p = self.problem;
         check_theta(p, theta)?;
         check_x(p, x0)?;
-        let tau = 1.0 / p.constants(x0, theta).lipschitz;
+        let tau = 1.0 / p.constants(x0, theta)?.lipschitz;
         let n = x0.len();
         let mut xs = Array2::zeros((k + 1, n));
         xs.row_mut(0).assign(&x0);
         let mut g = Array1::zeros(n);
         for i in 0..k {
-            p.lower_grad_into(g.view_mut(), xs.row(i), theta);
+            p.lower_grad_into(g.view_mut(), xs.row(i), theta)?;
             let next = &xs.row(i) - &(&g * tau);
             xs.row_mut(i + 1).assign(&next);
         }
         let xk = xs.row(k);
-        let val = p.upper_value(xk);
+        let val = p.upper_value(xk)?;
         let mut a = Array1::zeros(n);
-        p.upper_grad_into(a.view_mut(), xk);
+        p.upper_grad_into(a.view_mut(), xk)?;
         let mut grad = Array1::zeros(p.dim_theta());
         let mut jt = Array1::zeros(p.dim_theta());
         let mut ha = Array1::zeros(n);
         for i in (0..k).rev() {
-            p.cross_jt_into(jt.view_mut(), xs.row(i), theta, a.view());
+            p.cross_jt_into(jt.view_mut(), xs.row(i), theta, a.view())?;
             grad.scaled_add(-tau, &jt);
-            p.lower_hvp_into(ha.view_mut(), xs.row(i), theta, a.view());
+            p.lower_hvp_into(ha.view_mut(), xs.row(i), theta, a.view())?;
             a.scaled_add(-tau, &ha);
         }
         Ok((val, grad))
@@ -563,28 +750,28 @@ pub fn check_problem_derivatives<P: BilevelProblem + ?Sized>(
     let xm = &x - &(&v * h);
     // ∇ₓh · v
     let mut g = Array1::zeros(n);
-    p.lower_grad_into(g.view_mut(), x, theta);
-    let fd = (p.lower_value(xp.view(), theta) - p.lower_value(xm.view(), theta)) / (2.0 * h);
+    p.lower_grad_into(g.view_mut(), x, theta)?;
+    let fd = (p.lower_value(xp.view(), theta)? - p.lower_value(xm.view(), theta)?) / (2.0 * h);
     let e_grad = rel(g.dot(&v), fd);
     // H v
     let mut hv = Array1::zeros(n);
-    p.lower_hvp_into(hv.view_mut(), x, theta, v.view());
+    p.lower_hvp_into(hv.view_mut(), x, theta, v.view())?;
     let (mut gp, mut gm) = (Array1::zeros(n), Array1::zeros(n));
-    p.lower_grad_into(gp.view_mut(), xp.view(), theta);
-    p.lower_grad_into(gm.view_mut(), xm.view(), theta);
+    p.lower_grad_into(gp.view_mut(), xp.view(), theta)?;
+    p.lower_grad_into(gm.view_mut(), xm.view(), theta)?;
     let e_hvp = relv(&hv, &((&gp - &gm) / (2.0 * h)));
     // Jᵀq · w = d/dt ⟨∇ₓh(x, θ + t w), q⟩
     let mut jt = Array1::zeros(m);
-    p.cross_jt_into(jt.view_mut(), x, theta, q.view());
+    p.cross_jt_into(jt.view_mut(), x, theta, q.view())?;
     let ht = 1e-5;
     let tp = &theta + &(&w * ht);
     let tm = &theta - &(&w * ht);
-    p.lower_grad_into(gp.view_mut(), x, tp.view());
-    p.lower_grad_into(gm.view_mut(), x, tm.view());
+    p.lower_grad_into(gp.view_mut(), x, tp.view())?;
+    p.lower_grad_into(gm.view_mut(), x, tm.view())?;
     let e_jt = rel(jt.dot(&w), (gp.dot(&q) - gm.dot(&q)) / (2.0 * ht));
     // ∇g · v
-    p.upper_grad_into(g.view_mut(), x);
-    let fd = (p.upper_value(xp.view()) - p.upper_value(xm.view())) / (2.0 * h);
+    p.upper_grad_into(g.view_mut(), x)?;
+    let fd = (p.upper_value(xp.view())? - p.upper_value(xm.view())?) / (2.0 * h);
     let e_g = rel(g.dot(&v), fd);
     Ok([e_grad, e_hvp, e_jt, e_g])
 }

@@ -2,7 +2,7 @@
 //! the run loop with its iteration and work budgets.
 
 use hyperprox_core::error::Result;
-use hyperprox_core::solve::{CertificateKind, IterInfo, Iterative};
+use hyperprox_core::solve::{drive_with, CertificateKind, IterInfo, Iterative, TerminationReason};
 use ndarray::{Array1, ArrayView1};
 
 /// One outer iteration of MAID or HOAG.
@@ -70,43 +70,34 @@ pub struct OuterResult<S> {
 }
 
 /// An outer solver (MAID, HOAG): an [`Iterative`] over `θ` that keeps a history and counts work.
+/// Its [`Iterative::stop`] is [`outer_stop`], so the work budget and the stall stop hold in
+/// [`OuterSolver::run`] and under argmin's `Executor` alike.
 pub trait OuterSolver: Iterative<f64> {
     /// The records so far.
     fn history<'s>(&self, s: &'s Self::State) -> &'s [OuterRecord];
     /// Why the solver cannot continue, if it cannot.
     fn stalled<'s>(&self, s: &'s Self::State) -> Option<&'s str>;
-    /// Outer-iteration limit.
-    fn max_iters(&self) -> usize;
     /// Work budget (lower-level + CG iterations).
     fn budget(&self) -> usize;
 
-    /// Runs from `θ0` until `‖z‖ ≤ tol`, the iteration limit, the work budget, a stall, or the
-    /// observer returning `false`.
+    /// Runs from `θ0` (the core run loop, [`drive_with`]) until `‖z‖ ≤ tol`, the iteration
+    /// limit, the work budget, a stall, or the observer returning `false`.
     fn run(
         &self,
         theta0: ArrayView1<'_, f64>,
         mut observer: impl FnMut(&OuterRecord) -> bool,
     ) -> Result<OuterResult<Self::State>> {
         let mut s = self.start(theta0)?;
-        let stop = loop {
-            let info = self.advance(&mut s)?;
-            let rec = self.history(&s).last().cloned();
-            if let Some(r) = &rec {
-                if !observer(r) {
-                    break OuterStop::Observer;
-                }
-            }
-            if let Some(why) = self.stalled(&s) {
-                break OuterStop::Stalled(why.to_string());
-            }
-            if info.certificate <= self.tolerance() {
-                break OuterStop::Converged;
-            }
-            if info.iter >= self.max_iters() {
-                break OuterStop::MaxIters;
-            }
-            if rec.map(|r| r.work()).unwrap_or(0) >= self.budget() {
-                break OuterStop::Budget;
+        let (reason, _) = drive_with(self, &mut s, |s, _| {
+            self.history(s).last().is_none_or(&mut observer)
+        })?;
+        let stop = match reason {
+            TerminationReason::Converged => OuterStop::Converged,
+            TerminationReason::MaxIters => OuterStop::MaxIters,
+            TerminationReason::Budget => OuterStop::Budget,
+            TerminationReason::Observer => OuterStop::Observer,
+            TerminationReason::Stalled => {
+                OuterStop::Stalled(self.stalled(&s).unwrap_or("stalled").to_string())
             }
         };
         Ok(OuterResult {
@@ -116,6 +107,22 @@ pub trait OuterSolver: Iterative<f64> {
             state: s,
         })
     }
+}
+
+/// The outer solvers' stopping rule: a stall, `‖z‖ ≤ tol`, or the work budget spent.
+pub fn outer_stop<S: OuterSolver + ?Sized>(
+    solver: &S,
+    s: &S::State,
+    info: &IterInfo<f64>,
+) -> Option<TerminationReason> {
+    if solver.stalled(s).is_some() {
+        return Some(TerminationReason::Stalled);
+    }
+    if info.certificate <= solver.tolerance() {
+        return Some(TerminationReason::Converged);
+    }
+    let work = solver.history(s).last().map_or(0, OuterRecord::work);
+    (work >= solver.budget()).then_some(TerminationReason::Budget)
 }
 
 pub(crate) fn info(rec: &OuterRecord) -> IterInfo<f64> {

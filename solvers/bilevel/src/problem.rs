@@ -70,14 +70,14 @@ pub trait BilevelProblem: Sync {
     /// The default starting hyperparameters.
     fn theta_start(&self) -> Array1<f64>;
     /// Lower-level objective `h(x, θ)`.
-    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> f64;
+    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64>;
     /// `out ← ∇ₓh(x, θ)`.
     fn lower_grad_into(
         &self,
         out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
-    );
+    ) -> Result<()>;
     /// `out ← ∇²ₓₓh(x, θ) v`.
     fn lower_hvp_into(
         &self,
@@ -85,7 +85,7 @@ pub trait BilevelProblem: Sync {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
-    );
+    ) -> Result<()>;
     /// `out ← J(x, θ)ᵀ q = ∇_θ ⟨∇ₓh(x, θ), q⟩` (length `dim_theta`).
     fn cross_jt_into(
         &self,
@@ -93,17 +93,17 @@ pub trait BilevelProblem: Sync {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
-    );
+    ) -> Result<()>;
     /// Upper-level objective `g(x)`.
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64;
+    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64>;
     /// `out ← ∇g(x)`.
-    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>);
+    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()>;
     /// Whether `g` is convex (MAID then drops the `ε²` term of the lower sandwich bound).
     fn upper_convex(&self) -> bool {
         true
     }
     /// The constants of the error bound at `(x, θ)`.
-    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Constants;
+    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants>;
 }
 
 /// `Err` unless `theta` has length `p.dim_theta()` and finite entries.

@@ -104,7 +104,7 @@ fn derivative_check_catches_a_wrong_cross_derivative() {
             &self,
             x: ndarray::ArrayView1<'_, f64>,
             t: ndarray::ArrayView1<'_, f64>,
-        ) -> f64 {
+        ) -> hyperprox_core::Result<f64> {
             self.0.lower_value(x, t)
         }
         fn lower_grad_into(
@@ -112,7 +112,7 @@ fn derivative_check_catches_a_wrong_cross_derivative() {
             o: ndarray::ArrayViewMut1<'_, f64>,
             x: ndarray::ArrayView1<'_, f64>,
             t: ndarray::ArrayView1<'_, f64>,
-        ) {
+        ) -> hyperprox_core::Result<()> {
             self.0.lower_grad_into(o, x, t)
         }
         fn lower_hvp_into(
@@ -121,7 +121,7 @@ fn derivative_check_catches_a_wrong_cross_derivative() {
             x: ndarray::ArrayView1<'_, f64>,
             t: ndarray::ArrayView1<'_, f64>,
             v: ndarray::ArrayView1<'_, f64>,
-        ) {
+        ) -> hyperprox_core::Result<()> {
             self.0.lower_hvp_into(o, x, t, v)
         }
         fn cross_jt_into(
@@ -130,25 +130,26 @@ fn derivative_check_catches_a_wrong_cross_derivative() {
             x: ndarray::ArrayView1<'_, f64>,
             t: ndarray::ArrayView1<'_, f64>,
             q: ndarray::ArrayView1<'_, f64>,
-        ) {
-            self.0.cross_jt_into(o.view_mut(), x, t, q);
+        ) -> hyperprox_core::Result<()> {
+            self.0.cross_jt_into(o.view_mut(), x, t, q)?;
             o.mapv_inplace(|v| 1.01 * v);
+            Ok(())
         }
-        fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> f64 {
+        fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> hyperprox_core::Result<f64> {
             self.0.upper_value(x)
         }
         fn upper_grad_into(
             &self,
             o: ndarray::ArrayViewMut1<'_, f64>,
             x: ndarray::ArrayView1<'_, f64>,
-        ) {
+        ) -> hyperprox_core::Result<()> {
             self.0.upper_grad_into(o, x)
         }
         fn constants(
             &self,
             x: ndarray::ArrayView1<'_, f64>,
             t: ndarray::ArrayView1<'_, f64>,
-        ) -> Constants {
+        ) -> hyperprox_core::Result<Constants> {
             self.0.constants(x, t)
         }
     }
@@ -209,15 +210,16 @@ fn unrolled_hypergradient_matches_fd_of_the_unrolled_map() {
     let k = 30;
     let (_, grad) = o.unrolled(theta.view(), x0.view(), k).unwrap();
     // FD of θ ↦ g(x_K(θ)) with the step held at its value at θ (as the unrolled rule does).
-    let tau = 1.0 / tv.constants(x0.view(), theta.view()).lipschitz;
+    let tau = 1.0 / tv.constants(x0.view(), theta.view()).unwrap().lipschitz;
     let run = |t: &Array1<f64>| {
         let mut x = x0.clone();
         let mut g = Array1::zeros(x.len());
         for _ in 0..k {
-            tv.lower_grad_into(g.view_mut(), x.view(), t.view());
+            tv.lower_grad_into(g.view_mut(), x.view(), t.view())
+                .unwrap();
             x.scaled_add(-tau, &g);
         }
-        tv.upper_value(x.view())
+        tv.upper_value(x.view()).unwrap()
     };
     for i in 0..2 {
         let mut tp = theta.clone();
@@ -256,7 +258,7 @@ fn error_bound_dominates_the_true_error_on_a_grid() {
                     let u: Array1<f64> = Array1::from_shape_fn(8, |_| rng.random::<f64>() - 0.5);
                     let x = &xh + &(&u * (eps / u.dot(&u).sqrt()));
                     let mut gg = Array1::zeros(8);
-                    p.upper_grad_into(gg.view_mut(), x.view());
+                    p.upper_grad_into(gg.view_mut(), x.view()).unwrap();
                     let (q, _, _) = o
                         .solve_linear(theta.view(), x.view(), gg.view(), 1e-13)
                         .unwrap();
@@ -611,4 +613,159 @@ fn hoag_under_argmin_matches_its_own_run() {
     assert_eq!(res.state().get_param().unwrap(), &own.theta);
     let cost = res.state().get_cost();
     assert_eq!(cost, own.history.last().unwrap().upper);
+}
+
+/// The lower level by argmin's L-BFGS instead of the default FISTA: the same hypergradient
+/// (both solves certified to ε = 1e-7; argmin's L-BFGS stalls before 1e-9 on this problem).
+#[test]
+fn lbfgs_lower_solver_gives_the_fista_hypergradient() {
+    let tv = tv_small(2, 16, 5);
+    let theta = array![-3.0, -4.5];
+    let x0 = tv.x_start();
+    let fista = Oracle::new(&tv);
+    let lbfgs = Oracle::new(&tv).with_lower_solver(LbfgsLower::default());
+    assert_ne!(fista.lower_solver_name(), lbfgs.lower_solver_name());
+    let a = fista.exact(theta.view(), x0.view(), 1e-7).unwrap();
+    let b = lbfgs.exact(theta.view(), x0.view(), 1e-7).unwrap();
+    assert!(
+        a.eps <= 1e-7 && b.eps <= 1e-7,
+        "accuracies {} {}",
+        a.eps,
+        b.eps
+    );
+    let rel = (&a.z - &b.z).mapv(f64::abs).sum() / a.z.mapv(f64::abs).sum();
+    assert!(
+        rel < 1e-6,
+        "FISTA vs L-BFGS lower level: relative difference {rel:e}"
+    );
+    assert!(b.ll_iters > 0);
+}
+
+/// A user's closed-form lower-level solver plugs into the oracle: on the quadratic problem it
+/// returns x̂(θ) exactly, so the hypergradient is the closed-form gradient.
+#[test]
+fn a_closed_form_lower_solver_plugs_into_the_oracle() {
+    struct ClosedForm;
+    impl LowerSolver<QuadraticProblem> for ClosedForm {
+        fn name(&self) -> &str {
+            "closed form"
+        }
+        fn solve(
+            &self,
+            p: &QuadraticProblem,
+            theta: ndarray::ArrayView1<'_, f64>,
+            _x_warm: ndarray::ArrayView1<'_, f64>,
+            _eps: f64,
+            _mu: f64,
+            _lipschitz: f64,
+            _max_iters: usize,
+        ) -> hyperprox_core::Result<LowerResult> {
+            Ok(LowerResult {
+                x: p.x_hat(theta)?,
+                iterations: 0,
+                accuracy: None,
+            })
+        }
+    }
+    let p = QuadraticProblem::new(60, 5, 4).unwrap();
+    let theta = Array1::from_elem(5, 0.3);
+    let o = Oracle::new(&p).with_lower_solver(ClosedForm);
+    let hg = o
+        .hypergradient(
+            theta.view(),
+            p.x_start().view(),
+            1e-3,
+            1e-12,
+            &mut Estimates::default(),
+        )
+        .unwrap();
+    assert_eq!(hg.ll_iters, 0);
+    // The accuracy is measured by the oracle at the returned point: x̂ is exact up to rounding.
+    assert!(hg.eps < 1e-9, "measured accuracy {}", hg.eps);
+    let truth = p.grad_exact(theta.view());
+    let err = (&hg.z - &truth).mapv(f64::abs).sum() / truth.mapv(f64::abs).sum();
+    assert!(
+        err < 1e-8,
+        "closed-form lower level: hypergradient error {err:e}"
+    );
+}
+
+/// Under argmin's `Executor`, MAID's work budget stops the run (it used to be ignored there):
+/// the run ends by the solver's own rule, with the work at most one iteration past the budget.
+#[test]
+fn maid_budget_holds_under_the_argmin_executor() {
+    use argmin::core::{Executor, State, TerminationReason, TerminationStatus};
+    use hyperprox_core::solve::ArgminSolver;
+    let p = QuadraticProblem::new(80, 6, 2).unwrap();
+    let budget = 300;
+    let maid = Maid::new(
+        &p,
+        MaidParams::default()
+            .with_budget(budget)
+            .with_max_iters(1000),
+    )
+    .unwrap();
+    let res = Executor::new((), ArgminSolver::new(&maid))
+        .configure(|s| s.param(p.theta_start()).max_iters(1000))
+        .run()
+        .unwrap();
+    let state = res.state();
+    match state.get_termination_status() {
+        TerminationStatus::Terminated(TerminationReason::SolverExit(why)) => {
+            assert!(why.contains("Budget"), "stopped for {why}")
+        }
+        other => panic!("expected the budget stop, got {other:?}"),
+    }
+    let iters = state.get_iter() as usize;
+    assert!(
+        iters < 1000,
+        "the executor ran to its own cap ({iters} iterations)"
+    );
+    // The same run by the crate's own loop stops at the same iteration.
+    let own = maid.run(p.theta_start().view(), |_| true).unwrap();
+    assert_eq!(own.stop, OuterStop::Budget);
+    assert_eq!(own.history.len(), iters);
+    let work = own.history.last().unwrap().work();
+    let before = own.history[own.history.len() - 2].work();
+    assert!(
+        before < budget && work >= budget,
+        "work {before} -> {work}, budget {budget}"
+    );
+}
+
+/// Problems accept strided views (a column of a matrix) and give the contiguous result.
+#[test]
+fn problems_accept_strided_views() {
+    let tv = tv_small(2, 12, 3);
+    let n = tv.dim_x();
+    let theta = array![-2.0, -3.0];
+    let x = tv.noisy().clone();
+    let mut m = Array2::zeros((n, 2));
+    m.column_mut(1).assign(&x);
+    let strided = m.column(1);
+    assert!(strided.as_slice().is_none());
+    let (mut g1, mut g2) = (Array1::zeros(n), Array2::zeros((n, 2)));
+    tv.lower_grad_into(g1.view_mut(), x.view(), theta.view())
+        .unwrap();
+    tv.lower_grad_into(g2.column_mut(0), strided, theta.view())
+        .unwrap();
+    assert_eq!(g1, g2.column(0));
+    let v1 = tv.lower_value(x.view(), theta.view()).unwrap();
+    assert_eq!(v1, tv.lower_value(strided, theta.view()).unwrap());
+    let lr = logreg_small();
+    let xl = Array1::from_shape_fn(lr.dim_x(), |i| (i % 5) as f64 * 0.01);
+    let mut ml = Array2::zeros((lr.dim_x(), 2));
+    ml.column_mut(0).assign(&xl);
+    let tl = lr.theta_start();
+    assert_eq!(
+        lr.upper_value(xl.view()).unwrap(),
+        lr.upper_value(ml.column(0)).unwrap()
+    );
+    let mut gl = Array1::zeros(lr.dim_x());
+    lr.lower_grad_into(gl.view_mut(), ml.column(0), tl.view())
+        .unwrap();
+    let mut gc = Array1::zeros(lr.dim_x());
+    lr.lower_grad_into(gc.view_mut(), xl.view(), tl.view())
+        .unwrap();
+    assert_eq!(gl, gc);
 }

@@ -262,6 +262,17 @@ pub fn check_finite<T: Real>(what: &str, a: ArrayView1<'_, T>) -> Result<()> {
     Ok(())
 }
 
+/// [`check_finite`] with the description built only on failure (no allocation on hot paths).
+pub fn check_finite_lazy<T: Real>(
+    what: impl FnOnce() -> String,
+    a: ArrayView1<'_, T>,
+) -> Result<()> {
+    if a.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    check_finite(&what(), a)
+}
+
 /// Returns an error unless `gamma` is finite and strictly positive.
 pub fn check_positive<T: Real>(name: &str, gamma: T) -> Result<()> {
     if !(gamma > T::zero()) || !gamma.is_finite() {
@@ -310,29 +321,140 @@ pub fn randn<T: Real>(n: usize, rng: &mut impl rand::Rng) -> Array1<T> {
     })
 }
 
-/// Conjugate gradients for a symmetric positive definite operator given as a closure
-/// `apply(out, v)` (`out ← M v`): solves `M x = b` from the initial guess in `x` until
-/// `‖b − Mx‖ ≤ tol·‖b‖` (relative) or `max_iters`. Returns `(iterations, final residual)`;
-/// `Err(NotConverged)` if the tolerance was not met.
+/// Checks that `a` is `rows × cols` and finite.
+pub fn check_batch(
+    context: &str,
+    what: &str,
+    rows: usize,
+    cols: usize,
+    a: ArrayView2<'_, f64>,
+) -> Result<()> {
+    if a.nrows() != rows || a.ncols() != cols {
+        return Err(Error::shape(
+            context,
+            what,
+            format!("{rows} × {cols}"),
+            format!("{} × {}", a.nrows(), a.ncols()),
+        ));
+    }
+    if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("{context}: {what}"),
+            index: i,
+            value: v.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Stopping rule of [`conjugate_gradient`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgParams<T> {
+    /// Stop when `‖b − Mx‖ ≤ tol` (absolute) or `≤ tol·‖b‖` (relative).
+    pub tol: T,
+    /// Whether `tol` is relative to `‖b‖`.
+    pub relative: bool,
+    /// Iteration cap.
+    pub max_iters: usize,
+    /// `true`: reaching `max_iters` above the tolerance is `Err(NotConverged)`; `false`: it is
+    /// `Ok` with `converged = false` and the residual reached (an inexact solve whose accuracy
+    /// the caller reports, as the bilevel oracle does).
+    pub require_convergence: bool,
+}
+
+impl<T: Real> CgParams<T> {
+    /// `‖b − Mx‖ ≤ tol·‖b‖` within `max_iters`, else an error.
+    pub fn relative(tol: T, max_iters: usize) -> Self {
+        Self {
+            tol,
+            relative: true,
+            max_iters,
+            require_convergence: true,
+        }
+    }
+    /// `‖b − Mx‖ ≤ tol` or `max_iters`, whichever comes first (never an error at the cap).
+    pub fn absolute(tol: T, max_iters: usize) -> Self {
+        Self {
+            tol,
+            relative: false,
+            max_iters,
+            require_convergence: false,
+        }
+    }
+}
+
+/// What [`conjugate_gradient`] reached.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgOutcome<T> {
+    /// Iterations (operator applications after the initial residual).
+    pub iterations: usize,
+    /// Final absolute residual `‖b − Mx‖` (the recursively updated one).
+    pub residual: T,
+    /// Whether the tolerance was met.
+    pub converged: bool,
+}
+
+/// A preconditioner `out ← P r` with `P ≈ M⁻¹` symmetric positive definite.
+pub type Preconditioner<'a, T> = &'a dyn Fn(ArrayViewMut1<'_, T>, ArrayView1<'_, T>);
+
+/// (Preconditioned) conjugate gradients for a symmetric positive definite operator given as a
+/// closure `apply(out, v)` (`out ← M v`): solves `M x = b` from the initial guess in `x`.
+/// The one CG of the workspace: the least-squares prox, ADMM and the bilevel oracle's
+/// Hessian solves all call it.
+///
+/// With a preconditioner `P`: `z = P r`, `α = ⟨r, z⟩/⟨p, Mp⟩`, `β = ⟨r⁺, z⁺⟩/⟨r, z⟩`,
+/// `p⁺ = z⁺ + βp`. The stopping test is on the true-system residual `‖r‖` either way. A zero
+/// initial guess skips the first operator application. A non-positive curvature `⟨p, Mp⟩ ≤ 0`
+/// (the operator is not positive definite) is `Err(NotConverged)` with the residual so far.
+///
+/// # References
+/// M. R. Hestenes, E. Stiefel, "Methods of conjugate gradients for solving linear systems",
+/// J. Res. Nat. Bur. Standards 49 (1952); Y. Saad, *Iterative Methods for Sparse Linear
+/// Systems*, 2nd ed., SIAM 2003, Algorithm 9.1.
 pub fn conjugate_gradient<T: Real>(
     apply: impl Fn(ArrayViewMut1<'_, T>, ArrayView1<'_, T>),
+    preconditioner: Option<Preconditioner<'_, T>>,
     b: ArrayView1<'_, T>,
     mut x: ArrayViewMut1<'_, T>,
-    tol: T,
-    max_iters: usize,
-) -> Result<(usize, T)> {
+    params: &CgParams<T>,
+) -> Result<CgOutcome<T>> {
     let n = b.len();
     let mut r = Array1::zeros(n);
-    apply(r.view_mut(), x.view());
+    if x.iter().any(|v| *v != T::zero()) {
+        apply(r.view_mut(), x.view());
+    }
     Zip::from(&mut r).and(&b).for_each(|ri, &bi| *ri = bi - *ri);
-    let bn = norm2(b).max(T::min_positive_value());
-    let mut p = r.clone();
+    let target = if params.relative {
+        params.tol * norm2(b).max(T::min_positive_value())
+    } else {
+        params.tol
+    };
+    let mut z = match preconditioner {
+        Some(pc) => {
+            let mut z = Array1::zeros(n);
+            pc(z.view_mut(), r.view());
+            Some(z)
+        }
+        None => None,
+    };
+    let mut p = z.as_ref().unwrap_or(&r).clone();
     let mut mp = Array1::zeros(n);
-    let mut rr = r.dot(&r);
-    for it in 0..max_iters {
-        let rn = rr.sqrt();
-        if rn <= tol * bn {
-            return Ok((it, rn / bn));
+    let mut rz = r.dot(z.as_ref().unwrap_or(&r));
+    let residual_norm = |r: &Array1<T>, rz: T| {
+        if preconditioner.is_some() {
+            r.dot(r).sqrt()
+        } else {
+            rz.sqrt()
+        }
+    };
+    let mut rn = residual_norm(&r, rz);
+    for it in 0..params.max_iters {
+        if rn <= target {
+            return Ok(CgOutcome {
+                iterations: it,
+                residual: rn,
+                converged: true,
+            });
         }
         apply(mp.view_mut(), p.view());
         let pmp = p.dot(&mp);
@@ -340,29 +462,45 @@ pub fn conjugate_gradient<T: Real>(
             return Err(Error::NotConverged {
                 method: "conjugate gradient (operator not positive definite)".into(),
                 iterations: it,
-                residual: (rn / bn).as_f64(),
-                tol: tol.as_f64(),
+                residual: rn.as_f64(),
+                tol: target.as_f64(),
             });
         }
-        let alpha = rr / pmp;
+        let alpha = rz / pmp;
         axpy(x.view_mut(), alpha, p.view());
         axpy(r.view_mut(), -alpha, mp.view());
-        let rr_new = r.dot(&r);
-        let beta = rr_new / rr;
-        rr = rr_new;
+        let rz_new = match (preconditioner, z.as_mut()) {
+            (Some(pc), Some(z)) => {
+                pc(z.view_mut(), r.view());
+                r.dot(z)
+            }
+            _ => r.dot(&r),
+        };
+        let beta = rz_new / rz;
+        rz = rz_new;
+        rn = residual_norm(&r, rz);
         Zip::from(&mut p)
-            .and(&r)
-            .for_each(|pi, &ri| *pi = ri + beta * *pi);
+            .and(z.as_ref().unwrap_or(&r))
+            .for_each(|pi, &zi| *pi = zi + beta * *pi);
     }
-    let rn = rr.sqrt() / bn;
-    if rn <= tol {
-        return Ok((max_iters, rn));
+    let converged = rn <= target;
+    if !converged && params.require_convergence {
+        return Err(Error::NotConverged {
+            method: "conjugate gradient".into(),
+            iterations: params.max_iters,
+            residual: (if params.relative {
+                rn / norm2(b).max(T::min_positive_value())
+            } else {
+                rn
+            })
+            .as_f64(),
+            tol: params.tol.as_f64(),
+        });
     }
-    Err(Error::NotConverged {
-        method: "conjugate gradient".into(),
-        iterations: max_iters,
-        residual: rn.as_f64(),
-        tol: tol.as_f64(),
+    Ok(CgOutcome {
+        iterations: params.max_iters,
+        residual: rn,
+        converged,
     })
 }
 

@@ -799,3 +799,207 @@ fn fista_evaluates_a_costly_certificate_every_k_iterations() {
     assert!((prob.duality_gap(sol.x.view()).unwrap() - sol.certificate).abs() < 1e-15);
     assert!(max_abs((&sol.x - &xstar).view()) < 1e-5);
 }
+
+/// The one CG: relative and absolute stops, a Jacobi preconditioner that cuts the iterations on
+/// an ill-conditioned diagonal-plus-low-rank system, agreement with a direct solve, the cap
+/// reported (not an error) for an absolute stop, and a rejected indefinite operator.
+#[test]
+fn conjugate_gradient_with_and_without_a_preconditioner() {
+    use hyperprox_core::linalg::{conjugate_gradient, CgParams};
+    let n = 60;
+    let d = Array1::from_shape_fn(n, |i| 10f64.powf(4.0 * i as f64 / (n - 1) as f64));
+    let u = random_point::<f64>(n, 1.0, 7);
+    let apply = |mut out: ndarray::ArrayViewMut1<'_, f64>, v: ArrayView1<'_, f64>| {
+        let uv: f64 = u.iter().zip(v.iter()).map(|(a, b)| a * b).sum();
+        for i in 0..n {
+            out[i] = d[i] * v[i] + u[i] * uv;
+        }
+    };
+    let mut m = Array2::from_diag(&d);
+    for i in 0..n {
+        for j in 0..n {
+            m[(i, j)] += u[i] * u[j];
+        }
+    }
+    let b = random_point::<f64>(n, 1.0, 8);
+    let direct = {
+        let mut x = b.clone();
+        let l = f64::cholesky_lower(m.view()).unwrap();
+        hyperprox_core::linalg::cholesky_solve_in_place(l.view(), x.view_mut());
+        x
+    };
+    let params = CgParams::relative(1e-10, 10 * n);
+    let mut x_plain = Array1::zeros(n);
+    let plain = conjugate_gradient(apply, None, b.view(), x_plain.view_mut(), &params).unwrap();
+    let jacobi = |mut out: ndarray::ArrayViewMut1<'_, f64>, r: ArrayView1<'_, f64>| {
+        for i in 0..n {
+            out[i] = r[i] / (d[i] + u[i] * u[i]);
+        }
+    };
+    let mut x_pc = Array1::zeros(n);
+    let pc = conjugate_gradient(apply, Some(&jacobi), b.view(), x_pc.view_mut(), &params).unwrap();
+    for (x, what) in [(&x_plain, "plain"), (&x_pc, "preconditioned")] {
+        let err = (x - &direct).mapv(f64::abs).fold(0.0f64, |a, &v| a.max(v));
+        assert!(
+            err < 1e-8 * direct.mapv(f64::abs).sum(),
+            "{what}: error {err:e}"
+        );
+    }
+    assert!(plain.converged && pc.converged);
+    assert!(
+        2 * pc.iterations < plain.iterations,
+        "Jacobi should at least halve the iterations: {} vs {}",
+        pc.iterations,
+        plain.iterations
+    );
+    // The residual it reports is the true one (up to the recursion's rounding).
+    let mut r = Array1::zeros(n);
+    apply(r.view_mut(), x_pc.view());
+    let true_res = (&b - &r).dot(&(&b - &r)).sqrt();
+    assert!((true_res - pc.residual).abs() <= 1e-8 * b.dot(&b).sqrt());
+    // An absolute stop with a tiny cap: Ok, not converged, the residual reached.
+    let mut x = Array1::zeros(n);
+    let capped = conjugate_gradient(
+        apply,
+        None,
+        b.view(),
+        x.view_mut(),
+        &CgParams::absolute(1e-14, 3),
+    )
+    .unwrap();
+    assert!(!capped.converged && capped.iterations == 3 && capped.residual > 1e-14);
+    // The relative stop with the same cap is an error.
+    let mut x = Array1::zeros(n);
+    assert!(conjugate_gradient(
+        apply,
+        None,
+        b.view(),
+        x.view_mut(),
+        &CgParams::relative(1e-14, 3)
+    )
+    .is_err());
+    // An indefinite operator is rejected.
+    let neg = |mut out: ndarray::ArrayViewMut1<'_, f64>, v: ArrayView1<'_, f64>| {
+        out.assign(&v.mapv(|t| -t));
+    };
+    let mut x = Array1::zeros(n);
+    assert!(conjugate_gradient(neg, None, b.view(), x.view_mut(), &params).is_err());
+}
+
+/// The batched forward–backward solver row by row equals the core FISTA on each row's problem,
+/// with and without momentum, and the batched Lasso gap vanishes at the optimum it certifies.
+#[test]
+fn batched_fista_matches_fista_per_row_and_certifies_the_lasso() {
+    use hyperprox_core::diff::LeastSquaresBatch;
+    use hyperprox_core::solve::{lasso_gaps, BatchFista, BatchFistaParams};
+    use std::sync::Arc;
+    let (m, n, rows) = (15, 25, 3);
+    let a = DenseMatrix::<f64>::gaussian(m, n, 11)
+        .unwrap()
+        .matrix()
+        .to_owned();
+    let y = Array2::from_shape_fn((rows, m), |(b, i)| {
+        ((b * 7 + i * 3) % 11) as f64 * 0.2 - 1.0
+    });
+    let lambda = 0.05;
+    let f = LeastSquaresBatch::new(Arc::new(a.clone())).unwrap();
+    let g = NormL1::new(lambda).unwrap();
+    let l = f64::thin_svd(a.view()).unwrap().1[0].powi(2);
+    for momentum in [false, true] {
+        let params = BatchFistaParams {
+            step: 1.0 / l,
+            momentum,
+            restart: Restart::None,
+        };
+        let solver = BatchFista::new(&f, &g, params).unwrap();
+        let xs = solver
+            .iterates(Array2::zeros((rows, n)).view(), y.view(), 200)
+            .unwrap();
+        for b in 0..rows {
+            let ls = LeastSquares::new(DenseMatrix::new(a.clone()).unwrap(), y.row(b).to_owned())
+                .unwrap();
+            let fp = FistaParams {
+                momentum,
+                ..FistaParams::default()
+            }
+            .with_step(StepRule::Constant(1.0 / l))
+            .with_tol(0.0)
+            .with_max_iters(200);
+            let sol = Fista::new(&ls, &g, fp)
+                .run(Array1::zeros(n).view(), NoObserver)
+                .unwrap();
+            let diff = (&sol.x - &xs[200].row(b))
+                .mapv(f64::abs)
+                .fold(0.0f64, |a, &v| a.max(v));
+            assert!(
+                diff < 1e-12,
+                "momentum {momentum}, row {b}: max difference {diff:e}"
+            );
+        }
+    }
+    // Restarted FISTA to a tight gap: the gap certifies the objective error.
+    let params = BatchFistaParams {
+        step: 1.0 / l,
+        momentum: true,
+        restart: Restart::Gradient,
+    };
+    let solver = BatchFista::new(&f, &g, params).unwrap();
+    let xs = solver
+        .iterates(Array2::zeros((rows, n)).view(), y.view(), 3000)
+        .unwrap();
+    let (gaps, vals) = lasso_gaps(a.view(), xs[3000].view(), y.view(), lambda);
+    let (gaps0, vals0) = lasso_gaps(a.view(), xs[5].view(), y.view(), lambda);
+    for b in 0..rows {
+        assert!(gaps[b] < 1e-10, "row {b}: gap {:e}", gaps[b]);
+        // At an early iterate the gap bounds the objective error F(x₅) − F*.
+        assert!(gaps0[b] >= vals0[b] - vals[b] - 1e-10);
+        assert!(gaps0[b] > 1e-6);
+    }
+}
+
+/// FISTA with the certificate tested at the extrapolated point returns that point, and its
+/// reported certificate is exactly ‖∇f(x)‖/μ at the returned x, which bounds ‖x − x*‖.
+#[test]
+fn fista_certified_extrapolation_returns_a_certified_point() {
+    let (m, n) = (30, 10);
+    let a = DenseMatrix::<f64>::gaussian(m, n, 3).unwrap();
+    let b = random_point::<f64>(m, 1.0, 4);
+    let ls = LeastSquares::new(a.clone(), b.clone()).unwrap();
+    let sv = f64::thin_svd(a.matrix()).unwrap().1;
+    let mu = sv[n - 1].powi(2);
+    let zero = SqrNormL2::new(0.0).unwrap();
+    let params = FistaParams::default()
+        .with_strong_convexity(mu)
+        .with_restart(Restart::Gradient)
+        .with_track_objective(false)
+        .with_certify_extrapolation(true)
+        .with_tol(1e-6);
+    let sol = Fista::new(&ls, &zero, params)
+        .run(Array1::zeros(n).view(), NoObserver)
+        .unwrap();
+    assert_eq!(sol.reason, TerminationReason::Converged);
+    let g = ls.gradient(sol.x.view()).unwrap();
+    let measured = g.dot(&g).sqrt() / mu;
+    assert!((measured - sol.certificate).abs() <= 1e-12 * measured.max(1e-300));
+    assert!(sol.certificate <= 1e-6);
+    // x* from the normal equations.
+    let at = a.matrix().t().to_owned();
+    let ata = at.dot(&a.matrix());
+    let mut xs = at.dot(&b);
+    let l = f64::cholesky_lower(ata.view()).unwrap();
+    hyperprox_core::linalg::cholesky_solve_in_place(l.view(), xs.view_mut());
+    let dist = (&sol.x - &xs).dot(&(&sol.x - &xs)).sqrt();
+    assert!(
+        dist <= sol.certificate,
+        "‖x − x*‖ = {dist:e} > certificate {:e}",
+        sol.certificate
+    );
+    // A supplied certificate cannot be combined with it, nor function-value restart without
+    // the objective.
+    let bad = FistaParams::default()
+        .with_track_objective(false)
+        .with_restart(Restart::FunctionValue);
+    assert!(Fista::new(&ls, &zero, bad)
+        .run(Array1::zeros(n).view(), NoObserver)
+        .is_err());
+}

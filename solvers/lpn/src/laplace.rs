@@ -35,7 +35,7 @@ pub fn sampler(batch: usize, seed: u64) -> impl Fn(u64) -> (Array2<f64>, Array2<
 
 /// Soft thresholding at 1 (the MAP denoiser).
 pub fn soft(y: f64) -> f64 {
-    y.signum() * (y.abs() - 1.0).max(0.0)
+    hyperprox_core::func::soft_threshold(y, 1.0)
 }
 
 /// Posterior mean and median of `x` given `y` by quadrature on `[y − 12, y + 12]`.

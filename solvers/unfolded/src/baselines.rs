@@ -1,12 +1,14 @@
-//! Classical baselines, batched over samples: ISTA, IHT (step 1/L), FISTA, and the LASSO
-//! optimum `F* = min ½‖y − Ax‖² + λ‖x‖₁` from FISTA with adaptive restart run to a duality gap.
+//! Classical baselines, batched over samples, all run by the core batched solver
+//! ([`BatchFista`]): ISTA, IHT (step 1/L), FISTA, and the LASSO optimum
+//! `F* = min ½‖y − Ax‖² + λ‖x‖₁` from FISTA with adaptive restart run to a duality gap.
 
 use crate::data::{nmse_db, Batch, Problem};
-use crate::layers::{Penalty, ProxGradLayer};
-use hyperprox_core::diff::{matmul, residual, Differentiable};
+use crate::layers::Penalty;
+use hyperprox_core::diff::{residual, LeastSquaresBatch};
 use hyperprox_core::error::{Error, Result};
-use hyperprox_core::Real;
-use ndarray::{Array2, ArrayView2, Zip};
+use hyperprox_core::func::{NormL0, NormL1, Prox};
+use hyperprox_core::solve::{lasso_gaps, BatchFista, BatchFistaParams, Restart};
+use ndarray::{Array2, ArrayView2};
 
 /// Per-sample objective `½‖y − Ax‖² + λ·penalty(x)`.
 pub fn objective_values(
@@ -73,7 +75,30 @@ impl Curves {
     }
 }
 
-/// `iters` iterations of ISTA (ℓ1) or IHT (ℓ0) with step 1/L from `x₀ = 0`; all iterates.
+/// The batched core solver with step `1/L` on `½‖y − Ax‖² + λ·penalty(x)`.
+fn batch_solver<R>(
+    problem: &Problem,
+    lambda: f64,
+    penalty: Penalty,
+    momentum: bool,
+    restart: Restart,
+    run: impl FnOnce(&BatchFista<'_, LeastSquaresBatch, dyn Prox<f64>>) -> Result<R>,
+) -> Result<R> {
+    let f = LeastSquaresBatch::new(problem.a.clone())?;
+    let g: Box<dyn Prox<f64>> = match penalty {
+        Penalty::L1 => Box::new(NormL1::new(lambda)?),
+        Penalty::L0 => Box::new(NormL0::new(lambda)?),
+    };
+    let params = BatchFistaParams {
+        step: 1.0 / problem.lipschitz,
+        momentum,
+        restart,
+    };
+    run(&BatchFista::new(&f, g.as_ref(), params)?)
+}
+
+/// `iters` iterations of ISTA (ℓ1) or IHT (ℓ0: hard threshold `√(2λ/L)`) with step 1/L from
+/// `x₀ = 0` (the core [`BatchFista`] without momentum); all iterates.
 pub fn ista(
     problem: &Problem,
     y: ArrayView2<'_, f64>,
@@ -81,52 +106,28 @@ pub fn ista(
     penalty: Penalty,
     iters: usize,
 ) -> Result<Vec<Array2<f64>>> {
-    let layer = ProxGradLayer::new(problem.a.clone(), lambda, penalty);
-    let alpha = [1.0 / problem.lipschitz];
-    let mut xs = vec![Array2::zeros((y.nrows(), problem.n()))];
-    for _ in 0..iters {
-        let next = layer.forward(&alpha, xs.last().unwrap().view(), y)?;
-        xs.push(next);
-    }
-    Ok(xs)
+    batch_solver(problem, lambda, penalty, false, Restart::None, |s| {
+        s.iterates(Array2::zeros((y.nrows(), problem.n())).view(), y, iters)
+    })
 }
 
-fn soft(v: f64, t: f64) -> f64 {
-    v.signum() * (v.abs() - t).max(0.0)
-}
-
-/// `iters` iterations of FISTA (Beck & Teboulle 2009) with step 1/L from `x₀ = 0`; all iterates.
+/// `iters` iterations of FISTA (Beck & Teboulle 2009) with step 1/L from `x₀ = 0` (the core
+/// [`BatchFista`]); all iterates.
 pub fn fista(
     problem: &Problem,
     y: ArrayView2<'_, f64>,
     lambda: f64,
     iters: usize,
 ) -> Result<Vec<Array2<f64>>> {
-    let l = problem.lipschitz;
-    let a = problem.a.view();
-    let mut xs = vec![Array2::zeros((y.nrows(), problem.n()))];
-    let mut z = xs[0].clone();
-    let mut t = 1.0f64;
-    for _ in 0..iters {
-        let r = residual(a, z.view(), y);
-        let mut u = z.clone();
-        f64::gemm(u.view_mut(), r.view(), a, 1.0 / l, true);
-        u.mapv_inplace(|v| soft(v, lambda / l));
-        let t1 = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
-        let prev = xs.last().unwrap();
-        z = &u + &((&u - prev) * ((t - 1.0) / t1));
-        t = t1;
-        xs.push(u);
-    }
-    Ok(xs)
+    batch_solver(problem, lambda, Penalty::L1, true, Restart::None, |s| {
+        s.iterates(Array2::zeros((y.nrows(), problem.n())).view(), y, iters)
+    })
 }
 
-/// The LASSO solution of every row, by FISTA with O'Donoghue–Candès gradient restart (per
-/// row), until every row's duality gap is at most `tol·max(1, F)`. Returns `(x*, F*, iterations)`
-/// where `F*` are the per-row primal values; `Err` if `max_iters` is reached first.
-///
-/// The gap uses the dual point `ν = r·min(1, λ/‖Aᵀr‖∞)`, `r = y − Ax`:
-/// `gap = ½‖r‖² + λ‖x‖₁ − (½‖y‖² − ½‖y − ν‖²) ≥ F(x) − F*`.
+/// The LASSO solution of every row, by the core [`BatchFista`] with O'Donoghue–Candès gradient
+/// restart (per row), until every row's duality gap ([`lasso_gaps`]) is at most
+/// `tol·max(1, F)` (checked every 20 iterations). Returns `(x*, F*, iterations)` where `F*`
+/// are the per-row primal values; `Err` if `max_iters` is reached first.
 pub fn lasso_optimum(
     problem: &Problem,
     y: ArrayView2<'_, f64>,
@@ -134,76 +135,45 @@ pub fn lasso_optimum(
     tol: f64,
     max_iters: usize,
 ) -> Result<(Array2<f64>, Vec<f64>, usize)> {
-    let l = problem.lipschitz;
-    let a = problem.a.view();
-    let (b, n) = (y.nrows(), problem.n());
-    let mut x = Array2::<f64>::zeros((b, n));
-    let mut z = x.clone();
-    let mut t = vec![1.0f64; b];
-    let mut worst = f64::INFINITY;
-    for k in 1..=max_iters {
-        let r = residual(a, z.view(), y);
-        let mut u = z.clone();
-        f64::gemm(u.view_mut(), r.view(), a, 1.0 / l, true);
-        u.mapv_inplace(|v| soft(v, lambda / l));
-        for (i, ti) in t.iter_mut().enumerate() {
-            // Restart when the step points against the momentum: ⟨z − u, u − x⟩ > 0.
-            let (zr, ur, xr) = (z.row(i), u.row(i), x.row(i));
-            let mut s = 0.0;
-            Zip::from(&zr)
-                .and(&ur)
-                .and(&xr)
-                .for_each(|zv, uv, xv| s += (zv - uv) * (uv - xv));
-            let t1 = 0.5 * (1.0 + (1.0 + 4.0 * *ti * *ti).sqrt());
-            let beta = if s > 0.0 { 0.0 } else { (*ti - 1.0) / t1 };
-            *ti = if s > 0.0 { 1.0 } else { t1 };
-            let mut zrow = z.row_mut(i);
-            Zip::from(&mut zrow)
-                .and(&ur)
-                .and(&xr)
-                .for_each(|zv, uv, xv| *zv = uv + beta * (uv - xv));
-        }
-        x = u;
-        if k % 20 == 0 || k == max_iters {
-            let (gaps, vals) = duality_gaps(problem, x.view(), y, lambda);
-            worst = gaps
-                .iter()
-                .zip(&vals)
-                .map(|(g, v)| g / v.max(1.0))
-                .fold(0.0, f64::max);
-            if worst <= tol {
-                return Ok((x, vals, k));
+    batch_solver(
+        problem,
+        lambda,
+        Penalty::L1,
+        true,
+        Restart::Gradient,
+        |solver| {
+            let mut s = solver.init(Array2::zeros((y.nrows(), problem.n())).view())?;
+            let mut worst = f64::INFINITY;
+            for k in 1..=max_iters {
+                solver.step(&mut s, y)?;
+                if k % 20 == 0 || k == max_iters {
+                    let (gaps, vals) = duality_gaps(problem, s.x.view(), y, lambda);
+                    worst = gaps
+                        .iter()
+                        .zip(&vals)
+                        .map(|(g, v)| g / v.max(1.0))
+                        .fold(0.0, f64::max);
+                    if worst <= tol {
+                        return Ok((s.x, vals, k));
+                    }
+                }
             }
-        }
-    }
-    Err(Error::NotConverged {
-        method: "FISTA (LASSO optimum)".into(),
-        iterations: max_iters,
-        residual: worst,
-        tol,
-    })
+            Err(Error::NotConverged {
+                method: "FISTA (LASSO optimum)".into(),
+                iterations: max_iters,
+                residual: worst,
+                tol,
+            })
+        },
+    )
 }
 
-/// Per-row `(duality gap, primal value)` of the LASSO at `x`.
+/// Per-row `(duality gap, primal value)` of the LASSO at `x` (the core [`lasso_gaps`]).
 pub fn duality_gaps(
     problem: &Problem,
     x: ArrayView2<'_, f64>,
     y: ArrayView2<'_, f64>,
     lambda: f64,
 ) -> (Vec<f64>, Vec<f64>) {
-    let r = residual(problem.a.view(), x, y);
-    let atr = matmul(r.view(), problem.a.view());
-    let mut gaps = Vec::with_capacity(x.nrows());
-    let mut vals = Vec::with_capacity(x.nrows());
-    for i in 0..x.nrows() {
-        let (rr, yr) = (r.row(i), y.row(i));
-        let c = atr.row(i).iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let s = if c > lambda { lambda / c } else { 1.0 };
-        let p = 0.5 * rr.dot(&rr) + lambda * x.row(i).iter().map(|v| v.abs()).sum::<f64>();
-        let ymn = &yr - &(&rr * s);
-        let d = 0.5 * yr.dot(&yr) - 0.5 * ymn.dot(&ymn);
-        gaps.push((p - d).max(0.0));
-        vals.push(p);
-    }
-    (gaps, vals)
+    lasso_gaps(problem.a.view(), x, y, lambda)
 }

@@ -5,6 +5,7 @@
 
 use hyperprox_core::diff::{matmul, residual, Differentiable, Saved};
 use hyperprox_core::error::Result;
+use hyperprox_core::func::soft_threshold;
 use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
 use std::sync::Arc;
@@ -144,7 +145,7 @@ impl ProxGradLayer {
     fn threshold_map(&self, alpha: f64, u: ArrayView2<'_, f64>) -> Array2<f64> {
         let th = self.threshold(alpha);
         match self.penalty {
-            Penalty::L1 => u.mapv(|v| v.signum() * (v.abs() - th).max(0.0)),
+            Penalty::L1 => u.mapv(|v| soft_threshold(v, th)),
             Penalty::L0 => u.mapv(|v| if v.abs() > th { v } else { 0.0 }),
         }
     }

@@ -21,6 +21,7 @@
 //! which estimates all constants).
 
 use super::tv::c3;
+use crate::data::{fill, slice};
 use crate::problem::{BilevelProblem, Constant, Constants};
 use hyperprox_core::error::{Error, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
@@ -244,12 +245,13 @@ impl BilevelProblem for FieldOfExperts {
     fn theta_start(&self) -> Array1<f64> {
         self.theta0.clone()
     }
-    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> f64 {
+    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
         let t = th(&theta);
         let n = self.npix();
         let (oh, ow) = self.out_dims();
-        let xs = x.as_slice().expect("contiguous");
-        let ys = self.y.as_slice().expect("contiguous");
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let ys = slice(&self.y)?;
         let mut total = 0.0;
         for (xi, yi) in xs.chunks(n).zip(ys.chunks(n)) {
             total += 0.5
@@ -264,63 +266,70 @@ impl BilevelProblem for FieldOfExperts {
             });
             total += r[0];
         }
-        total / self.n_img as f64
+        Ok(total / self.n_img as f64)
     }
     fn lower_grad_into(
         &self,
-        mut out: ArrayViewMut1<'_, f64>,
+        out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         let t = th(&theta);
         let n = self.npix();
         let inv_n = 1.0 / self.n_img as f64;
         let (oh, ow) = self.out_dims();
-        let xs = x.as_slice().expect("contiguous");
-        let ys = self.y.as_slice().expect("contiguous");
-        let os = out.as_slice_mut().expect("contiguous");
-        for ((o, xi), yi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(ys.chunks(n)) {
-            let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
-                let mut u = vec![0.0; oh * ow];
-                self.corr(xi, k, &mut u);
-                u.iter_mut().for_each(|v| *v /= (*v * *v + nu * nu).sqrt());
-                self.corr_adj_add(&u, k, a, acc);
-            });
-            for (((oi, a), b), ri) in o.iter_mut().zip(xi).zip(yi).zip(r) {
-                *oi = (a - b + ri) * inv_n;
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let ys = slice(&self.y)?;
+        fill(out, |os| {
+            for ((o, xi), yi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(ys.chunks(n)) {
+                let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
+                    let mut u = vec![0.0; oh * ow];
+                    self.corr(xi, k, &mut u);
+                    u.iter_mut().for_each(|v| *v /= (*v * *v + nu * nu).sqrt());
+                    self.corr_adj_add(&u, k, a, acc);
+                });
+                for (((oi, a), b), ri) in o.iter_mut().zip(xi).zip(yi).zip(r) {
+                    *oi = (a - b + ri) * inv_n;
+                }
             }
-        }
+        });
+        Ok(())
     }
     fn lower_hvp_into(
         &self,
-        mut out: ArrayViewMut1<'_, f64>,
+        out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         let t = th(&theta);
         let n = self.npix();
         let inv_n = 1.0 / self.n_img as f64;
         let (oh, ow) = self.out_dims();
-        let xs = x.as_slice().expect("contiguous");
-        let vs = v.as_slice().expect("contiguous");
-        let os = out.as_slice_mut().expect("contiguous");
-        for ((o, xi), vi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(vs.chunks(n)) {
-            let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
-                let mut u = vec![0.0; oh * ow];
-                let mut kv = vec![0.0; oh * ow];
-                self.corr(xi, k, &mut u);
-                self.corr(vi, k, &mut kv);
-                for (g, ui) in kv.iter_mut().zip(&u) {
-                    let r2 = ui * ui + nu * nu;
-                    *g *= nu * nu / (r2 * r2.sqrt());
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let vc = v.as_standard_layout();
+        let vs = slice(&vc)?;
+        fill(out, |os| {
+            for ((o, xi), vi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(vs.chunks(n)) {
+                let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
+                    let mut u = vec![0.0; oh * ow];
+                    let mut kv = vec![0.0; oh * ow];
+                    self.corr(xi, k, &mut u);
+                    self.corr(vi, k, &mut kv);
+                    for (g, ui) in kv.iter_mut().zip(&u) {
+                        let r2 = ui * ui + nu * nu;
+                        *g *= nu * nu / (r2 * r2.sqrt());
+                    }
+                    self.corr_adj_add(&kv, k, a, acc);
+                });
+                for ((oi, a), ri) in o.iter_mut().zip(vi).zip(r) {
+                    *oi = (a + ri) * inv_n;
                 }
-                self.corr_adj_add(&kv, k, a, acc);
-            });
-            for ((oi, a), ri) in o.iter_mut().zip(vi).zip(r) {
-                *oi = (a + ri) * inv_n;
             }
-        }
+        });
+        Ok(())
     }
     fn cross_jt_into(
         &self,
@@ -328,7 +337,7 @@ impl BilevelProblem for FieldOfExperts {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         let t = th(&theta);
         let f = self.nf;
         let k2 = self.ks * self.ks;
@@ -336,8 +345,10 @@ impl BilevelProblem for FieldOfExperts {
         let inv_n = 1.0 / self.n_img as f64;
         let (oh, ow) = self.out_dims();
         let dim = self.dim_theta();
-        let xs = x.as_slice().expect("contiguous");
-        let qs = q.as_slice().expect("contiguous");
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let qc = q.as_standard_layout();
+        let qs = slice(&qc)?;
         let mut total = vec![0.0; dim];
         for (xi, qi) in xs.chunks(n).zip(qs.chunks(n)) {
             let r = self.sum_filters(dim, &t, |j, k, a, nu, acc| {
@@ -366,14 +377,16 @@ impl BilevelProblem for FieldOfExperts {
             total.iter_mut().zip(r).for_each(|(a, b)| *a += b);
         }
         out.iter_mut().zip(total).for_each(|(o, v)| *o = v * inv_n);
+        Ok(())
     }
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64 {
-        crate::data::upper_mse_value(x, &self.x_true, self.n_img)
+    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
+        Ok(crate::data::upper_mse_value(x, &self.x_true, self.n_img))
     }
-    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
-        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img)
+    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
+        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img);
+        Ok(())
     }
-    fn constants(&self, _x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Constants {
+    fn constants(&self, _x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let t = th(&theta);
         let pt = self.parts(&t);
         let k2 = self.ks * self.ks;
@@ -387,13 +400,13 @@ impl BilevelProblem for FieldOfExperts {
             l_h += pt.a[j] * l1 * l1 * l2 * c3() / (pt.nu[j] * pt.nu[j]);
         }
         let mu = 1.0 / nn;
-        Constants {
+        Ok(Constants {
             mu,
             lipschitz: (1.0 + l) / nn,
             l_g: 1.0 / nn,
             j_norm: Constant::Unknown,
             l_j: Constant::Unknown,
             l_hinv: Constant::Known(l_h / nn / (mu * mu)),
-        }
+        })
     }
 }

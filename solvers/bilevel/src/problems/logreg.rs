@@ -21,7 +21,7 @@
 use crate::problem::{BilevelProblem, Constant, Constants};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::Real;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, CowArray, Ix1, Ix2};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -176,14 +176,22 @@ impl MultinomialLogistic {
         Self::new(atr, ytr, av, yv, classes)
     }
 
-    fn as_mat<'a>(&self, x: ArrayView1<'a, f64>) -> ArrayView2<'a, f64> {
-        x.into_shape_with_order((self.a_tr.ncols(), self.k))
-            .expect("x has d·K entries")
+    /// `x` as the `d × K` weight matrix (a strided `x` is copied; a wrong length is `Err`).
+    fn as_mat<'a>(&self, x: ArrayView1<'a, f64>) -> Result<CowArray<'a, f64, Ix2>> {
+        let (d, k) = (self.a_tr.ncols(), self.k);
+        let n = x.len();
+        let c: CowArray<'a, f64, Ix1> = if x.is_standard_layout() {
+            CowArray::from(x)
+        } else {
+            CowArray::from(x.to_owned())
+        };
+        c.into_shape_with_order((d, k))
+            .map_err(|_| Error::shape("multinomial logistic weights", "x", d * k, n))
     }
 
     /// Validation accuracy of the weights `x`.
-    pub fn val_accuracy(&self, x: ArrayView1<'_, f64>) -> f64 {
-        let z = self.a_val.dot(&self.as_mat(x));
+    pub fn val_accuracy(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
+        let z = self.a_val.dot(&self.as_mat(x)?);
         let hits = z
             .rows()
             .into_iter()
@@ -199,7 +207,7 @@ impl MultinomialLogistic {
                 best.0 == c
             })
             .count();
-        hits as f64 / self.y_val.len() as f64
+        Ok(hits as f64 / self.y_val.len() as f64)
     }
 
     /// `(training samples, validation samples, features, classes)`.
@@ -229,24 +237,25 @@ impl BilevelProblem for MultinomialLogistic {
     fn theta_start(&self) -> Array1<f64> {
         Array1::from_elem(self.dim_x(), -3.0)
     }
-    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> f64 {
+    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
         let reg: f64 = x
             .iter()
             .zip(theta)
             .map(|(v, t)| 0.5 * t.exp() * v * v)
             .sum();
-        cross_entropy(self.a_tr.view(), &self.y_tr, self.as_mat(x)) + reg
+        Ok(cross_entropy(self.a_tr.view(), &self.y_tr, self.as_mat(x)?.view()) + reg)
     }
     fn lower_grad_into(
         &self,
         mut out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
-    ) {
-        let g = ce_grad(self.a_tr.view(), &self.y_tr, self.as_mat(x));
+    ) -> Result<()> {
+        let g = ce_grad(self.a_tr.view(), &self.y_tr, self.as_mat(x)?.view());
         for (((o, gi), xi), ti) in out.iter_mut().zip(g.iter()).zip(x).zip(theta) {
             *o = gi + ti.exp() * xi;
         }
+        Ok(())
     }
     fn lower_hvp_into(
         &self,
@@ -254,9 +263,9 @@ impl BilevelProblem for MultinomialLogistic {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
-    ) {
-        let p = probs(self.a_tr.view(), self.as_mat(x));
-        let mut zv = self.a_tr.dot(&self.as_mat(v));
+    ) -> Result<()> {
+        let p = probs(self.a_tr.view(), self.as_mat(x)?.view());
+        let mut zv = self.a_tr.dot(&self.as_mat(v)?);
         for (mut r, pr) in zv.rows_mut().into_iter().zip(p.rows()) {
             let m = r.dot(&pr);
             r.zip_mut_with(&pr, |a, &b| *a = b * (*a - m));
@@ -265,6 +274,7 @@ impl BilevelProblem for MultinomialLogistic {
         for (((o, h), vi), ti) in out.iter_mut().zip(hv.iter()).zip(v).zip(theta) {
             *o = h + ti.exp() * vi;
         }
+        Ok(())
     }
     fn cross_jt_into(
         &self,
@@ -272,19 +282,29 @@ impl BilevelProblem for MultinomialLogistic {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         for (((o, xi), ti), qi) in out.iter_mut().zip(x).zip(theta).zip(q) {
             *o = ti.exp() * xi * qi;
         }
+        Ok(())
     }
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64 {
-        cross_entropy(self.a_val.view(), &self.y_val, self.as_mat(x))
+    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
+        Ok(cross_entropy(
+            self.a_val.view(),
+            &self.y_val,
+            self.as_mat(x)?.view(),
+        ))
     }
-    fn upper_grad_into(&self, mut out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
-        let g = ce_grad(self.a_val.view(), &self.y_val, self.as_mat(x));
+    fn upper_grad_into(
+        &self,
+        mut out: ArrayViewMut1<'_, f64>,
+        x: ArrayView1<'_, f64>,
+    ) -> Result<()> {
+        let g = ce_grad(self.a_val.view(), &self.y_val, self.as_mat(x)?.view());
         out.iter_mut().zip(g.iter()).for_each(|(o, v)| *o = *v);
+        Ok(())
     }
-    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Constants {
+    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let (emin, emax) = theta.iter().fold((f64::INFINITY, 0.0f64), |(a, b), t| {
             (a.min(t.exp()), b.max(t.exp()))
         });
@@ -293,13 +313,13 @@ impl BilevelProblem for MultinomialLogistic {
             .zip(theta)
             .fold(0.0f64, |m, (v, t)| m.max((t.exp() * v).abs()));
         let mu = emin;
-        Constants {
+        Ok(Constants {
             mu,
             lipschitz: self.a_norm2 / (2.0 * self.y_tr.len() as f64) + emax,
             l_g: self.a_val_norm2 / (2.0 * self.y_val.len() as f64),
             j_norm: Constant::Known(j),
             l_j: Constant::Known(emax),
             l_hinv: Constant::Known(self.l_h / (mu * mu)),
-        }
+        })
     }
 }

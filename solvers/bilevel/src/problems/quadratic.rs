@@ -224,17 +224,18 @@ impl BilevelProblem for QuadraticProblem {
     fn theta_start(&self) -> Array1<f64> {
         self.theta0.clone()
     }
-    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> f64 {
+    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
         let r = self.a2.dot(&x) + self.a3.dot(&theta) - &self.b2;
-        0.5 * r.dot(&r)
+        Ok(0.5 * r.dot(&r))
     }
     fn lower_grad_into(
         &self,
         mut out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         out.assign(&(self.h2.dot(&x) + self.a2ta3.dot(&theta) - &self.a2tb2));
+        Ok(())
     }
     fn lower_hvp_into(
         &self,
@@ -242,8 +243,9 @@ impl BilevelProblem for QuadraticProblem {
         _x: ArrayView1<'_, f64>,
         _theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         out.assign(&self.h2.dot(&v));
+        Ok(())
     }
     fn cross_jt_into(
         &self,
@@ -251,24 +253,30 @@ impl BilevelProblem for QuadraticProblem {
         _x: ArrayView1<'_, f64>,
         _theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         out.assign(&self.a2ta3.t().dot(&q));
+        Ok(())
     }
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64 {
+    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
         let r = self.a1.dot(&x) - &self.b1;
-        0.5 * r.dot(&r)
+        Ok(0.5 * r.dot(&r))
     }
-    fn upper_grad_into(&self, mut out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
+    fn upper_grad_into(
+        &self,
+        mut out: ArrayViewMut1<'_, f64>,
+        x: ArrayView1<'_, f64>,
+    ) -> Result<()> {
         out.assign(&(self.h1.dot(&x) - &self.a1tb1));
+        Ok(())
     }
-    fn constants(&self, _x: ArrayView1<'_, f64>, _theta: ArrayView1<'_, f64>) -> Constants {
-        Constants {
+    fn constants(&self, _x: ArrayView1<'_, f64>, _theta: ArrayView1<'_, f64>) -> Result<Constants> {
+        Ok(Constants {
             mu: self.mu,
             lipschitz: self.l,
             l_g: self.l_g,
             j_norm: Constant::Known(self.j_norm),
             l_j: Constant::Known(0.0),
             l_hinv: Constant::Known(0.0),
-        }
+        })
     }
 }

@@ -17,6 +17,7 @@
 //! `1/ν`-Lipschitz), `L_{H⁻¹} ≤ L_H/μ²` with `L_H ≤ 8√2·c₃·λ/(Nν²)`, `c₃ = max|φ₁'''| =
 //! 1.5/1.25^{5/2}` (each row of `D` has two entries ±1, so `‖Dv‖_∞ ≤ √2‖v‖`).
 
+use crate::data::{fill, slice};
 use crate::problem::{BilevelProblem, Constant, Constants};
 use hyperprox_core::error::Result;
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
@@ -97,12 +98,13 @@ impl TvDenoising {
         &self,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
-    ) -> (Array1<f64>, Array1<f64>) {
+    ) -> Result<(Array1<f64>, Array1<f64>)> {
         let (lam, nu) = Self::params(theta);
         let s = lam / self.n_img as f64;
         let n = self.npix();
         let (h, w) = (self.h, self.w);
-        let xs = x.as_slice().expect("contiguous");
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
         let mut c1 = vec![0.0; xs.len()];
         let mut c2 = vec![0.0; xs.len()];
         c1.par_chunks_mut(n)
@@ -120,7 +122,7 @@ impl TvDenoising {
                     o2[a] -= d2;
                 });
             });
-        (Array1::from(c1), Array1::from(c2))
+        Ok((Array1::from(c1), Array1::from(c2)))
     }
 }
 
@@ -140,12 +142,13 @@ impl BilevelProblem for TvDenoising {
     fn theta_start(&self) -> Array1<f64> {
         self.theta0.clone()
     }
-    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> f64 {
+    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
         let (lam, nu) = Self::params(theta);
         let n = self.npix();
         let (h, w) = (self.h, self.w);
-        let xs = x.as_slice().expect("contiguous");
-        let ys = self.y.as_slice().expect("contiguous");
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let ys = slice(&self.y)?;
         let total: f64 = xs
             .par_chunks(n)
             .zip(ys.par_chunks(n))
@@ -164,65 +167,72 @@ impl BilevelProblem for TvDenoising {
                 v
             })
             .sum();
-        total / self.n_img as f64
+        Ok(total / self.n_img as f64)
     }
     fn lower_grad_into(
         &self,
-        mut out: ArrayViewMut1<'_, f64>,
+        out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         let (lam, nu) = Self::params(theta);
         let inv_n = 1.0 / self.n_img as f64;
         let n = self.npix();
         let (h, w) = (self.h, self.w);
-        let xs = x.as_slice().expect("contiguous");
-        let ys = self.y.as_slice().expect("contiguous");
-        let os = out.as_slice_mut().expect("contiguous");
-        os.par_chunks_mut(n)
-            .zip(xs.par_chunks(n).zip(ys.par_chunks(n)))
-            .for_each(|(o, (xi, yi))| {
-                for ((oi, a), b) in o.iter_mut().zip(xi).zip(yi) {
-                    *oi = (a - b) * inv_n;
-                }
-                let s = lam * inv_n;
-                for_pairs(h, w, |a, b| {
-                    let t = xi[b] - xi[a];
-                    let d = s * t / (t * t + nu * nu).sqrt();
-                    o[b] += d;
-                    o[a] -= d;
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let ys = slice(&self.y)?;
+        fill(out, |os| {
+            os.par_chunks_mut(n)
+                .zip(xs.par_chunks(n).zip(ys.par_chunks(n)))
+                .for_each(|(o, (xi, yi))| {
+                    for ((oi, a), b) in o.iter_mut().zip(xi).zip(yi) {
+                        *oi = (a - b) * inv_n;
+                    }
+                    let s = lam * inv_n;
+                    for_pairs(h, w, |a, b| {
+                        let t = xi[b] - xi[a];
+                        let d = s * t / (t * t + nu * nu).sqrt();
+                        o[b] += d;
+                        o[a] -= d;
+                    });
                 });
-            });
+        });
+        Ok(())
     }
     fn lower_hvp_into(
         &self,
-        mut out: ArrayViewMut1<'_, f64>,
+        out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         let (lam, nu) = Self::params(theta);
         let inv_n = 1.0 / self.n_img as f64;
         let n = self.npix();
         let (h, w) = (self.h, self.w);
-        let xs = x.as_slice().expect("contiguous");
-        let vs = v.as_slice().expect("contiguous");
-        let os = out.as_slice_mut().expect("contiguous");
-        os.par_chunks_mut(n)
-            .zip(xs.par_chunks(n).zip(vs.par_chunks(n)))
-            .for_each(|(o, (xi, vi))| {
-                for (oi, a) in o.iter_mut().zip(vi) {
-                    *oi = a * inv_n;
-                }
-                let s = lam * inv_n * nu * nu;
-                for_pairs(h, w, |a, b| {
-                    let t = xi[b] - xi[a];
-                    let r2 = t * t + nu * nu;
-                    let d = s / (r2 * r2.sqrt()) * (vi[b] - vi[a]);
-                    o[b] += d;
-                    o[a] -= d;
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let vc = v.as_standard_layout();
+        let vs = slice(&vc)?;
+        fill(out, |os| {
+            os.par_chunks_mut(n)
+                .zip(xs.par_chunks(n).zip(vs.par_chunks(n)))
+                .for_each(|(o, (xi, vi))| {
+                    for (oi, a) in o.iter_mut().zip(vi) {
+                        *oi = a * inv_n;
+                    }
+                    let s = lam * inv_n * nu * nu;
+                    for_pairs(h, w, |a, b| {
+                        let t = xi[b] - xi[a];
+                        let r2 = t * t + nu * nu;
+                        let d = s / (r2 * r2.sqrt()) * (vi[b] - vi[a]);
+                        o[b] += d;
+                        o[a] -= d;
+                    });
                 });
-            });
+        });
+        Ok(())
     }
     fn cross_jt_into(
         &self,
@@ -230,13 +240,15 @@ impl BilevelProblem for TvDenoising {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
-    ) {
+    ) -> Result<()> {
         let (lam, nu) = Self::params(theta);
         let s = lam / self.n_img as f64;
         let n = self.npix();
         let (h, w) = (self.h, self.w);
-        let xs = x.as_slice().expect("contiguous");
-        let qs = q.as_slice().expect("contiguous");
+        let xc = x.as_standard_layout();
+        let xs = slice(&xc)?;
+        let qc = q.as_standard_layout();
+        let qs = slice(&qc)?;
         let (j1, j2) = xs
             .par_chunks(n)
             .zip(qs.par_chunks(n))
@@ -255,29 +267,31 @@ impl BilevelProblem for TvDenoising {
             .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         out[0] = s * j1;
         out[1] = s * j2;
+        Ok(())
     }
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> f64 {
-        crate::data::upper_mse_value(x, &self.x_true, self.n_img)
+    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
+        Ok(crate::data::upper_mse_value(x, &self.x_true, self.n_img))
     }
-    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) {
-        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img)
+    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
+        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img);
+        Ok(())
     }
-    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Constants {
+    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let (lam, nu) = Self::params(theta);
         let nn = self.n_img as f64;
         let mu = 1.0 / nn;
-        let (c1, c2) = self.j_columns(x, theta);
+        let (c1, c2) = self.j_columns(x, theta)?;
         let (a, b, c) = (c1.dot(&c1), c1.dot(&c2), c2.dot(&c2));
         // Largest eigenvalue of the 2×2 Gram matrix [[a, b], [b, c]].
         let lmax = 0.5 * (a + c) + (0.25 * (a - c) * (a - c) + b * b).sqrt();
         let l_h = 8.0 * std::f64::consts::SQRT_2 * c3() * lam / (nn * nu * nu);
-        Constants {
+        Ok(Constants {
             mu,
             lipschitz: (1.0 + 8.0 * lam / nu) / nn,
             l_g: 1.0 / nn,
             j_norm: Constant::Known(lmax.sqrt()),
             l_j: Constant::Known(std::f64::consts::SQRT_2 * 8.0 * lam / (nn * nu)),
             l_hinv: Constant::Known(l_h / (mu * mu)),
-        }
+        })
     }
 }

@@ -12,16 +12,16 @@
 use crate::error::{Error, Result};
 
 pub mod blocks;
+mod differentiable;
 pub mod unrolled;
 
+pub use crate::func::{matmul, residual, BatchSmooth, LeastSquaresBatch};
+pub use crate::linalg::check_batch;
 pub use blocks::{
-    matmul, residual, BatchSmooth, GradientStep, HardThreshold, LearnedLinear, LeastSquaresBatch,
-    LinearBlock, ResidualStep, SoftThreshold,
+    GradientStep, HardThreshold, LearnedLinear, LinearBlock, ResidualStep, SoftThreshold,
 };
-pub use unrolled::{
-    check_batch, check_vjp, BatchLoss, Chain, Differentiable, Saved, SquaredError, Trajectory,
-    Unrolled,
-};
+pub use differentiable::{BatchLoss, Differentiable, Saved, SquaredError};
+pub use unrolled::{check_vjp, Chain, Trajectory, Unrolled};
 
 /// The seed of minibatch `step` of a run seeded with `seed` (SplitMix64 of the pair), so that a
 /// minibatch is a pure function of the step and a resumed run draws the same data.

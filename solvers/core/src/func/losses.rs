@@ -2,10 +2,10 @@
 
 use super::{check_arg, check_prox_args, Function, Properties, Prox, Smooth};
 use crate::error::{Error, Result};
-use crate::linalg::{check_finite, check_len, conjugate_gradient, Real};
+use crate::linalg::{check_finite, check_len, conjugate_gradient, CgParams, Real};
 use crate::ops::{LinearOperator, PowerIteration};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Relative residual tolerance of the inner CG solves (prox of [`LeastSquares`] and its
 /// Jacobian): `max(100ε, 1e-12)`, i.e. `1e-12` in f64 and `1.2e-5` in f32.
@@ -26,6 +26,9 @@ pub struct LeastSquares<T: Real, A> {
     a: A,
     b: Array1<T>,
     lip: OnceLock<T>,
+    /// Scratch for `Ax − b` / `Av`, so gradients and values allocate nothing (a concurrent
+    /// caller that finds it busy allocates its own).
+    scratch: Mutex<Array1<T>>,
 }
 
 impl<T: Real, A: LinearOperator<T>> LeastSquares<T, A> {
@@ -33,10 +36,12 @@ impl<T: Real, A: LinearOperator<T>> LeastSquares<T, A> {
     pub fn new(a: A, b: Array1<T>) -> Result<Self> {
         check_len("LeastSquares::new", "b", a.shape().0, b.len())?;
         check_finite("LeastSquares::new b", b.view())?;
+        let m = b.len();
         Ok(Self {
             a,
             b,
             lip: OnceLock::new(),
+            scratch: Mutex::new(Array1::zeros(m)),
         })
     }
     /// The operator.
@@ -47,10 +52,31 @@ impl<T: Real, A: LinearOperator<T>> LeastSquares<T, A> {
     pub fn data(&self) -> ArrayView1<'_, T> {
         self.b.view()
     }
-    fn residual(&self, x: ArrayView1<'_, T>) -> Result<Array1<T>> {
-        let mut r = self.a.apply(x)?;
-        r -= &self.b;
-        Ok(r)
+    /// `f(A v − s·b)` with `A v − s·b` in the scratch buffer (or a fresh one if it is busy).
+    fn with_image<R>(
+        &self,
+        v: ArrayView1<'_, T>,
+        subtract_b: bool,
+        f: impl FnOnce(ArrayView1<'_, T>) -> Result<R>,
+    ) -> Result<R> {
+        let fill = |r: &mut Array1<T>| -> Result<()> {
+            self.a.apply_into(r.view_mut(), v)?;
+            if subtract_b {
+                *r -= &self.b;
+            }
+            Ok(())
+        };
+        match self.scratch.try_lock() {
+            Ok(mut r) => {
+                fill(&mut r)?;
+                f(r.view())
+            }
+            Err(_) => {
+                let mut r = Array1::zeros(self.b.len());
+                fill(&mut r)?;
+                f(r.view())
+            }
+        }
     }
     /// `v ↦ (I + γAᵀA) v` for CG, with one reused scratch buffer.
     fn normal_apply(&self, gamma: T) -> impl Fn(ArrayViewMut1<'_, T>, ArrayView1<'_, T>) + '_ {
@@ -75,8 +101,7 @@ impl<T: Real, A: LinearOperator<T>> Function<T> for LeastSquares<T, A> {
     }
     fn value(&self, x: ArrayView1<'_, T>) -> Result<T> {
         check_arg("LeastSquares", "x", self.dim(), x)?;
-        let r = self.residual(x)?;
-        Ok(T::c(0.5) * r.dot(&r))
+        self.with_image(x, true, |r| Ok(T::c(0.5) * r.dot(&r)))
     }
     fn properties(&self) -> Properties {
         Properties {
@@ -90,8 +115,7 @@ impl<T: Real, A: LinearOperator<T>> Function<T> for LeastSquares<T, A> {
 impl<T: Real, A: LinearOperator<T>> Smooth<T> for LeastSquares<T, A> {
     fn gradient_into(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) -> Result<()> {
         check_arg("LeastSquares::gradient", "x", self.dim(), x)?;
-        let r = self.residual(x)?;
-        self.a.adjoint_into(out, r.view())
+        self.with_image(x, true, |r| self.a.adjoint_into(out, r))
     }
     fn hvp_into(
         &self,
@@ -100,8 +124,7 @@ impl<T: Real, A: LinearOperator<T>> Smooth<T> for LeastSquares<T, A> {
         v: ArrayView1<'_, T>,
     ) -> Result<()> {
         check_len("LeastSquares::hvp", "x", self.a.shape().1, x.len())?;
-        let av = self.a.apply(v)?;
-        self.a.adjoint_into(out, av.view())
+        self.with_image(v, false, |av| self.a.adjoint_into(out, av))
     }
     fn lipschitz(&self) -> Option<T> {
         let l = *self.lip.get_or_init(|| {
@@ -131,10 +154,10 @@ impl<T: Real, A: LinearOperator<T>> Prox<T> for LeastSquares<T, A> {
         out.assign(&x);
         conjugate_gradient(
             self.normal_apply(gamma),
+            None,
             rhs.view(),
             out,
-            cg_tol(),
-            10 * x.len() + 100,
+            &CgParams::relative(cg_tol(), 10 * x.len() + 100),
         )?;
         Ok(())
     }
@@ -150,10 +173,10 @@ impl<T: Real, A: LinearOperator<T>> Prox<T> for LeastSquares<T, A> {
         out.assign(&v);
         conjugate_gradient(
             self.normal_apply(gamma),
+            None,
             v,
             out,
-            cg_tol(),
-            10 * x.len() + 100,
+            &CgParams::relative(cg_tol(), 10 * x.len() + 100),
         )?;
         Ok(())
     }

@@ -14,28 +14,29 @@
 //! conjugate), and finite-difference checks of gradients, Hessian-vector products and prox
 //! Jacobians, in `f32` and `f64`.
 
-mod elementwise;
+mod batch;
 mod group;
+mod indicators;
 mod losses;
 mod matrix;
-mod sets;
+mod nonconvex;
+mod norms;
+mod separable;
 mod tv;
 mod wrappers;
 
-pub use elementwise::soft_threshold;
-pub use elementwise::{
-    Cel0, ElasticNet, GeneralizedGaussian, Huber, IndBox, IndNonnegative, NormL0, NormL1, NormLq,
-    SqrNormL2,
-};
+pub use batch::{matmul, residual, BatchSmooth, LeastSquaresBatch};
 pub use group::{Groups, NormL21, Wgsef};
+pub use indicators::{IndBallL1, IndBallL2, IndBox, IndNonnegative, IndSimplex};
 pub use losses::{LeastSquares, Logistic, MultinomialLogistic};
 pub use matrix::{NuclearNorm, SorsaOrthonormality};
-pub use sets::{IndBallL1, IndBallL2, IndSimplex};
+pub use nonconvex::{Cel0, GeneralizedGaussian, NormL0, NormLq};
+pub use norms::{soft_threshold, ElasticNet, Huber, NormL1, SqrNormL2};
 pub use tv::{SmoothedTv, TotalVariation, TvKind, TvProx};
 pub use wrappers::{Conjugate, MoreauEnvelope, Precompose, SeparableSum, Translate};
 
 use crate::error::{Error, Result};
-use crate::linalg::{check_finite, check_len, check_positive, Real};
+use crate::linalg::{check_finite_lazy, check_len, check_positive, Real};
 use ndarray::{Array1, ArrayView1, ArrayViewMut1, Zip};
 
 /// Structural properties of a function, used by solvers and by the test kit.
@@ -162,7 +163,7 @@ pub(crate) fn check_prox_args<T: Real>(
     }
     check_len(name, "out", x.len(), out_len)?;
     check_positive("gamma", gamma)?;
-    check_finite(&format!("{name}: x"), x)
+    check_finite_lazy(|| format!("{name}: x"), x)
 }
 
 /// Validates a vector argument of fixed dimension and finiteness.
@@ -175,7 +176,7 @@ pub(crate) fn check_arg<T: Real>(
     if let Some(n) = dim {
         check_len(name, what, n, x.len())?;
     }
-    check_finite(&format!("{name}: {what}"), x)
+    check_finite_lazy(|| format!("{name}: {what}"), x)
 }
 
 /// Tolerance used when testing membership of a set (relative to the scale of the set).

@@ -116,93 +116,41 @@ impl<T: Real> TotalVariation<T> {
     /// On large images the rows are split into one band per rayon thread; the `x` row at each
     /// band boundary and the old `r_v` row above it are computed/copied before the parallel
     /// sweep, so the bands are independent and the result is identical to the sequential one.
-    fn fgp_step(&self, v: &[T], mu: T, q: &mut [T], r: &mut [T], xrows: &mut [T], t: &mut T) {
+    fn fgp_step(
+        &self,
+        v: &[T],
+        mu: T,
+        q: &mut [T],
+        r: &mut [T],
+        sc: &mut FgpScratch<T>,
+        t: &mut T,
+    ) {
         let (h, w) = self.grad.grid();
         let n = h * w;
         let t_new = T::c(0.5) * (T::one() + (T::one() + T::c(4.0) * *t * *t).sqrt());
         let beta = (*t - T::one()) / t_new;
         *t = t_new;
         let iso = self.kind == TvKind::Isotropic;
-        let threads = rayon::current_num_threads().max(1);
-        let bands = if n >= PARALLEL_PIXELS && h >= 4 * threads {
-            threads
-        } else {
-            1
-        };
-        if bands == 1 {
-            let (rh, rv) = r.split_at_mut(n);
-            let (qh, qv) = q.split_at_mut(n);
-            sweep_band(
-                v,
-                mu,
-                beta,
-                iso,
-                (h, w),
-                0,
-                h,
-                qh,
-                qv,
-                rh,
-                rv,
-                &[],
-                None,
-                xrows,
-            );
-            return;
-        }
-        // Band starts; boundary data from the old r.
-        let starts: Vec<usize> = (0..=bands).map(|b| b * h / bands).collect();
-        let mut boundary_x: Vec<Vec<T>> = Vec::with_capacity(bands);
-        let mut boundary_rv: Vec<Vec<T>> = Vec::with_capacity(bands);
-        for &m in &starts[1..bands] {
-            let mut xr = vec![T::zero(); w];
-            x_row_full(v, r, (h, w), m, &mut xr);
-            boundary_x.push(xr);
-            boundary_rv.push(r[n + (m - 1) * w..n + m * w].to_vec());
+        let bands = sc.bands;
+        // Boundary data from the old r, in the preallocated scratch.
+        for (k, &m) in sc.starts[1..bands].iter().enumerate() {
+            x_row_full(v, r, (h, w), m, &mut sc.boundary_x[k * w..(k + 1) * w]);
+            sc.boundary_rv[k * w..(k + 1) * w].copy_from_slice(&r[n + (m - 1) * w..n + m * w]);
         }
         let (rh, rv) = r.split_at_mut(n);
         let (qh, qv) = q.split_at_mut(n);
-        // Split the four arrays into per-band row ranges.
-        let mut pieces = Vec::with_capacity(bands);
-        let (mut rh, mut rv, mut qh, mut qv) = (rh, rv, qh, qv);
-        for b in 0..bands {
-            let rows = starts[b + 1] - starts[b];
-            let (a1, r1) = std::mem::take(&mut rh).split_at_mut(rows * w);
-            let (a2, r2) = std::mem::take(&mut rv).split_at_mut(rows * w);
-            let (a3, r3) = std::mem::take(&mut qh).split_at_mut(rows * w);
-            let (a4, r4) = std::mem::take(&mut qv).split_at_mut(rows * w);
-            pieces.push((b, a3, a4, a1, a2));
-            rh = r1;
-            rv = r2;
-            qh = r3;
-            qv = r4;
-        }
-        use rayon::prelude::*;
-        pieces.into_par_iter().for_each(|(b, qh, qv, rh, rv)| {
-            let mut buf = vec![T::zero(); 4 * w];
-            let prev: &[T] = if b == 0 { &[] } else { &boundary_rv[b - 1] };
-            let next = if b + 1 < bands {
-                Some(&boundary_x[b][..])
-            } else {
-                None
-            };
-            sweep_band(
-                v,
-                mu,
-                beta,
-                iso,
-                (h, w),
-                starts[b],
-                starts[b + 1],
-                qh,
-                qv,
-                rh,
-                rv,
-                prev,
-                next,
-                &mut buf,
-            );
-        });
+        let ctx = BandSweep {
+            v,
+            mu,
+            beta,
+            iso,
+            grid: (h, w),
+            starts: &sc.starts,
+            boundary_x: &sc.boundary_x,
+            boundary_rv: &sc.boundary_rv,
+            bands,
+        };
+        ctx.run(0, bands, [qh, qv, rh, rv], &mut sc.rows);
     }
 
     /// The prox with its certificate: primal point, dual variable, final gap, iterations.
@@ -238,12 +186,12 @@ impl<T: Real> TotalVariation<T> {
         &self,
         v: ArrayView1<'_, T>,
         gamma: T,
-        stop: impl Fn(T, T) -> bool,
+        stop: impl Fn(T, T) -> bool + Sync,
     ) -> Result<TvProx<T>> {
         let n = self.n();
         check_prox_args("TotalVariation", Some(n), n, v, gamma)?;
         let mu = gamma * self.lambda;
-        let mut x = v.to_owned();
+        let x = v.to_owned();
         let mut q = Array1::zeros(2 * n);
         if mu == T::zero() {
             return Ok(TvProx {
@@ -259,12 +207,31 @@ impl<T: Real> TotalVariation<T> {
                 self.project(&mut q, mu);
             }
         }
+        let (h, w) = self.grad.grid();
+        let scratch = FgpScratch::new(h, w);
+        if scratch.bands > 1 {
+            // Run the loop on a rayon worker: the band sweep's `join`s then go through the
+            // worker's own deque, and the iterations allocate nothing.
+            rayon::scope(|_| self.fgp_loop(v, mu, x, q, scratch, &stop))
+        } else {
+            self.fgp_loop(v, mu, x, q, scratch, &stop)
+        }
+    }
+
+    /// The FGP iterations from the dual point `q` (see [`TotalVariation::fgp`]).
+    fn fgp_loop(
+        &self,
+        v: ArrayView1<'_, T>,
+        mu: T,
+        mut x: Array1<T>,
+        mut q: Array1<T>,
+        mut scratch: FgpScratch<T>,
+        stop: &(impl Fn(T, T) -> bool + Sync),
+    ) -> Result<TvProx<T>> {
+        let n = self.n();
         let mut r = q.clone(); // extrapolated dual point
         let mut g = Array1::zeros(2 * n);
-        let (h, w) = self.grad.grid();
-        let mut xrows = vec![T::zero(); 4 * w];
         let vs = v.to_vec();
-        let _ = h;
         let mut t = T::one();
         let mut gap = T::infinity();
         for it in 0..=self.max_iters {
@@ -276,7 +243,7 @@ impl<T: Real> TotalVariation<T> {
                     mu,
                     q.as_slice_mut().expect("contiguous"),
                     r.as_slice_mut().expect("contiguous"),
-                    &mut xrows,
+                    &mut scratch,
                     &mut t,
                 );
                 continue;
@@ -309,7 +276,7 @@ impl<T: Real> TotalVariation<T> {
                 mu,
                 q.as_slice_mut().expect("contiguous"),
                 r.as_slice_mut().expect("contiguous"),
-                &mut xrows,
+                &mut scratch,
                 &mut t,
             );
         }
@@ -489,6 +456,91 @@ impl<T: Real> Smooth<T> for SmoothedTv<T> {
 
 /// Images with at least this many pixels use one band per rayon thread in the FGP sweep.
 const PARALLEL_PIXELS: usize = 1 << 16;
+
+/// The FGP sweep's buffers, allocated once per solve: band boundaries, the boundary rows of
+/// `x` and of the old `r_v`, and four row buffers per band.
+struct FgpScratch<T> {
+    bands: usize,
+    starts: Vec<usize>,
+    boundary_x: Vec<T>,
+    boundary_rv: Vec<T>,
+    rows: Vec<T>,
+}
+
+impl<T: Real> FgpScratch<T> {
+    fn new(h: usize, w: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let bands = if h * w >= PARALLEL_PIXELS && h >= 4 * threads {
+            threads
+        } else {
+            1
+        };
+        Self {
+            bands,
+            starts: (0..=bands).map(|b| b * h / bands).collect(),
+            boundary_x: vec![T::zero(); (bands - 1) * w],
+            boundary_rv: vec![T::zero(); (bands - 1) * w],
+            rows: vec![T::zero(); 4 * w * bands],
+        }
+    }
+}
+
+/// One fused FGP sweep split into row bands (see `TotalVariation::fgp_step`).
+struct BandSweep<'a, T> {
+    v: &'a [T],
+    mu: T,
+    beta: T,
+    iso: bool,
+    grid: (usize, usize),
+    starts: &'a [usize],
+    boundary_x: &'a [T],
+    boundary_rv: &'a [T],
+    bands: usize,
+}
+
+impl<T: Real> BandSweep<'_, T> {
+    /// Sweeps bands `b0..b1`, whose rows `[qh, qv, rh, rv]` hold; halves are run by
+    /// `rayon::join` (no allocation, unlike collecting the bands for a parallel iterator).
+    fn run(&self, b0: usize, b1: usize, [qh, qv, rh, rv]: [&mut [T]; 4], rows: &mut [T]) {
+        let w = self.grid.1;
+        if b1 - b0 == 1 {
+            let prev: &[T] = if b0 == 0 {
+                &[]
+            } else {
+                &self.boundary_rv[(b0 - 1) * w..b0 * w]
+            };
+            let next = (b0 + 1 < self.bands).then(|| &self.boundary_x[b0 * w..(b0 + 1) * w]);
+            sweep_band(
+                self.v,
+                self.mu,
+                self.beta,
+                self.iso,
+                self.grid,
+                self.starts[b0],
+                self.starts[b1],
+                qh,
+                qv,
+                rh,
+                rv,
+                prev,
+                next,
+                rows,
+            );
+            return;
+        }
+        let mid = (b0 + b1) / 2;
+        let at = (self.starts[mid] - self.starts[b0]) * w;
+        let (qh0, qh1) = qh.split_at_mut(at);
+        let (qv0, qv1) = qv.split_at_mut(at);
+        let (rh0, rh1) = rh.split_at_mut(at);
+        let (rv0, rv1) = rv.split_at_mut(at);
+        let (rows0, rows1) = rows.split_at_mut((mid - b0) * 4 * w);
+        rayon::join(
+            || self.run(b0, mid, [qh0, qv0, rh0, rv0], rows0),
+            || self.run(mid, b1, [qh1, qv1, rh1, rv1], rows1),
+        );
+    }
+}
 
 /// `x = v − ∇ᵀr` on row `i` from the full (old) `r`.
 fn x_row_full<T: Real>(v: &[T], r: &[T], (h, w): (usize, usize), i: usize, out: &mut [T]) {

@@ -19,33 +19,15 @@
 
 use super::{
     Admm, AdmmState, CoordinateDescent, CoordinateDescentState, DouglasRachford,
-    DouglasRachfordState, Fista, FistaState, IterInfo, LogisticCd, LogisticCdState, Pdhg,
-    PdhgState,
+    DouglasRachfordState, Fista, FistaState, IterInfo, Iterative, LogisticCd, LogisticCdState,
 };
 use crate::error::Result;
 use crate::func::{Prox, Smooth};
 use crate::linalg::Real;
-use crate::ops::LinearOperator;
 use argmin::core::{
     ArgminFloat, IterState, Problem, Solver, TerminationReason, TerminationStatus, KV,
 };
 use ndarray::{Array1, ArrayView1};
-
-/// A solver of this module seen as a resumable iteration (used by the argmin adapter).
-pub trait Iterative<T: Real> {
-    /// The solver's state.
-    type State: Clone;
-    /// Name for argmin's reports.
-    fn name(&self) -> &'static str;
-    /// State at `x0`.
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State>;
-    /// One iteration.
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>>;
-    /// The current solution estimate.
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T>;
-    /// The stopping tolerance of the certificate.
-    fn tolerance(&self) -> T;
-}
 
 /// `Iterative` for a solver with `init(x0)`, `step(&mut state)` and `params().tol`, whose
 /// estimate is the state field `$field`.
@@ -66,15 +48,16 @@ macro_rules! iterative_via_init_step {
                 &s.$field
             }
             fn tolerance(&self) -> T {
-                // PDHG's relative tolerance is checked by its own `run`; argmin uses `tol`.
                 self.params().tol
+            }
+            fn max_iters(&self) -> usize {
+                self.params().max_iters
             }
         }
     };
 }
 
 iterative_via_init_step!("FISTA", x, FistaState, [T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized], Fista<'_, T, F, G>);
-iterative_via_init_step!("PDHG", x, PdhgState, [T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized], Pdhg<'_, T, F, G, K>);
 iterative_via_init_step!("ADMM", z, AdmmState, [T: Real, G: Prox<T> + ?Sized], Admm<'_, T, G>);
 // For Douglas–Rachford the argmin parameter is the start `z0` of the governing sequence.
 iterative_via_init_step!("Douglas-Rachford", x, DouglasRachfordState, [T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized], DouglasRachford<'_, T, F, G>);
@@ -104,6 +87,9 @@ impl<T: Real> Iterative<T> for CoordinateDescent<'_, T> {
     fn tolerance(&self) -> T {
         self.params().tol
     }
+    fn max_iters(&self) -> usize {
+        self.params().max_epochs
+    }
 }
 
 impl<T: Real> Iterative<T> for LogisticCd<'_, T> {
@@ -130,6 +116,9 @@ impl<T: Real> Iterative<T> for LogisticCd<'_, T> {
     fn tolerance(&self) -> T {
         self.params().tol
     }
+    fn max_iters(&self) -> usize {
+        self.params().max_epochs
+    }
 }
 
 /// Adapter running an [`Iterative`] solver under argmin's `Executor`. The argmin state's
@@ -140,7 +129,7 @@ impl<T: Real> Iterative<T> for LogisticCd<'_, T> {
 pub struct ArgminSolver<'s, T: Real, S: Iterative<T>> {
     solver: &'s S,
     state: Option<S::State>,
-    certificate: T,
+    last: Option<IterInfo<T>>,
 }
 
 impl<'s, T: Real, S: Iterative<T>> Clone for ArgminSolver<'s, T, S> {
@@ -148,7 +137,7 @@ impl<'s, T: Real, S: Iterative<T>> Clone for ArgminSolver<'s, T, S> {
         Self {
             solver: self.solver,
             state: self.state.clone(),
-            certificate: self.certificate,
+            last: self.last,
         }
     }
 }
@@ -159,7 +148,7 @@ impl<'s, T: Real, S: Iterative<T>> ArgminSolver<'s, T, S> {
         Self {
             solver,
             state: None,
-            certificate: T::infinity(),
+            last: None,
         }
     }
     /// The inner solver state (after or during a run).
@@ -202,7 +191,7 @@ impl<'s, O, T: Real + ArgminFloat, S: Iterative<T>> Solver<O, State<T>> for Argm
     ) -> std::result::Result<(State<T>, Option<KV>), argmin::core::Error> {
         let s = self.state.as_mut().expect("initialized");
         let info = self.solver.advance(s)?;
-        self.certificate = info.certificate;
+        self.last = Some(info);
         let x = self.solver.estimate(s).clone();
         let kv = argmin::kv!(
             "certificate" => info.certificate.as_f64();
@@ -211,11 +200,25 @@ impl<'s, O, T: Real + ArgminFloat, S: Iterative<T>> Solver<O, State<T>> for Argm
         Ok((state.param(x).cost(info.objective), Some(kv)))
     }
 
+    /// The method's own stopping rule ([`Iterative::stop`]): convergence, relative
+    /// tolerances, work budgets and stalls hold under the `Executor` as in [`drive`](super::drive).
     fn terminate(&mut self, _state: &State<T>) -> TerminationStatus {
-        if self.certificate <= self.solver.tolerance() {
-            TerminationStatus::Terminated(TerminationReason::SolverConverged)
-        } else {
-            TerminationStatus::NotTerminated
+        use super::TerminationReason as Why;
+        let (Some(s), Some(info)) = (self.state.as_ref(), self.last.as_ref()) else {
+            return TerminationStatus::NotTerminated;
+        };
+        match self.solver.stop(s, info) {
+            None => TerminationStatus::NotTerminated,
+            Some(Why::Converged) => {
+                TerminationStatus::Terminated(TerminationReason::SolverConverged)
+            }
+            Some(Why::MaxIters) => {
+                TerminationStatus::Terminated(TerminationReason::MaxItersReached)
+            }
+            Some(why) => TerminationStatus::Terminated(TerminationReason::SolverExit(format!(
+                "{}: {why:?}",
+                self.solver.name()
+            ))),
         }
     }
 }

@@ -55,6 +55,18 @@ pub struct FistaParams<T> {
     /// A supplied certificate ([`Fista::with_certificate`]) is evaluated every
     /// `certificate_every` iterations (default 1).
     pub certificate_every: usize,
+    /// Evaluate the objective `F(x_k)` every iteration (default `true`). Off, the run costs
+    /// one gradient and one prox per iteration and nothing else; `objective` keeps its
+    /// initial value, divergence is detected on the certificate, and
+    /// [`Restart::FunctionValue`] is not available.
+    pub track_objective: bool,
+    /// For a smooth problem (`g = 0`, whose prox is the identity; checked at `init`): the
+    /// certificate is `‖∇f(y_k)‖` (divided by [`strong_convexity`](Self::strong_convexity)
+    /// `μ` if set), computed from the gradient itself, tested at the extrapolated point `y_k`
+    /// *before* stepping, and the run stops at `y_k` when it passes (default `false`). Then
+    /// `‖∇f(y_k)‖/μ ≥ ‖y_k − x*‖` certifies the returned point exactly, at no extra gradient
+    /// (the bilevel oracle's lower-level solves use this).
+    pub certify_extrapolation: bool,
 }
 
 impl<T: Real> Default for FistaParams<T> {
@@ -67,6 +79,8 @@ impl<T: Real> Default for FistaParams<T> {
             tol: T::c(1e-8),
             max_iters: 10_000,
             certificate_every: 1,
+            track_objective: true,
+            certify_extrapolation: false,
         }
     }
 }
@@ -116,6 +130,17 @@ impl<T: Real> FistaParams<T> {
     /// Evaluates a supplied certificate every `k` iterations.
     pub fn with_certificate_every(mut self, k: usize) -> Self {
         self.certificate_every = k;
+        self
+    }
+    /// Turns the per-iteration objective evaluation on or off.
+    pub fn with_track_objective(mut self, on: bool) -> Self {
+        self.track_objective = on;
+        self
+    }
+    /// Tests the certificate at the extrapolated point before each step (see
+    /// [`certify_extrapolation`](Self::certify_extrapolation)).
+    pub fn with_certify_extrapolation(mut self, on: bool) -> Self {
+        self.certify_extrapolation = on;
         self
     }
 }
@@ -232,6 +257,20 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         if !(p.tol >= T::zero()) {
             return Err(Error::param("tol", p.tol, "must be >= 0"));
         }
+        if !p.track_objective && p.restart == Restart::FunctionValue {
+            return Err(Error::param(
+                "restart",
+                "FunctionValue",
+                "function-value restart needs the objective: enable track_objective or use Restart::Gradient",
+            ));
+        }
+        if p.certify_extrapolation && self.certificate.is_some() {
+            return Err(Error::param(
+                "certify_extrapolation",
+                true,
+                "the test at the extrapolated point uses the gradient norm, not a supplied certificate",
+            ));
+        }
         let step = match p.step {
             StepRule::InverseLipschitz => {
                 let l = self.f.lipschitz().ok_or_else(|| {
@@ -263,8 +302,24 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             crate::linalg::check_positive("strong_convexity", mu)?;
         }
         let n = x0.len();
-        let objective = self.objective(x0)?;
-        check_divergence("FISTA", 0, "objective", objective)?;
+        if p.certify_extrapolation {
+            let mut probe = Array1::zeros(n);
+            self.g.prox_into(probe.view_mut(), x0, step)?;
+            if probe != x0 {
+                return Err(Error::param(
+                    "certify_extrapolation",
+                    true,
+                    "the gradient-norm certificate is for smooth problems: the nonsmooth part must be zero (its prox the identity)",
+                ));
+            }
+        }
+        let objective = if p.track_objective {
+            let v = self.objective(x0)?;
+            check_divergence("FISTA", 0, "objective", v)?;
+            v
+        } else {
+            T::nan()
+        };
         Ok(FistaState {
             x: x0.to_owned(),
             y: x0.to_owned(),
@@ -291,7 +346,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         self.g.prox_into(s.z.view_mut(), s.tmp.view(), step)
     }
 
-    /// One iteration.
+    /// One iteration. Allocates nothing.
     pub fn step(&self, s: &mut FistaState<T>) -> Result<IterInfo<T>> {
         let p = &self.params;
         self.f.gradient_into(s.grad.view_mut(), s.y.view())?;
@@ -301,8 +356,8 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             let fy = self.f.value(s.y.view())?;
             loop {
                 let fz = self.f.value(s.z.view())?;
-                let d = &s.z - &s.y;
-                let q = fy + s.grad.dot(&d) + d.dot(&d) / (T::c(2.0) * s.step);
+                difference_into(&mut s.tmp, &s.z, &s.y);
+                let q = fy + s.grad.dot(&s.tmp) + s.tmp.dot(&s.tmp) / (T::c(2.0) * s.step);
                 if fz <= q + T::c(10.0) * T::epsilon() * (T::one() + fy.abs()) {
                     break;
                 }
@@ -317,13 +372,33 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
                 self.forward_backward(s)?;
             }
         }
-        // Gradient-mapping norm ‖z − y‖/s.
-        let gm = {
-            let d = &s.z - &s.y;
-            norm2(d.view()) / s.step
+        // Gradient-mapping norm ‖z − y‖/s (for g = 0 with certify_extrapolation: ‖∇f(y)‖,
+        // computed without the cancellation of z − y).
+        let gm = if p.certify_extrapolation {
+            norm2(s.grad.view())
+        } else {
+            difference_into(&mut s.tmp, &s.z, &s.y);
+            norm2(s.tmp.view()) / s.step
         };
-        let new_obj = self.objective(s.z.view())?;
-        check_divergence("FISTA", s.iter + 1, "objective", new_obj)?;
+        let scaled = match p.strong_convexity {
+            Some(mu) => gm / mu,
+            None => gm,
+        };
+        if p.certify_extrapolation && scaled <= p.tol {
+            // y_k itself is certified: return it without stepping.
+            check_divergence("FISTA", s.iter, "certificate", scaled)?;
+            s.x.assign(&s.y);
+            s.certificate = scaled;
+            return Ok(self.info(s));
+        }
+        let new_obj = if p.track_objective {
+            let v = self.objective(s.z.view())?;
+            check_divergence("FISTA", s.iter + 1, "objective", v)?;
+            v
+        } else {
+            check_divergence("FISTA", s.iter + 1, "gradient mapping", gm)?;
+            s.objective
+        };
         // Momentum and restart.
         let mut beta = T::zero();
         if p.momentum {
@@ -331,9 +406,10 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
                 Restart::None => false,
                 Restart::FunctionValue => new_obj > s.objective,
                 Restart::Gradient => {
-                    let a = &s.y - &s.z;
-                    let b = &s.z - &s.x;
-                    a.dot(&b) > T::zero()
+                    // ⟨y − z, z − x⟩ > 0 (tmp and grad are free here).
+                    difference_into(&mut s.tmp, &s.y, &s.z);
+                    difference_into(&mut s.grad, &s.z, &s.x);
+                    s.tmp.dot(&s.grad) > T::zero()
                 }
             };
             if restart {
@@ -366,20 +442,21 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
                     s.certificate
                 }
             }
-            None => match p.strong_convexity {
-                Some(mu) => gm / mu,
-                None => gm,
-            },
+            None => scaled,
         };
         if s.certificate.is_nan() || s.certificate == T::neg_infinity() {
             check_divergence("FISTA", s.iter, "certificate", s.certificate)?;
         }
-        Ok(IterInfo {
+        Ok(self.info(s))
+    }
+
+    fn info(&self, s: &FistaState<T>) -> IterInfo<T> {
+        IterInfo {
             iter: s.iter,
             objective: s.objective,
             certificate: s.certificate,
             kind: self.certificate_kind(),
-        })
+        }
     }
 
     /// Runs from `x0` until the certificate is `≤ tol`, `max_iters`, or the observer stops.
@@ -389,13 +466,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         observer: impl Observer<T>,
     ) -> Result<Solution<T, FistaState<T>>> {
         let mut s = self.init(x0)?;
-        let (reason, _) = super::admm::drive(
-            &mut s,
-            |s| self.step(s),
-            self.params.tol,
-            self.params.max_iters,
-            observer,
-        )?;
+        let (reason, _) = super::drive(self, &mut s, observer)?;
         Ok(Solution {
             x: s.x.clone(),
             iterations: s.iter,
@@ -406,4 +477,12 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             state: s,
         })
     }
+}
+
+/// `out ← a − b`.
+fn difference_into<T: Real>(out: &mut Array1<T>, a: &Array1<T>, b: &Array1<T>) {
+    Zip::from(out)
+        .and(a)
+        .and(b)
+        .for_each(|o, &a, &b| *o = a - b);
 }

@@ -11,16 +11,20 @@
 
 mod admm;
 mod argmin_adapter;
+mod batch;
 mod cd;
+mod dr;
 mod fista;
 mod lasso;
 mod lbfgs;
 mod logreg;
 mod pdhg;
 
-pub use admm::{Admm, AdmmParams, AdmmState, DouglasRachford, DouglasRachfordState};
-pub use argmin_adapter::{ArgminSolver, Iterative};
+pub use admm::{Admm, AdmmParams, AdmmState};
+pub use argmin_adapter::ArgminSolver;
+pub use batch::{lasso_gaps, BatchFista, BatchFistaParams, BatchFistaState};
 pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState};
+pub use dr::{DouglasRachford, DouglasRachfordState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{LassoPenalty, LassoProblem};
 pub use lbfgs::{Lbfgs, LbfgsParams, LbfgsState};
@@ -29,7 +33,7 @@ pub use pdhg::{Pdhg, PdhgParams, PdhgState};
 
 use crate::error::{Error, Result};
 use crate::linalg::Real;
-use ndarray::Array1;
+use ndarray::{Array1, ArrayView1};
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +48,8 @@ pub enum TerminationReason {
     /// that can no longer decrease the cost in floating point); the certificate says how far
     /// it got.
     Stalled,
+    /// A work budget (counted by the method, e.g. inner iterations) was spent.
+    Budget,
 }
 
 /// What the stopping quantity certifies.
@@ -144,4 +150,65 @@ pub(crate) fn check_divergence<T: Real>(
         });
     }
     Ok(())
+}
+
+/// The solver protocol: a method as a resumable iteration over an explicit state. Every solver
+/// of this module implements it, the outer (bilevel) solvers too; [`drive`] is the one run
+/// loop, and [`ArgminSolver`] runs any `Iterative` under argmin's `Executor` with the same
+/// stopping rules (tolerance, budgets, stalls).
+pub trait Iterative<T: Real> {
+    /// The solver's state (everything a resumed run needs).
+    type State: Clone;
+    /// Name for reports and argmin.
+    fn name(&self) -> &'static str;
+    /// State at `x0`.
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State>;
+    /// One iteration.
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>>;
+    /// The current solution estimate.
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T>;
+    /// The stopping tolerance of the certificate.
+    fn tolerance(&self) -> T;
+    /// The iteration cap.
+    fn max_iters(&self) -> usize;
+    /// Whether to stop after an iteration that reported `info`, and why. The default stops
+    /// when the certificate is at most [`Iterative::tolerance`]; methods with relative
+    /// tolerances, work budgets or stall detection override it.
+    fn stop(&self, _s: &Self::State, info: &IterInfo<T>) -> Option<TerminationReason> {
+        (info.certificate <= self.tolerance()).then_some(TerminationReason::Converged)
+    }
+}
+
+/// The shared run loop: advances `s` until [`Iterative::stop`] says so, the iteration cap, or
+/// the observer returns `false` (checked after the stopping rule, so a converged last
+/// iteration is reported as converged). Returns why it ended and the iterations done.
+pub fn drive<T: Real, S: Iterative<T> + ?Sized>(
+    solver: &S,
+    s: &mut S::State,
+    mut observer: impl Observer<T>,
+) -> Result<(TerminationReason, usize)> {
+    drive_with(solver, s, |_, info| observer.observe(info))
+}
+
+/// [`drive`] with an observer that also sees the solver state (e.g. an outer solver's
+/// history).
+pub fn drive_with<T: Real, S: Iterative<T> + ?Sized>(
+    solver: &S,
+    s: &mut S::State,
+    mut observe: impl FnMut(&S::State, &IterInfo<T>) -> bool,
+) -> Result<(TerminationReason, usize)> {
+    let max_iters = solver.max_iters();
+    let mut iters = 0;
+    while iters < max_iters {
+        let info = solver.advance(s)?;
+        iters = info.iter;
+        let go_on = observe(s, &info);
+        if let Some(reason) = solver.stop(s, &info) {
+            return Ok((reason, iters));
+        }
+        if !go_on {
+            return Ok((TerminationReason::Observer, iters));
+        }
+    }
+    Ok((TerminationReason::MaxIters, iters))
 }

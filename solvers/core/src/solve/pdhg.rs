@@ -1,9 +1,12 @@
 //! The primal–dual hybrid gradient method (Chambolle–Pock).
 
-use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution, TerminationReason};
+use super::{
+    check_divergence, drive, CertificateKind, IterInfo, Iterative, Observer, Solution,
+    TerminationReason,
+};
 use crate::error::{Error, Result};
 use crate::func::Prox;
-use crate::linalg::{check_finite, check_len, norm2, Real};
+use crate::linalg::{check_finite, check_len, Real};
 use crate::ops::{LinearOperator, PowerIteration};
 use ndarray::{Array1, ArrayView1, Zip};
 
@@ -92,12 +95,17 @@ pub struct PdhgState<T> {
     /// Current certificate.
     pub certificate: T,
     gap_available: bool,
+    /// A conjugate value was unavailable once (it will stay so): skip asking again.
+    conj_unavailable: bool,
     xbar: Array1<T>,
     x_old: Array1<T>,
     kx: Array1<T>,
     kty: Array1<T>,
     tmp_n: Array1<T>,
     tmp_m: Array1<T>,
+    y_old: Array1<T>,
+    aux_n: Array1<T>,
+    aux_m: Array1<T>,
 }
 
 /// Chambolle–Pock for the saddle problem `min_x max_y ⟨Kx, y⟩ + f(x) − g*(y)`, i.e.
@@ -172,12 +180,16 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             objective,
             certificate: T::infinity(),
             gap_available: false,
+            conj_unavailable: false,
             xbar: x0.to_owned(),
             x_old: x0.to_owned(),
             kx,
             kty: Array1::zeros(n),
             tmp_n: Array1::zeros(n),
             tmp_m: Array1::zeros(m),
+            y_old: Array1::zeros(m),
+            aux_n: Array1::zeros(n),
+            aux_m: Array1::zeros(m),
         })
     }
 
@@ -186,9 +198,9 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
         let (tau, sigma) = (s.tau, s.sigma);
         // Dual step.
         self.k.apply_unchecked(s.tmp_m.view_mut(), s.xbar.view());
-        let y_old = s.y.clone();
+        s.y_old.assign(&s.y);
         Zip::from(&mut s.tmp_m)
-            .and(&y_old)
+            .and(&s.y_old)
             .for_each(|t, &y| *t = y + sigma * *t);
         self.g
             .conj_prox_into(s.y.view_mut(), s.tmp_m.view(), sigma)?;
@@ -227,28 +239,42 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
         self.k.apply_unchecked(s.kx.view_mut(), s.x.view());
         s.objective = self.f.value(s.x.view())? + self.g.value(s.kx.view())?;
         check_divergence("PDHG", s.iter, "objective", s.objective)?;
-        let neg_kty = s.kty.mapv(|v| -v);
-        let gap = match (
-            self.f.conj_value(neg_kty.view()),
-            self.g.conj_value(s.y.view()),
-        ) {
-            (Ok(fs), Ok(gs)) if (fs + gs).is_finite() => {
-                Some((s.objective + fs + gs).max(T::zero()))
+        Zip::from(&mut s.tmp_n)
+            .and(&s.kty)
+            .for_each(|t, &k| *t = -k);
+        let gap = if s.conj_unavailable {
+            None
+        } else {
+            match (
+                self.f.conj_value(s.tmp_n.view()),
+                self.g.conj_value(s.y.view()),
+            ) {
+                (Ok(fs), Ok(gs)) if (fs + gs).is_finite() => {
+                    Some((s.objective + fs + gs).max(T::zero()))
+                }
+                (Err(Error::Unsupported { .. }), _) | (_, Err(Error::Unsupported { .. })) => {
+                    s.conj_unavailable = true;
+                    None
+                }
+                _ => None,
             }
-            _ => None,
         };
         s.certificate = match gap {
             Some(g) => g,
             None => {
                 // Residuals: p = (x_old − x)/τ − Kᵀ(y_old − y), d = (y_old − y)/σ − K(x_old − x).
-                let dx = &s.x_old - &s.x;
-                let dy = &y_old - &s.y;
-                let mut ktdy = Array1::zeros(dx.len());
-                self.k.adjoint_unchecked(ktdy.view_mut(), dy.view());
-                let mut kdx = Array1::zeros(dy.len());
-                self.k.apply_unchecked(kdx.view_mut(), dx.view());
-                let p = norm2((&dx.mapv(|v| v / tau) - &ktdy).view());
-                let d = norm2((&dy.mapv(|v| v / sigma) - &kdx).view());
+                Zip::from(&mut s.tmp_n)
+                    .and(&s.x_old)
+                    .and(&s.x)
+                    .for_each(|d, &a, &b| *d = a - b);
+                Zip::from(&mut s.tmp_m)
+                    .and(&s.y_old)
+                    .and(&s.y)
+                    .for_each(|d, &a, &b| *d = a - b);
+                self.k.adjoint_unchecked(s.aux_n.view_mut(), s.tmp_m.view());
+                self.k.apply_unchecked(s.aux_m.view_mut(), s.tmp_n.view());
+                let p = scaled_difference_norm(&s.tmp_n, tau, &s.aux_n);
+                let d = scaled_difference_norm(&s.tmp_m, sigma, &s.aux_m);
                 p.max(d)
             }
         };
@@ -278,37 +304,62 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
     pub fn run(
         &self,
         x0: ArrayView1<'_, T>,
-        mut observer: impl Observer<T>,
+        observer: impl Observer<T>,
     ) -> Result<Solution<T, PdhgState<T>>> {
         let mut s = self.init(x0)?;
-        let mut reason = TerminationReason::MaxIters;
-        let mut kind = CertificateKind::FixedPointResidual;
-        while s.iter < self.params.max_iters {
-            let info = self.step(&mut s)?;
-            kind = info.kind;
-            let go_on = observer.observe(&info);
-            let scale = if self.params.relative {
-                info.objective.abs()
-            } else {
-                T::one()
-            };
-            if info.certificate <= self.params.tol * scale {
-                reason = TerminationReason::Converged;
-                break;
-            }
-            if !go_on {
-                reason = TerminationReason::Observer;
-                break;
-            }
-        }
+        let (reason, _) = drive(self, &mut s, observer)?;
         Ok(Solution {
             x: s.x.clone(),
             iterations: s.iter,
             objective: s.objective,
             certificate: s.certificate,
-            kind,
+            kind: self.last_kind(&s),
             reason,
             state: s,
         })
+    }
+}
+
+/// `‖a/s − b‖` without a temporary.
+fn scaled_difference_norm<T: Real>(a: &Array1<T>, s: T, b: &Array1<T>) -> T {
+    Zip::from(a)
+        .and(b)
+        .fold(T::zero(), |acc, &x, &y| {
+            let d = x / s - y;
+            acc + d * d
+        })
+        .sqrt()
+}
+
+impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized> Iterative<T>
+    for Pdhg<'_, T, F, G, K>
+{
+    type State = PdhgState<T>;
+    fn name(&self) -> &'static str {
+        "PDHG"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.step(s)
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params.tol
+    }
+    fn max_iters(&self) -> usize {
+        self.params.max_iters
+    }
+    /// The certificate against `tol`, or `tol·|objective|` with [`PdhgParams::relative`].
+    fn stop(&self, _s: &Self::State, info: &IterInfo<T>) -> Option<TerminationReason> {
+        let scale = if self.params.relative {
+            info.objective.abs()
+        } else {
+            T::one()
+        };
+        (info.certificate <= self.params.tol * scale).then_some(TerminationReason::Converged)
     }
 }

@@ -1,9 +1,10 @@
-//! Indicators of the simplex and of ℓ2 / ℓ1 balls.
+//! Indicators: boxes, the nonnegative orthant (separable), the simplex and ℓ2 / ℓ1 balls.
 
+use super::separable::{separable, Param, ScalarKernel};
 use super::{check_arg, check_prox_args, set_tol, Function, Properties, Prox};
 use crate::error::{Error, Result};
 use crate::linalg::{check_len, norm1, norm2, norm_inf, Real};
-use ndarray::{ArrayView1, ArrayViewMut1};
+use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 
 fn check_radius<T: Real>(r: T) -> Result<()> {
     if !(r >= T::zero() && r.is_finite()) {
@@ -277,7 +278,7 @@ impl<T: Real> Prox<T> for IndBallL1<T> {
         check_prox_args("IndBallL1", None, out.len(), x, gamma)?;
         match self.theta(x) {
             None => out.assign(&x),
-            Some(t) => out.zip_mut_with(&x, |o, &v| *o = super::elementwise::soft_threshold(v, t)),
+            Some(t) => out.zip_mut_with(&x, |o, &v| *o = super::norms::soft_threshold(v, t)),
         }
         Ok(())
     }
@@ -314,3 +315,138 @@ impl<T: Real> Prox<T> for IndBallL1<T> {
         Ok(())
     }
 }
+
+// Separable indicators.
+
+/// Indicator of the box `{x : loᵢ ≤ xᵢ ≤ hiᵢ}` (bounds may be ±∞). The prox is the clamp;
+/// `f*(y) = Σ max(loᵢyᵢ, hiᵢyᵢ)` (the support function).
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.2.
+#[derive(Clone, Debug)]
+pub struct IndBox<T: Real> {
+    lo: Param<T>,
+    hi: Param<T>,
+}
+
+impl<T: Real> IndBox<T> {
+    /// Same bounds `[lo, hi]` for every coordinate, `lo ≤ hi`.
+    pub fn new(lo: T, hi: T) -> Result<Self> {
+        Self::build(Param::Scalar(lo), Param::Scalar(hi))
+    }
+    /// Per-coordinate bounds (equal lengths, `loᵢ ≤ hiᵢ`).
+    pub fn per_coordinate(lo: Array1<T>, hi: Array1<T>) -> Result<Self> {
+        check_len("IndBox::per_coordinate", "hi", lo.len(), hi.len())?;
+        Self::build(Param::PerCoord(lo), Param::PerCoord(hi))
+    }
+    fn build(lo: Param<T>, hi: Param<T>) -> Result<Self> {
+        let n = lo.dim().unwrap_or(1);
+        for i in 0..n {
+            let (l, h) = (lo.at(i), hi.at(i));
+            if l.is_nan() || h.is_nan() || l > h {
+                return Err(Error::param(
+                    format!("bounds[{i}]"),
+                    format!("[{l}, {h}]"),
+                    "need lo <= hi (no NaN); swap the bounds",
+                ));
+            }
+        }
+        Ok(Self { lo, hi })
+    }
+    fn dim_(&self) -> Option<usize> {
+        self.lo.dim()
+    }
+}
+
+impl<T: Real> ScalarKernel<T> for IndBox<T> {
+    fn phi(&self, i: usize, x: T) -> T {
+        let (l, h) = (self.lo.at(i), self.hi.at(i));
+        if x >= l - set_tol(l) && x <= h + set_tol(h) {
+            T::zero()
+        } else {
+            T::infinity()
+        }
+    }
+    fn prox1(&self, i: usize, x: T, _: T) -> T {
+        x.max(self.lo.at(i)).min(self.hi.at(i))
+    }
+    fn dprox1(&self, i: usize, x: T, _: T) -> T {
+        if x > self.lo.at(i) && x < self.hi.at(i) {
+            T::one()
+        } else {
+            T::zero()
+        }
+    }
+    fn conj1(&self, i: usize, y: T) -> Option<T> {
+        let (l, h) = (self.lo.at(i), self.hi.at(i));
+        Some(if y > T::zero() {
+            h * y
+        } else if y < T::zero() {
+            l * y
+        } else {
+            T::zero()
+        })
+    }
+}
+separable!(IndBox, |_s: &IndBox<T>| Properties {
+    convex: true,
+    separable: true,
+    indicator: true,
+    exact_prox: true,
+    ..Default::default()
+});
+
+/// Indicator of the nonnegative orthant; prox `max(x, 0)`; `f*(y) = ι{y ≤ 0}`.
+///
+/// # References
+/// N. Parikh, S. Boyd, "Proximal algorithms", Found. Trends Optim. 1 (2014), §6.2.
+#[derive(Clone, Debug, Default)]
+pub struct IndNonnegative<T: Real> {
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Real> IndNonnegative<T> {
+    /// `ι{x ≥ 0}`.
+    pub fn new() -> Self {
+        Self {
+            _t: std::marker::PhantomData,
+        }
+    }
+    fn dim_(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl<T: Real> ScalarKernel<T> for IndNonnegative<T> {
+    fn phi(&self, _: usize, x: T) -> T {
+        if x >= -set_tol(T::zero()) {
+            T::zero()
+        } else {
+            T::infinity()
+        }
+    }
+    fn prox1(&self, _: usize, x: T, _: T) -> T {
+        x.max(T::zero())
+    }
+    fn dprox1(&self, _: usize, x: T, _: T) -> T {
+        if x > T::zero() {
+            T::one()
+        } else {
+            T::zero()
+        }
+    }
+    fn conj1(&self, _: usize, y: T) -> Option<T> {
+        Some(if y <= set_tol(T::zero()) {
+            T::zero()
+        } else {
+            T::infinity()
+        })
+    }
+}
+separable!(IndNonnegative, |_s: &IndNonnegative<T>| Properties {
+    convex: true,
+    separable: true,
+    indicator: true,
+    exact_prox: true,
+    ..Default::default()
+});

@@ -1,0 +1,110 @@
+//! Smooth functions evaluated row by row on batches (rows are independent samples or problems):
+//! the batched solvers, the gradient-step block and the unsupervised losses use them.
+
+use crate::error::{Error, Result};
+use crate::linalg::{check_batch, Real};
+use ndarray::{Array2, ArrayView2};
+use std::sync::Arc;
+
+/// `A·B` (faer GEMM, parallel above a size threshold).
+pub fn matmul(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    f64::gemm(c.view_mut(), a, b, 1.0, false);
+    c
+}
+
+/// Residuals `y_b − A x_b` row by row: `Y − X Aᵀ` (B × M) for states `X` (B × N).
+pub fn residual(
+    a: ArrayView2<'_, f64>,
+    x: ArrayView2<'_, f64>,
+    y: ArrayView2<'_, f64>,
+) -> Array2<f64> {
+    let mut r = y.to_owned();
+    f64::gemm(r.view_mut(), x, a.t(), -1.0, true);
+    r
+}
+
+/// A smooth function of the state with a context, evaluated row by row:
+/// the gradient step block and the unsupervised losses use it.
+pub trait BatchSmooth: Send + Sync {
+    /// Name for reports.
+    fn name(&self) -> String;
+    /// State width.
+    fn dim(&self) -> usize;
+    /// Context width.
+    fn ctx_dim(&self) -> usize;
+    /// `f(x_b; c_b)` for every row.
+    fn values(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Vec<f64>;
+    /// `∇f(x_b; c_b)` row by row.
+    fn gradient(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Array2<f64>;
+    /// `∇²f(x_b; c_b) v_b` row by row.
+    fn hvp(
+        &self,
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        v: ArrayView2<'_, f64>,
+    ) -> Array2<f64>;
+}
+
+/// `f(x; y) = ½‖A x − y‖²` with a dense `A` (M × N); the context is `y`.
+#[derive(Clone, Debug)]
+pub struct LeastSquaresBatch {
+    a: Arc<Array2<f64>>,
+}
+
+impl LeastSquaresBatch {
+    /// `Err` if `A` is empty or not finite.
+    pub fn new(a: Arc<Array2<f64>>) -> Result<Self> {
+        if a.is_empty() {
+            return Err(Error::param(
+                "A",
+                "empty",
+                "the matrix needs rows and columns",
+            ));
+        }
+        check_batch("LeastSquaresBatch", "A", a.nrows(), a.ncols(), a.view())?;
+        Ok(Self { a })
+    }
+
+    /// The matrix.
+    pub fn matrix(&self) -> &Arc<Array2<f64>> {
+        &self.a
+    }
+
+    /// Residuals `y − A x` row by row (B × M).
+    pub fn residual(&self, x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> Array2<f64> {
+        residual(self.a.view(), x, y)
+    }
+}
+
+impl BatchSmooth for LeastSquaresBatch {
+    fn name(&self) -> String {
+        "½‖Ax − y‖²".into()
+    }
+    fn dim(&self) -> usize {
+        self.a.ncols()
+    }
+    fn ctx_dim(&self) -> usize {
+        self.a.nrows()
+    }
+    fn values(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Vec<f64> {
+        self.residual(x, c)
+            .rows()
+            .into_iter()
+            .map(|r| 0.5 * r.dot(&r))
+            .collect()
+    }
+    fn gradient(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Array2<f64> {
+        let r = self.residual(x, c);
+        -matmul(r.view(), self.a.view())
+    }
+    fn hvp(
+        &self,
+        _x: ArrayView2<'_, f64>,
+        _c: ArrayView2<'_, f64>,
+        v: ArrayView2<'_, f64>,
+    ) -> Array2<f64> {
+        let av = matmul(v, self.a.t());
+        matmul(av.view(), self.a.view())
+    }
+}
