@@ -95,8 +95,11 @@ impl BatchSmooth for LeastSquaresBatch {
             .collect()
     }
     fn gradient(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Array2<f64> {
+        // −rA in one GEMM (α = −1), r = y − Ax.
         let r = self.residual(x, c);
-        -matmul(r.view(), self.a.view())
+        let mut g = Array2::zeros((x.nrows(), self.a.ncols()));
+        f64::gemm(g.view_mut(), r.view(), self.a.view(), -1.0, false);
+        g
     }
     fn hvp(
         &self,

@@ -123,13 +123,8 @@ impl<T: Real> NormL1<T> {
 /// Soft thresholding `sign(x)·max(|x| − t, 0)`.
 #[inline]
 pub fn soft_threshold<T: Real>(x: T, t: T) -> T {
-    if x > t {
-        x - t
-    } else if x < -t {
-        x + t
-    } else {
-        T::zero()
-    }
+    // Branch-free (vectorizes): sign(x)·max(|x| − t, 0) equals x − t, x + t or 0 exactly.
+    x.signum() * (x.abs() - t).max(T::zero())
 }
 
 impl<T: Real> ScalarKernel<T> for NormL1<T> {

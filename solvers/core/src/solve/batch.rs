@@ -9,12 +9,12 @@
 //! A. Beck, M. Teboulle, SIAM J. Imaging Sci. 2 (2009); B. O'Donoghue, E. Candès, Found.
 //! Comput. Math. 15 (2015); T. Blumensath, M. E. Davies, Appl. Comput. Harmon. Anal. 27 (2009).
 
-use super::{check_divergence, Restart};
+use super::Restart;
 use crate::error::{Error, Result};
 use crate::func::BatchSmooth;
 use crate::func::Prox;
 use crate::linalg::check_positive;
-use ndarray::{Array2, ArrayView2, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
 
 /// Settings of [`BatchFista`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,25 +78,23 @@ impl<'a, F: BatchSmooth + ?Sized, G: Prox<f64> + ?Sized> BatchFista<'a, F, G> {
     /// One iteration for every row, with contexts `c` (e.g. the measurements `y_b`).
     pub fn step(&self, s: &mut BatchFistaState, c: ArrayView2<'_, f64>) -> Result<()> {
         let step = self.params.step;
-        // v ← y − s∇f(y; c), then u ← prox_{sg}(v) row by row.
-        let mut v = self.f.gradient(s.y.view(), c);
+        let momentum = self.params.momentum;
+        // v ← p − s∇f(p; c) at p = y (FISTA) or x (ISTA), then u ← prox_{sg}(v).
+        let point = if momentum { &s.y } else { &s.x };
+        let mut v = self.f.gradient(point.view(), c);
         Zip::from(&mut v)
-            .and(&s.y)
+            .and(point)
             .for_each(|g, &y| *g = y - step * *g);
-        for (urow, vrow) in s.u.rows_mut().into_iter().zip(v.rows()) {
-            self.g.prox_into(urow, vrow, step)?;
-        }
-        if self.params.momentum {
+        self.prox_rows(&mut s.u, &v, s.iter)?;
+        if momentum {
             for (i, ti) in s.t.iter_mut().enumerate() {
                 let (yr, ur, xr) = (s.y.row(i), s.u.row(i), s.x.row(i));
-                let restart = self.params.restart == Restart::Gradient && {
-                    let mut d = 0.0;
-                    Zip::from(&yr)
+                let restart = self.params.restart == Restart::Gradient
+                    && Zip::from(&yr)
                         .and(&ur)
                         .and(&xr)
-                        .for_each(|y, u, x| d += (y - u) * (u - x));
-                    d > 0.0
-                };
+                        .fold(0.0, |d, y, u, x| d + (y - u) * (u - x))
+                        > 0.0;
                 let t1 = 0.5 * (1.0 + (1.0 + 4.0 * *ti * *ti).sqrt());
                 let beta = if restart { 0.0 } else { (*ti - 1.0) / t1 };
                 *ti = if restart { 1.0 } else { t1 };
@@ -106,13 +104,37 @@ impl<'a, F: BatchSmooth + ?Sized, G: Prox<f64> + ?Sized> BatchFista<'a, F, G> {
                     .and(&xr)
                     .for_each(|y, &u, &x| *y = u + beta * (u - x));
             }
-        } else {
-            s.y.assign(&s.u);
         }
         std::mem::swap(&mut s.x, &mut s.u);
         s.iter += 1;
-        let norm: f64 = s.x.iter().map(|v| v * v).sum();
-        check_divergence("batched FISTA", s.iter, "‖x‖²", norm)
+        Ok(())
+    }
+
+    /// `u ← prox_{sg}(v)` row by row: one call on the whole (contiguous) batch when `g` takes
+    /// any length (a scalar-weight separable function), else one call per row. A non-finite
+    /// `v` (the prox rejects it) is a divergence at this iteration.
+    fn prox_rows(&self, u: &mut Array2<f64>, v: &Array2<f64>, iter: usize) -> Result<()> {
+        let step = self.params.step;
+        let whole = self.g.dim().is_none();
+        let r = match (whole, u.as_slice_mut(), v.as_slice()) {
+            (true, Some(us), Some(vs)) => {
+                self.g
+                    .prox_into(ArrayViewMut1::from(us), ArrayView1::from(vs), step)
+            }
+            _ => u
+                .rows_mut()
+                .into_iter()
+                .zip(v.rows())
+                .try_for_each(|(urow, vrow)| self.g.prox_into(urow, vrow, step)),
+        };
+        r.map_err(|e| match e {
+            Error::NonFinite { value, .. } => Error::Diverged {
+                method: "batched FISTA".into(),
+                iteration: iter + 1,
+                detail: format!("forward step = {value}; decrease the step"),
+            },
+            e => e,
+        })
     }
 
     /// `iters` iterations from `x0`; all iterates `x_0 … x_iters`.

@@ -337,8 +337,17 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
     }
 
     /// `z ← prox_{sg}(y − s∇f(y))` for the current step.
+    /// With [`FistaParams::certify_extrapolation`] the prox is the identity (checked at
+    /// `init`) and `z = y − s∇f(y)` is written directly.
     fn forward_backward(&self, s: &mut FistaState<T>) -> Result<()> {
         let step = s.step;
+        if self.params.certify_extrapolation {
+            Zip::from(&mut s.z)
+                .and(&s.y)
+                .and(&s.grad)
+                .for_each(|z, &y, &g| *z = y - step * g);
+            return Ok(());
+        }
         Zip::from(&mut s.tmp)
             .and(&s.y)
             .and(&s.grad)
@@ -406,10 +415,12 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
                 Restart::None => false,
                 Restart::FunctionValue => new_obj > s.objective,
                 Restart::Gradient => {
-                    // ⟨y − z, z − x⟩ > 0 (tmp and grad are free here).
-                    difference_into(&mut s.tmp, &s.y, &s.z);
-                    difference_into(&mut s.grad, &s.z, &s.x);
-                    s.tmp.dot(&s.grad) > T::zero()
+                    // ⟨y − z, z − x⟩ > 0, in one pass.
+                    Zip::from(&s.y)
+                        .and(&s.z)
+                        .and(&s.x)
+                        .fold(T::zero(), |acc, &y, &z, &x| acc + (y - z) * (z - x))
+                        > T::zero()
                 }
             };
             if restart {
@@ -424,12 +435,12 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
                 s.t = t_new;
             }
         }
-        // y ← z + β(z − x); x ← z.
+        // y ← z + β(z − x); x ← z (a swap: z is overwritten next iteration).
         Zip::from(&mut s.y)
             .and(&s.z)
             .and(&s.x)
             .for_each(|y, &z, &x| *y = z + beta * (z - x));
-        s.x.assign(&s.z);
+        std::mem::swap(&mut s.x, &mut s.z);
         s.objective = new_obj;
         s.iter += 1;
         s.certificate = match &self.certificate {
