@@ -4,6 +4,7 @@
 //!
 //! Run with `cargo run --release --example operators_and_prox`.
 
+use hyperprox::core::io::psnr;
 use hyperprox::core::testing::check_adjoint;
 use hyperprox::prelude::*;
 use ndarray::Array1;
@@ -25,11 +26,6 @@ fn load_digit(path: &str, row: usize) -> Result<Array1<f64>, String> {
         return Err(format!("{path}: expected 64 pixels, got {}", vals.len()));
     }
     Ok(Array1::from(vals))
-}
-
-fn psnr(x: &Array1<f64>, truth: &Array1<f64>) -> f64 {
-    let mse = (x - truth).mapv(|v| v * v).mean().unwrap();
-    10.0 * (1.0 / mse).log10()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

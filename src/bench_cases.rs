@@ -14,22 +14,13 @@ use hyperprox_core::prelude::*;
 use ndarray::{s, Array1, Array2};
 use rand::seq::index::sample;
 use rand::SeedableRng;
-use std::path::PathBuf;
 
 fn seeded_normal(n: usize, seed: u64) -> Array1<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     hyperprox_core::linalg::randn(n, &mut rng)
 }
 
-/// The shipped `data/` folder: `./data` if it exists, else the one of the source tree this
-/// binary was built from.
-pub fn shipped_data_dir() -> PathBuf {
-    let local = PathBuf::from("data");
-    if local.join("kodak").is_dir() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
-}
+pub use hyperprox_core::io::shipped_data_dir;
 
 /// The Lasso case (seeded).
 pub fn lasso_case(seed: u64) -> Result<LassoProblem<f64>> {
@@ -83,7 +74,7 @@ pub fn rof_case(size: usize, seed: u64) -> Result<(Array2<f64>, Array2<f64>)> {
 /// The bilevel TV-denoising case: the first `images` shipped Kodak images resized to
 /// `size × size`, Gaussian noise `σ = 0.1` (seed 19).
 pub fn tv_bilevel_case(images: usize, size: usize) -> Result<hyperprox_bilevel::TvDenoising> {
-    use hyperprox_bilevel::data::{add_noise, load_images};
+    use hyperprox_core::io::{add_noise_all as add_noise, load_images};
     let clean = load_images(&shipped_data_dir().join("kodak/gray96"), images, size)?;
     let noisy = add_noise(&clean, 0.1, 19);
     hyperprox_bilevel::TvDenoising::new(&clean, &noisy)

@@ -1,7 +1,7 @@
 //! `hyperprox lpn …`: learned proximal networks.
 
 use clap::{Args, Subcommand, ValueEnum};
-use hyperprox::bench_cases::shipped_data_dir;
+use hyperprox::core::io::shipped_data_dir;
 use hyperprox::lpn::train::{image_schedule, laplacian_schedule, total_steps};
 use hyperprox::lpn::{
     digits, laplace, regularizer_rows, Icnn, IcnnConfig, InvertParams, Stage, TrainState,
@@ -541,7 +541,7 @@ fn digits_report(
         x.rows()
             .into_iter()
             .zip(test.rows())
-            .map(|(r, c)| digits::psnr(r, c))
+            .map(|(r, c)| digits::psnr(&r, &c))
             .sum::<f64>()
             / test.nrows() as f64
     };
@@ -558,12 +558,15 @@ fn digits_report(
         ImagePanel {
             caption: format!(
                 "noisy σ=0.1 ({:.1} dB)",
-                digits::psnr(noisy.row(0), test.row(0))
+                digits::psnr(&noisy.row(0), &test.row(0))
             ),
             image: img(noisy.row(0)),
         },
         ImagePanel {
-            caption: format!("LPN f(y) ({:.1} dB)", digits::psnr(den.row(0), test.row(0))),
+            caption: format!(
+                "LPN f(y) ({:.1} dB)",
+                digits::psnr(&den.row(0), &test.row(0))
+            ),
             image: img(den.row(0)),
         },
         ImagePanel {

@@ -1,13 +1,13 @@
 //! `hyperprox tune …` and `hyperprox demo`: bilevel learning of hyperparameters.
 
 use clap::{Args, Subcommand, ValueEnum};
-use hyperprox::bench_cases::shipped_data_dir;
 use hyperprox::bilevel::data::{add_noise, load_images, psnr, unstack};
 use hyperprox::bilevel::{
     AccuracySequence, BilevelProblem, FieldOfExperts, Hoag, HoagParams, LassoTuning, Maid,
     MaidParams, MultinomialLogistic, Oracle, OuterRecord, OuterResult, OuterSolver, OuterStop,
     TvDenoising,
 };
+use hyperprox::core::io::shipped_data_dir;
 use hyperprox::report::{write_figure, ImagePanel, LinePlot, Series};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array1, Array2};

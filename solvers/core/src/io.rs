@@ -1,11 +1,15 @@
-//! Reading and writing arrays (`.npy`, f64 or f32) and grayscale images (PNG, values in [0, 1]).
+//! Reading and writing arrays (`.npy`, f64 or f32) and grayscale images (PNG, values in [0, 1]),
+//! image sets, the shipped data, and the image utilities every family uses (PSNR, seeded
+//! Gaussian noise, stacking images into one vector).
 //!
 //! Every function returns an [`Error`] naming the file and what to fix; nothing panics on bad
 //! files.
 
 use crate::error::{Error, Result};
-use ndarray::{Array1, Array2, ArrayD};
-use std::path::Path;
+use ndarray::{Array, Array1, Array2, ArrayBase, ArrayD, Data, Dimension};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::{Path, PathBuf};
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
@@ -187,6 +191,129 @@ pub fn read_digits_csv(path: &Path) -> Result<(Array2<f64>, Vec<usize>)> {
     Ok((Array2::from_shape_vec((n, w), rows).expect("shape"), labels))
 }
 
+/// The shipped `data/` folder (Kodak images, digits): `./data` if it holds `kodak/`, else the
+/// one of the source tree this crate was built from.
+pub fn shipped_data_dir() -> PathBuf {
+    let local = PathBuf::from("data");
+    if local.join("kodak").is_dir() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data")
+}
+
+/// Loads the first `count` PNG images of `dir` (sorted by file name; `count = 0` means all),
+/// as grayscale in `[0, 1]`, resized to `size × size` (triangle filter) when they differ.
+/// `Err` for a missing folder, no PNG files, fewer than `count` images, or `size < 8`.
+pub fn load_images(dir: &Path, count: usize, size: usize) -> Result<Vec<Array2<f64>>> {
+    if size < 8 {
+        return Err(Error::param("size", size, "images must be at least 8×8"));
+    }
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, format!("{e}; pass --data DIR with PNG images")))?;
+    let mut files: Vec<_> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(io_err(dir, "no .png files in this folder"));
+    }
+    let count = if count == 0 { files.len() } else { count };
+    if files.len() < count {
+        return Err(Error::param(
+            "images",
+            count,
+            format!(
+                "the folder {} holds only {} PNG images",
+                dir.display(),
+                files.len()
+            ),
+        ));
+    }
+    files[..count]
+        .iter()
+        .map(|f| {
+            let img = image::open(f).map_err(|e| io_err(f, e))?.to_luma8();
+            let img = if img.width() as usize != size || img.height() as usize != size {
+                image::imageops::resize(
+                    &img,
+                    size as u32,
+                    size as u32,
+                    image::imageops::FilterType::Triangle,
+                )
+            } else {
+                img
+            };
+            Ok(Array2::from_shape_fn((size, size), |(i, j)| {
+                img.get_pixel(j as u32, i as u32)[0] as f64 / 255.0
+            }))
+        })
+        .collect()
+}
+
+/// PSNR in dB for signals with peak value 1: `10·log₁₀(1/MSE)` (any shape; `a` and
+/// `reference` of the same shape).
+pub fn psnr<S1, S2, D>(a: &ArrayBase<S1, D>, reference: &ArrayBase<S2, D>) -> f64
+where
+    S1: Data<Elem = f64>,
+    S2: Data<Elem = f64>,
+    D: Dimension,
+{
+    let mse = (a - reference).mapv(|v| v * v).mean().unwrap_or(0.0);
+    10.0 * (1.0 / mse.max(1e-300)).log10()
+}
+
+/// `a + σ·N(0, I)` from a given generator (entries in memory order).
+fn noisy_with<S: Data<Elem = f64>, D: Dimension>(
+    a: &ArrayBase<S, D>,
+    sigma: f64,
+    rng: &mut rand::rngs::StdRng,
+) -> Array<f64, D> {
+    a.mapv(|v| {
+        let e: f64 = StandardNormal.sample(rng);
+        v + sigma * e
+    })
+}
+
+/// `a + σ·N(0, I)`, seeded (values are not clipped).
+pub fn add_noise<S: Data<Elem = f64>, D: Dimension>(
+    a: &ArrayBase<S, D>,
+    sigma: f64,
+    seed: u64,
+) -> Array<f64, D> {
+    noisy_with(a, sigma, &mut rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+/// Every image plus `σ·N(0, I)`, from one seeded stream (image after image).
+pub fn add_noise_all(images: &[Array2<f64>], sigma: f64, seed: u64) -> Vec<Array2<f64>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    images
+        .iter()
+        .map(|im| noisy_with(im, sigma, &mut rng))
+        .collect()
+}
+
+/// Flattens equally sized images into one vector (image after image, row-major).
+pub fn stack(images: &[Array2<f64>]) -> Array1<f64> {
+    Array1::from_iter(images.iter().flat_map(|im| im.iter().cloned()))
+}
+
+/// Splits a stacked vector back into images of `h × w` (a last partial image is dropped).
+pub fn unstack(x: &Array1<f64>, h: usize, w: usize) -> Vec<Array2<f64>> {
+    let n = h * w;
+    if n == 0 {
+        return Vec::new();
+    }
+    (0..x.len() / n)
+        .filter_map(|i| {
+            x.slice(ndarray::s![i * n..(i + 1) * n])
+                .to_owned()
+                .into_shape_with_order((h, w))
+                .ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +340,23 @@ mod tests {
         ));
         assert!(read_image(dir.join("a.txt")).is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn psnr_noise_and_stacking() {
+        use ndarray::{array, Array2};
+        let a = Array2::from_elem((4, 5), 0.5);
+        let b = a.mapv(|v| v + 0.1);
+        assert!((psnr(&b, &a) - 20.0).abs() < 1e-9, "MSE 0.01 is 20 dB");
+        assert!((psnr(&b.row(0), &a.row(0)) - 20.0).abs() < 1e-9);
+        // One stream for a set of images = the images' noise drawn one after the other.
+        let ims = vec![a.clone(), b.clone()];
+        let all = add_noise_all(&ims, 0.1, 3);
+        let joint = add_noise(&stack(&ims), 0.1, 3);
+        assert_eq!(stack(&all), joint);
+        assert_ne!(add_noise(&a, 0.1, 3), add_noise(&a, 0.1, 4));
+        let back = unstack(&stack(&ims), 4, 5);
+        assert_eq!(back, ims);
+        assert!(unstack(&array![1.0, 2.0, 3.0], 2, 2).is_empty());
     }
 }

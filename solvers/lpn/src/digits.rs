@@ -14,7 +14,6 @@ use hyperprox_core::prelude::*;
 use ndarray::{Array1, Array2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// The dense digits network: three layers of 128 units.
 pub fn config() -> IcnnConfig {
@@ -71,20 +70,7 @@ pub fn blur_matrix(sigma: f64) -> Result<Array2<f64>> {
     Ok(m)
 }
 
-/// `rows + σ·N(0, 1)`, seeded.
-pub fn add_noise(rows: &Array2<f64>, sigma: f64, seed: u64) -> Array2<f64> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    rows.mapv(|v| {
-        let e: f64 = StandardNormal.sample(&mut rng);
-        v + sigma * e
-    })
-}
-
-/// PSNR (peak 1) of `x` against `reference`.
-pub fn psnr(x: ndarray::ArrayView1<'_, f64>, reference: ndarray::ArrayView1<'_, f64>) -> f64 {
-    let mse = (&x - &reference).mapv(|v| v * v).mean().unwrap_or(0.0);
-    10.0 * (1.0 / mse.max(1e-300)).log10()
-}
+pub use hyperprox_core::io::{add_noise, psnr};
 
 /// Mean `R_θ` (and the worst inversion residual) of `rows` perturbed by each noise level and by
 /// each blur width: `(noise curve, blur curve)` as `(level, mean R, max residual)` triples.
@@ -155,7 +141,7 @@ pub fn deblur_table(
     let mean_psnr = |xs: &[Array1<f64>]| {
         xs.iter()
             .zip(clean.rows())
-            .map(|(x, c)| psnr(x.view(), c))
+            .map(|(x, c)| psnr(x, &c))
             .sum::<f64>()
             / n as f64
     };

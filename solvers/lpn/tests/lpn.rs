@@ -438,7 +438,7 @@ fn pnp_compressed_sensing_and_denoising_on_digits() {
     let mean_psnr = |xs: &[Array1<f64>]| {
         xs.iter()
             .zip(clean.rows())
-            .map(|(x, c)| digits::psnr(x.view(), c))
+            .map(|(x, c)| digits::psnr(x, &c))
             .sum::<f64>()
             / 5.0
     };
