@@ -5,7 +5,7 @@
 //!
 //! 1. Lower level to accuracy `ε` by a [`LowerSolver`] (warm-started), stopped when
 //!    `‖∇ₓh(x̃)‖/μ ≤ ε`, which certifies `‖x̃ − x̂(θ)‖ ≤ ε` by strong convexity. The default,
-//!    [`FistaLower`], is the core [`Fista`](hyperprox_core::solve::Fista) with the strongly
+//!    [`FistaLower`], is the core [`Fista`] with the strongly
 //!    convex momentum and gradient restart; [`LbfgsLower`] uses argmin's L-BFGS; users pass
 //!    their own (a closed form, say) with [`Oracle::with_lower_solver`].
 //! 2. The core [`conjugate_gradient`] on `H(x̃) q = ∇g(x̃)` from `q = 0`, stopped at the

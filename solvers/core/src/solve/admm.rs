@@ -10,7 +10,7 @@ use crate::linalg::{
 use crate::ops::{DenseMatrix, LinearOperator};
 use ndarray::{Array1, Array2, ArrayView1, Zip};
 
-/// Parameters of [`Admm`] and [`DouglasRachford`].
+/// Parameters of [`Admm`] and [`DouglasRachford`](super::DouglasRachford).
 #[derive(Clone, Copy, Debug)]
 pub struct AdmmParams<T> {
     /// Penalty `ρ > 0` (ADMM) or step `γ > 0` (Douglas–Rachford).
