@@ -347,6 +347,37 @@ pub fn check_batch(
     Ok(())
 }
 
+/// Checks a design matrix `A` (n samples × p features) against its targets: non-empty, finite,
+/// and one target per row (`what` names the targets in the message).
+pub fn check_design<T: Real>(
+    context: &str,
+    a: ArrayView2<'_, T>,
+    targets: ArrayView1<'_, T>,
+    what: &str,
+) -> Result<()> {
+    let (n, p) = a.dim();
+    if n == 0 || p == 0 {
+        return Err(Error::param(
+            "A",
+            format!("{n}x{p}"),
+            "the design matrix must be non-empty",
+        ));
+    }
+    check_len(context, what, n, targets.len())?;
+    check_finite(
+        &format!("{context} {}", what.split(' ').next().unwrap_or(what)),
+        targets,
+    )?;
+    if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("{context} A"),
+            index: i,
+            value: format!("{v}"),
+        });
+    }
+    Ok(())
+}
+
 /// Stopping rule of [`conjugate_gradient`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CgParams<T> {

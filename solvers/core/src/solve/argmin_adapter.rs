@@ -62,64 +62,36 @@ iterative_via_init_step!("ADMM", z, AdmmState, [T: Real, G: Prox<T> + ?Sized], A
 // For Douglas–Rachford the argmin parameter is the start `z0` of the governing sequence.
 iterative_via_init_step!("Douglas-Rachford", x, DouglasRachfordState, [T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized], DouglasRachford<'_, T, F, G>);
 
-impl<T: Real> Iterative<T> for CoordinateDescent<'_, T> {
-    type State = CoordinateDescentState<T>;
-    fn name(&self) -> &'static str {
-        "coordinate descent"
-    }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(x0)
-    }
-    /// One epoch followed by the gap check (and screening).
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
-        self.epoch(s);
-        self.check(s)?;
-        Ok(IterInfo {
-            iter: s.epoch,
-            objective: s.objective,
-            certificate: s.gap,
-            kind: super::CertificateKind::DualityGap,
-        })
-    }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
-        &s.x
-    }
-    fn tolerance(&self) -> T {
-        self.params().tol
-    }
-    fn max_iters(&self) -> usize {
-        self.params().max_epochs
-    }
+/// Coordinate descent (Lasso-type and logistic) under argmin: one argmin iteration is
+/// `check_every` epochs and a gap check (see [`Epochs`](super::cd::Epochs)).
+macro_rules! iterative_via_epochs {
+    ($ty:ty, $state:ident) => {
+        impl<T: Real> Iterative<T> for $ty {
+            type State = $state<T>;
+            fn name(&self) -> &'static str {
+                "coordinate descent"
+            }
+            fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+                super::cd::Epochs(self).start(x0)
+            }
+            fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+                super::cd::Epochs(self).advance(s)
+            }
+            fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+                &s.x
+            }
+            fn tolerance(&self) -> T {
+                self.params().tol
+            }
+            fn max_iters(&self) -> usize {
+                self.params().max_epochs
+            }
+        }
+    };
 }
 
-impl<T: Real> Iterative<T> for LogisticCd<'_, T> {
-    type State = LogisticCdState<T>;
-    fn name(&self) -> &'static str {
-        "logistic coordinate descent"
-    }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(x0)
-    }
-    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
-        self.epoch(s);
-        self.check(s)?;
-        Ok(IterInfo {
-            iter: s.epoch,
-            objective: s.objective,
-            certificate: s.gap,
-            kind: super::CertificateKind::DualityGap,
-        })
-    }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
-        &s.x
-    }
-    fn tolerance(&self) -> T {
-        self.params().tol
-    }
-    fn max_iters(&self) -> usize {
-        self.params().max_epochs
-    }
-}
+iterative_via_epochs!(CoordinateDescent<'_, T>, CoordinateDescentState);
+iterative_via_epochs!(LogisticCd<'_, T>, LogisticCdState);
 
 /// Adapter running an [`Iterative`] solver under argmin's `Executor`. The argmin state's
 /// parameter is the iterate (`Array1<T>`), its cost the objective; the certificate is reported

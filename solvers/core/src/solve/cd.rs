@@ -2,8 +2,8 @@
 //! group lasso ([`LassoProblem`]).
 
 use super::{
-    check_divergence, CertificateKind, IterInfo, LassoPenalty, LassoProblem, Observer, Solution,
-    TerminationReason,
+    check_divergence, CertificateKind, IterInfo, Iterative, LassoPenalty, LassoProblem, Observer,
+    Solution, TerminationReason,
 };
 use crate::error::{Error, Result};
 use crate::func::soft_threshold;
@@ -433,48 +433,116 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         })
     }
 
-    /// Plain cyclic epochs over the (screened) active set.
+    /// Plain cyclic epochs over the (screened) active set (the shared loop, [`run_epochs`]).
     fn run_plain(
         &self,
         x0: ArrayView1<'_, T>,
-        mut observer: impl Observer<T>,
+        observer: impl Observer<T>,
     ) -> Result<Solution<T, CoordinateDescentState<T>>> {
-        let mut s = self.init(x0)?;
-        let mut reason = TerminationReason::MaxIters;
-        self.check(&mut s)?;
-        if s.gap > self.params.tol {
-            while s.epoch < self.params.max_epochs {
-                self.epoch(&mut s);
-                if s.epoch % self.params.check_every == 0 || s.epoch == self.params.max_epochs {
-                    self.check(&mut s)?;
-                    let info = IterInfo {
-                        iter: s.epoch,
-                        objective: s.objective,
-                        certificate: s.gap,
-                        kind: CertificateKind::DualityGap,
-                    };
-                    let go_on = observer.observe(&info);
-                    if s.gap <= self.params.tol {
-                        reason = TerminationReason::Converged;
-                        break;
-                    }
-                    if !go_on {
-                        reason = TerminationReason::Observer;
-                        break;
-                    }
-                }
-            }
-        } else {
-            reason = TerminationReason::Converged;
+        run_epochs(self, x0, observer)
+    }
+}
+
+/// A coordinate-descent method seen as epochs plus a duality-gap check: the Lasso-type
+/// [`CoordinateDescent`] and the sparse logistic [`LogisticCd`](super::LogisticCd) share one
+/// run loop ([`run_epochs`]) and one [`Iterative`] form ([`Epochs`]) through it.
+pub trait EpochMethod<T: Real> {
+    /// The state.
+    type State: Clone;
+    /// The settings (tolerance, epoch cap, check period).
+    fn cd_params(&self) -> &CoordinateDescentParams<T>;
+    /// State at `x0`.
+    fn cd_init(&self, x0: ArrayView1<'_, T>) -> Result<Self::State>;
+    /// One cyclic epoch over the active coordinates.
+    fn cd_epoch(&self, s: &mut Self::State);
+    /// Recomputes the gap and the objective (and screens).
+    fn cd_check(&self, s: &mut Self::State) -> Result<()>;
+    /// `(x, epochs done, gap, objective)`.
+    fn cd_view<'s>(&self, s: &'s Self::State) -> (&'s Array1<T>, usize, T, T);
+}
+
+/// An [`EpochMethod`] as an [`Iterative`]: one iteration is `check_every` epochs (fewer at the
+/// cap) followed by the gap check, whose value is the certificate.
+pub struct Epochs<'m, M: ?Sized>(pub &'m M);
+
+impl<T: Real, M: EpochMethod<T> + ?Sized> Iterative<T> for Epochs<'_, M> {
+    type State = M::State;
+    fn name(&self) -> &'static str {
+        "coordinate descent"
+    }
+    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        let mut s = self.0.cd_init(x0)?;
+        self.0.cd_check(&mut s)?;
+        Ok(s)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        let p = self.0.cd_params();
+        let done = self.0.cd_view(s).1;
+        let n = p.check_every.min(p.max_epochs.saturating_sub(done)).max(1);
+        for _ in 0..n {
+            self.0.cd_epoch(s);
         }
-        Ok(Solution {
-            x: s.x.clone(),
-            iterations: s.epoch,
-            objective: s.objective,
-            certificate: s.gap,
+        self.0.cd_check(s)?;
+        let (_, epoch, gap, objective) = self.0.cd_view(s);
+        Ok(IterInfo {
+            iter: epoch,
+            objective,
+            certificate: gap,
             kind: CertificateKind::DualityGap,
-            reason,
-            state: s,
         })
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+        self.0.cd_view(s).0
+    }
+    fn tolerance(&self) -> T {
+        self.0.cd_params().tol
+    }
+    fn max_iters(&self) -> usize {
+        self.0.cd_params().max_epochs
+    }
+}
+
+/// The coordinate-descent run loop: the gap at `x0`, then [`drive`](super::drive) over
+/// [`Epochs`] until the gap is `≤ tol`, `max_epochs`, or the observer stops.
+pub fn run_epochs<T: Real, M: EpochMethod<T> + ?Sized>(
+    method: &M,
+    x0: ArrayView1<'_, T>,
+    observer: impl Observer<T>,
+) -> Result<Solution<T, M::State>> {
+    let it = Epochs(method);
+    let mut s = it.start(x0)?;
+    let reason = if method.cd_view(&s).2 <= method.cd_params().tol {
+        TerminationReason::Converged
+    } else {
+        super::drive(&it, &mut s, observer)?.0
+    };
+    let (x, epoch, gap, objective) = method.cd_view(&s);
+    Ok(Solution {
+        x: x.clone(),
+        iterations: epoch,
+        objective,
+        certificate: gap,
+        kind: CertificateKind::DualityGap,
+        reason,
+        state: s,
+    })
+}
+
+impl<T: Real> EpochMethod<T> for CoordinateDescent<'_, T> {
+    type State = CoordinateDescentState<T>;
+    fn cd_params(&self) -> &CoordinateDescentParams<T> {
+        &self.params
+    }
+    fn cd_init(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    fn cd_epoch(&self, s: &mut Self::State) {
+        self.epoch(s)
+    }
+    fn cd_check(&self, s: &mut Self::State) -> Result<()> {
+        self.check(s)
+    }
+    fn cd_view<'s>(&self, s: &'s Self::State) -> (&'s Array1<T>, usize, T, T) {
+        (&s.x, s.epoch, s.gap, s.objective)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::func::{ElasticNet, Function, Groups, LeastSquares, NormL1, NormL21, Prox};
-use crate::linalg::{check_finite, check_len, check_nonnegative, Real};
+use crate::linalg::{check_design, check_len, check_nonnegative, Real};
 use crate::ops::DenseMatrix;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 
@@ -53,23 +53,13 @@ pub struct LassoProblem<T: Real> {
 impl<T: Real> LassoProblem<T> {
     /// Validates and builds the problem.
     pub fn new(a: Array2<T>, b: Array1<T>, lambda: T, penalty: LassoPenalty<T>) -> Result<Self> {
-        let (n, p) = a.dim();
-        if n == 0 || p == 0 {
-            return Err(Error::param(
-                "A",
-                format!("{n}x{p}"),
-                "the design matrix must be non-empty",
-            ));
-        }
-        check_len("LassoProblem", "b (one entry per row of A)", n, b.len())?;
-        check_finite("LassoProblem b", b.view())?;
-        if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "LassoProblem A".into(),
-                index: i,
-                value: format!("{v}"),
-            });
-        }
+        let p = a.ncols();
+        check_design(
+            "LassoProblem",
+            a.view(),
+            b.view(),
+            "b (one entry per row of A)",
+        )?;
         check_nonnegative("lambda", lambda)?;
         let w = match &penalty {
             LassoPenalty::L1 { weights } => match weights {

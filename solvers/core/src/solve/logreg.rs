@@ -1,13 +1,10 @@
 //! Sparse logistic regression `(1/n) Σᵢ log(1 + exp(−yᵢaᵢᵀx)) + λ‖x‖₁` by proximal coordinate
 //! descent with its duality gap and gap-safe screening.
 
-use super::{
-    check_divergence, CertificateKind, CoordinateDescentParams, IterInfo, Observer, Solution,
-    TerminationReason,
-};
+use super::{check_divergence, CoordinateDescentParams, Observer, Solution};
 use crate::error::{Error, Result};
 use crate::func::soft_threshold;
-use crate::linalg::{check_finite, check_len, Real};
+use crate::linalg::{check_design, check_finite, check_len, Real};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 #[inline]
@@ -62,16 +59,12 @@ pub struct LogisticL1Problem<T: Real> {
 impl<T: Real> LogisticL1Problem<T> {
     /// Validates and builds the problem.
     pub fn new(a: Array2<T>, y: Array1<T>, lambda: T) -> Result<Self> {
-        let (n, p) = a.dim();
-        if n == 0 || p == 0 {
-            return Err(Error::param(
-                "A",
-                format!("{n}x{p}"),
-                "the design matrix must be non-empty",
-            ));
-        }
-        check_len("LogisticL1Problem", "labels (one per row of A)", n, y.len())?;
-        check_finite("LogisticL1Problem labels", y.view())?;
+        check_design(
+            "LogisticL1Problem",
+            a.view(),
+            y.view(),
+            "labels (one per row of A)",
+        )?;
         if let Some((i, v)) = y
             .iter()
             .enumerate()
@@ -82,13 +75,6 @@ impl<T: Real> LogisticL1Problem<T> {
                 v,
                 "labels must be -1 or +1 (map {0, 1} with 2y - 1)",
             ));
-        }
-        if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "LogisticL1Problem A".into(),
-                index: i,
-                value: format!("{v}"),
-            });
         }
         crate::linalg::check_nonnegative("lambda", lambda)?;
         Ok(Self { a, y, lambda })
@@ -302,46 +288,32 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         })
     }
 
-    /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops.
+    /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops (the
+    /// shared coordinate-descent loop, [`run_epochs`](super::cd::run_epochs)).
     pub fn run(
         &self,
         x0: ArrayView1<'_, T>,
-        mut observer: impl Observer<T>,
+        observer: impl Observer<T>,
     ) -> Result<Solution<T, LogisticCdState<T>>> {
-        let mut s = self.init(x0)?;
-        self.check(&mut s)?;
-        let mut reason = if s.gap <= self.params.tol {
-            TerminationReason::Converged
-        } else {
-            TerminationReason::MaxIters
-        };
-        while reason != TerminationReason::Converged && s.epoch < self.params.max_epochs {
-            self.epoch(&mut s);
-            if s.epoch % self.params.check_every == 0 || s.epoch == self.params.max_epochs {
-                self.check(&mut s)?;
-                let info = IterInfo {
-                    iter: s.epoch,
-                    objective: s.objective,
-                    certificate: s.gap,
-                    kind: CertificateKind::DualityGap,
-                };
-                let go_on = observer.observe(&info);
-                if s.gap <= self.params.tol {
-                    reason = TerminationReason::Converged;
-                } else if !go_on {
-                    reason = TerminationReason::Observer;
-                    break;
-                }
-            }
-        }
-        Ok(Solution {
-            x: s.x.clone(),
-            iterations: s.epoch,
-            objective: s.objective,
-            certificate: s.gap,
-            kind: CertificateKind::DualityGap,
-            reason,
-            state: s,
-        })
+        super::cd::run_epochs(self, x0, observer)
+    }
+}
+
+impl<T: Real> super::cd::EpochMethod<T> for LogisticCd<'_, T> {
+    type State = LogisticCdState<T>;
+    fn cd_params(&self) -> &CoordinateDescentParams<T> {
+        &self.params
+    }
+    fn cd_init(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+        self.init(x0)
+    }
+    fn cd_epoch(&self, s: &mut Self::State) {
+        self.epoch(s)
+    }
+    fn cd_check(&self, s: &mut Self::State) -> Result<()> {
+        self.check(s)
+    }
+    fn cd_view<'s>(&self, s: &'s Self::State) -> (&'s Array1<T>, usize, T, T) {
+        (&s.x, s.epoch, s.gap, s.objective)
     }
 }

@@ -23,7 +23,10 @@ mod pdhg;
 pub use admm::{Admm, AdmmParams, AdmmState};
 pub use argmin_adapter::ArgminSolver;
 pub use batch::{lasso_gaps, BatchFista, BatchFistaParams, BatchFistaState};
-pub use cd::{CoordinateDescent, CoordinateDescentParams, CoordinateDescentState};
+pub use cd::{
+    run_epochs, CoordinateDescent, CoordinateDescentParams, CoordinateDescentState, EpochMethod,
+    Epochs,
+};
 pub use dr::{DouglasRachford, DouglasRachfordState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{LassoPenalty, LassoProblem};
