@@ -32,7 +32,7 @@ pub struct BatchFistaParams {
 pub struct BatchFistaState {
     /// Current iterates `x_k` (one row per problem).
     pub x: Array2<f64>,
-    /// Extrapolated points `y_k`.
+    /// Extrapolated points `y_k` (FISTA; ISTA/IHT step from `x_k` and leave `y` unused).
     pub y: Array2<f64>,
     /// Momentum sequences `t_k`, per row.
     pub t: Vec<f64>,

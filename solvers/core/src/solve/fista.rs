@@ -302,10 +302,11 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             crate::linalg::check_positive("strong_convexity", mu)?;
         }
         let n = x0.len();
+        // The prox output buffer doubles as the probe of g = 0 (prox = identity).
+        let mut z = Array1::zeros(n);
         if p.certify_extrapolation {
-            let mut probe = Array1::zeros(n);
-            self.g.prox_into(probe.view_mut(), x0, step)?;
-            if probe != x0 {
+            self.g.prox_into(z.view_mut(), x0, step)?;
+            if z != x0 {
                 return Err(Error::param(
                     "certify_extrapolation",
                     true,
@@ -331,7 +332,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             restarts: 0,
             grad_evals: 0,
             grad: Array1::zeros(n),
-            z: Array1::zeros(n),
+            z,
             tmp: Array1::zeros(n),
         })
     }
