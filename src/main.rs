@@ -2,9 +2,6 @@
 //! The `hyperprox` command-line tool.
 
 mod cli;
-mod lpn_cli;
-mod tune;
-mod unfold_cli;
 
 use clap::Parser;
 
@@ -12,7 +9,7 @@ fn main() {
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         // One line, no partial output files (commands write their outputs last).
-        eprintln!("error: {}", e.replace('\n', " "));
+        eprintln!("error: {}", e.to_string().replace('\n', " "));
         std::process::exit(1);
     }
 }

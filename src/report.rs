@@ -1,7 +1,6 @@
-//! PNG figures for the command-line reports (plotters, with the DejaVu Sans font embedded so no
+//! PNG figures of the experiments' [`Figure`]s (plotters, with the DejaVu Sans font embedded so no
 //! system font is needed).
 
-use ndarray::Array2;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -19,40 +18,7 @@ fn register_font() {
     });
 }
 
-/// A named curve.
-#[derive(Clone, Debug)]
-pub struct Series {
-    /// Legend entry.
-    pub name: String,
-    /// `(x, y)` points.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// A line plot.
-#[derive(Clone, Debug)]
-pub struct LinePlot {
-    /// Title.
-    pub title: String,
-    /// x-axis label.
-    pub x_label: String,
-    /// y-axis label.
-    pub y_label: String,
-    /// Logarithmic x axis.
-    pub log_x: bool,
-    /// Logarithmic y axis.
-    pub log_y: bool,
-    /// The curves.
-    pub series: Vec<Series>,
-}
-
-/// A grayscale image with a caption.
-#[derive(Clone, Debug)]
-pub struct ImagePanel {
-    /// Caption (e.g. with the PSNR).
-    pub caption: String,
-    /// Values in `[0, 1]` (clipped).
-    pub image: Array2<f64>,
-}
+pub use hyperprox_core::figure::{Figure, ImagePanel, LinePlot, Series};
 
 type Res<T> = Result<T, String>;
 
@@ -107,6 +73,52 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
+/// Draws the mesh, the series and the legend of plot `$p` on `$chart` (a macro because each
+/// axis-scale combination is its own chart type).
+macro_rules! body {
+    ($chart:expr, $p:expr) => {{
+        let p: &LinePlot = $p;
+        let mut chart = $chart;
+        chart
+            .configure_mesh()
+            .x_desc(p.x_label.as_str())
+            .y_desc(p.y_label.as_str())
+            .label_style(("sans-serif", 13))
+            .x_label_formatter(&|v: &f64| tick(*v))
+            .y_label_formatter(&|v: &f64| tick(*v))
+            .draw()
+            .map_err(err)?;
+        for (i, s) in p.series.iter().enumerate() {
+            let c = COLORS[i % COLORS.len()];
+            let data: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .cloned()
+                .filter(|q| {
+                    q.0.is_finite()
+                        && q.1.is_finite()
+                        && (!p.log_x || q.0 > 0.0)
+                        && (!p.log_y || q.1 > 0.0)
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(data, c.stroke_width(2)))
+                .map_err(err)?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+    }};
+}
+
 fn draw_lines<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     p: &LinePlot,
@@ -117,64 +129,28 @@ where
     let pts = || p.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = range(pts().map(|q| q.0), p.log_x);
     let (y0, y1) = range(pts().map(|q| q.1), p.log_y);
-    macro_rules! body {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_desc(p.x_label.as_str())
-                .y_desc(p.y_label.as_str())
-                .label_style(("sans-serif", 13))
-                .x_label_formatter(&|v: &f64| tick(*v))
-                .y_label_formatter(&|v: &f64| tick(*v))
-                .draw()
-                .map_err(err)?;
-            for (i, s) in p.series.iter().enumerate() {
-                let c = COLORS[i % COLORS.len()];
-                let data: Vec<(f64, f64)> = s
-                    .points
-                    .iter()
-                    .cloned()
-                    .filter(|q| {
-                        q.0.is_finite()
-                            && q.1.is_finite()
-                            && (!p.log_x || q.0 > 0.0)
-                            && (!p.log_y || q.1 > 0.0)
-                    })
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(data, c.stroke_width(2)))
-                    .map_err(err)?
-                    .label(s.name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(err)?;
-        }};
-    }
     let mut b = ChartBuilder::on(area);
     b.caption(p.title.as_str(), ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(70);
     match (p.log_x, p.log_y) {
-        (false, false) => body!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?),
-        (true, false) => body!(b
-            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-            .map_err(err)?),
-        (false, true) => body!(b
-            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-            .map_err(err)?),
-        (true, true) => body!(b
-            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-            .map_err(err)?),
+        (false, false) => body!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?, p),
+        (true, false) => body!(
+            b.build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(err)?,
+            p
+        ),
+        (false, true) => body!(
+            b.build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(err)?,
+            p
+        ),
+        (true, true) => body!(
+            b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .map_err(err)?,
+            p
+        ),
     }
     Ok(())
 }
@@ -214,8 +190,9 @@ where
 }
 
 /// Writes a figure: a row of line plots, and below it (if any) a row of image panels.
-pub fn write_figure(path: &Path, plots: &[LinePlot], images: &[ImagePanel]) -> Res<()> {
+pub fn write_figure(path: &Path, figure: &Figure) -> Res<()> {
     register_font();
+    let (plots, images) = (&figure.plots, &figure.panels);
     let cols = plots.len().max(images.len()).max(1) as u32;
     let width = 520 * cols;
     let height = if images.is_empty() { 420 } else { 420 + 400 };

@@ -31,16 +31,18 @@ pub struct LassoTuning {
     pub rel_tol: f64,
 }
 
-/// One evaluation of the validation loss.
-#[derive(Clone, Debug)]
+/// One evaluation of the validation loss (serialized without `x`).
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct LassoEval {
     /// `λ`.
     pub lambda: f64,
     /// Validation MSE.
     pub val_mse: f64,
     /// `d val_mse / d log λ`.
+    #[serde(rename = "grad_log_lambda")]
     pub grad: f64,
     /// The Lasso solution.
+    #[serde(skip)]
     pub x: Array1<f64>,
     /// Coordinate-descent epochs used.
     pub epochs: usize,

@@ -24,6 +24,7 @@
 //! All computations are in `f64`.
 
 pub mod data;
+pub mod experiments;
 mod hoag;
 mod lasso;
 mod maid;

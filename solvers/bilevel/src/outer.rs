@@ -6,13 +6,18 @@ use hyperprox_core::solve::{drive_with, CertificateKind, IterInfo, Iterative, Te
 use ndarray::{Array1, ArrayView1};
 
 /// One outer iteration of MAID or HOAG.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct OuterRecord {
     /// Outer iteration (1 after the first).
     pub iter: usize,
     /// Upper-level value `g(x̃)` at the current `θ` (after the step, if accepted).
+    #[serde(rename = "upper_loss", with = "hyperprox_core::figure::serde_num")]
     pub upper: f64,
     /// `‖z‖` of the hypergradient used in this iteration.
+    #[serde(
+        rename = "hypergradient_norm",
+        with = "hyperprox_core::figure::serde_num"
+    )]
     pub hypergrad_norm: f64,
     /// Its error bound `ω`.
     pub omega: f64,
@@ -31,6 +36,7 @@ pub struct OuterRecord {
     /// Cumulative CG iterations.
     pub cg_iters_total: usize,
     /// `θ` after the iteration.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub theta: Array1<f64>,
 }
 
@@ -41,7 +47,8 @@ impl OuterRecord {
     }
 }
 
-/// Why an outer run ended.
+/// Why an outer run ended (serialized as its [`Display`](std::fmt::Display) text, e.g.
+/// `max_iters` or `stalled: …`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum OuterStop {
     /// `‖z‖ ≤ tol`.
@@ -54,6 +61,24 @@ pub enum OuterStop {
     Observer,
     /// No acceptable step at the finest accuracy allowed (the reason is given).
     Stalled(String),
+}
+
+impl std::fmt::Display for OuterStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OuterStop::Converged => f.write_str("converged"),
+            OuterStop::MaxIters => f.write_str("max_iters"),
+            OuterStop::Budget => f.write_str("budget"),
+            OuterStop::Observer => f.write_str("observer"),
+            OuterStop::Stalled(w) => write!(f, "stalled: {w}"),
+        }
+    }
+}
+
+impl serde::Serialize for OuterStop {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Result of an outer run.
@@ -131,5 +156,38 @@ pub(crate) fn info(rec: &OuterRecord) -> IterInfo<f64> {
         objective: rec.upper,
         certificate: rec.hypergrad_norm,
         kind: CertificateKind::HypergradientNorm,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialize_with_the_report_names() {
+        let r = OuterRecord {
+            iter: 3,
+            upper: f64::NAN,
+            hypergrad_norm: 0.5,
+            omega: 0.1,
+            certified: true,
+            eps: 1e-3,
+            delta: 1e-3,
+            step: 0.2,
+            accepted: true,
+            ll_iters_total: 10,
+            cg_iters_total: 4,
+            theta: ndarray::array![-1.0, 2.0],
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["upper_loss"].is_null(), "NaN is written as null");
+        assert_eq!(v["hypergradient_norm"], 0.5);
+        assert_eq!(v["theta"], serde_json::json!([-1.0, 2.0]));
+        let stop = OuterStop::Stalled("no descent".into());
+        assert_eq!(serde_json::to_value(&stop).unwrap(), "stalled: no descent");
+        assert_eq!(
+            serde_json::to_value(OuterStop::MaxIters).unwrap(),
+            "max_iters"
+        );
     }
 }

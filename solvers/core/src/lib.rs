@@ -21,8 +21,11 @@
 // `!(x > 0)` is used on purpose throughout: unlike `x <= 0` it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod bench;
 pub mod diff;
 pub mod error;
+pub mod experiments;
+pub mod figure;
 pub mod func;
 pub mod io;
 pub mod linalg;

@@ -59,7 +59,7 @@ fn stack_rows(parts: Vec<Array2<f64>>, cols: usize) -> Array2<f64> {
 }
 
 /// Architecture of an ICNN.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IcnnConfig {
     /// Input dimension `d`.
     pub dim: usize,
@@ -69,12 +69,14 @@ pub struct IcnnConfig {
     pub beta: f64,
     /// Strong-convexity weight `α ≥ 0` of the `α‖y‖²` term.
     pub alpha: f64,
-    /// Dense or convolutional layers.
+    /// Dense or convolutional layers (dense if absent from a model file).
+    #[serde(default)]
     pub arch: Arch,
 }
 
-/// Layer type of an ICNN.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+/// Layer type of an ICNN (in model files: `{"kind": "dense"}` or `{"kind": "conv", ...}`).
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Arch {
     /// Fully connected layers; `widths` are numbers of units.
     #[default]
@@ -795,89 +797,47 @@ impl Icnn {
         Ok(self.prox(y.view())?.column(0).to_owned())
     }
 
-    /// Serializes the model (architecture and parameters) as JSON.
+    /// Serializes the model (architecture and parameters) as JSON (format
+    /// `hyperprox-lpn-icnn-v1`).
     pub fn to_json(&self) -> String {
-        let p: Vec<String> = self.params.iter().map(|v| format!("{v:e}")).collect();
-        let arch = match self.cfg.arch {
-            Arch::Dense => "{\"kind\":\"dense\"}".to_string(),
-            Arch::Conv {
-                height,
-                width,
-                kernel,
-            } => format!(
-                "{{\"kind\":\"conv\",\"height\":{height},\"width\":{width},\"kernel\":{kernel}}}"
-            ),
+        self.to_json_value().to_string()
+    }
+
+    /// The model as a JSON value (see [`Icnn::to_json`]).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        let file = ModelFile {
+            cfg: self.cfg.clone(),
+            params: self.params.to_vec(),
         };
-        format!(
-            "{{\"format\":\"hyperprox-lpn-icnn-v1\",\"dim\":{},\"widths\":{:?},\"beta\":{:e},\"alpha\":{:e},\"arch\":{arch},\"params\":[{}]}}",
-            self.cfg.dim,
-            self.cfg.widths,
-            self.cfg.beta,
-            self.cfg.alpha,
-            p.join(",")
-        )
+        // Numbers, strings and lists always serialize.
+        hyperprox_core::io::to_tagged_json(MODEL_FORMAT, &file).unwrap_or_default()
     }
 
     /// Reads a model written by [`Icnn::to_json`].
     pub fn from_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::param("model file", "invalid JSON", e.to_string()))?;
-        if v["format"] != "hyperprox-lpn-icnn-v1" {
-            return Err(Error::param("model file", v["format"].to_string(), "not a hyperprox LPN model (format hyperprox-lpn-icnn-v1); train one with `hyperprox lpn train`"));
-        }
-        let num = |k: &str| {
-            v[k].as_f64()
-                .ok_or_else(|| Error::param("model file", k, "missing number"))
-        };
-        let widths: Vec<usize> = v["widths"]
-            .as_array()
-            .ok_or_else(|| Error::param("model file", "widths", "missing"))?
-            .iter()
-            .map(|w| {
-                w.as_u64()
-                    .map(|u| u as usize)
-                    .ok_or_else(|| Error::param("model file", "widths", "not integers"))
-            })
-            .collect::<Result<_>>()?;
-        let params: Vec<f64> = v["params"]
-            .as_array()
-            .ok_or_else(|| Error::param("model file", "params", "missing"))?
-            .iter()
-            .map(|p| {
-                p.as_f64()
-                    .ok_or_else(|| Error::param("model file", "params", "not numbers"))
-            })
-            .collect::<Result<_>>()?;
-        let arch = match v["arch"]["kind"].as_str() {
-            None | Some("dense") => Arch::Dense,
-            Some("conv") => {
-                let u = |k: &str| {
-                    v["arch"][k]
-                        .as_u64()
-                        .map(|x| x as usize)
-                        .ok_or_else(|| Error::param("model file", k, "missing in arch"))
-                };
-                Arch::Conv {
-                    height: u("height")?,
-                    width: u("width")?,
-                    kernel: u("kernel")?,
-                }
-            }
-            Some(o) => {
-                return Err(Error::param(
-                    "model file",
-                    o,
-                    "unknown layer kind (dense or conv)",
-                ))
-            }
-        };
-        let cfg = IcnnConfig {
-            dim: num("dim")? as usize,
-            widths,
-            beta: num("beta")?,
-            alpha: num("alpha")?,
-            arch,
-        };
-        Self::from_params(cfg, Array1::from(params))
+        Self::from_json_value(v)
     }
+
+    /// Reads a model from a JSON value (see [`Icnn::to_json`]).
+    pub fn from_json_value(v: serde_json::Value) -> Result<Self> {
+        let f: ModelFile = hyperprox_core::io::from_tagged_json(
+            MODEL_FORMAT,
+            "model file",
+            "not a hyperprox LPN model; train one with `hyperprox lpn train`",
+            v,
+        )?;
+        Self::from_params(f.cfg, Array1::from(f.params))
+    }
+}
+
+const MODEL_FORMAT: &str = "hyperprox-lpn-icnn-v1";
+
+/// A model file's payload: the architecture's fields and the parameters.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ModelFile {
+    #[serde(flatten)]
+    cfg: IcnnConfig,
+    params: Vec<f64>,
 }

@@ -15,6 +15,7 @@
 //! - [`laplace`]: the paper's 1-D Laplacian experiment and its reference curves.
 
 pub mod digits;
+pub mod experiments;
 pub mod icnn;
 pub mod laplace;
 mod pnp;

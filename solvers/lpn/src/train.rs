@@ -186,79 +186,65 @@ impl TrainState {
         })
     }
 
-    /// Serializes the state (model, Adam moments, step, history) as JSON.
+    /// Serializes the state (model, Adam moments, step, history) as JSON (format
+    /// `hyperprox-lpn-checkpoint-v1`).
     pub fn to_json(&self) -> String {
         let (m, v, t) = self.adam.state();
-        let f = |a: &[f64]| {
-            a.iter()
-                .map(|x| format!("{x:e}"))
-                .collect::<Vec<_>>()
-                .join(",")
+        let file = CheckpointFile {
+            model: self.net.to_json_value(),
+            adam_m: m.to_vec(),
+            adam_v: v.to_vec(),
+            adam_t: t,
+            step: self.step,
+            history: self.history.clone(),
         };
-        let h = self
-            .history
-            .iter()
-            .map(|(s, l)| format!("[{s},{l:e}]"))
-            .collect::<Vec<_>>()
-            .join(",");
-        format!(
-            "{{\"format\":\"hyperprox-lpn-checkpoint-v1\",\"model\":{},\"adam_m\":[{}],\"adam_v\":[{}],\"adam_t\":{t},\"step\":{},\"history\":[{h}]}}",
-            self.net.to_json(),
-            f(m),
-            f(v),
-            self.step
-        )
+        // Numbers and lists always serialize.
+        hyperprox_core::io::to_tagged_json(CHECKPOINT_FORMAT, &file)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Reads a state written by [`TrainState::to_json`].
     pub fn from_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::param("checkpoint", "invalid JSON", e.to_string()))?;
-        if v["format"] != "hyperprox-lpn-checkpoint-v1" {
-            return Err(Error::param(
-                "checkpoint",
-                v["format"].to_string(),
-                "not a hyperprox LPN checkpoint",
-            ));
-        }
-        let net = Icnn::from_json(&v["model"].to_string())?;
-        let arr = |k: &str| -> Result<Vec<f64>> {
-            v[k].as_array()
-                .ok_or_else(|| Error::param("checkpoint", k, "missing"))?
-                .iter()
-                .map(|x| {
-                    x.as_f64()
-                        .ok_or_else(|| Error::param("checkpoint", k, "not numbers"))
-                })
-                .collect()
-        };
-        let adam = Adam::from_state(
-            1e-3,
-            arr("adam_m")?,
-            arr("adam_v")?,
-            v["adam_t"].as_u64().unwrap_or(0),
+        let f: CheckpointFile = hyperprox_core::io::from_tagged_json(
+            CHECKPOINT_FORMAT,
+            "checkpoint",
+            "not a hyperprox LPN checkpoint; train without --resume",
+            v,
         )?;
+        let net = Icnn::from_json_value(f.model)?;
+        let adam = Adam::from_state(1e-3, f.adam_m, f.adam_v, f.adam_t)?;
         hyperprox_core::linalg::check_len(
             "checkpoint",
             "Adam moments",
             net.n_params(),
             adam.state().0.len(),
         )?;
-        let history = v["history"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| Some((p[0].as_u64()?, p[1].as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(Self {
             net,
             adam,
-            step: v["step"].as_u64().unwrap_or(0),
-            history,
+            step: f.step,
+            history: f.history,
         })
     }
+}
+
+const CHECKPOINT_FORMAT: &str = "hyperprox-lpn-checkpoint-v1";
+
+/// A checkpoint file's payload.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CheckpointFile {
+    model: serde_json::Value,
+    adam_m: Vec<f64>,
+    adam_v: Vec<f64>,
+    #[serde(default)]
+    adam_t: u64,
+    #[serde(default)]
+    step: u64,
+    #[serde(default)]
+    history: Vec<(u64, f64)>,
 }
 
 /// A minibatch source: `sample(step)` returns `(x, y)` (clean, noisy; rows are samples). It
@@ -376,4 +362,36 @@ pub fn errors(net: &Icnn, x: &Array2<f64>, y: &Array2<f64>) -> Result<Array1<f64
         .into_iter()
         .map(|r| r.dot(&r).sqrt())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IcnnConfig;
+
+    #[test]
+    fn checkpoints_round_trip_and_old_model_files_still_load() {
+        let net = Icnn::new(IcnnConfig::paper_1d(), 3).unwrap();
+        let mut st = TrainState::new(net).unwrap();
+        st.step = 42;
+        st.history = vec![(0, 1.5), (20, 0.25)];
+        let back = TrainState::from_json(&st.to_json()).unwrap();
+        assert_eq!(back.step, 42);
+        assert_eq!(back.history, st.history);
+        assert_eq!(back.net.to_json(), st.net.to_json());
+        assert_eq!(back.net.config(), st.net.config());
+        // A model file without "arch" (written before convolutional layers existed) is dense.
+        let mut v: serde_json::Value = serde_json::from_str(&st.net.to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("arch");
+        let old = Icnn::from_json(&v.to_string()).unwrap();
+        assert_eq!(old.config().arch, crate::Arch::Dense);
+        assert!(
+            TrainState::from_json(&st.net.to_json()).is_err(),
+            "a model is no checkpoint"
+        );
+        assert!(
+            Icnn::from_json(&st.to_json()).is_err(),
+            "a checkpoint is no model"
+        );
+    }
 }

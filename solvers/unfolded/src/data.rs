@@ -108,7 +108,7 @@ impl Problem {
 }
 
 /// The signal and noise distribution.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Signal {
     /// Probability that an entry is nonzero.
     pub p: f64,

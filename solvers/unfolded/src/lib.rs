@@ -20,6 +20,7 @@
 
 pub mod baselines;
 pub mod data;
+pub mod experiments;
 pub mod layers;
 pub mod model;
 pub mod train;

@@ -30,11 +30,14 @@ use hyperprox_core::diff::{
 };
 use hyperprox_core::error::{Error, Result};
 use ndarray::{Array2, ArrayView2};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// The model families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ModelKind {
     /// Deep-unfolded ISTA (learned step sizes).
     DuIsta,
@@ -328,71 +331,80 @@ impl Unfolded {
         Ok(())
     }
 
-    /// The model as JSON: the spec, how to rebuild `A` (M, N, seed and a checksum) and the
-    /// parameters.
+    /// The model as JSON (format `hyperprox-unfolded-model-v1`): the spec, how to rebuild `A`
+    /// (M, N, seed and a checksum) and the parameters.
     pub fn to_json(&self) -> Value {
-        json!({
-            "format": "hyperprox-unfolded-model-v1",
-            "model": self.spec.kind.as_str(),
-            "layers": self.spec.layers,
-            "lambda": self.spec.lambda,
-            "ss_step": self.spec.ss_step,
-            "ss_max": self.spec.ss_max,
-            "signal": {"p": self.spec.signal.p, "snr_db": self.spec.signal.snr_db},
-            "problem": {"m": self.problem.m(), "n": self.problem.n(), "seed": self.problem.seed,
-                        "checksum": checksum(&self.problem)},
-            "params": self.params,
-        })
+        let file = ModelFile {
+            model: self.spec.kind,
+            layers: self.spec.layers,
+            lambda: self.spec.lambda,
+            ss_step: self.spec.ss_step,
+            ss_max: self.spec.ss_max,
+            signal: self.spec.signal,
+            problem: ProblemRef {
+                m: self.problem.m(),
+                n: self.problem.n(),
+                seed: self.problem.seed,
+                checksum: checksum(&self.problem),
+            },
+            params: self.params.clone(),
+        };
+        // A struct of numbers, strings and lists always serializes.
+        hyperprox_core::io::to_tagged_json(MODEL_FORMAT, &file).unwrap_or(Value::Null)
     }
 
     /// Rebuilds a model written by [`Unfolded::to_json`] (regenerating `A` from its seed).
     pub fn from_json(v: &Value) -> Result<Self> {
-        let bad = |what: &str| {
-            Error::param(
+        let f: ModelFile = hyperprox_core::io::from_tagged_json(
+            MODEL_FORMAT,
+            "model file",
+            "write one with `hyperprox unfold train`",
+            v.clone(),
+        )?;
+        let problem = Problem::gaussian(f.problem.m, f.problem.n, f.problem.seed)?;
+        if f.problem.checksum != checksum(&problem) {
+            return Err(Error::param(
                 "model file",
-                what,
-                "not a hyperprox unfolded model (write one with `hyperprox unfold train`)",
-            )
-        };
-        if v["format"] != "hyperprox-unfolded-model-v1" {
-            return Err(bad("format"));
-        }
-        let f = |k: &str| v[k].as_f64().ok_or_else(|| bad(k));
-        let kind = ModelKind::parse(v["model"].as_str().ok_or_else(|| bad("model"))?)?;
-        let layers = v["layers"].as_u64().ok_or_else(|| bad("layers"))? as usize;
-        let pr = &v["problem"];
-        let (m, n, seed) = (
-            pr["m"].as_u64().ok_or_else(|| bad("problem.m"))? as usize,
-            pr["n"].as_u64().ok_or_else(|| bad("problem.n"))? as usize,
-            pr["seed"].as_u64().ok_or_else(|| bad("problem.seed"))?,
-        );
-        let problem = Problem::gaussian(m, n, seed)?;
-        if pr["checksum"].as_f64() != Some(checksum(&problem)) {
-            return Err(bad(
-                "problem.checksum (A regenerated differently on this build)",
+                "problem.checksum",
+                "A regenerated differently on this build",
             ));
         }
         let spec = ModelSpec {
-            kind,
-            layers,
-            lambda: f("lambda")?,
-            ss_step: f("ss_step")?,
-            ss_max: f("ss_max")?,
-            signal: Signal {
-                p: v["signal"]["p"].as_f64().ok_or_else(|| bad("signal.p"))?,
-                snr_db: v["signal"]["snr_db"].as_f64(),
-            },
+            kind: f.model,
+            layers: f.layers,
+            lambda: f.lambda,
+            ss_step: f.ss_step,
+            ss_max: f.ss_max,
+            signal: f.signal,
         };
-        let params: Vec<f64> = v["params"]
-            .as_array()
-            .ok_or_else(|| bad("params"))?
-            .iter()
-            .map(|x| x.as_f64().ok_or_else(|| bad("params")))
-            .collect::<Result<_>>()?;
         let mut model = Self::new(spec, &problem)?;
-        model.set_params(params)?;
+        model.set_params(f.params)?;
         Ok(model)
     }
+}
+
+const MODEL_FORMAT: &str = "hyperprox-unfolded-model-v1";
+
+/// How a model file names its sensing matrix.
+#[derive(Serialize, Deserialize)]
+struct ProblemRef {
+    m: usize,
+    n: usize,
+    seed: u64,
+    checksum: f64,
+}
+
+/// The model file's payload.
+#[derive(Serialize, Deserialize)]
+struct ModelFile {
+    model: ModelKind,
+    layers: usize,
+    lambda: f64,
+    ss_step: f64,
+    ss_max: f64,
+    signal: Signal,
+    problem: ProblemRef,
+    params: Vec<f64>,
 }
 
 /// A fingerprint of `A` (sum of entries weighted by position), stored in model files.
@@ -440,5 +452,31 @@ impl UnfoldedModel for Unfolded {
                 vec![("theta".into(), per_layer(&|q| q[q.len() - 1]))]
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_files_round_trip_and_check_the_matrix() {
+        let problem = Problem::gaussian(10, 20, 4).unwrap();
+        let mut m = Unfolded::new(ModelSpec::new(ModelKind::Alista, 3), &problem).unwrap();
+        let p: Vec<f64> = (0..m.params().len())
+            .map(|i| 0.1 + i as f64 * 0.01)
+            .collect();
+        m.set_params(p.clone()).unwrap();
+        let v = m.to_json();
+        assert_eq!(v["model"], "alista");
+        let back = Unfolded::from_json(&v).unwrap();
+        assert_eq!(back.params(), &p[..]);
+        assert_eq!(back.spec().kind, ModelKind::Alista);
+        let mut bad = v.clone();
+        bad["problem"]["checksum"] = serde_json::json!(1.0);
+        assert!(Unfolded::from_json(&bad).is_err());
+        let mut bad = v;
+        bad["model"] = serde_json::json!("nope");
+        assert!(Unfolded::from_json(&bad).is_err());
     }
 }

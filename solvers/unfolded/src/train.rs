@@ -24,11 +24,14 @@ use hyperprox_core::diff::{
 };
 use hyperprox_core::error::{Error, Result};
 use ndarray::{Array2, ArrayView2, Zip};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Supervised or unsupervised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LossKind {
     /// Mean squared error to the true signal.
     Supervised,
@@ -219,20 +222,22 @@ impl TrainConfig {
 }
 
 /// One finished stage.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
     /// Depth trained.
     pub depth: usize,
     /// Minibatches.
     pub steps: usize,
     /// Mean training loss over the stage's last 20 % of minibatches.
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub train_loss: f64,
     /// Validation loss at the end of the stage (at this depth).
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub val_loss: f64,
 }
 
 /// Training progress, and the checkpoint: parameters, optimizer state, position.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Parameters.
     pub params: Vec<f64>,
@@ -253,59 +258,23 @@ pub struct TrainState {
     pub config: Value,
 }
 
+const CHECKPOINT_FORMAT: &str = "hyperprox-unfolded-checkpoint-v2";
+
 impl TrainState {
-    /// JSON checkpoint.
+    /// JSON checkpoint (format `hyperprox-unfolded-checkpoint-v2`; non-finite losses as `null`).
     pub fn to_json(&self) -> Value {
-        json!({
-            "format": "hyperprox-unfolded-checkpoint-v1",
-            "params": self.params, "step": self.step, "stage": self.stage,
-            "adam": {"m": self.adam.0, "v": self.adam.1, "t": self.adam.2},
-            "history": self.history.iter().map(|h| json!({"depth": h.depth, "steps": h.steps,
-                "train_loss": h.train_loss, "val_loss": h.val_loss})).collect::<Vec<_>>(),
-            "stage_losses": self.stage_losses, "skipped": self.skipped, "config": self.config,
-        })
+        // Numbers, strings, lists and the stored configuration always serialize.
+        hyperprox_core::io::to_tagged_json(CHECKPOINT_FORMAT, self).unwrap_or(Value::Null)
     }
 
     /// Reads [`TrainState::to_json`].
     pub fn from_json(v: &Value) -> Result<Self> {
-        let bad = |w: &str| Error::param("checkpoint", w, "not a hyperprox unfolded checkpoint");
-        if v["format"] != "hyperprox-unfolded-checkpoint-v1" {
-            return Err(bad("format"));
-        }
-        let vec = |x: &Value, w: &str| -> Result<Vec<f64>> {
-            x.as_array()
-                .ok_or_else(|| bad(w))?
-                .iter()
-                .map(|e| e.as_f64().ok_or_else(|| bad(w)))
-                .collect()
-        };
-        let history = v["history"]
-            .as_array()
-            .ok_or_else(|| bad("history"))?
-            .iter()
-            .map(|h| {
-                Ok(StageRecord {
-                    depth: h["depth"].as_u64().ok_or_else(|| bad("history"))? as usize,
-                    steps: h["steps"].as_u64().ok_or_else(|| bad("history"))? as usize,
-                    train_loss: h["train_loss"].as_f64().unwrap_or(f64::NAN),
-                    val_loss: h["val_loss"].as_f64().unwrap_or(f64::NAN),
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            params: vec(&v["params"], "params")?,
-            step: v["step"].as_u64().ok_or_else(|| bad("step"))?,
-            stage: v["stage"].as_u64().ok_or_else(|| bad("stage"))? as usize,
-            adam: (
-                vec(&v["adam"]["m"], "adam.m")?,
-                vec(&v["adam"]["v"], "adam.v")?,
-                v["adam"]["t"].as_u64().ok_or_else(|| bad("adam.t"))?,
-            ),
-            history,
-            stage_losses: vec(&v["stage_losses"], "stage_losses")?,
-            skipped: v["skipped"].as_u64().unwrap_or(0),
-            config: v["config"].clone(),
-        })
+        hyperprox_core::io::from_tagged_json(
+            CHECKPOINT_FORMAT,
+            "checkpoint",
+            "not a hyperprox unfolded checkpoint of this version; train without --resume",
+            v.clone(),
+        )
     }
 }
 
@@ -497,4 +466,41 @@ pub fn evaluate(model: &dyn UnfoldedModel, problem: &Problem, batch: &Batch) -> 
     let xs: Vec<Array2<f64>> = traj.xs.iter().map(|s| model.readout(s.view())).collect();
     let (lambda, penalty) = model.objective();
     Ok(Curves::of(problem, batch, &xs, lambda, penalty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_with_non_finite_losses() {
+        let st = TrainState {
+            params: vec![0.5, -1.25],
+            step: 17,
+            stage: 2,
+            adam: (vec![0.1, 0.2], vec![0.3, 0.4], 9),
+            history: vec![StageRecord {
+                depth: 1,
+                steps: 10,
+                train_loss: f64::NAN,
+                val_loss: 0.75,
+            }],
+            stage_losses: vec![1.0, 2.0],
+            skipped: 1,
+            config: json!({"lr": 0.01}),
+        };
+        let back = TrainState::from_json(&st.to_json()).unwrap();
+        assert!(back.history[0].train_loss.is_nan());
+        assert_eq!(
+            (back.params, back.adam, back.step),
+            (st.params.clone(), st.adam.clone(), 17)
+        );
+        assert_eq!(back.config, st.config);
+        let mut wrong = st.to_json();
+        wrong["format"] = json!("hyperprox-unfolded-checkpoint-v1");
+        assert!(
+            TrainState::from_json(&wrong).is_err(),
+            "older formats are refused"
+        );
+    }
 }

@@ -8,7 +8,8 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use std::sync::Mutex;
 
 /// Isotropic (`Σ_pixels ‖(∇x)_p‖₂`) or anisotropic (`‖∇x‖₁`) coupling of the two differences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TvKind {
     /// `Σ_p √((D_h x)_p² + (D_v x)_p²)`.
     Isotropic,

@@ -10,7 +10,9 @@ use rustfft::{Fft, FftNum, FftPlanner};
 use std::sync::{Arc, Mutex};
 
 /// How the image is extended beyond its border.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Boundary {
     /// Zeros outside the image.
     Zero,

@@ -1,0 +1,222 @@
+//! What every subcommand shares: the error type, JSON and figure output, progress bars, output
+//! checks and the checkpointed training loop.
+
+use hyperprox::core::figure::Figure;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A command-line error; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the library (bad input, not converged, I/O of data files, …).
+    #[error("{0}")]
+    Lib(#[from] hyperprox::core::Error),
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A figure could not be drawn.
+    #[error("{0}")]
+    Figure(String),
+}
+
+/// The result of a subcommand.
+pub type CliResult<T> = Result<T, CliError>;
+
+/// `Err(Usage(msg))`.
+pub fn usage<T>(msg: impl Into<String>) -> CliResult<T> {
+    Err(CliError::Usage(msg.into()))
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates an output folder (and its parents).
+pub fn create_dir(dir: &Path) -> CliResult<()> {
+    std::fs::create_dir_all(dir).map_err(io_at(dir))
+}
+
+/// Writes a file.
+pub fn write_text(path: &Path, text: &str) -> CliResult<()> {
+    std::fs::write(path, text).map_err(io_at(path))
+}
+
+/// Writes `v` as pretty JSON.
+pub fn write_json(path: &Path, v: &impl Serialize) -> CliResult<()> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    write_text(path, &(text + "\n"))
+}
+
+/// Reads a text file; `hint` says how to get a valid one.
+pub fn read_text(path: &Path, hint: &str) -> CliResult<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e} ({hint})", path.display())))
+}
+
+/// Reads a JSON file; `hint` says how to get a valid one.
+pub fn read_json(path: &Path, hint: &str) -> CliResult<serde_json::Value> {
+    serde_json::from_str(&read_text(path, hint)?)
+        .map_err(|e| CliError::Usage(format!("{}: not valid JSON ({e})", path.display())))
+}
+
+/// Prints `report` as one JSON line.
+pub fn print_line(report: &impl Serialize) {
+    println!("{}", serde_json::to_value(report).unwrap_or_default());
+}
+
+/// Writes `OUT/report.json`, `OUT/figure.png` and, if given, `OUT/history.json`.
+pub fn write_outputs(
+    out: &Path,
+    report: &impl Serialize,
+    history: Option<&[impl Serialize]>,
+    figure: &Figure,
+) -> CliResult<()> {
+    if let Some(h) = history {
+        write_json(&out.join("history.json"), &h)?;
+    }
+    hyperprox::report::write_figure(&out.join("figure.png"), figure).map_err(CliError::Figure)?;
+    write_json(&out.join("report.json"), report)
+}
+
+/// Checks an output file's extension and folder before any work is done.
+pub fn check_output_path(p: &Path, exts: &[&str]) -> CliResult<()> {
+    let ok = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str()));
+    if !ok {
+        return usage(format!(
+            "{}: the output must end in .{}",
+            p.display(),
+            exts.join(" or .")
+        ));
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return usage(format!(
+                "{}: the output folder {} does not exist",
+                p.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the output (with one of `exts`) and the optional JSON report path.
+pub fn check_outputs(out: &Path, report: &Option<PathBuf>, exts: &[&str]) -> CliResult<()> {
+    check_output_path(out, exts)?;
+    if let Some(r) = report {
+        check_output_path(r, &["json"])?;
+    }
+    Ok(())
+}
+
+/// Writes the JSON report (if asked) and prints it on one line.
+pub fn finish(path: &Option<PathBuf>, report: &impl Serialize) -> CliResult<()> {
+    if let Some(p) = path {
+        write_json(p, report)?;
+    }
+    print_line(report);
+    Ok(())
+}
+
+/// A progress bar over `len` units (`outer its`, `minibatches`, `steps`).
+pub fn progress(len: u64, unit: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed}}<{{eta}}]");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+/// Advances a training `state` to step `end` in segments that end at multiples of `every`,
+/// calling `save` after each segment that made progress (so an interrupted run loses at most
+/// `every` steps; resuming is exact, so the segmentation changes nothing).
+pub fn checkpointed<S>(
+    state: &mut S,
+    end: u64,
+    every: u64,
+    step: impl Fn(&S) -> u64,
+    mut advance: impl FnMut(&mut S, u64) -> hyperprox::core::Result<()>,
+    mut save: impl FnMut(&S) -> CliResult<()>,
+) -> CliResult<()> {
+    let every = every.max(1);
+    while step(state) < end {
+        let before = step(state);
+        advance(state, ((before / every + 1) * every).min(end))?;
+        if step(state) == before {
+            break;
+        }
+        save(state)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpointed_saves_at_multiples_and_stops_at_the_end() {
+        let mut saves = Vec::new();
+        let mut state = 3u64;
+        // Each call advances by at most 4 steps (a training chunk may stop short of the target).
+        let advance = |s: &mut u64, target: u64| {
+            *s = (*s + 4).min(target);
+            Ok(())
+        };
+        checkpointed(
+            &mut state,
+            23,
+            10,
+            |s| *s,
+            advance,
+            |s| {
+                saves.push(*s);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(state, 23);
+        assert_eq!(saves, vec![7, 10, 14, 18, 20, 23]);
+        // No progress (a finished schedule): one call, no save, no endless loop.
+        let mut calls = 0;
+        let mut s = 0u64;
+        checkpointed(
+            &mut s,
+            5,
+            2,
+            |s| *s,
+            |_, _| {
+                calls += 1;
+                Ok(())
+            },
+            |_| panic!("nothing to save"),
+        )
+        .unwrap();
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn output_paths_are_checked_before_any_work() {
+        assert!(check_output_path(Path::new("x.npy"), &["npy"]).is_ok());
+        assert!(check_output_path(Path::new("x.txt"), &["npy", "png"]).is_err());
+        let e = check_output_path(Path::new("/no/such/dir/x.npy"), &["npy"]).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+}

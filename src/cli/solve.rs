@@ -1,0 +1,227 @@
+//! `hyperprox solve …`, `denoise tv`, `deblur tv` and `opnorm`.
+
+use super::common::{check_outputs, finish, usage, CliResult};
+use clap::{Args, Subcommand};
+use hyperprox::core::experiments::{
+    deblur_tv, denoise_tv, solve_logistic, solve_penalized, LambdaChoice, SolveSettings,
+    SparseSolver,
+};
+use hyperprox::core::io;
+use hyperprox::prelude::*;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum SolveProblem {
+    /// Ω = ‖x‖₁.
+    Lasso(SolveArgs),
+    /// Ω = α‖x‖₁ + (1 − α)/2‖x‖² (set α with --alpha).
+    ElasticNet(SolveArgs),
+    /// Ω = Σ_g √|g|·‖x_g‖ over consecutive groups (set sizes with --groups).
+    GroupLasso(SolveArgs),
+    /// (1/n)Σ log(1 + exp(−bᵢ aᵢᵀx)) + λ‖x‖₁ with labels b in {−1, +1} (or {0, 1}, mapped).
+    LogisticL1(SolveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SolveArgs {
+    /// Design matrix A (n × p, .npy float64).
+    #[arg(long)]
+    a: PathBuf,
+    /// Response b (length n, .npy).
+    #[arg(long)]
+    b: PathBuf,
+    /// Regularization λ.
+    #[arg(
+        long,
+        conflicts_with = "lambda_ratio",
+        required_unless_present = "lambda_ratio",
+        allow_negative_numbers = true
+    )]
+    lambda: Option<f64>,
+    /// λ as a fraction of λ_max (the smallest λ with solution 0).
+    #[arg(long, allow_negative_numbers = true)]
+    lambda_ratio: Option<f64>,
+    /// ℓ1 ratio α of the elastic net.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// Group sizes for the group lasso, e.g. --groups 5,5,10 (must add up to p).
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<usize>,
+    /// Absolute duality-gap tolerance.
+    #[arg(long, default_value_t = 1e-8)]
+    tol: f64,
+    /// Algorithm: cd (coordinate descent with gap-safe screening), fista (gap-certified) or
+    /// admm (least squares only).
+    #[arg(long, value_enum, default_value_t = SparseSolver::Cd)]
+    solver: SparseSolver,
+    /// Iteration (epoch) cap.
+    #[arg(long, default_value_t = 100_000)]
+    max_iters: usize,
+    /// Coordinate descent: use celer-style working sets (ℓ1 and elastic net) on top of
+    /// gap-safe screening.
+    #[arg(long)]
+    working_sets: bool,
+    /// Output solution x (.npy).
+    #[arg(long)]
+    out: PathBuf,
+    /// JSON report.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+impl SolveArgs {
+    fn lambda(&self) -> CliResult<LambdaChoice> {
+        match (self.lambda, self.lambda_ratio) {
+            (Some(l), _) => Ok(LambdaChoice::Value(l)),
+            (None, Some(r)) => Ok(LambdaChoice::Ratio(r)),
+            (None, None) => usage("give --lambda or --lambda-ratio"),
+        }
+    }
+
+    fn settings(&self) -> SolveSettings {
+        SolveSettings {
+            solver: self.solver,
+            tol: self.tol,
+            max_iters: self.max_iters,
+            working_sets: self.working_sets,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeblurModel {
+    /// Total-variation deblurring by PDHG, certified by the primal–dual gap.
+    Tv(DeblurArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeblurArgs {
+    /// Blurred image (.png or 2-D .npy).
+    #[arg(long)]
+    input: PathBuf,
+    /// Blur kernel (2-D .npy).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Regularization λ.
+    #[arg(long, allow_negative_numbers = true)]
+    lambda: f64,
+    /// Boundary handling of the blur: reflect (symmetric), zero or periodic.
+    #[arg(long, value_enum, default_value_t = Boundary::Reflect)]
+    boundary: Boundary,
+    /// Certified relative primal–dual gap.
+    #[arg(long, default_value_t = 1e-5)]
+    tol: f64,
+    /// Iteration cap.
+    #[arg(long, default_value_t = 20_000)]
+    max_iters: usize,
+    /// Output image (.png or .npy).
+    #[arg(long)]
+    out: PathBuf,
+    /// JSON report.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DenoiseModel {
+    /// Total-variation (ROF) denoising by the dual FGP method, certified by the duality gap.
+    Tv(TvArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TvArgs {
+    /// Noisy image (.png, read as grayscale in [0, 1], or 2-D .npy).
+    #[arg(long)]
+    input: PathBuf,
+    /// Regularization λ.
+    #[arg(long, allow_negative_numbers = true)]
+    lambda: f64,
+    /// Anisotropic TV (ℓ1 of the differences) instead of isotropic.
+    #[arg(long)]
+    aniso: bool,
+    /// Certified relative objective error.
+    #[arg(long, default_value_t = 1e-6)]
+    tol: f64,
+    /// Iteration cap of the FGP solver.
+    #[arg(long, default_value_t = 100_000)]
+    max_iters: usize,
+    /// Output image (.png or .npy).
+    #[arg(long)]
+    out: PathBuf,
+    /// JSON report.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// `hyperprox solve …`.
+pub fn solve(problem: SolveProblem) -> CliResult<()> {
+    let (name, args) = match &problem {
+        SolveProblem::Lasso(a) => ("lasso", a),
+        SolveProblem::ElasticNet(a) => ("elastic-net", a),
+        SolveProblem::GroupLasso(a) => ("group-lasso", a),
+        SolveProblem::LogisticL1(a) => ("logistic-l1", a),
+    };
+    check_outputs(&args.out, &args.report, &["npy"])?;
+    let a = io::read_npy_2d(&args.a)?;
+    let b = io::read_npy_1d(&args.b)?;
+    let (x, report) = match &problem {
+        SolveProblem::LogisticL1(_) => solve_logistic(a, b, args.lambda()?, &args.settings())?,
+        _ => {
+            let penalty = match &problem {
+                SolveProblem::ElasticNet(_) => LassoPenalty::ElasticNet { alpha: args.alpha },
+                SolveProblem::GroupLasso(_) if args.groups.is_empty() => {
+                    return usage("group-lasso needs --groups, e.g. --groups 5,5,10 (sizes adding up to the number of columns of A)");
+                }
+                SolveProblem::GroupLasso(_) => LassoPenalty::Group {
+                    groups: Groups::contiguous(&args.groups)?,
+                    weights: None,
+                },
+                _ => LassoPenalty::L1 { weights: None },
+            };
+            let lambda = args
+                .lambda()?
+                .resolve(|| LassoProblem::lambda_max(a.view(), b.view(), &penalty))?;
+            let prob = LassoProblem::new(a, b, lambda, penalty)?;
+            solve_penalized(&prob, name, &args.settings())?
+        }
+    };
+    io::write_npy(&args.out, &x)?;
+    finish(&args.report, &report)
+}
+
+/// `hyperprox denoise tv`.
+pub fn denoise(model: DenoiseModel) -> CliResult<()> {
+    let DenoiseModel::Tv(a) = model;
+    check_outputs(&a.out, &a.report, &["npy", "png"])?;
+    let y = io::read_image(&a.input)?;
+    let kind = if a.aniso {
+        TvKind::Anisotropic
+    } else {
+        TvKind::Isotropic
+    };
+    let (x, report) = denoise_tv(y.view(), a.lambda, kind, a.tol, a.max_iters)?;
+    io::write_image(&a.out, &x)?;
+    finish(&a.report, &report)
+}
+
+/// `hyperprox deblur tv`.
+pub fn deblur(model: DeblurModel) -> CliResult<()> {
+    let DeblurModel::Tv(a) = model;
+    check_outputs(&a.out, &a.report, &["npy", "png"])?;
+    let y = io::read_image(&a.input)?;
+    let k = io::read_npy_2d(&a.kernel)?;
+    let (x, report) = deblur_tv(y.view(), k, a.lambda, a.boundary, a.tol, a.max_iters)?;
+    io::write_image(&a.out, &x)?;
+    finish(&a.report, &report)
+}
+
+/// `hyperprox opnorm`.
+pub fn opnorm(h: usize, w: usize) -> CliResult<()> {
+    let grad = Gradient2d::new(h, w)?;
+    let est: f64 = grad.opnorm_estimate(PowerIteration::default())?;
+    println!(
+        "{{\"operator\": \"Gradient2d({h}x{w})\", \"opnorm_estimate\": {est:.9}, \"sqrt8\": {:.9}}}",
+        8f64.sqrt()
+    );
+    Ok(())
+}
