@@ -51,6 +51,14 @@ mod ops {
     )
     .unwrap());
     operator_conformance!(gradient2d, |T| Gradient2d::new(5, 7).unwrap());
+    operator_conformance!(valid_correlation, |T| ValidCorrelation2d::new(
+        6,
+        5,
+        ndarray::Array2::from_shape_fn((3, 2), |(a, b)| T::c(
+            0.3 * a as f64 - 0.2 * b as f64 + 0.1
+        ))
+    )
+    .unwrap());
     operator_conformance!(gradient2d_thin, |T| Gradient2d::new(1, 6).unwrap());
     operator_conformance!(conv_direct_zero, |T| Conv2d::new(
         6,
@@ -487,6 +495,24 @@ mod smooth {
         smoothed_tv_aniso,
         |T| SmoothedTv::new(5, 4, T::c(0.7), T::c(0.3), TvKind::Anisotropic).unwrap(),
         n = 20
+    );
+    smooth_conformance!(
+        smoothed_tv_iso_interior_batch,
+        |T| SmoothedTv::new(4, 3, T::c(0.7), T::c(0.3), TvKind::Isotropic)
+            .unwrap()
+            .with_boundary(TvBoundary::Interior)
+            .with_images(2)
+            .unwrap(),
+        n = 24
+    );
+    smooth_conformance!(
+        smoothed_tv_aniso_interior_batch,
+        |T| SmoothedTv::new(4, 3, T::c(0.7), T::c(0.3), TvKind::Anisotropic)
+            .unwrap()
+            .with_boundary(TvBoundary::Interior)
+            .with_images(2)
+            .unwrap(),
+        n = 24
     );
     smooth_conformance!(
         sorsa,

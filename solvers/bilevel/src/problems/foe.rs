@@ -1,7 +1,8 @@
 //! Field-of-experts denoising (MAID paper §4.3): filters, their weights and smoothings learned.
 //!
 //! For `N` noisy images `yᵢ`, `F` filters `k_j` of size `s × s`, `a_j = e^{θ₀ + w_j}`,
-//! `ν_j = e^{s_j}`, `φ_ν(t) = √(t² + ν²)` and `K_j` the *valid* correlation with `k_j`:
+//! `ν_j = e^{s_j}`, `φ_ν(t) = √(t² + ν²)` and `K_j` the *valid* correlation with `k_j` (the
+//! core [`ValidCorrelation2d`], its adjoint and its gradient in the taps):
 //!
 //! ```text
 //! h(x, θ) = (1/N) Σᵢ [ ½‖xᵢ − yᵢ‖² + Σ_j a_j Σ_p φ_{ν_j}((K_j xᵢ)_p) ],
@@ -24,6 +25,7 @@ use super::tv::c3;
 use crate::data::{fill, slice};
 use crate::problem::{BilevelProblem, Constant, Constants};
 use hyperprox_core::error::{Error, Result};
+use hyperprox_core::ops::ValidCorrelation2d;
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -39,6 +41,8 @@ pub struct FieldOfExperts {
     w: usize,
     nf: usize,
     ks: usize,
+    /// The valid correlation's geometry (the taps come from `θ` per call).
+    geom: ValidCorrelation2d<f64>,
     theta0: Array1<f64>,
 }
 
@@ -99,6 +103,7 @@ impl FieldOfExperts {
             w,
             nf: n_filters,
             ks,
+            geom: ValidCorrelation2d::new(h, w, Array2::zeros((ks, ks)))?,
             theta0,
         })
     }
@@ -124,66 +129,6 @@ impl FieldOfExperts {
             a: (0..f).map(|j| (theta[0] + theta[1 + j]).exp()).collect(),
             nu: (0..f).map(|j| theta[1 + f + j].exp()).collect(),
             taps: &theta[1 + 2 * f..],
-        }
-    }
-
-    fn out_dims(&self) -> (usize, usize) {
-        (self.h - self.ks + 1, self.w - self.ks + 1)
-    }
-
-    /// `u = k ⋆ x` (valid correlation).
-    fn corr(&self, x: &[f64], k: &[f64], u: &mut [f64]) {
-        let (oh, ow) = self.out_dims();
-        let (w, ks) = (self.w, self.ks);
-        u.iter_mut().for_each(|v| *v = 0.0);
-        for a in 0..ks {
-            for b in 0..ks {
-                let kab = k[a * ks + b];
-                for p in 0..oh {
-                    let xr = &x[(p + a) * w + b..(p + a) * w + b + ow];
-                    let ur = &mut u[p * ow..(p + 1) * ow];
-                    for (ui, xi) in ur.iter_mut().zip(xr) {
-                        *ui += kab * xi;
-                    }
-                }
-            }
-        }
-    }
-
-    /// `out += s·Kᵀ g`.
-    fn corr_adj_add(&self, g: &[f64], k: &[f64], s: f64, out: &mut [f64]) {
-        let (oh, ow) = self.out_dims();
-        let (w, ks) = (self.w, self.ks);
-        for a in 0..ks {
-            for b in 0..ks {
-                let kab = s * k[a * ks + b];
-                for p in 0..oh {
-                    let orow = &mut out[(p + a) * w + b..(p + a) * w + b + ow];
-                    for (oi, gi) in orow.iter_mut().zip(&g[p * ow..(p + 1) * ow]) {
-                        *oi += kab * gi;
-                    }
-                }
-            }
-        }
-    }
-
-    /// `out[a,b] += s·Σ_p g_p x[p + (a,b)]` (gradient of `⟨g, k ⋆ x⟩` in `k`).
-    fn tap_grad_add(&self, g: &[f64], x: &[f64], s: f64, out: &mut [f64]) {
-        let (oh, ow) = self.out_dims();
-        let (w, ks) = (self.w, self.ks);
-        for a in 0..ks {
-            for b in 0..ks {
-                let mut acc = 0.0;
-                for p in 0..oh {
-                    let xr = &x[(p + a) * w + b..(p + a) * w + b + ow];
-                    acc += xr
-                        .iter()
-                        .zip(&g[p * ow..(p + 1) * ow])
-                        .map(|(u, v)| u * v)
-                        .sum::<f64>();
-                }
-                out[a * ks + b] += s * acc;
-            }
         }
     }
 
@@ -248,7 +193,7 @@ impl BilevelProblem for FieldOfExperts {
     fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
         let t = th(&theta);
         let n = self.npix();
-        let (oh, ow) = self.out_dims();
+        let (oh, ow) = self.geom.out_dims();
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let ys = slice(&self.y)?;
@@ -261,7 +206,7 @@ impl BilevelProblem for FieldOfExperts {
                     .sum::<f64>();
             let r = self.sum_filters(1, &t, |_, k, a, nu, acc| {
                 let mut u = vec![0.0; oh * ow];
-                self.corr(xi, k, &mut u);
+                self.geom.correlate(xi, k, &mut u);
                 acc[0] += a * u.iter().map(|v| (v * v + nu * nu).sqrt()).sum::<f64>();
             });
             total += r[0];
@@ -277,7 +222,7 @@ impl BilevelProblem for FieldOfExperts {
         let t = th(&theta);
         let n = self.npix();
         let inv_n = 1.0 / self.n_img as f64;
-        let (oh, ow) = self.out_dims();
+        let (oh, ow) = self.geom.out_dims();
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let ys = slice(&self.y)?;
@@ -285,9 +230,9 @@ impl BilevelProblem for FieldOfExperts {
             for ((o, xi), yi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(ys.chunks(n)) {
                 let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
                     let mut u = vec![0.0; oh * ow];
-                    self.corr(xi, k, &mut u);
+                    self.geom.correlate(xi, k, &mut u);
                     u.iter_mut().for_each(|v| *v /= (*v * *v + nu * nu).sqrt());
-                    self.corr_adj_add(&u, k, a, acc);
+                    self.geom.adjoint_add(&u, k, a, acc);
                 });
                 for (((oi, a), b), ri) in o.iter_mut().zip(xi).zip(yi).zip(r) {
                     *oi = (a - b + ri) * inv_n;
@@ -306,7 +251,7 @@ impl BilevelProblem for FieldOfExperts {
         let t = th(&theta);
         let n = self.npix();
         let inv_n = 1.0 / self.n_img as f64;
-        let (oh, ow) = self.out_dims();
+        let (oh, ow) = self.geom.out_dims();
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let vc = v.as_standard_layout();
@@ -316,13 +261,13 @@ impl BilevelProblem for FieldOfExperts {
                 let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
                     let mut u = vec![0.0; oh * ow];
                     let mut kv = vec![0.0; oh * ow];
-                    self.corr(xi, k, &mut u);
-                    self.corr(vi, k, &mut kv);
+                    self.geom.correlate(xi, k, &mut u);
+                    self.geom.correlate(vi, k, &mut kv);
                     for (g, ui) in kv.iter_mut().zip(&u) {
                         let r2 = ui * ui + nu * nu;
                         *g *= nu * nu / (r2 * r2.sqrt());
                     }
-                    self.corr_adj_add(&kv, k, a, acc);
+                    self.geom.adjoint_add(&kv, k, a, acc);
                 });
                 for ((oi, a), ri) in o.iter_mut().zip(vi).zip(r) {
                     *oi = (a + ri) * inv_n;
@@ -343,7 +288,7 @@ impl BilevelProblem for FieldOfExperts {
         let k2 = self.ks * self.ks;
         let n = self.npix();
         let inv_n = 1.0 / self.n_img as f64;
-        let (oh, ow) = self.out_dims();
+        let (oh, ow) = self.geom.out_dims();
         let dim = self.dim_theta();
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
@@ -354,8 +299,8 @@ impl BilevelProblem for FieldOfExperts {
             let r = self.sum_filters(dim, &t, |j, k, a, nu, acc| {
                 let mut u = vec![0.0; oh * ow];
                 let mut kq = vec![0.0; oh * ow];
-                self.corr(xi, k, &mut u);
-                self.corr(qi, k, &mut kq);
+                self.geom.correlate(xi, k, &mut u);
+                self.geom.correlate(qi, k, &mut kq);
                 let (mut d1, mut d2) = (0.0, 0.0);
                 let mut g1 = vec![0.0; oh * ow]; // φ'(u)
                 let mut g2 = vec![0.0; oh * ow]; // φ''(u)·Kq
@@ -371,8 +316,8 @@ impl BilevelProblem for FieldOfExperts {
                 acc[1 + j] += a * d1;
                 acc[1 + f + j] += a * d2;
                 let tap = &mut acc[1 + 2 * f + j * k2..1 + 2 * f + (j + 1) * k2];
-                self.tap_grad_add(&g2, xi, a, tap);
-                self.tap_grad_add(&g1, qi, a, tap);
+                self.geom.kernel_gradient_add(&g2, xi, a, tap);
+                self.geom.kernel_gradient_add(&g1, qi, a, tap);
             });
             total.iter_mut().zip(r).for_each(|(a, b)| *a += b);
         }

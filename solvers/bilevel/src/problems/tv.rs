@@ -8,7 +8,10 @@
 //! g(x)    = (1/N) Σᵢ ½‖xᵢ − xᵢ,true‖²,
 //! ```
 //!
-//! with forward differences `D_h`, `D_v` without boundary padding (as in the paper's code).
+//! with forward differences `D_h`, `D_v` without boundary padding (as in the paper's code):
+//! the lower level is the data term plus the core [`SmoothedTv`] (anisotropic,
+//! [`TvBoundary::Interior`], one batch of `N` images), whose fused kernels also give the
+//! derivatives in `log λ` and `log ν`.
 //! Paper setting: the 25 Kodak images at 96×96, `σ = 0.1`, `θ₀ = (−5, −5)`.
 //!
 //! **Constants (all proven, so the error bound is certified).** `μ = 1/N` (data term; the TV
@@ -20,29 +23,13 @@
 use crate::data::{fill, slice};
 use crate::problem::{BilevelProblem, Constant, Constants};
 use hyperprox_core::error::Result;
+use hyperprox_core::func::{SmoothedTv, TvBoundary, TvKind};
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rayon::prelude::*;
 
 /// `max |d³/dt³ √(t² + 1)| = 1.5/1.25^{5/2}`, attained at `t = 1/2`.
 pub(crate) fn c3() -> f64 {
     1.5 / 1.25f64.powf(2.5)
-}
-
-/// Calls `f(a, b)` for every forward-difference pair (`t = x[b] − x[a]`) of an `h × w` image.
-#[inline]
-fn for_pairs(h: usize, w: usize, mut f: impl FnMut(usize, usize)) {
-    for r in 0..h {
-        for c in 0..w - 1 {
-            let a = r * w + c;
-            f(a, a + 1);
-        }
-    }
-    for r in 0..h - 1 {
-        for c in 0..w {
-            let a = r * w + c;
-            f(a, a + w);
-        }
-    }
 }
 
 /// The TV-denoising bilevel problem (see the module docs).
@@ -89,6 +76,15 @@ impl TvDenoising {
         (theta[0].exp(), theta[1].exp())
     }
 
+    /// `λ·TV_ν` of one image at `θ` (anisotropic, interior differences).
+    fn tv(&self, theta: ArrayView1<'_, f64>) -> Result<SmoothedTv<f64>> {
+        let (lam, nu) = Self::params(theta);
+        Ok(
+            SmoothedTv::new(self.h, self.w, lam, nu, TvKind::Anisotropic)?
+                .with_boundary(TvBoundary::Interior),
+        )
+    }
+
     fn npix(&self) -> usize {
         self.h * self.w
     }
@@ -99,10 +95,9 @@ impl TvDenoising {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
     ) -> Result<(Array1<f64>, Array1<f64>)> {
-        let (lam, nu) = Self::params(theta);
-        let s = lam / self.n_img as f64;
+        let tv = self.tv(theta)?;
+        let inv_n = 1.0 / self.n_img as f64;
         let n = self.npix();
-        let (h, w) = (self.h, self.w);
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let mut c1 = vec![0.0; xs.len()];
@@ -110,18 +105,7 @@ impl TvDenoising {
         c1.par_chunks_mut(n)
             .zip(c2.par_chunks_mut(n))
             .zip(xs.par_chunks(n))
-            .for_each(|((o1, o2), xi)| {
-                for_pairs(h, w, |a, b| {
-                    let t = xi[b] - xi[a];
-                    let r2 = t * t + nu * nu;
-                    let d1 = s * t / r2.sqrt();
-                    let d2 = -s * t * nu * nu / (r2 * r2.sqrt());
-                    o1[b] += d1;
-                    o1[a] -= d1;
-                    o2[b] += d2;
-                    o2[a] -= d2;
-                });
-            });
+            .for_each(|((o1, o2), xi)| tv.image_log_param_gradients_add(o1, o2, xi, inv_n));
         Ok((Array1::from(c1), Array1::from(c2)))
     }
 }
@@ -143,9 +127,8 @@ impl BilevelProblem for TvDenoising {
         self.theta0.clone()
     }
     fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
-        let (lam, nu) = Self::params(theta);
+        let tv = self.tv(theta)?;
         let n = self.npix();
-        let (h, w) = (self.h, self.w);
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let ys = slice(&self.y)?;
@@ -153,18 +136,8 @@ impl BilevelProblem for TvDenoising {
             .par_chunks(n)
             .zip(ys.par_chunks(n))
             .map(|(xi, yi)| {
-                let mut v = 0.5
-                    * xi.iter()
-                        .zip(yi)
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum::<f64>();
-                let mut tv = 0.0;
-                for_pairs(h, w, |a, b| {
-                    let t = xi[b] - xi[a];
-                    tv += (t * t + nu * nu).sqrt();
-                });
-                v += lam * tv;
-                v
+                let data = xi.iter().zip(yi).map(|(a, b)| (a - b) * (a - b));
+                0.5 * data.sum::<f64>() + tv.image_value(xi)
             })
             .sum();
         Ok(total / self.n_img as f64)
@@ -175,10 +148,9 @@ impl BilevelProblem for TvDenoising {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let (lam, nu) = Self::params(theta);
+        let tv = self.tv(theta)?;
         let inv_n = 1.0 / self.n_img as f64;
         let n = self.npix();
-        let (h, w) = (self.h, self.w);
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let ys = slice(&self.y)?;
@@ -189,13 +161,7 @@ impl BilevelProblem for TvDenoising {
                     for ((oi, a), b) in o.iter_mut().zip(xi).zip(yi) {
                         *oi = (a - b) * inv_n;
                     }
-                    let s = lam * inv_n;
-                    for_pairs(h, w, |a, b| {
-                        let t = xi[b] - xi[a];
-                        let d = s * t / (t * t + nu * nu).sqrt();
-                        o[b] += d;
-                        o[a] -= d;
-                    });
+                    tv.image_gradient_add(o, xi, inv_n);
                 });
         });
         Ok(())
@@ -207,10 +173,9 @@ impl BilevelProblem for TvDenoising {
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let (lam, nu) = Self::params(theta);
+        let tv = self.tv(theta)?;
         let inv_n = 1.0 / self.n_img as f64;
         let n = self.npix();
-        let (h, w) = (self.h, self.w);
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let vc = v.as_standard_layout();
@@ -222,14 +187,7 @@ impl BilevelProblem for TvDenoising {
                     for (oi, a) in o.iter_mut().zip(vi) {
                         *oi = a * inv_n;
                     }
-                    let s = lam * inv_n * nu * nu;
-                    for_pairs(h, w, |a, b| {
-                        let t = xi[b] - xi[a];
-                        let r2 = t * t + nu * nu;
-                        let d = s / (r2 * r2.sqrt()) * (vi[b] - vi[a]);
-                        o[b] += d;
-                        o[a] -= d;
-                    });
+                    tv.image_hvp_add(o, xi, vi, inv_n);
                 });
         });
         Ok(())
@@ -241,32 +199,11 @@ impl BilevelProblem for TvDenoising {
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let (lam, nu) = Self::params(theta);
-        let s = lam / self.n_img as f64;
-        let n = self.npix();
-        let (h, w) = (self.h, self.w);
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let qc = q.as_standard_layout();
-        let qs = slice(&qc)?;
-        let (j1, j2) = xs
-            .par_chunks(n)
-            .zip(qs.par_chunks(n))
-            .map(|(xi, qi)| {
-                let (mut j1, mut j2) = (0.0, 0.0);
-                for_pairs(h, w, |a, b| {
-                    let t = xi[b] - xi[a];
-                    let dq = qi[b] - qi[a];
-                    let r2 = t * t + nu * nu;
-                    let r = r2.sqrt();
-                    j1 += t / r * dq;
-                    j2 += -t * nu * nu / (r2 * r) * dq;
-                });
-                (j1, j2)
-            })
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        out[0] = s * j1;
-        out[1] = s * j2;
+        let tv = self.tv(theta)?.with_images(self.n_img)?;
+        let (j1, j2) = tv.log_param_dots(x, q)?;
+        let inv_n = 1.0 / self.n_img as f64;
+        out[0] = j1 * inv_n;
+        out[1] = j2 * inv_n;
         Ok(())
     }
     fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {

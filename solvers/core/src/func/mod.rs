@@ -32,7 +32,7 @@ pub use losses::{LeastSquares, Logistic, MultinomialLogistic};
 pub use matrix::{NuclearNorm, SorsaOrthonormality};
 pub use nonconvex::{Cel0, GeneralizedGaussian, NormL0, NormLq};
 pub use norms::{soft_threshold, ElasticNet, Huber, NormL1, SqrNormL2};
-pub use tv::{SmoothedTv, TotalVariation, TvKind, TvProx};
+pub use tv::{SmoothedTv, TotalVariation, TvBoundary, TvKind, TvProx};
 pub use wrappers::{Conjugate, MoreauEnvelope, Precompose, SeparableSum, Translate};
 
 use crate::error::{Error, Result};

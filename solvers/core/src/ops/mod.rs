@@ -9,6 +9,7 @@
 
 mod combinators;
 mod conv;
+mod correlation;
 mod dense;
 mod forward;
 mod grad;
@@ -17,6 +18,7 @@ mod sparse;
 
 pub use combinators::{Compose, Diagonal, Identity, Scaled, Stack, Sum, Transpose};
 pub use conv::{Boundary, Conv2d, ConvMethod};
+pub use correlation::ValidCorrelation2d;
 pub use dense::DenseMatrix;
 pub use forward::{ForwardMap, Linear, SquaredModulus};
 pub use grad::Gradient2d;
