@@ -949,6 +949,19 @@ fn batched_fista_matches_fista_per_row_and_certifies_the_lasso() {
         .unwrap();
     let (gaps, vals) = lasso_gaps(a.view(), xs[3000].view(), y.view(), lambda);
     let (gaps0, vals0) = lasso_gaps(a.view(), xs[5].view(), y.view(), lambda);
+    // The batched gap is the general Lasso gap of each row: ½‖r‖² + λ‖x‖₁ = m·P with
+    // P = ‖r‖²/(2m) + (λ/m)‖x‖₁.
+    for b in 0..rows {
+        let pen = LassoPenalty::L1 { weights: None };
+        let mf = a.nrows() as f64;
+        let prob = LassoProblem::new(a.clone(), y.row(b).to_owned(), lambda / mf, pen).unwrap();
+        let general = mf * prob.duality_gap(xs[5].row(b)).unwrap();
+        assert!(
+            (general - gaps0[b]).abs() <= 1e-10 * (1.0 + general),
+            "{general} vs {}",
+            gaps0[b]
+        );
+    }
     for b in 0..rows {
         assert!(gaps[b] < 1e-10, "row {b}: gap {:e}", gaps[b]);
         // At an early iterate the gap bounds the objective error F(x₅) − F*.

@@ -173,9 +173,7 @@ pub fn lasso_gaps(
         let c = atr.row(i).iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let s = if c > lambda { lambda / c } else { 1.0 };
         let p = 0.5 * rr.dot(&rr) + lambda * x.row(i).iter().map(|v| v.abs()).sum::<f64>();
-        let ymn = &yr - &(&rr * s);
-        let d = 0.5 * yr.dot(&yr) - 0.5 * ymn.dot(&ymn);
-        gaps.push((p - d).max(0.0));
+        gaps.push(super::lasso::gap_from_residual(p, rr, yr, s, 1.0, 0.0));
         vals.push(p);
     }
     (gaps, vals)

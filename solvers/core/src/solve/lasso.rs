@@ -226,21 +226,19 @@ impl<T: Real> LassoProblem<T> {
         r: ArrayView1<'_, T>,
     ) -> Result<(T, Array1<T>)> {
         let n = T::c(self.n_samples() as f64);
-        let mut theta = r.mapv(|v| v / n);
-        let mut atth = self.a.t().dot(&theta);
+        let mut atth = self.a.t().dot(&r.mapv(|v| v / n));
+        let mut scale = T::one();
         if !matches!(self.penalty, LassoPenalty::ElasticNet { alpha } if alpha < T::one()) {
             let dn = self.dual_norm_unit(atth.view());
             if dn > self.lambda {
-                let s = self.lambda / dn;
-                theta.mapv_inplace(|v| v * s);
-                atth.mapv_inplace(|v| v * s);
+                scale = self.lambda / dn;
+                atth.mapv_inplace(|v| v * scale);
             }
         }
-        let pen = self.penalty_function()?;
+        let conj = self.penalty_function()?.conj_value(atth.view())?;
         let primal = self.objective_with_residual(x, r)?;
-        let dual =
-            theta.dot(&self.b) - n * T::c(0.5) * theta.dot(&theta) - pen.conj_value(atth.view())?;
-        Ok(((primal - dual).max(T::zero()), theta))
+        let gap = gap_from_residual(primal, r, self.b.view(), scale, n, conj);
+        Ok((gap, r.mapv(|v| v * scale / n)))
     }
 
     /// Duality gap `P(x) − D(θ(x))`.
@@ -253,4 +251,22 @@ impl<T: Real> LassoProblem<T> {
     pub(crate) fn column_norms(&self) -> Array1<T> {
         self.a.map_axis(Axis(0), |c| c.dot(&c).sqrt())
     }
+}
+
+/// The duality gap of `min ‖b − Ax‖²/(2n) + Ω(x)` at the dual point `θ = s·r/n` built from the
+/// residual `r = b − Ax` (`s ≤ 1` scales it into the dual domain): with the primal value `p`
+/// and the conjugate term `c = Ω*(Aᵀθ)`,
+/// `gap = p − (θᵀb − (n/2)‖θ‖² − c) = p − (s·rᵀb − s²‖r‖²/2)/n + c`, clamped at 0. The one
+/// Lasso-type gap of the workspace: [`LassoProblem::duality_gap`] and the batched
+/// [`crate::solve::lasso_gaps`] both use it.
+pub fn gap_from_residual<T: Real>(
+    primal: T,
+    r: ArrayView1<'_, T>,
+    b: ArrayView1<'_, T>,
+    s: T,
+    n: T,
+    conj: T,
+) -> T {
+    let dual = (s * r.dot(&b) - T::c(0.5) * s * s * r.dot(&r)) / n - conj;
+    (primal - dual).max(T::zero())
 }

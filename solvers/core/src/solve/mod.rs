@@ -29,7 +29,7 @@ pub use cd::{
 };
 pub use dr::{DouglasRachford, DouglasRachfordState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
-pub use lasso::{LassoPenalty, LassoProblem};
+pub use lasso::{gap_from_residual, LassoPenalty, LassoProblem};
 pub use lbfgs::{Lbfgs, LbfgsParams, LbfgsState};
 pub use logreg::{LogisticCd, LogisticCdState, LogisticL1Problem};
 pub use pdhg::{Pdhg, PdhgParams, PdhgState};
