@@ -951,7 +951,7 @@ fn batched_fista_matches_fista_per_row_and_certifies_the_lasso() {
     let (gaps0, vals0) = lasso_gaps(a.view(), xs[5].view(), y.view(), lambda);
     // The batched gap is the general Lasso gap of each row: ½‖r‖² + λ‖x‖₁ = m·P with
     // P = ‖r‖²/(2m) + (λ/m)‖x‖₁.
-    for b in 0..rows {
+    for (b, gap0) in gaps0.iter().enumerate() {
         let pen = LassoPenalty::L1 { weights: None };
         let mf = a.nrows() as f64;
         let prob = LassoProblem::new(a.clone(), y.row(b).to_owned(), lambda / mf, pen).unwrap();
