@@ -322,12 +322,12 @@ pub fn randn<T: Real>(n: usize, rng: &mut impl rand::Rng) -> Array1<T> {
 }
 
 /// Checks that `a` is `rows × cols` and finite.
-pub fn check_batch(
+pub fn check_batch<T: Real>(
     context: &str,
     what: &str,
     rows: usize,
     cols: usize,
-    a: ArrayView2<'_, f64>,
+    a: ArrayView2<'_, T>,
 ) -> Result<()> {
     if a.nrows() != rows || a.ncols() != cols {
         return Err(Error::shape(

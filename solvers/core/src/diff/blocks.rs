@@ -78,18 +78,18 @@ impl<F: BatchSmooth> Differentiable for GradientStep<F> {
 }
 
 /// `x ↦ K x` row by row for any core [`LinearOperator`] (no parameters); VJP `x̄ = Kᵀ ḡ`.
-pub struct LinearBlock {
-    op: Arc<dyn LinearOperator<f64>>,
+pub struct LinearBlock<T: Real = f64> {
+    op: Arc<dyn LinearOperator<T>>,
 }
 
-impl LinearBlock {
+impl<T: Real> LinearBlock<T> {
     /// Wraps an operator.
-    pub fn new(op: Arc<dyn LinearOperator<f64>>) -> Self {
+    pub fn new(op: Arc<dyn LinearOperator<T>>) -> Self {
         Self { op }
     }
 }
 
-impl Differentiable for LinearBlock {
+impl<T: Real> Differentiable<T> for LinearBlock<T> {
     fn name(&self) -> String {
         self.op.name()
     }
@@ -102,12 +102,7 @@ impl Differentiable for LinearBlock {
     fn num_params(&self) -> usize {
         0
     }
-    fn forward(
-        &self,
-        _p: &[f64],
-        x: ArrayView2<'_, f64>,
-        _c: ArrayView2<'_, f64>,
-    ) -> Result<Array2<f64>> {
+    fn forward(&self, _p: &[T], x: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
         let mut out = Array2::zeros((x.nrows(), self.out_dim()));
         for (o, xr) in out.rows_mut().into_iter().zip(x.rows()) {
             self.op.apply_into(o, xr)?;
@@ -116,12 +111,12 @@ impl Differentiable for LinearBlock {
     }
     fn vjp(
         &self,
-        _p: &[f64],
-        x: ArrayView2<'_, f64>,
-        _c: ArrayView2<'_, f64>,
-        g: ArrayView2<'_, f64>,
-        _gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        _p: &[T],
+        x: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        _gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let mut out = Array2::zeros((x.nrows(), self.in_dim()));
         for (o, gr) in out.rows_mut().into_iter().zip(g.rows()) {
             self.op.adjoint_into(o, gr)?;
@@ -146,7 +141,7 @@ impl LearnedLinear {
         Self { n_out, n_in, n_ctx }
     }
 
-    fn mats<'a>(&self, p: &'a [f64]) -> (ArrayView2<'a, f64>, ArrayView2<'a, f64>) {
+    fn mats<'a, T: Real>(&self, p: &'a [T]) -> (ArrayView2<'a, T>, ArrayView2<'a, T>) {
         let k = self.n_out * self.n_in;
         let w2 = ArrayView2::from_shape((self.n_out, self.n_in), &p[..k]).expect("sized");
         let w1 = ArrayView2::from_shape((self.n_out, self.n_ctx), &p[k..]).expect("sized");
@@ -154,7 +149,7 @@ impl LearnedLinear {
     }
 }
 
-impl Differentiable for LearnedLinear {
+impl<T: Real> Differentiable<T> for LearnedLinear {
     fn name(&self) -> String {
         "learned linear".into()
     }
@@ -170,37 +165,32 @@ impl Differentiable for LearnedLinear {
     fn num_params(&self) -> usize {
         self.n_out * (self.n_in + self.n_ctx)
     }
-    fn forward(
-        &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-    ) -> Result<Array2<f64>> {
+    fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
         let (w2, w1) = self.mats(p);
         let mut out = matmul(x, w2.t());
         if self.n_ctx > 0 {
-            f64::gemm(out.view_mut(), c, w1.t(), 1.0, true);
+            T::gemm(out.view_mut(), c, w1.t(), T::one(), true);
         }
         Ok(out)
     }
     fn vjp(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let (w2, _) = self.mats(p);
         let k = self.n_out * self.n_in;
         let (g2, g1) = gp.split_at_mut(k);
         let mut g2 =
             ndarray::ArrayViewMut2::from_shape((self.n_out, self.n_in), g2).expect("sized");
-        f64::gemm(g2.view_mut(), g.t(), x, 1.0, true);
+        T::gemm(g2.view_mut(), g.t(), x, T::one(), true);
         if self.n_ctx > 0 {
             let mut g1 =
                 ndarray::ArrayViewMut2::from_shape((self.n_out, self.n_ctx), g1).expect("sized");
-            f64::gemm(g1.view_mut(), g.t(), c, 1.0, true);
+            T::gemm(g1.view_mut(), g.t(), c, T::one(), true);
         }
         Ok(matmul(g, w2))
     }
@@ -211,19 +201,19 @@ impl Differentiable for LearnedLinear {
 /// step `γ` is learned (`x + γ Wᵀ(c − A x)`; ALISTA, and a gradient step when `W = A`).
 /// VJP with `r = c − A x`: `x̄ = ḡ − Aᵀ(W ḡ)·s`, `W̄ = Σ r ḡᵀ`, `γ̄ = Σ ⟨ḡ, Wᵀ r⟩`.
 #[derive(Clone, Debug)]
-pub struct ResidualStep {
-    a: Arc<Array2<f64>>,
-    fixed_w: Option<Arc<Array2<f64>>>,
+pub struct ResidualStep<T: Real = f64> {
+    a: Arc<Array2<T>>,
+    fixed_w: Option<Arc<Array2<T>>>,
 }
 
-impl ResidualStep {
+impl<T: Real> ResidualStep<T> {
     /// Learned `W` (the parameters; initialize e.g. with `A/L`).
-    pub fn learned(a: Arc<Array2<f64>>) -> Self {
+    pub fn learned(a: Arc<Array2<T>>) -> Self {
         Self { a, fixed_w: None }
     }
 
     /// Fixed `W` with a learned step `γ`; `Err` if the shapes differ.
-    pub fn scaled(a: Arc<Array2<f64>>, w: Arc<Array2<f64>>) -> Result<Self> {
+    pub fn scaled(a: Arc<Array2<T>>, w: Arc<Array2<T>>) -> Result<Self> {
         if a.dim() != w.dim() {
             return Err(Error::shape(
                 "ResidualStep::scaled",
@@ -238,40 +228,37 @@ impl ResidualStep {
         })
     }
 
-    fn w<'a>(&'a self, p: &'a [f64]) -> (ArrayView2<'a, f64>, f64) {
+    fn w<'a>(&'a self, p: &'a [T]) -> (ArrayView2<'a, T>, T) {
         match &self.fixed_w {
             Some(w) => (w.view(), p[0]),
-            None => (ArrayView2::from_shape(self.a.dim(), p).expect("sized"), 1.0),
+            None => (
+                ArrayView2::from_shape(self.a.dim(), p).expect("sized"),
+                T::one(),
+            ),
         }
     }
 
-    fn residual(&self, x: ArrayView2<'_, f64>, c: ArrayView2<'_, f64>) -> Array2<f64> {
+    fn residual(&self, x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Array2<T> {
         residual(self.a.view(), x, c)
     }
 
     /// The VJP given the residual `r = c − A x`.
-    fn pull_back(
-        &self,
-        p: &[f64],
-        r: &Array2<f64>,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Array2<f64> {
+    fn pull_back(&self, p: &[T], r: &Array2<T>, g: ArrayView2<'_, T>, gp: &mut [T]) -> Array2<T> {
         let (w, s) = self.w(p);
         let wg = matmul(g, w.t()); // rows: W ḡ_b (M)
         if self.fixed_w.is_some() {
             gp[0] += (&wg * r).sum();
         } else {
             let mut gw = ndarray::ArrayViewMut2::from_shape(self.a.dim(), gp).expect("sized");
-            f64::gemm(gw.view_mut(), r.t(), g, 1.0, true);
+            T::gemm(gw.view_mut(), r.t(), g, T::one(), true);
         }
         let mut gx = g.to_owned();
-        f64::gemm(gx.view_mut(), wg.view(), self.a.view(), -s, true);
+        T::gemm(gx.view_mut(), wg.view(), self.a.view(), -s, true);
         gx
     }
 }
 
-impl Differentiable for ResidualStep {
+impl<T: Real> Differentiable<T> for ResidualStep<T> {
     fn name(&self) -> String {
         if self.fixed_w.is_some() {
             "x + γWᵀ(y − Ax)".into()
@@ -295,47 +282,42 @@ impl Differentiable for ResidualStep {
             self.a.len()
         }
     }
-    fn forward(
-        &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-    ) -> Result<Array2<f64>> {
+    fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
         Ok(self.forward_save(p, x, c)?.0)
     }
     fn vjp(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let r = self.residual(x, c);
         Ok(self.pull_back(p, &r, g, gp))
     }
     fn forward_save(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-    ) -> Result<(Array2<f64>, Saved)> {
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+    ) -> Result<(Array2<T>, Saved)> {
         let (w, s) = self.w(p);
         let r = self.residual(x, c);
         let mut out = x.to_owned();
-        f64::gemm(out.view_mut(), r.view(), w, s, true);
+        T::gemm(out.view_mut(), r.view(), w, s, true);
         Ok((out, Some(Box::new(r))))
     }
     fn vjp_saved(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         saved: &Saved,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
-        let Some(r) = saved.as_ref().and_then(|s| s.downcast_ref::<Array2<f64>>()) else {
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
+        let Some(r) = saved.as_ref().and_then(|s| s.downcast_ref::<Array2<T>>()) else {
             return self.vjp(p, x, c, g, gp);
         };
         Ok(self.pull_back(p, r, g, gp))
@@ -388,23 +370,25 @@ impl SoftThreshold {
 
     /// Per row: the magnitude at or above which an entry is in the selected support
     /// (`+∞` without support selection).
-    fn cutoffs(&self, u: ArrayView2<'_, f64>) -> Vec<f64> {
+    fn cutoffs<T: Real>(&self, u: ArrayView2<'_, T>) -> Vec<T> {
         let k = (self.support * self.n as f64).ceil() as usize;
         if k == 0 {
-            return vec![f64::INFINITY; u.nrows()];
+            return vec![T::infinity(); u.nrows()];
         }
         let k = k.min(self.n);
         u.rows()
             .into_iter()
             .map(|r| {
-                let mut a: Vec<f64> = r.iter().map(|v| v.abs()).collect();
-                let (_, kth, _) = a.select_nth_unstable_by(k - 1, |x, y| y.total_cmp(x));
+                let mut a: Vec<T> = r.iter().map(|v| v.abs()).collect();
+                let (_, kth, _) = a.select_nth_unstable_by(k - 1, |x, y| {
+                    y.partial_cmp(x).unwrap_or(std::cmp::Ordering::Equal)
+                });
                 *kth
             })
             .collect()
     }
 
-    fn theta(&self, p: &[f64], j: usize) -> f64 {
+    fn theta<T: Real>(&self, p: &[T], j: usize) -> T {
         if self.per_coordinate {
             p[j]
         } else {
@@ -413,7 +397,7 @@ impl SoftThreshold {
     }
 }
 
-impl Differentiable for SoftThreshold {
+impl<T: Real> Differentiable<T> for SoftThreshold {
     fn name(&self) -> String {
         if self.support > 0.0 {
             "soft threshold with support selection".into()
@@ -434,12 +418,7 @@ impl Differentiable for SoftThreshold {
             1
         }
     }
-    fn forward(
-        &self,
-        p: &[f64],
-        u: ArrayView2<'_, f64>,
-        _c: ArrayView2<'_, f64>,
-    ) -> Result<Array2<f64>> {
+    fn forward(&self, p: &[T], u: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
         let cut = self.cutoffs(u);
         let mut out = u.to_owned();
         for (mut row, cut) in out.rows_mut().into_iter().zip(cut) {
@@ -456,12 +435,12 @@ impl Differentiable for SoftThreshold {
     }
     fn vjp(
         &self,
-        p: &[f64],
-        u: ArrayView2<'_, f64>,
-        _c: ArrayView2<'_, f64>,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        p: &[T],
+        u: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let cut = self.cutoffs(u);
         let mut gx = g.to_owned();
         for ((mut gr, ur), cut) in gx.rows_mut().into_iter().zip(u.rows()).zip(cut) {
@@ -469,7 +448,7 @@ impl Differentiable for SoftThreshold {
                 let th = self.theta(p, j);
                 let a = uv.abs();
                 if a <= th {
-                    *gv = 0.0;
+                    *gv = T::zero();
                 } else if a < cut {
                     let k = if self.per_coordinate { j } else { 0 };
                     gp[k] -= *gv * uv.signum();
@@ -494,7 +473,7 @@ impl HardThreshold {
     }
 }
 
-impl Differentiable for HardThreshold {
+impl<T: Real> Differentiable<T> for HardThreshold {
     fn name(&self) -> String {
         "hard threshold".into()
     }
@@ -507,26 +486,21 @@ impl Differentiable for HardThreshold {
     fn num_params(&self) -> usize {
         1
     }
-    fn forward(
-        &self,
-        p: &[f64],
-        u: ArrayView2<'_, f64>,
-        _c: ArrayView2<'_, f64>,
-    ) -> Result<Array2<f64>> {
-        Ok(u.mapv(|v| if v.abs() > p[0] { v } else { 0.0 }))
+    fn forward(&self, p: &[T], u: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        Ok(u.mapv(|v| if v.abs() > p[0] { v } else { T::zero() }))
     }
     fn vjp(
         &self,
-        p: &[f64],
-        u: ArrayView2<'_, f64>,
-        _c: ArrayView2<'_, f64>,
-        g: ArrayView2<'_, f64>,
-        _gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        p: &[T],
+        u: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        _gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let mut gx = g.to_owned();
         Zip::from(&mut gx).and(&u).for_each(|gv, &uv| {
             if uv.abs() <= p[0] {
-                *gv = 0.0
+                *gv = T::zero()
             }
         });
         Ok(gx)

@@ -3,13 +3,17 @@
 //! the [`Unrolled`] composite, first-order optimizers over flat parameter vectors (Adam, SGD
 //! with momentum), learning-rate schedules and seeded minibatch seeds.
 //!
-//! Parameters live in one flat `f64` slice, so an optimizer state is two vectors and a step
-//! counter, which makes checkpoints trivial (`state()` / `from_state()`).
+//! Parameters live in one flat slice, so an optimizer state is two vectors and a step counter,
+//! which makes checkpoints trivial (`state()` / `from_state()`). Everything is generic over the
+//! scalar [`Real`] with `f64` as the default type parameter (`Differentiable` means
+//! `Differentiable<f64>`), so single-precision networks train with the same blocks and
+//! optimizers (`Unrolled<f32>`, `Adam<f32>`).
 //!
 //! # References
 //! D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015.
 
 use crate::error::{Error, Result};
+use crate::linalg::Real;
 
 pub mod blocks;
 mod differentiable;
@@ -36,66 +40,78 @@ pub fn batch_seed(seed: u64, step: u64) -> u64 {
 
 /// Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `θ ← θ − lr·m̂/(√v̂ + ε)`. Defaults `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-8` (the paper's).
+/// Generic over the scalar (`f64` by default; `Adam<f32>` trains single-precision networks).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Adam {
+pub struct Adam<T: Real = f64> {
     /// Learning rate.
-    pub lr: f64,
+    pub lr: T,
     /// First-moment decay.
-    pub beta1: f64,
+    pub beta1: T,
     /// Second-moment decay.
-    pub beta2: f64,
+    pub beta2: T,
     /// Denominator offset.
-    pub eps: f64,
-    m: Vec<f64>,
-    v: Vec<f64>,
+    pub eps: T,
+    m: Vec<T>,
+    v: Vec<T>,
     t: u64,
 }
 
-impl Adam {
+/// `Err(NonFinite)` at the first non-finite gradient entry.
+fn check_gradient<T: Real>(grad: &[T]) -> Result<()> {
+    match grad.iter().position(|g| !g.is_finite()) {
+        Some(i) => Err(Error::NonFinite {
+            what: "gradient".into(),
+            index: i,
+            value: grad[i].to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_lr<T: Real>(lr: T) -> Result<()> {
+    if !(lr > T::zero() && lr.is_finite()) {
+        return Err(Error::param(
+            "lr",
+            lr,
+            "the learning rate must be positive (e.g. 1e-3)",
+        ));
+    }
+    Ok(())
+}
+
+impl<T: Real> Adam<T> {
     /// Adam for `n` parameters with learning rate `lr`.
-    pub fn new(n: usize, lr: f64) -> Result<Self> {
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::param(
-                "lr",
-                lr,
-                "the learning rate must be positive (e.g. 1e-3)",
-            ));
-        }
+    pub fn new(n: usize, lr: T) -> Result<Self> {
+        check_lr(lr)?;
         Ok(Self {
             lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
+            beta1: T::c(0.9),
+            beta2: T::c(0.999),
+            eps: T::c(1e-8),
+            m: vec![T::zero(); n],
+            v: vec![T::zero(); n],
             t: 0,
         })
     }
 
     /// One step on `params` with gradient `grad`; `Err` on a length mismatch or a non-finite
     /// gradient (the parameters are then left unchanged).
-    pub fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+    pub fn step(&mut self, params: &mut [T], grad: &[T]) -> Result<()> {
         crate::linalg::check_len("Adam::step", "gradient", self.m.len(), grad.len())?;
         crate::linalg::check_len("Adam::step", "parameters", self.m.len(), params.len())?;
-        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "gradient".into(),
-                index: i,
-                value: grad[i].to_string(),
-            });
-        }
+        check_gradient(grad)?;
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t.min(i32::MAX as u64) as i32);
-        let c2 = 1.0 - b2.powi(self.t.min(i32::MAX as u64) as i32);
-        for (((p, g), m), v) in params
+        let c1 = T::one() - b1.powi(self.t.min(i32::MAX as u64) as i32);
+        let c2 = T::one() - b2.powi(self.t.min(i32::MAX as u64) as i32);
+        for (((p, &g), m), v) in params
             .iter_mut()
             .zip(grad)
             .zip(&mut self.m)
             .zip(&mut self.v)
         {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
+            *m = b1 * *m + (T::one() - b1) * g;
+            *v = b2 * *v + (T::one() - b2) * g * g;
             *p -= self.lr * (*m / c1) / ((*v / c2).sqrt() + self.eps);
         }
         Ok(())
@@ -107,12 +123,12 @@ impl Adam {
     }
 
     /// The moment vectors and step counter (for checkpoints).
-    pub fn state(&self) -> (&[f64], &[f64], u64) {
+    pub fn state(&self) -> (&[T], &[T], u64) {
         (&self.m, &self.v, self.t)
     }
 
     /// Restores a state saved by [`Adam::state`].
-    pub fn from_state(lr: f64, m: Vec<f64>, v: Vec<f64>, t: u64) -> Result<Self> {
+    pub fn from_state(lr: T, m: Vec<T>, v: Vec<T>, t: u64) -> Result<Self> {
         let mut a = Self::new(m.len(), lr)?;
         crate::linalg::check_len("Adam::from_state", "second moments", m.len(), v.len())?;
         a.m = m;
@@ -124,42 +140,34 @@ impl Adam {
 
 /// Stochastic gradient descent with (heavy-ball) momentum: `b ← μb + g`, `θ ← θ − lr·b`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sgd {
+pub struct Sgd<T: Real = f64> {
     /// Learning rate.
-    pub lr: f64,
+    pub lr: T,
     /// Momentum `μ ∈ [0, 1)`.
-    pub momentum: f64,
-    buf: Vec<f64>,
+    pub momentum: T,
+    buf: Vec<T>,
 }
 
-impl Sgd {
+impl<T: Real> Sgd<T> {
     /// SGD for `n` parameters.
-    pub fn new(n: usize, lr: f64, momentum: f64) -> Result<Self> {
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::param("lr", lr, "the learning rate must be positive"));
-        }
-        if !(0.0..1.0).contains(&momentum) {
+    pub fn new(n: usize, lr: T, momentum: T) -> Result<Self> {
+        check_lr(lr)?;
+        if !(momentum >= T::zero() && momentum < T::one()) {
             return Err(Error::param("momentum", momentum, "must lie in [0, 1)"));
         }
         Ok(Self {
             lr,
             momentum,
-            buf: vec![0.0; n],
+            buf: vec![T::zero(); n],
         })
     }
 
     /// One step.
-    pub fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+    pub fn step(&mut self, params: &mut [T], grad: &[T]) -> Result<()> {
         crate::linalg::check_len("Sgd::step", "gradient", self.buf.len(), grad.len())?;
         crate::linalg::check_len("Sgd::step", "parameters", self.buf.len(), params.len())?;
-        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "gradient".into(),
-                index: i,
-                value: grad[i].to_string(),
-            });
-        }
-        for ((p, g), b) in params.iter_mut().zip(grad).zip(&mut self.buf) {
+        check_gradient(grad)?;
+        for ((p, &g), b) in params.iter_mut().zip(grad).zip(&mut self.buf) {
             *b = self.momentum * *b + g;
             *p -= self.lr * *b;
         }
@@ -167,12 +175,12 @@ impl Sgd {
     }
 
     /// The momentum buffer (for checkpoints).
-    pub fn state(&self) -> &[f64] {
+    pub fn state(&self) -> &[T] {
         &self.buf
     }
 
     /// Restores a state saved by [`Sgd::state`].
-    pub fn from_state(lr: f64, momentum: f64, buf: Vec<f64>) -> Result<Self> {
+    pub fn from_state(lr: T, momentum: T, buf: Vec<T>) -> Result<Self> {
         let mut s = Self::new(buf.len(), lr, momentum)?;
         s.buf = buf;
         Ok(s)
@@ -182,16 +190,16 @@ impl Sgd {
 /// Adam or SGD behind one interface, with a state that round-trips through
 /// `(first vector, second vector, step)` (SGD leaves the second vector empty).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Optimizer {
+pub enum Optimizer<T: Real = f64> {
     /// Adam.
-    Adam(Adam),
+    Adam(Adam<T>),
     /// SGD with momentum.
-    Sgd(Sgd),
+    Sgd(Sgd<T>),
 }
 
-impl Optimizer {
+impl<T: Real> Optimizer<T> {
     /// One step.
-    pub fn step(&mut self, params: &mut [f64], grad: &[f64]) -> Result<()> {
+    pub fn step(&mut self, params: &mut [T], grad: &[T]) -> Result<()> {
         match self {
             Optimizer::Adam(a) => a.step(params, grad),
             Optimizer::Sgd(s) => s.step(params, grad),
@@ -249,14 +257,14 @@ mod tests {
                 .map(|(x, c)| c * (x - 1.0))
                 .collect::<Vec<_>>()
         };
-        let mut p = vec![0.0; 3];
+        let mut p: Vec<f64> = vec![0.0; 3];
         let mut adam = Adam::new(3, 0.05).unwrap();
         for _ in 0..3000 {
             let g = grad(&p);
             adam.step(&mut p, &g).unwrap();
         }
         assert!(p.iter().all(|x| (x - 1.0).abs() < 1e-3), "{p:?}");
-        let mut p = vec![0.0; 3];
+        let mut p: Vec<f64> = vec![0.0; 3];
         let mut sgd = Sgd::new(3, 0.05, 0.9).unwrap();
         for _ in 0..3000 {
             let g = grad(&p);
@@ -267,7 +275,7 @@ mod tests {
 
     #[test]
     fn adam_first_step_moves_by_lr_and_state_round_trips() {
-        let mut p = vec![0.0, 0.0];
+        let mut p: Vec<f64> = vec![0.0, 0.0];
         let mut a = Adam::new(2, 0.1).unwrap();
         a.step(&mut p, &[3.0, -0.5]).unwrap();
         // Bias-corrected first step is lr·sign(g) (up to ε).

@@ -4,18 +4,18 @@
 
 use super::differentiable::{BatchLoss, Differentiable, Saved};
 use crate::error::{Error, Result};
-use crate::linalg::check_batch;
+use crate::linalg::{check_batch, Real};
 use ndarray::{Array2, ArrayView2};
 
 /// The iterates of one forward pass: `xs[t]` is the state after `t` layers (`xs[0] = x₀`).
-pub struct Trajectory {
+pub struct Trajectory<T = f64> {
     /// States after 0, 1, …, K layers.
-    pub xs: Vec<Array2<f64>>,
+    pub xs: Vec<Array2<T>>,
     /// What each layer saved for its backward pass (empty after [`Unrolled::forward`]).
     pub saved: Vec<Saved>,
 }
 
-impl std::fmt::Debug for Trajectory {
+impl<T> std::fmt::Debug for Trajectory<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trajectory")
             .field("states", &self.xs.len())
@@ -24,21 +24,21 @@ impl std::fmt::Debug for Trajectory {
     }
 }
 
-impl Trajectory {
+impl<T> Trajectory<T> {
     /// The final state.
-    pub fn last(&self) -> &Array2<f64> {
+    pub fn last(&self) -> &Array2<T> {
         self.xs.last().expect("a trajectory holds at least x₀")
     }
 }
 
 /// K layers run one after the other, `x_{t+1} = f_t(p_t; x_t, c)`, with one flat parameter
 /// vector `p = (p_0, …, p_{K−1})`.
-pub struct Unrolled {
-    layers: Vec<Box<dyn Differentiable>>,
+pub struct Unrolled<T: Real = f64> {
+    layers: Vec<Box<dyn Differentiable<T>>>,
     offsets: Vec<usize>,
 }
 
-impl std::fmt::Debug for Unrolled {
+impl<T: Real> std::fmt::Debug for Unrolled<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unrolled")
             .field(
@@ -50,10 +50,10 @@ impl std::fmt::Debug for Unrolled {
     }
 }
 
-impl Unrolled {
+impl<T: Real> Unrolled<T> {
     /// Stacks the layers; `Err` if an output width does not match the next input width, the
     /// context widths differ, or there are no layers.
-    pub fn new(layers: Vec<Box<dyn Differentiable>>) -> Result<Self> {
+    pub fn new(layers: Vec<Box<dyn Differentiable<T>>>) -> Result<Self> {
         if layers.is_empty() {
             return Err(Error::param(
                 "layers",
@@ -92,7 +92,7 @@ impl Unrolled {
     }
 
     /// The layers.
-    pub fn layers(&self) -> &[Box<dyn Differentiable>] {
+    pub fn layers(&self) -> &[Box<dyn Differentiable<T>>] {
         &self.layers
     }
 
@@ -118,9 +118,9 @@ impl Unrolled {
 
     fn check_inputs(
         &self,
-        p: &[f64],
-        x0: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x0: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         depth: usize,
     ) -> Result<()> {
         crate::linalg::check_len("Unrolled", "parameters", self.num_params(), p.len())?;
@@ -151,11 +151,11 @@ impl Unrolled {
     /// Runs the first `depth` layers and keeps every iterate.
     pub fn forward(
         &self,
-        p: &[f64],
-        x0: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x0: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         depth: usize,
-    ) -> Result<Trajectory> {
+    ) -> Result<Trajectory<T>> {
         self.run(p, x0, c, depth, false)
     }
 
@@ -163,22 +163,22 @@ impl Unrolled {
     /// [`Unrolled::backward`] without recomputation (more memory).
     pub fn forward_for_backward(
         &self,
-        p: &[f64],
-        x0: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x0: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         depth: usize,
-    ) -> Result<Trajectory> {
+    ) -> Result<Trajectory<T>> {
         self.run(p, x0, c, depth, true)
     }
 
     fn run(
         &self,
-        p: &[f64],
-        x0: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x0: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         depth: usize,
         save: bool,
-    ) -> Result<Trajectory> {
+    ) -> Result<Trajectory<T>> {
         self.check_inputs(p, x0, c, depth)?;
         let mut xs = Vec::with_capacity(depth + 1);
         let mut saved = Vec::new();
@@ -208,13 +208,13 @@ impl Unrolled {
     /// returns `(∂ℓ/∂p, ∂ℓ/∂x₀)`; the entries of layers ≥ T are zero.
     pub fn backward(
         &self,
-        p: &[f64],
-        traj: &Trajectory,
-        c: ArrayView2<'_, f64>,
-        g: Array2<f64>,
-    ) -> Result<(Vec<f64>, Array2<f64>)> {
+        p: &[T],
+        traj: &Trajectory<T>,
+        c: ArrayView2<'_, T>,
+        g: Array2<T>,
+    ) -> Result<(Vec<T>, Array2<T>)> {
         let depth = traj.xs.len() - 1;
-        let mut gp = vec![0.0; self.num_params()];
+        let mut gp = vec![T::zero(); self.num_params()];
         let mut g = g;
         for t in (0..depth).rev() {
             let r = self.param_range(t);
@@ -230,13 +230,13 @@ impl Unrolled {
     /// `(ℓ(x_depth), ∂ℓ/∂p)` for the loss evaluated after `depth` layers.
     pub fn value_and_grad(
         &self,
-        p: &[f64],
-        x0: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x0: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         depth: usize,
-        loss: &dyn BatchLoss,
-        target: ArrayView2<'_, f64>,
-    ) -> Result<(f64, Vec<f64>)> {
+        loss: &dyn BatchLoss<T>,
+        target: ArrayView2<'_, T>,
+    ) -> Result<(T, Vec<T>)> {
         let traj = self.forward_for_backward(p, x0, c, depth)?;
         let (v, g) = loss.value_grad(traj.last().view(), c, target)?;
         let (gp, _) = self.backward(p, &traj, c, g)?;
@@ -247,13 +247,13 @@ impl Unrolled {
 /// A [`Differentiable`] made of blocks applied in sequence, with their parameters concatenated.
 /// Its plain VJP recomputes the intermediate states from the input (one extra forward pass);
 /// `forward_save` keeps them.
-pub struct Chain {
-    blocks: Vec<Box<dyn Differentiable>>,
+pub struct Chain<T: Real = f64> {
+    blocks: Vec<Box<dyn Differentiable<T>>>,
 }
 
-impl Chain {
+impl<T: Real> Chain<T> {
     /// `Err` on mismatched widths or an empty list.
-    pub fn new(blocks: Vec<Box<dyn Differentiable>>) -> Result<Self> {
+    pub fn new(blocks: Vec<Box<dyn Differentiable<T>>>) -> Result<Self> {
         Unrolled::new(blocks).map(|u| Self { blocks: u.layers })
     }
 
@@ -270,7 +270,7 @@ impl Chain {
     }
 }
 
-impl Differentiable for Chain {
+impl<T: Real> Differentiable<T> for Chain<T> {
     fn name(&self) -> String {
         self.blocks
             .iter()
@@ -290,12 +290,7 @@ impl Differentiable for Chain {
     fn num_params(&self) -> usize {
         self.blocks.iter().map(|b| b.num_params()).sum()
     }
-    fn forward(
-        &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-    ) -> Result<Array2<f64>> {
+    fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
         let mut cur = x.to_owned();
         for (b, r) in self.blocks.iter().zip(self.ranges()) {
             cur = b.forward(&p[r], cur.view(), c)?;
@@ -304,25 +299,25 @@ impl Differentiable for Chain {
     }
     fn vjp(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let (_, saved) = self.forward_save(p, x, c)?;
         self.vjp_saved(p, x, c, &saved, g, gp)
     }
     fn forward_save(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
-    ) -> Result<(Array2<f64>, Saved)> {
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+    ) -> Result<(Array2<T>, Saved)> {
         // Keeps the input of every block after the first, and what each block saved.
-        let mut inputs: Vec<Array2<f64>> = Vec::with_capacity(self.blocks.len() - 1);
+        let mut inputs: Vec<Array2<T>> = Vec::with_capacity(self.blocks.len() - 1);
         let mut saves: Vec<Saved> = Vec::with_capacity(self.blocks.len());
-        let mut cur: Option<Array2<f64>> = None;
+        let mut cur: Option<Array2<T>> = None;
         for (b, r) in self.blocks.iter().zip(self.ranges()) {
             let input = cur.as_ref().map_or(x, |a| a.view());
             let (next, sv) = b.forward_save(&p[r], input, c)?;
@@ -336,16 +331,16 @@ impl Differentiable for Chain {
     }
     fn vjp_saved(
         &self,
-        p: &[f64],
-        x: ArrayView2<'_, f64>,
-        c: ArrayView2<'_, f64>,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
         saved: &Saved,
-        g: ArrayView2<'_, f64>,
-        gp: &mut [f64],
-    ) -> Result<Array2<f64>> {
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
         let Some((inputs, saves)) = saved
             .as_ref()
-            .and_then(|s| s.downcast_ref::<(Vec<Array2<f64>>, Vec<Saved>)>())
+            .and_then(|s| s.downcast_ref::<(Vec<Array2<T>>, Vec<Saved>)>())
         else {
             return self.vjp(p, x, c, g, gp);
         };
@@ -372,42 +367,42 @@ impl Differentiable for Chain {
 ///
 /// Nonsmooth blocks (thresholds) are differentiable almost everywhere; keep `h` small (1e-6)
 /// so that no entry crosses a kink.
-pub fn check_vjp(
-    block: &dyn Differentiable,
-    p: &[f64],
-    x: ArrayView2<'_, f64>,
-    c: ArrayView2<'_, f64>,
+pub fn check_vjp<T: Real>(
+    block: &dyn Differentiable<T>,
+    p: &[T],
+    x: ArrayView2<'_, T>,
+    c: ArrayView2<'_, T>,
     seed: u64,
-    h: f64,
-) -> Result<f64> {
+    h: T,
+) -> Result<T> {
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut randn = |r: usize, cols: usize| {
-        Array2::from_shape_fn((r, cols), |_| StandardNormal.sample(&mut rng))
+        Array2::from_shape_fn((r, cols), |_| T::c(StandardNormal.sample(&mut rng)))
     };
     let b = x.nrows();
-    let g: Array2<f64> = randn(b, block.out_dim());
-    let vx: Array2<f64> = randn(b, block.in_dim());
-    let vp: Vec<f64> = randn(1, p.len()).into_raw_vec_and_offset().0;
-    let mut gp = vec![0.0; p.len()];
+    let g: Array2<T> = randn(b, block.out_dim());
+    let vx: Array2<T> = randn(b, block.in_dim());
+    let vp: Vec<T> = randn(1, p.len()).into_raw_vec_and_offset().0;
+    let mut gp = vec![T::zero(); p.len()];
     let gx = block.vjp(p, x, c, g.view(), &mut gp)?;
-    let inner = |a: &Array2<f64>, b: &Array2<f64>| (a * b).sum();
+    let inner = |a: &Array2<T>, b: &Array2<T>| (a * b).sum();
     // State direction.
     let fp = block.forward(p, (&x + &(&vx * h)).view(), c)?;
     let fm = block.forward(p, (&x - &(&vx * h)).view(), c)?;
-    let fd = inner(&g, &((fp - fm) / (2.0 * h)));
+    let fd = inner(&g, &((fp - fm) / (T::c(2.0) * h)));
     let an = inner(&gx, &vx);
-    let mut err = (fd - an).abs() / an.abs().max(1.0);
+    let mut err = (fd - an).abs() / an.abs().max(T::one());
     if !p.is_empty() {
-        let pp: Vec<f64> = p.iter().zip(&vp).map(|(a, v)| a + h * v).collect();
-        let pm: Vec<f64> = p.iter().zip(&vp).map(|(a, v)| a - h * v).collect();
+        let pp: Vec<T> = p.iter().zip(&vp).map(|(&a, &v)| a + h * v).collect();
+        let pm: Vec<T> = p.iter().zip(&vp).map(|(&a, &v)| a - h * v).collect();
         let fd = inner(
             &g,
-            &((block.forward(&pp, x, c)? - block.forward(&pm, x, c)?) / (2.0 * h)),
+            &((block.forward(&pp, x, c)? - block.forward(&pm, x, c)?) / (T::c(2.0) * h)),
         );
-        let an: f64 = gp.iter().zip(&vp).map(|(a, b)| a * b).sum();
-        err = err.max((fd - an).abs() / an.abs().max(1.0));
+        let an: T = gp.iter().zip(&vp).map(|(&a, &b)| a * b).sum();
+        err = err.max((fd - an).abs() / an.abs().max(T::one()));
     }
     Ok(err)
 }

@@ -7,20 +7,20 @@ use ndarray::{Array2, ArrayView2};
 use std::sync::Arc;
 
 /// `A·B` (faer GEMM, parallel above a size threshold).
-pub fn matmul(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> Array2<f64> {
+pub fn matmul<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
     let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    f64::gemm(c.view_mut(), a, b, 1.0, false);
+    T::gemm(c.view_mut(), a, b, T::one(), false);
     c
 }
 
 /// Residuals `y_b − A x_b` row by row: `Y − X Aᵀ` (B × M) for states `X` (B × N).
-pub fn residual(
-    a: ArrayView2<'_, f64>,
-    x: ArrayView2<'_, f64>,
-    y: ArrayView2<'_, f64>,
-) -> Array2<f64> {
+pub fn residual<T: Real>(
+    a: ArrayView2<'_, T>,
+    x: ArrayView2<'_, T>,
+    y: ArrayView2<'_, T>,
+) -> Array2<T> {
     let mut r = y.to_owned();
-    f64::gemm(r.view_mut(), x, a.t(), -1.0, true);
+    T::gemm(r.view_mut(), x, a.t(), -T::one(), true);
     r
 }
 
