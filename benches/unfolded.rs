@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hyperprox::bench_cases::unfolded_case;
 use hyperprox::unfolded::baselines::ista;
-use hyperprox::unfolded::train::{loss_and_grad, loss_for};
+use hyperprox::unfolded::train::{loss_and_grad_ws, loss_for, TrainWorkspace};
 use hyperprox::unfolded::{LossKind, Penalty, UnfoldedModel};
 use std::hint::black_box;
 
@@ -21,8 +21,13 @@ fn bench_unfolded(c: &mut Criterion) {
     });
     for m in &models {
         let loss = loss_for(m, &problem, LossKind::Supervised);
+        // One workspace per model, reused across iterations, as in training.
+        let mut ws = TrainWorkspace::default();
         group.bench_function(format!("{}-forward-backward", m.name()), |b| {
-            b.iter(|| black_box(loss_and_grad(m, loss.as_ref(), &batch, 16).unwrap()))
+            b.iter(|| {
+                let (v, g) = loss_and_grad_ws(m, loss.as_ref(), &batch, 16, &mut ws).unwrap();
+                black_box((v, g.len()))
+            })
         });
     }
     group.finish();

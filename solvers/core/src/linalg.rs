@@ -50,6 +50,15 @@ pub trait Real:
         beta_one: bool,
     );
 
+    /// [`Real::gemm`] on the calling thread only.
+    fn gemm_seq(
+        c: ArrayViewMut2<'_, Self>,
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
+        alpha: Self,
+        beta_one: bool,
+    );
+
     /// Thin singular value decomposition `A = U diag(s) Vᵀ` by faer:
     /// returns `(U (m×r), s (r), V (n×r))`, `r = min(m, n)`, `s` non-increasing.
     fn thin_svd(a: ArrayView2<'_, Self>) -> Result<(Array2<Self>, Array1<Self>, Array2<Self>)>;
@@ -60,6 +69,58 @@ pub trait Real:
 
 /// Work above which faer is allowed to use the rayon thread pool.
 const PARALLEL_FLOPS: usize = 1 << 22;
+
+/// `C ← α·A·B + β·C` (`β ∈ {0, 1}`) for a row-separable product, parallel over the rows of
+/// `A` and `C` by `rayon::join` with one sequential faer kernel per block, so that it
+/// **allocates nothing** (faer's own parallel GEMM allocates its bookkeeping per call). Each
+/// entry is computed by the same kernel as in [`Real::gemm`], so the result is the same; use
+/// it in hot loops whose rows are samples.
+pub fn gemm_rows<T: Real>(
+    mut c: ArrayViewMut2<'_, T>,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+    beta_one: bool,
+) {
+    let work = a.nrows() * a.ncols() * b.ncols();
+    let rows = a.nrows();
+    if work < PARALLEL_FLOPS || rows < 2 {
+        T::gemm_seq(c, a, b, alpha, beta_one);
+        return;
+    }
+    let mid = rows / 2;
+    let (c1, c2) = c.view_mut().split_at(ndarray::Axis(0), mid);
+    let (a1, a2) = a.split_at(ndarray::Axis(0), mid);
+    rayon::join(
+        || gemm_rows(c1, a1, b, alpha, beta_one),
+        || gemm_rows(c2, a2, b, alpha, beta_one),
+    );
+}
+
+/// faer's GEMM on ndarray views with the given parallelism.
+fn gemm_with<T: Real + faer::traits::ComplexField>(
+    c: ArrayViewMut2<'_, T>,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+    beta_one: bool,
+    par: faer::Par,
+) {
+    use faer_ext::IntoFaer;
+    let accum = if beta_one {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    faer::linalg::matmul::matmul(
+        c.into_faer(),
+        accum,
+        a.into_faer(),
+        b.into_faer(),
+        alpha,
+        par,
+    );
+}
 
 macro_rules! impl_real {
     ($t:ty) => {
@@ -80,26 +141,22 @@ macro_rules! impl_real {
                 alpha: Self,
                 beta_one: bool,
             ) {
-                use faer_ext::IntoFaer;
                 let work = a.nrows() * a.ncols() * b.ncols();
                 let par = if work >= PARALLEL_FLOPS {
                     faer::Par::rayon(0)
                 } else {
                     faer::Par::Seq
                 };
-                let accum = if beta_one {
-                    faer::Accum::Add
-                } else {
-                    faer::Accum::Replace
-                };
-                faer::linalg::matmul::matmul(
-                    c.into_faer(),
-                    accum,
-                    a.into_faer(),
-                    b.into_faer(),
-                    alpha,
-                    par,
-                );
+                gemm_with(c, a, b, alpha, beta_one, par);
+            }
+            fn gemm_seq(
+                c: ArrayViewMut2<'_, Self>,
+                a: ArrayView2<'_, Self>,
+                b: ArrayView2<'_, Self>,
+                alpha: Self,
+                beta_one: bool,
+            ) {
+                gemm_with(c, a, b, alpha, beta_one, faer::Par::Seq);
             }
             fn thin_svd(
                 a: ArrayView2<'_, Self>,

@@ -270,7 +270,7 @@ pub fn bench_case() -> Result<(crate::Problem, crate::Batch, Vec<crate::Unfolded
 /// layers, N = 500, M = 250, batch 64), with 16 forward-only ISTA iterations on the same batch
 /// as the baseline of the same run (`ratio_to_ista_forward`); `reps` timed repetitions.
 pub fn bench(reps: usize, sink: &mut BenchSink<'_>) -> Result<()> {
-    use crate::train::{loss_and_grad, loss_for};
+    use crate::train::{loss_and_grad_ws, loss_for, TrainWorkspace};
     use crate::{LossKind, Penalty, UnfoldedModel};
     use hyperprox_core::bench::timed;
     let (problem, batch, models) = bench_case()?;
@@ -291,7 +291,9 @@ pub fn bench(reps: usize, sink: &mut BenchSink<'_>) -> Result<()> {
     line("ista-16-forward-only", base);
     for m in &models {
         let loss = loss_for(m, &problem, LossKind::Supervised);
-        let dt = time(&mut || loss_and_grad(m, loss.as_ref(), &batch, 16).map(drop))?;
+        // One workspace per model, reused across calls, as in training.
+        let mut ws = TrainWorkspace::default();
+        let dt = time(&mut || loss_and_grad_ws(m, loss.as_ref(), &batch, 16, &mut ws).map(drop))?;
         line(&format!("{}-forward-backward", m.name()), dt);
     }
     Ok(())

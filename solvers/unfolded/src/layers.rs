@@ -3,9 +3,10 @@
 //! with an error-variance estimate). Each implements
 //! [`Differentiable`] directly.
 
-use hyperprox_core::diff::{matmul, residual, Differentiable, Saved};
+use hyperprox_core::diff::{matmul, residual, Differentiable, Saved, Workspace};
 use hyperprox_core::error::Result;
 use hyperprox_core::func::soft_threshold;
+use hyperprox_core::linalg::gemm_rows;
 use hyperprox_core::Real;
 use ndarray::{Array2, ArrayView2, Zip};
 use std::sync::Arc;
@@ -138,6 +139,87 @@ impl Differentiable for ProxGradLayer {
             Some((g, u)) => Ok(self.pull_back(p[0], g, u, gbar, gp)),
             None => self.vjp(p, x, y, gbar, gp),
         }
+    }
+    /// The same arithmetic as [`Differentiable::forward_save`], in the workspace's buffers
+    /// `r = y − Axᵀ` (B × M), `g = Aᵀr` and `u = x + αg` (B × N): no allocation once they exist.
+    fn forward_ws(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        ws: &mut Workspace<f64>,
+        out: &mut Array2<f64>,
+    ) -> Result<()> {
+        let (b, m, n) = (x.nrows(), self.a.nrows(), self.a.ncols());
+        if out.dim() != (b, n) {
+            *out = Array2::zeros((b, n));
+        }
+        let alpha = p[0];
+        let [r, g, u, ..] = ws.buffers(&[(b, m), (b, n), (b, n), (b, m), (b, n)]) else {
+            unreachable!("five buffers were asked for")
+        };
+        r.assign(&y);
+        gemm_rows(r.view_mut(), x, self.a.t(), -1.0, true);
+        gemm_rows(g.view_mut(), r.view(), self.a.view(), 1.0, false);
+        Zip::from(&mut *u)
+            .and(&x)
+            .and(&*g)
+            .for_each(|uv, &xv, &gv| *uv = xv + gv * alpha);
+        let th = self.threshold(alpha);
+        let l1 = self.penalty == Penalty::L1;
+        Zip::from(out).and(&*u).for_each(|o, &uv| {
+            *o = if l1 {
+                soft_threshold(uv, th)
+            } else if uv.abs() > th {
+                uv
+            } else {
+                0.0
+            }
+        });
+        Ok(())
+    }
+    /// [`Differentiable::vjp_saved`]'s arithmetic on the buffers of
+    /// [`ProxGradLayer::forward_ws`] (`ad = dA` and the product `d ⊙ g` reuse two more).
+    fn vjp_ws(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        ws: &mut Workspace<f64>,
+        gbar: ArrayView2<'_, f64>,
+        gp: &mut [f64],
+        out: &mut Array2<f64>,
+    ) -> Result<()> {
+        let (b, m, n) = (x.nrows(), self.a.nrows(), self.a.ncols());
+        if ws.bufs.len() < 5 || ws.bufs[2].dim() != (b, n) {
+            self.forward_ws(p, x, y, ws, out)?;
+        }
+        if out.dim() != (b, n) {
+            *out = Array2::zeros((b, n));
+        }
+        let alpha = p[0];
+        let [_, g, u, ad, prod] = ws.buffers(&[(b, m), (b, n), (b, n), (b, m), (b, n)]) else {
+            unreachable!("five buffers were asked for")
+        };
+        let th = self.threshold(alpha);
+        out.assign(&gbar);
+        let mut gth = 0.0;
+        Zip::from(&mut *out).and(&*u).for_each(|dv, &uv| {
+            if uv.abs() > th {
+                gth -= *dv * uv.signum();
+            } else {
+                *dv = 0.0;
+            }
+        });
+        prod.assign(&*out);
+        *prod *= &*g;
+        gp[0] += prod.sum();
+        if self.penalty == Penalty::L1 {
+            gp[0] += self.lambda * gth;
+        }
+        gemm_rows(ad.view_mut(), out.view(), self.a.t(), 1.0, false);
+        gemm_rows(out.view_mut(), ad.view(), self.a.view(), -alpha, true);
+        Ok(())
     }
 }
 

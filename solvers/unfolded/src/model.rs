@@ -183,6 +183,12 @@ pub trait UnfoldedModel {
     fn initial_state(&self, y: ArrayView2<'_, f64>) -> Array2<f64> {
         Array2::zeros((y.nrows(), self.net().in_dim()))
     }
+    /// Whether the state is the estimate and starts at zero (default `false`; the seven
+    /// models: `true`), so that [`crate::train::loss_and_grad_ws`] needs neither
+    /// [`UnfoldedModel::initial_state`] nor [`UnfoldedModel::readout`] and allocates nothing.
+    fn plain_state(&self) -> bool {
+        false
+    }
     /// Signal estimate from a state (default: the state).
     fn readout(&self, state: ArrayView2<'_, f64>) -> Array2<f64> {
         state.to_owned()
@@ -421,6 +427,9 @@ pub fn checksum(problem: &Problem) -> f64 {
 impl UnfoldedModel for Unfolded {
     fn name(&self) -> String {
         self.spec.kind.as_str().to_string()
+    }
+    fn plain_state(&self) -> bool {
+        true
     }
     fn net(&self) -> &Unrolled {
         &self.net

@@ -21,6 +21,7 @@ use crate::layers::Penalty;
 use crate::model::UnfoldedModel;
 use hyperprox_core::diff::{
     batch_seed, check_batch, matmul, residual, Adam, BatchLoss, Optimizer, Sgd, SquaredError,
+    UnrolledWorkspace,
 };
 use hyperprox_core::error::{Error, Result};
 use ndarray::{Array2, ArrayView2, Zip};
@@ -306,22 +307,56 @@ pub fn loss_for(
     }
 }
 
-/// Loss and parameter gradient of `model` on `batch` at `depth` layers.
+/// `(loss, ∂loss/∂params)` of `model` on `batch` after `depth` layers (allocates a fresh
+/// workspace; training reuses one through [`loss_and_grad_ws`]).
 pub fn loss_and_grad(
     model: &dyn UnfoldedModel,
     loss: &dyn BatchLoss,
     batch: &Batch,
     depth: usize,
 ) -> Result<(f64, Vec<f64>)> {
-    let net = model.net();
-    let p = model.params();
-    let x0 = model.initial_state(batch.y.view());
-    let traj = net.forward_for_backward(p, x0.view(), batch.y.view(), depth)?;
-    let est = model.readout(traj.last().view());
-    let (v, g) = loss.value_grad(est.view(), batch.y.view(), batch.x.view())?;
-    let g = model.readout_vjp(traj.last().view(), g);
-    let (gp, _) = net.backward(p, &traj, batch.y.view(), g)?;
-    Ok((v, gp))
+    let mut ws = TrainWorkspace::default();
+    let (v, g) = loss_and_grad_ws(model, loss, batch, depth, &mut ws)?;
+    Ok((v, g.to_vec()))
+}
+
+/// Buffers that [`loss_and_grad_ws`] reuses from minibatch to minibatch.
+#[derive(Debug, Default)]
+pub struct TrainWorkspace {
+    net: UnrolledWorkspace<f64>,
+    x0: Array2<f64>,
+    /// The gradient of the general (allocating) path.
+    grad: Vec<f64>,
+}
+
+/// [`loss_and_grad`] through the network's workspace path: for a model with a
+/// [plain state](UnfoldedModel::plain_state) whose layers implement the `_ws` methods
+/// (DU-ISTA, DU-IHT) and an allocation-free loss (supervised), no allocation after the first
+/// call with a given batch shape. Returns the gradient as a slice of `ws`.
+pub fn loss_and_grad_ws<'w>(
+    model: &dyn UnfoldedModel,
+    loss: &dyn BatchLoss,
+    batch: &Batch,
+    depth: usize,
+    ws: &'w mut TrainWorkspace,
+) -> Result<(f64, &'w [f64])> {
+    let (net, p, y, x) = (model.net(), model.params(), batch.y.view(), batch.x.view());
+    if model.plain_state() {
+        let shape = (y.nrows(), net.in_dim());
+        if ws.x0.dim() != shape {
+            ws.x0 = Array2::zeros(shape);
+        }
+        net.value_and_grad_ws(&mut ws.net, p, ws.x0.view(), y, depth, loss, x)
+    } else {
+        // A state with its own start and readout (e.g. extra momentum variables).
+        let x0 = model.initial_state(y);
+        let traj = net.forward_for_backward(p, x0.view(), y, depth)?;
+        let est = model.readout(traj.last().view());
+        let (v, g) = loss.value_grad(est.view(), y, x)?;
+        let g = model.readout_vjp(traj.last().view(), g);
+        ws.grad = net.backward(p, &traj, y, g)?.0;
+        Ok((v, &ws.grad))
+    }
 }
 
 /// Loss of `model` on `batch` at `depth` layers.
@@ -381,6 +416,7 @@ pub fn train(
         },
     };
     let loss = loss_for(model, problem, cfg.loss);
+    let mut work = TrainWorkspace::default();
     let val = sample(
         problem,
         &cfg.signal,
@@ -405,8 +441,8 @@ pub fn train(
                 cfg.batch,
                 batch_seed(cfg.seed, st.step),
             )?;
-            let (lv, g) =
-                loss_and_grad(model, loss.as_ref(), &batch, depth).map_err(|e| match e {
+            let (lv, g) = loss_and_grad_ws(model, loss.as_ref(), &batch, depth, &mut work)
+                .map_err(|e| match e {
                     Error::Diverged { detail, .. } => Error::Diverged {
                         method: format!("training ({} layers)", depth),
                         iteration: st.step as usize + 1,
@@ -415,7 +451,7 @@ pub fn train(
                     e => e,
                 })?;
             if lv.is_finite() && g.iter().all(|e| e.is_finite()) {
-                opt.step(model.params_mut(), &g)?;
+                opt.step(model.params_mut(), g)?;
                 st.stage_losses.push(lv);
             } else {
                 st.skipped += 1;

@@ -199,8 +199,15 @@ impl BilevelProblem for TvDenoising {
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let tv = self.tv(theta)?.with_images(self.n_img)?;
-        let (j1, j2) = tv.log_param_dots(x, q)?;
+        let tv = self.tv(theta)?;
+        let n = self.npix();
+        let xc = x.as_standard_layout();
+        let qc = q.as_standard_layout();
+        let (j1, j2) = slice(&xc)?
+            .par_chunks(n)
+            .zip(slice(&qc)?.par_chunks(n))
+            .map(|(xi, qi)| tv.image_log_param_dots(xi, qi))
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         let inv_n = 1.0 / self.n_img as f64;
         out[0] = j1 * inv_n;
         out[1] = j2 * inv_n;

@@ -15,7 +15,7 @@
 
 use crate::error::Result;
 use crate::linalg::{check_batch, Real};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// A differentiable map on batches with explicit vector-Jacobian products.
 ///
@@ -68,10 +68,81 @@ pub trait Differentiable<T: Real = f64>: Send + Sync {
     ) -> Result<Array2<T>> {
         self.vjp(p, x, c, g, gp)
     }
+    /// Forward pass into `out` (made B × n_out), keeping what the backward pass needs in
+    /// `ws`; the caller reuses both from call to call: a block that overrides this and
+    /// [`Differentiable::vjp_ws`] allocates nothing once its buffers exist. The default moves
+    /// the result of [`Differentiable::forward_save`] into `out` (allocates, copies nothing).
+    fn forward_ws(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        ws: &mut Workspace<T>,
+        out: &mut Array2<T>,
+    ) -> Result<()> {
+        let (y, saved) = self.forward_save(p, x, c)?;
+        *out = y;
+        ws.saved = saved;
+        Ok(())
+    }
+    /// `out = (∂f/∂x)ᵀ ḡ` (made B × n_in) after [`Differentiable::forward_ws`] on the same
+    /// `x` and `ws`; adds the parameter gradient to `gp`. The default moves the result of
+    /// [`Differentiable::vjp_saved`] into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn vjp_ws(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        ws: &mut Workspace<T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+        out: &mut Array2<T>,
+    ) -> Result<()> {
+        *out = self.vjp_saved(p, x, c, &ws.saved, g, gp)?;
+        Ok(())
+    }
 }
 
 /// Intermediates a block keeps from its forward pass for its backward pass.
 pub type Saved = Option<Box<dyn std::any::Any + Send + Sync>>;
+
+/// What a block keeps between [`Differentiable::forward_ws`] and
+/// [`Differentiable::vjp_ws`]: numbered buffers, reallocated only when their shape changes,
+/// and (for blocks without their own `_ws` methods) a [`Saved`].
+#[derive(Default)]
+pub struct Workspace<T> {
+    /// The buffers (a block decides what each holds).
+    pub bufs: Vec<Array2<T>>,
+    /// Saved intermediates of the allocating default path.
+    pub saved: Saved,
+}
+
+impl<T: Real> Workspace<T> {
+    /// Makes `bufs[i]` of shape `shapes[i]` (allocating only buffers that are missing or of
+    /// another shape) and returns the buffers.
+    pub fn buffers(&mut self, shapes: &[(usize, usize)]) -> &mut [Array2<T>] {
+        if self.bufs.len() < shapes.len() {
+            self.bufs
+                .resize_with(shapes.len(), || Array2::zeros((0, 0)));
+        }
+        for (b, &sh) in self.bufs.iter_mut().zip(shapes) {
+            if b.dim() != sh {
+                *b = Array2::zeros(sh);
+            }
+        }
+        &mut self.bufs[..shapes.len()]
+    }
+}
+
+impl<T> std::fmt::Debug for Workspace<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("buffers", &self.bufs.len())
+            .field("saved", &self.saved.is_some())
+            .finish()
+    }
+}
 
 impl<T: Real, D: Differentiable<T> + ?Sized> Differentiable<T> for Box<D> {
     fn name(&self) -> String {
@@ -121,6 +192,28 @@ impl<T: Real, D: Differentiable<T> + ?Sized> Differentiable<T> for Box<D> {
     ) -> Result<Array2<T>> {
         (**self).vjp_saved(p, x, c, saved, g, gp)
     }
+    fn forward_ws(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        ws: &mut Workspace<T>,
+        out: &mut Array2<T>,
+    ) -> Result<()> {
+        (**self).forward_ws(p, x, c, ws, out)
+    }
+    fn vjp_ws(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        ws: &mut Workspace<T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+        out: &mut Array2<T>,
+    ) -> Result<()> {
+        (**self).vjp_ws(p, x, c, ws, g, gp, out)
+    }
 }
 
 /// A loss on the last state of a batch: `value` is the mean over the batch and the gradient is
@@ -135,6 +228,18 @@ pub trait BatchLoss<T: Real = f64>: Send + Sync {
         c: ArrayView2<'_, T>,
         target: ArrayView2<'_, T>,
     ) -> Result<(T, Array2<T>)>;
+    /// [`BatchLoss::value_grad`] writing the gradient into `out` (default: allocates).
+    fn value_grad_into(
+        &self,
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        target: ArrayView2<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<T> {
+        let (v, g) = self.value_grad(x, c, target)?;
+        out.assign(&g);
+        Ok(v)
+    }
 }
 
 /// Supervised loss `(1/B) Σ_b ‖x_b − x*_b‖²` (sum over coordinates, mean over samples).
@@ -156,5 +261,33 @@ impl<T: Real> BatchLoss<T> for SquaredError {
         let d = &x - &target;
         let v = d.iter().map(|&e| e * e).sum::<T>() / b;
         Ok((v, d * (T::c(2.0) / b)))
+    }
+    fn value_grad_into(
+        &self,
+        x: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        target: ArrayView2<'_, T>,
+        mut out: ArrayViewMut2<'_, T>,
+    ) -> Result<T> {
+        check_batch("SquaredError", "target", x.nrows(), x.ncols(), target)?;
+        if out.dim() != x.dim() {
+            return Err(crate::error::Error::shape(
+                "SquaredError",
+                "gradient buffer",
+                format!("{:?}", x.dim()),
+                format!("{:?}", out.dim()),
+            ));
+        }
+        let b = T::c(x.nrows().max(1) as f64);
+        let (two_b, mut v) = (T::c(2.0) / b, T::zero());
+        ndarray::Zip::from(&mut out)
+            .and(&x)
+            .and(&target)
+            .for_each(|o, &a, &t| {
+                let d = a - t;
+                v += d * d;
+                *o = d * two_b;
+            });
+        Ok(v / b)
     }
 }

@@ -24,8 +24,8 @@ pub use crate::linalg::check_batch;
 pub use blocks::{
     GradientStep, HardThreshold, LearnedLinear, LinearBlock, ResidualStep, SoftThreshold,
 };
-pub use differentiable::{BatchLoss, Differentiable, Saved, SquaredError};
-pub use unrolled::{check_vjp, Chain, Trajectory, Unrolled};
+pub use differentiable::{BatchLoss, Differentiable, Saved, SquaredError, Workspace};
+pub use unrolled::{check_vjp, Chain, Trajectory, Unrolled, UnrolledWorkspace};
 
 /// The seed of minibatch `step` of a run seeded with `seed` (SplitMix64 of the pair), so that a
 /// minibatch is a pure function of the step and a resumed run draws the same data.

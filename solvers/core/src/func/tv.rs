@@ -419,12 +419,16 @@ impl<T: Real> SmoothedTv<T> {
     fn for_pairs(&self, x: &[T], mut f: impl FnMut(usize, usize, T)) {
         let (h, w) = (self.h, self.w);
         for r in 0..h {
-            for a in r * w..r * w + w - 1 {
+            for c in 0..w - 1 {
+                let a = r * w + c;
                 f(a, a + 1, x[a + 1] - x[a]);
             }
         }
-        for a in 0..(h - 1) * w {
-            f(a, a + w, x[a + w] - x[a]);
+        for r in 0..h - 1 {
+            for c in 0..w {
+                let a = r * w + c;
+                f(a, a + w, x[a + w] - x[a]);
+            }
         }
     }
 
