@@ -350,7 +350,7 @@ pub enum TvBoundary {
 /// `∇f = λDᵀ(g/s)` with `g = Dx`, `s` the per-pixel (or per-difference) root; the Hessian is
 /// `λDᵀ B D` with `B_p = I/s_p − g_p g_pᵀ/s_p³` (isotropic) or `ν²/s³` (anisotropic), and
 /// `L = 8λ/ν`. For hyperparameter learning, [`SmoothedTv::log_param_dots`] and
-/// [`SmoothedTv::log_param_gradients_add`] give the derivatives of `∇f` with respect to
+/// [`SmoothedTv::log_param_gradients`] give the derivatives of `∇f` with respect to
 /// `log λ` (`∇f` itself) and `log ν` (`−λDᵀ(ν² g/s³)`).
 ///
 /// Every evaluation is one fused pass over the pixels (no temporary `Dx`), images in parallel.
