@@ -485,6 +485,9 @@ pub struct CgOutcome<T> {
 /// A preconditioner `out ← P r` with `P ≈ M⁻¹` symmetric positive definite.
 pub type Preconditioner<'a, T> = &'a dyn Fn(ArrayViewMut1<'_, T>, ArrayView1<'_, T>);
 
+/// A preconditioner on a [`Vector`] type (see [`conjugate_gradient_on`]).
+pub type VectorPreconditioner<'a, V> = &'a dyn Fn(&mut V, &V);
+
 /// (Preconditioned) conjugate gradients for a symmetric positive definite operator given as a
 /// closure `apply(out, v)` (`out ← M v`): solves `M x = b` from the initial guess in `x`.
 /// The one CG of the workspace: the least-squares prox, ADMM and the bilevel oracle's
@@ -506,29 +509,52 @@ pub fn conjugate_gradient<T: Real>(
     mut x: ArrayViewMut1<'_, T>,
     params: &CgParams<T>,
 ) -> Result<CgOutcome<T>> {
-    let n = b.len();
-    let mut r = Array1::zeros(n);
-    if x.iter().any(|v| *v != T::zero()) {
-        apply(r.view_mut(), x.view());
+    let mut xv = x.to_owned();
+    let apply_v = |out: &mut Array1<T>, v: &Array1<T>| apply(out.view_mut(), v.view());
+    let pc_v = preconditioner
+        .map(|pc| move |out: &mut Array1<T>, r: &Array1<T>| pc(out.view_mut(), r.view()));
+    let pc_ref: Option<VectorPreconditioner<'_, Array1<T>>> = pc_v
+        .as_ref()
+        .map(|f| f as VectorPreconditioner<'_, Array1<T>>);
+    let out = conjugate_gradient_on(apply_v, pc_ref, &b.to_owned(), &mut xv, params);
+    x.assign(&xv);
+    out
+}
+
+/// [`conjugate_gradient`] on any [`Vector`] type: the algorithm written once over the
+/// vector operations (`dot`, `axpy`, `scale`, `copy_from`), so a backend that implements
+/// [`Vector`] for its buffers (device memory next) runs this same CG. The ndarray entry point
+/// above calls it.
+pub fn conjugate_gradient_on<T: Real, V: Vector<T>>(
+    apply: impl Fn(&mut V, &V),
+    preconditioner: Option<VectorPreconditioner<'_, V>>,
+    b: &V,
+    x: &mut V,
+    params: &CgParams<T>,
+) -> Result<CgOutcome<T>> {
+    let mut r = b.zeros_like();
+    if x.norm_inf() != T::zero() {
+        apply(&mut r, x);
     }
-    Zip::from(&mut r).and(&b).for_each(|ri, &bi| *ri = bi - *ri);
+    // r ← b − Mx (exactly bᵢ − (Mx)ᵢ).
+    r.scale(-T::one());
+    r.axpy(T::one(), b);
+    let b_norm = b.norm2();
     let target = if params.relative {
-        params.tol * norm2(b).max(T::min_positive_value())
+        params.tol * b_norm.max(T::min_positive_value())
     } else {
         params.tol
     };
-    let mut z = match preconditioner {
-        Some(pc) => {
-            let mut z = Array1::zeros(n);
-            pc(z.view_mut(), r.view());
-            Some(z)
-        }
-        None => None,
-    };
-    let mut p = z.as_ref().unwrap_or(&r).clone();
-    let mut mp = Array1::zeros(n);
+    let mut z = preconditioner.map(|pc| {
+        let mut z = r.zeros_like();
+        pc(&mut z, &r);
+        z
+    });
+    let mut p = r.zeros_like();
+    p.copy_from(z.as_ref().unwrap_or(&r));
+    let mut mp = r.zeros_like();
     let mut rz = r.dot(z.as_ref().unwrap_or(&r));
-    let residual_norm = |r: &Array1<T>, rz: T| {
+    let residual_norm = |r: &V, rz: T| {
         if preconditioner.is_some() {
             r.dot(r).sqrt()
         } else {
@@ -544,7 +570,7 @@ pub fn conjugate_gradient<T: Real>(
                 converged: true,
             });
         }
-        apply(mp.view_mut(), p.view());
+        apply(&mut mp, &p);
         let pmp = p.dot(&mp);
         if !(pmp > T::zero()) {
             return Err(Error::NotConverged {
@@ -555,11 +581,11 @@ pub fn conjugate_gradient<T: Real>(
             });
         }
         let alpha = rz / pmp;
-        axpy(x.view_mut(), alpha, p.view());
-        axpy(r.view_mut(), -alpha, mp.view());
+        x.axpy(alpha, &p);
+        r.axpy(-alpha, &mp);
         let rz_new = match (preconditioner, z.as_mut()) {
             (Some(pc), Some(z)) => {
-                pc(z.view_mut(), r.view());
+                pc(z, &r);
                 r.dot(z)
             }
             _ => r.dot(&r),
@@ -567,9 +593,9 @@ pub fn conjugate_gradient<T: Real>(
         let beta = rz_new / rz;
         rz = rz_new;
         rn = residual_norm(&r, rz);
-        Zip::from(&mut p)
-            .and(z.as_ref().unwrap_or(&r))
-            .for_each(|pi, &zi| *pi = zi + beta * *pi);
+        // p ← z + βp.
+        p.scale(beta);
+        p.axpy(T::one(), z.as_ref().unwrap_or(&r));
     }
     let converged = rn <= target;
     if !converged && params.require_convergence {
@@ -577,7 +603,7 @@ pub fn conjugate_gradient<T: Real>(
             method: "conjugate gradient".into(),
             iterations: params.max_iters,
             residual: (if params.relative {
-                rn / norm2(b).max(T::min_positive_value())
+                rn / b_norm.max(T::min_positive_value())
             } else {
                 rn
             })
@@ -596,6 +622,67 @@ pub fn conjugate_gradient<T: Real>(
 mod tests {
     use super::*;
     use ndarray::array;
+
+    /// A vector type that is not ndarray (as a device buffer would be): a plain `Vec`.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Plain(Vec<f64>);
+
+    impl Vector<f64> for Plain {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn dot(&self, o: &Self) -> f64 {
+            Array1::from(self.0.clone()).dot(&Array1::from(o.0.clone()))
+        }
+        fn norm2(&self) -> f64 {
+            norm2(ArrayView1::from(&self.0[..]))
+        }
+        fn norm1(&self) -> f64 {
+            self.0.iter().map(|v| v.abs()).sum()
+        }
+        fn norm_inf(&self) -> f64 {
+            norm_inf(ArrayView1::from(&self.0[..]))
+        }
+        fn axpy(&mut self, a: f64, x: &Self) {
+            self.0.iter_mut().zip(&x.0).for_each(|(y, x)| *y += a * x);
+        }
+        fn scale(&mut self, a: f64) {
+            self.0.iter_mut().for_each(|v| *v *= a);
+        }
+        fn copy_from(&mut self, x: &Self) {
+            self.0.copy_from_slice(&x.0);
+        }
+        fn zeros_like(&self) -> Self {
+            Plain(vec![0.0; self.0.len()])
+        }
+        fn fill(&mut self, a: f64) {
+            self.0.iter_mut().for_each(|v| *v = a);
+        }
+    }
+
+    #[test]
+    fn cg_runs_on_any_vector_type_with_the_same_iterates() {
+        let m = array![[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]];
+        let b = array![1.0, -2.0, 0.5];
+        let params = CgParams::relative(1e-12, 50);
+        let mut x = Array1::from(vec![0.3, 0.0, -0.1]);
+        let nd = conjugate_gradient(
+            |mut out, v| out.assign(&m.dot(&v)),
+            None,
+            b.view(),
+            x.view_mut(),
+            &params,
+        )
+        .unwrap();
+        let apply = |out: &mut Plain, v: &Plain| {
+            out.0 = m.dot(&Array1::from(v.0.clone())).to_vec();
+        };
+        let mut xp = Plain(vec![0.3, 0.0, -0.1]);
+        let pl = conjugate_gradient_on(apply, None, &Plain(b.to_vec()), &mut xp, &params).unwrap();
+        assert_eq!(nd, pl);
+        assert_eq!(x.to_vec(), xp.0, "same operations, same rounding");
+        assert!((&m.dot(&x) - &b).iter().all(|r| r.abs() < 1e-10));
+    }
 
     #[test]
     fn gemm_matches_naive_both_precisions() {
