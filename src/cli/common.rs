@@ -1,5 +1,5 @@
 //! What every subcommand shares: the error type, JSON and figure output, progress bars, output
-//! checks and the checkpointed training loop.
+//! checks.
 
 use hyperprox::core::figure::Figure;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -144,73 +144,9 @@ pub fn progress(len: u64, unit: &str) -> ProgressBar {
     pb
 }
 
-/// Advances a training `state` to step `end` in segments that end at multiples of `every`,
-/// calling `save` after each segment that made progress (so an interrupted run loses at most
-/// `every` steps; resuming is exact, so the segmentation changes nothing).
-pub fn checkpointed<S>(
-    state: &mut S,
-    end: u64,
-    every: u64,
-    step: impl Fn(&S) -> u64,
-    mut advance: impl FnMut(&mut S, u64) -> hyperprox::core::Result<()>,
-    mut save: impl FnMut(&S) -> CliResult<()>,
-) -> CliResult<()> {
-    let every = every.max(1);
-    while step(state) < end {
-        let before = step(state);
-        advance(state, ((before / every + 1) * every).min(end))?;
-        if step(state) == before {
-            break;
-        }
-        save(state)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checkpointed_saves_at_multiples_and_stops_at_the_end() {
-        let mut saves = Vec::new();
-        let mut state = 3u64;
-        // Each call advances by at most 4 steps (a training chunk may stop short of the target).
-        let advance = |s: &mut u64, target: u64| {
-            *s = (*s + 4).min(target);
-            Ok(())
-        };
-        checkpointed(
-            &mut state,
-            23,
-            10,
-            |s| *s,
-            advance,
-            |s| {
-                saves.push(*s);
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!(state, 23);
-        assert_eq!(saves, vec![7, 10, 14, 18, 20, 23]);
-        // No progress (a finished schedule): one call, no save, no endless loop.
-        let mut calls = 0;
-        let mut s = 0u64;
-        checkpointed(
-            &mut s,
-            5,
-            2,
-            |s| *s,
-            |_, _| {
-                calls += 1;
-                Ok(())
-            },
-            |_| panic!("nothing to save"),
-        )
-        .unwrap();
-        assert_eq!(calls, 1);
-    }
 
     #[test]
     fn output_paths_are_checked_before_any_work() {

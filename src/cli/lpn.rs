@@ -1,10 +1,11 @@
 //! `hyperprox lpn …`: learned proximal networks.
 
 use super::common::{
-    checkpointed, create_dir, print_line, progress, read_text, usage, write_outputs, write_text,
-    CliError, CliResult,
+    create_dir, print_line, progress, read_text, usage, write_outputs, write_text, CliError,
+    CliResult,
 };
 use clap::{Args, Subcommand, ValueEnum};
+use hyperprox::core::diff::checkpointed;
 use hyperprox::core::figure::Figure;
 use hyperprox::core::io::{read_npy, write_npy};
 use hyperprox::lpn::experiments::{self, loss_plot, LaplacianLoss, TrainingInfo};

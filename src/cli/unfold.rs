@@ -1,9 +1,8 @@
 //! `hyperprox unfold …`: deep-unfolded ISTA/IHT and the LISTA family.
 
-use super::common::{
-    checkpointed, create_dir, progress, read_json, usage, write_json, write_outputs, CliResult,
-};
+use super::common::{create_dir, progress, read_json, usage, write_json, write_outputs, CliResult};
 use clap::{Args, Subcommand};
+use hyperprox::core::diff::checkpointed;
 use hyperprox::unfolded::experiments::{compare, Comparison, TrainingSummary};
 use hyperprox::unfolded::train::{train, Progress, TrainConfig, TrainState};
 use hyperprox::unfolded::{LossKind, ModelKind, ModelSpec, Problem, Signal, Unfolded};

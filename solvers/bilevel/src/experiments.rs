@@ -199,6 +199,21 @@ pub struct Tuned<R, H = OuterRecord> {
     pub figure: Figure,
 }
 
+impl<R> Tuned<R> {
+    /// The report with the run's history and its figure (the outer plots and `panels`).
+    fn of(report: R, run: OuterRun, method: OuterMethod, panels: Vec<ImagePanel>) -> Self {
+        let figure = Figure {
+            plots: outer_plots(&run.history, method.name()),
+            panels,
+        };
+        Self {
+            report,
+            history: run.history,
+            figure,
+        }
+    }
+}
+
 /// Upper loss against work, and the accuracy `ε` per iteration.
 pub fn outer_plots(h: &[OuterRecord], method: &str) -> Vec<LinePlot> {
     let work = h.iter().map(|r| (r.work() as f64, r.upper)).collect();
@@ -326,15 +341,12 @@ pub fn tune_tv(
         psnr_denoised,
         outer: OuterSummary::of(&run, o.method),
     };
-    let figure = Figure {
-        plots: outer_plots(&run.history, o.method.name()),
-        panels: image_panels(&noisy[0], &den[0], &clean[0]),
-    };
-    Ok(Tuned {
+    Ok(Tuned::of(
         report,
-        history: run.history,
-        figure,
-    })
+        run,
+        o.method,
+        image_panels(&noisy[0], &den[0], &clean[0]),
+    ))
 }
 
 /// The report of field-of-experts tuning.
@@ -392,15 +404,12 @@ pub fn tune_foe(
         psnr_denoised,
         outer,
     };
-    let figure = Figure {
-        plots: outer_plots(&run.history, o.method.name()),
-        panels: image_panels(&noisy[0], &den[0], &clean[0]),
-    };
-    Ok(Tuned {
+    Ok(Tuned::of(
         report,
-        history: run.history,
-        figure,
-    })
+        run,
+        o.method,
+        image_panels(&noisy[0], &den[0], &clean[0]),
+    ))
 }
 
 /// The report of multinomial-logistic tuning.
@@ -458,15 +467,7 @@ pub fn tune_logreg(
         val_accuracy_start: acc0,
         outer,
     };
-    let figure = Figure {
-        plots: outer_plots(&run.history, o.method.name()),
-        panels: vec![],
-    };
-    Ok(Tuned {
-        report,
-        history: run.history,
-        figure,
-    })
+    Ok(Tuned::of(report, run, o.method, vec![]))
 }
 
 /// The grid search the Lasso tuning is compared with.
@@ -633,15 +634,12 @@ pub fn demo(
         psnr_test_denoised: pd,
         outer: OuterSummary::of(&run, o.method),
     };
-    let figure = Figure {
-        plots: outer_plots(&run.history, o.method.name()),
-        panels: image_panels(&test_n[0], &den[0], &test_c[0]),
-    };
-    Ok(Tuned {
+    Ok(Tuned::of(
         report,
-        history: run.history,
-        figure,
-    })
+        run,
+        o.method,
+        image_panels(&test_n[0], &den[0], &test_c[0]),
+    ))
 }
 
 /// The bilevel TV-denoising case: the first `images` shipped Kodak images resized to

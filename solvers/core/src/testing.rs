@@ -812,3 +812,39 @@ macro_rules! smooth_conformance {
         }
     };
 }
+
+/// A global allocator that counts the bytes it hands out, for tests that a hot loop allocates
+/// nothing. Install it in a test crate with
+/// `#[global_allocator] static A: CountingAllocator = CountingAllocator;` and measure with
+/// [`allocated_by`].
+pub struct CountingAllocator;
+
+static ALLOCATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator with the same arguments; only a counter
+// is added.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+/// Bytes that [`CountingAllocator`] handed out while `f` ran (on any thread: run one
+/// measurement at a time).
+pub fn allocated_by(f: impl FnOnce()) -> usize {
+    let before = ALLOCATED.load(std::sync::atomic::Ordering::SeqCst);
+    f();
+    ALLOCATED.load(std::sync::atomic::Ordering::SeqCst) - before
+}

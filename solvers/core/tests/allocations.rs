@@ -12,41 +12,11 @@ use hyperprox_core::prelude::*;
 use hyperprox_core::solve::{
     Fista, FistaParams, NoObserver, Pdhg, PdhgParams, Restart, StepRule, TerminationReason,
 };
+use hyperprox_core::testing::{allocated_by, CountingAllocator};
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        BYTES.fetch_add(new_size, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Bytes allocated by `f`.
-fn allocated(f: impl FnOnce()) -> usize {
-    let before = BYTES.load(Ordering::SeqCst);
-    f();
-    BYTES.load(Ordering::SeqCst) - before
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Bytes allocated per extra iteration band: `min bytes(run(k2)) − min bytes(run(k1))` over
 /// three runs each, after warm-up runs (lazy one-time allocations: a Lipschitz estimate,
@@ -55,7 +25,7 @@ fn allocated(f: impl FnOnce()) -> usize {
 fn extra_bytes(k1: usize, k2: usize, run: impl Fn(usize)) -> isize {
     run(k2);
     run(k1);
-    let min_of = |k: usize| (0..3).map(|_| allocated(|| run(k))).min().unwrap_or(0);
+    let min_of = |k: usize| (0..3).map(|_| allocated_by(|| run(k))).min().unwrap_or(0);
     let a = min_of(k1);
     let b = min_of(k2);
     b as isize - a as isize

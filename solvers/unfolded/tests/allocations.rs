@@ -6,52 +6,22 @@
 //! One test function runs every case in sequence (the counter is global).
 
 use hyperprox_core::diff::{SquaredError, UnrolledWorkspace};
+use hyperprox_core::testing::{allocated_by, CountingAllocator};
 use hyperprox_unfolded::train::{loss_and_grad_ws, loss_for, TrainWorkspace};
 use hyperprox_unfolded::{
     sample, LossKind, ModelKind, ModelSpec, Problem, Signal, Unfolded, UnfoldedModel,
 };
 use ndarray::Array2;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        BYTES.fetch_add(new_size, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// The fewest bytes one call of `f` allocates over three calls, after two warm-up calls (the
 /// minimum drops a stray allocation of a worker thread; one in every call survives it).
 fn bytes_per_call(mut f: impl FnMut()) -> usize {
     f();
     f();
-    (0..3)
-        .map(|_| {
-            let before = BYTES.load(Ordering::SeqCst);
-            f();
-            BYTES.load(Ordering::SeqCst) - before
-        })
-        .min()
-        .unwrap_or(0)
+    (0..3).map(|_| allocated_by(&mut f)).min().unwrap_or(0)
 }
 
 #[test]

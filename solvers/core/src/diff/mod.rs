@@ -38,6 +38,31 @@ pub fn batch_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Advances a training `state` to step `end` in segments that end at multiples of `every`,
+/// calling `save` (e.g. write a checkpoint) after each segment that made progress, so an
+/// interrupted run loses at most `every` steps; with a training loop whose resumption is exact,
+/// the segmentation changes nothing. `advance(state, target)` trains towards step `target`
+/// (it may stop short); a segment without progress ends the loop.
+pub fn checkpointed<S, E: From<Error>>(
+    state: &mut S,
+    end: u64,
+    every: u64,
+    step: impl Fn(&S) -> u64,
+    mut advance: impl FnMut(&mut S, u64) -> Result<()>,
+    mut save: impl FnMut(&S) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let every = every.max(1);
+    while step(state) < end {
+        let before = step(state);
+        advance(state, ((before / every + 1) * every).min(end))?;
+        if step(state) == before {
+            break;
+        }
+        save(state)?;
+    }
+    Ok(())
+}
+
 /// Adam with bias correction: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `θ ← θ − lr·m̂/(√v̂ + ε)`. Defaults `β₁ = 0.9`, `β₂ = 0.999`, `ε = 1e-8` (the paper's).
 /// Generic over the scalar (`f64` by default; `Adam<f32>` trains single-precision networks).
@@ -309,5 +334,45 @@ mod tests {
             (s.at(0), s.at(99), s.at(100), s.at(1000)),
             (1e-3, 1e-3, 1e-4, 1e-4)
         );
+    }
+    #[test]
+    fn checkpointed_saves_at_multiples_and_stops_at_the_end() {
+        let mut saves = Vec::new();
+        let mut state = 3u64;
+        // Each call advances by at most 4 steps (a training chunk may stop short of the target).
+        let advance = |s: &mut u64, target: u64| {
+            *s = (*s + 4).min(target);
+            Ok(())
+        };
+        checkpointed::<_, Error>(
+            &mut state,
+            23,
+            10,
+            |s| *s,
+            advance,
+            |s| {
+                saves.push(*s);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(state, 23);
+        assert_eq!(saves, vec![7, 10, 14, 18, 20, 23]);
+        // No progress (a finished schedule): one call, no save, no endless loop.
+        let mut calls = 0;
+        let mut s = 0u64;
+        checkpointed::<_, Error>(
+            &mut s,
+            5,
+            2,
+            |s| *s,
+            |_, _| {
+                calls += 1;
+                Ok(())
+            },
+            |_| panic!("nothing to save"),
+        )
+        .unwrap();
+        assert_eq!(calls, 1);
     }
 }

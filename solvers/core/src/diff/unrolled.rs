@@ -148,6 +148,18 @@ impl<T: Real> Unrolled<T> {
         Ok(())
     }
 
+    /// `Err(Diverged)` if the state after layer `t` has a non-finite entry.
+    fn check_state(&self, t: usize, x: &Array2<T>) -> Result<()> {
+        match x.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(Error::Diverged {
+                method: format!("Unrolled layer {t} ({})", self.layers[t].name()),
+                iteration: t + 1,
+                detail: format!("non-finite state entry {i}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Runs the first `depth` layers and keeps every iterate.
     pub fn forward(
         &self,
@@ -192,13 +204,7 @@ impl<T: Real> Unrolled<T> {
             } else {
                 self.layers[t].forward(pt, xs[t].view(), c)?
             };
-            if let Some(i) = next.iter().position(|v| !v.is_finite()) {
-                return Err(Error::Diverged {
-                    method: format!("Unrolled layer {t} ({})", self.layers[t].name()),
-                    iteration: t + 1,
-                    detail: format!("non-finite state entry {i}"),
-                });
-            }
+            self.check_state(t, &next)?;
             xs.push(next);
         }
         Ok(Trajectory { xs, saved })
@@ -302,13 +308,7 @@ impl<T: Real> Unrolled<T> {
             let pt = &p[self.param_range(t)];
             let layer = &self.layers[t];
             layer.forward_ws(pt, done[t].view(), c, &mut ws.layers[t], &mut rest[0])?;
-            if let Some(i) = rest[0].iter().position(|v| !v.is_finite()) {
-                return Err(Error::Diverged {
-                    method: format!("Unrolled layer {t} ({})", layer.name()),
-                    iteration: t + 1,
-                    detail: format!("non-finite state entry {i}"),
-                });
-            }
+            self.check_state(t, &rest[0])?;
         }
         ensure(&mut ws.g, ws.xs[depth].dim());
         let v = loss.value_grad_into(ws.xs[depth].view(), c, target, ws.g.view_mut())?;
