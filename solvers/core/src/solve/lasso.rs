@@ -270,3 +270,24 @@ pub fn gap_from_residual<T: Real>(
     let dual = (s * r.dot(&b) - T::c(0.5) * s * s * r.dot(&r)) / n - conj;
     (primal - dual).max(T::zero())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// Against the dual value written as `(½‖b‖² − ½‖b − s·r‖²)/n − c` at a scaled dual point
+    /// (`s < 1`, where every factor of `s` matters).
+    #[test]
+    fn gap_from_residual_matches_the_dual_written_out() {
+        let b = array![1.0, -2.0, 0.5, 3.0];
+        let r = array![0.4, -1.0, 0.2, 0.9];
+        let (s, n, conj, primal): (f64, f64, f64, f64) = (0.3, 4.0, 0.05, 2.0);
+        let bmsr = &b - &(&r * s);
+        let dual = (0.5 * b.dot(&b) - 0.5 * bmsr.dot(&bmsr)) / n - conj;
+        let got = gap_from_residual(primal, r.view(), b.view(), s, n, conj);
+        assert!((got - (primal - dual)).abs() < 1e-14, "{got} vs {}", primal - dual);
+        // A primal value below the dual value is rounding: the gap is clamped at 0.
+        assert_eq!(gap_from_residual(dual - 1.0, r.view(), b.view(), s, n, conj), 0.0);
+    }
+}
