@@ -41,7 +41,44 @@ fn layer_vjps_match_finite_differences() {
         let gx2 = l
             .vjp_saved(&[0.21], x.view(), b.y.view(), &sv, x.view(), &mut g2)
             .unwrap();
-        assert_eq!((gx1, g1), (gx2, g2));
+        assert_eq!((gx1.clone(), g1), (gx2, g2));
+        // The workspace pair: the same numbers; a backward pass on a workspace that holds no
+        // forward pass of this batch (fresh, or filled by a smaller batch) recomputes it.
+        let mut ws = hyperprox_core::diff::Workspace::default();
+        let (mut out, mut g3) = (Array2::zeros((0, 0)), [0.0]);
+        l.vjp_ws(
+            &[0.21],
+            x.view(),
+            b.y.view(),
+            &mut ws,
+            x.view(),
+            &mut g3,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((&out, g3), (&gx1, g1), "{pen:?}: fresh workspace");
+        let rows = ndarray::s![..2, ..];
+        let mut small_out = Array2::zeros((0, 0));
+        let (xs, ys) = (x.slice(rows), b.y.slice(rows));
+        l.forward_ws(&[0.21], xs, ys, &mut ws, &mut small_out)
+            .unwrap();
+        assert_eq!(small_out, l.forward(&[0.21], xs, ys).unwrap());
+        let mut g4 = [0.0];
+        l.vjp_ws(
+            &[0.21],
+            x.view(),
+            b.y.view(),
+            &mut ws,
+            x.view(),
+            &mut g4,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            (&out, g4),
+            (&gx1, g1),
+            "{pen:?}: workspace of another batch"
+        );
     }
     let z = Arc::new(pr.gram_inverse_times_a().unwrap());
     for sigma2 in [sig.noise_var(&pr), 0.0] {

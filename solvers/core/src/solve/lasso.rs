@@ -286,8 +286,15 @@ mod tests {
         let bmsr = &b - &(&r * s);
         let dual = (0.5 * b.dot(&b) - 0.5 * bmsr.dot(&bmsr)) / n - conj;
         let got = gap_from_residual(primal, r.view(), b.view(), s, n, conj);
-        assert!((got - (primal - dual)).abs() < 1e-14, "{got} vs {}", primal - dual);
+        assert!(
+            (got - (primal - dual)).abs() < 1e-14,
+            "{got} vs {}",
+            primal - dual
+        );
         // A primal value below the dual value is rounding: the gap is clamped at 0.
-        assert_eq!(gap_from_residual(dual - 1.0, r.view(), b.view(), s, n, conj), 0.0);
+        assert_eq!(
+            gap_from_residual(dual - 1.0, r.view(), b.view(), s, n, conj),
+            0.0
+        );
     }
 }
