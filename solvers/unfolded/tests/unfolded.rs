@@ -79,6 +79,19 @@ fn layer_vjps_match_finite_differences() {
             (&gx1, g1),
             "{pen:?}: workspace of another batch"
         );
+        // A gradient buffer of another shape is resized.
+        let (mut other_out, mut g5) = (Array2::zeros((1, 1)), [0.0]);
+        l.vjp_ws(
+            &[0.21],
+            x.view(),
+            b.y.view(),
+            &mut ws,
+            x.view(),
+            &mut g5,
+            &mut other_out,
+        )
+        .unwrap();
+        assert_eq!((&other_out, g5), (&gx1, g1), "{pen:?}: resized output");
     }
     let z = Arc::new(pr.gram_inverse_times_a().unwrap());
     for sigma2 in [sig.noise_var(&pr), 0.0] {
