@@ -68,12 +68,7 @@ impl<T: Real> Function<T> for IndSimplex<T> {
         Ok(if ok { T::zero() } else { T::infinity() })
     }
     fn properties(&self) -> Properties {
-        Properties {
-            convex: true,
-            indicator: true,
-            exact_prox: true,
-            ..Default::default()
-        }
+        Properties::convex_indicator()
     }
     fn conj_value(&self, y: ArrayView1<'_, T>) -> Result<T> {
         check_arg("IndSimplex", "y", None, y)?;
@@ -166,12 +161,7 @@ impl<T: Real> Function<T> for IndBallL2<T> {
         })
     }
     fn properties(&self) -> Properties {
-        Properties {
-            convex: true,
-            indicator: true,
-            exact_prox: true,
-            ..Default::default()
-        }
+        Properties::convex_indicator()
     }
     fn conj_value(&self, y: ArrayView1<'_, T>) -> Result<T> {
         check_arg("IndBallL2", "y", None, y)?;
@@ -255,12 +245,7 @@ impl<T: Real> Function<T> for IndBallL1<T> {
         })
     }
     fn properties(&self) -> Properties {
-        Properties {
-            convex: true,
-            indicator: true,
-            exact_prox: true,
-            ..Default::default()
-        }
+        Properties::convex_indicator()
     }
     fn conj_value(&self, y: ArrayView1<'_, T>) -> Result<T> {
         check_arg("IndBallL1", "y", None, y)?;

@@ -55,6 +55,18 @@ pub struct Properties {
     pub exact_prox: bool,
 }
 
+impl Properties {
+    /// The indicator of a closed convex set with an exact projection.
+    pub fn convex_indicator() -> Self {
+        Self {
+            convex: true,
+            indicator: true,
+            exact_prox: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// A function `f: ℝⁿ → ℝ ∪ {+∞}`.
 pub trait Function<T: Real>: Send + Sync {
     /// Short name for reports and errors.
