@@ -29,7 +29,7 @@ fn bench_lasso(c: &mut Criterion) {
     group.bench_function("fista", |b| {
         b.iter(|| {
             let s = Fista::new(&f, &*g, FistaParams::default().with_tol(1e-8))
-                .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+                .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
                 .run(Array1::zeros(p).view(), NoObserver)
                 .unwrap();
             black_box(s)
@@ -54,7 +54,7 @@ fn bench_lasso(c: &mut Criterion) {
                 AdmmParams::default().with_tol(1e-8),
             )
             .unwrap()
-            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
             .run(Array1::zeros(p).view(), NoObserver)
             .unwrap();
             black_box(s)

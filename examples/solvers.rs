@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_tol(1e-10)
             .with_max_iters(200_000),
     )
-    .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+    .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
     .run(Array1::zeros(32).view(), NoObserver)?;
     println!("Lasso on {n} digits (32 features, λ = 0.05 λ_max):");
     let rows_out = [

@@ -20,7 +20,7 @@ use crate::problem::{check_accuracy, BilevelProblem};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::norm2;
 use hyperprox_core::solve::{IterInfo, Iterative, TerminationReason};
-use ndarray::{Array1, ArrayView1};
+use ndarray::Array1;
 
 /// HOAG's a-priori accuracy sequence.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -174,10 +174,10 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Hoag<'p, P> {
         "HOAG"
     }
 
-    fn start(&self, theta0: ArrayView1<'_, f64>) -> Result<HoagState> {
-        crate::problem::check_theta(self.oracle.problem(), theta0)?;
+    fn start(&self, theta0: &Array1<f64>) -> Result<HoagState> {
+        crate::problem::check_theta(self.oracle.problem(), theta0.view())?;
         Ok(HoagState {
-            theta: theta0.to_owned(),
+            theta: theta0.clone(),
             x: self.oracle.problem().x_start(),
             scale: 1.0,
             l: None,

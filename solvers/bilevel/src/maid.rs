@@ -43,7 +43,7 @@ use crate::problem::{check_accuracy, BilevelProblem};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::norm2;
 use hyperprox_core::solve::{IterInfo, Iterative, TerminationReason};
-use ndarray::{Array1, ArrayView1};
+use ndarray::Array1;
 
 /// MAID's settings (see the module docs for the defaults and their source).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -278,10 +278,10 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Maid<'p, P> {
         "MAID"
     }
 
-    fn start(&self, theta0: ArrayView1<'_, f64>) -> Result<MaidState> {
-        crate::problem::check_theta(self.oracle.problem(), theta0)?;
+    fn start(&self, theta0: &Array1<f64>) -> Result<MaidState> {
+        crate::problem::check_theta(self.oracle.problem(), theta0.view())?;
         Ok(MaidState {
-            theta: theta0.to_owned(),
+            theta: theta0.clone(),
             x: self.oracle.problem().x_start(),
             eps: self.params.eps0,
             delta: self.params.delta0,

@@ -36,8 +36,7 @@ use hyperprox_core::error::{Error, Result};
 use hyperprox_core::func::{Function, Properties, Smooth, SqrNormL2};
 use hyperprox_core::linalg::{conjugate_gradient, norm2, CgParams};
 use hyperprox_core::solve::{
-    drive, Fista, FistaParams, Iterative, Lbfgs, LbfgsParams, NoObserver, Restart, StepRule,
-    TerminationReason,
+    drive, Fista, FistaParams, Lbfgs, LbfgsParams, NoObserver, Restart, StepRule, TerminationReason,
 };
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rand::{Rng, SeedableRng};
@@ -242,7 +241,7 @@ impl<P: BilevelProblem + ?Sized> LowerSolver<P> for FistaLower {
             .with_track_objective(false)
             .with_certify_extrapolation(true);
         let fista = Fista::new(&f, &zero, params);
-        let mut s = fista.start(x_warm)?;
+        let mut s = fista.init(x_warm)?;
         let (reason, iterations) = drive(&fista, &mut s, NoObserver)?;
         // Converged: the certificate was measured at the returned point itself.
         let accuracy = (reason == TerminationReason::Converged).then_some(s.certificate);

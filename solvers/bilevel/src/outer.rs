@@ -112,7 +112,7 @@ pub trait OuterSolver: Iterative<f64> {
         theta0: ArrayView1<'_, f64>,
         mut observer: impl FnMut(&OuterRecord) -> bool,
     ) -> Result<OuterResult<Self::State>> {
-        let mut s = self.start(theta0)?;
+        let mut s = self.start(&theta0.to_owned())?;
         let (reason, _) = drive_with(self, &mut s, |s, _| {
             self.history(s).last().is_none_or(&mut observer)
         })?;

@@ -167,7 +167,7 @@ pub fn lasso_admm(
         .with_max_iters(max_iters);
     let mut s = strip(
         Admm::dense(&a_op, prob.b().to_owned(), &*g, params)?
-            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
             .run(Array1::zeros(prob.n_features()).view(), NoObserver)?,
     );
     s.objective = prob.objective(s.x.view())?;
@@ -187,7 +187,7 @@ pub fn lasso_fista(
         .with_max_iters(max_iters)
         .with_certificate_every(10);
     let s = Fista::new(&f, &*g, params)
-        .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+        .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
         .run(Array1::zeros(prob.n_features()).view(), NoObserver)?;
     Ok(strip(s))
 }
@@ -253,7 +253,7 @@ pub fn solve_logistic(
                 .with_max_iters(s.max_iters)
                 .with_certificate_every(10);
             let s = Fista::new(&f, &g, params)
-                .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+                .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
                 .run(x0.view(), NoObserver)?;
             strip(s)
         }

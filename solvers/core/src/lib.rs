@@ -21,6 +21,7 @@
 // `!(x > 0)` is used on purpose throughout: unlike `x <= 0` it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod backend;
 pub mod bench;
 pub mod diff;
 pub mod error;

@@ -191,8 +191,14 @@ macro_rules! impl_real {
 impl_real!(f32);
 impl_real!(f64);
 
-/// BLAS-1 operations on a vector type. Implemented for [`Array1`] on the CPU.
-pub trait Vector<T: Real>: Sized {
+/// The vector operations the backend-generic solvers are written over (BLAS-1 plus the few
+/// fused updates of the momentum methods). Implemented for [`Array1`] on the CPU; a device
+/// backend implements it for its buffers, with one kernel per method.
+///
+/// The required methods are the BLAS-1 set; the fused ones have defaults written with them
+/// (the same arithmetic, so the same rounding, in several passes: a backend overrides them
+/// with one pass). [`Array1`] overrides every fused method with a single loop.
+pub trait Vector<T: Real>: Sized + Clone {
     /// Number of entries.
     fn len(&self) -> usize;
     /// True if the vector has no entries.
@@ -215,8 +221,66 @@ pub trait Vector<T: Real>: Sized {
     fn copy_from(&mut self, x: &Self);
     /// A zero vector of the same length (and device).
     fn zeros_like(&self) -> Self;
+    /// A zero vector of length `len` on the same device.
+    fn zeros_of_len(&self, len: usize) -> Self;
     /// Sets every entry to `a`.
     fn fill(&mut self, a: T);
+    /// True if every entry is finite.
+    fn all_finite(&self) -> bool;
+
+    /// `self ← x + a·y`.
+    fn set_axpy(&mut self, x: &Self, a: T, y: &Self) {
+        self.copy_from(x);
+        self.axpy(a, y);
+    }
+    /// `self ← x + a·self`.
+    fn xpay(&mut self, x: &Self, a: T) {
+        self.scale(a);
+        self.axpy(T::one(), x);
+    }
+    /// The momentum update `self ← z + β(z − x)`.
+    fn set_extrapolation(&mut self, z: &Self, x: &Self, beta: T) {
+        self.copy_from(z);
+        self.axpy(-T::one(), x);
+        self.scale(beta);
+        self.axpy(T::one(), z);
+    }
+    /// `⟨a − b, c − d⟩`.
+    fn dot_of_differences(a: &Self, b: &Self, c: &Self, d: &Self) -> T {
+        let mut u = a.clone();
+        u.axpy(-T::one(), b);
+        let mut v = c.clone();
+        v.axpy(-T::one(), d);
+        u.dot(&v)
+    }
+    /// `‖self/s − b‖`.
+    fn norm_of_scaled_difference(&self, s: T, b: &Self) -> T {
+        let mut u = self.clone();
+        u.scale(T::one() / s);
+        u.axpy(-T::one(), b);
+        u.norm2()
+    }
+    /// `max_i |selfᵢ − xᵢ|` (not finite if any difference is not finite).
+    fn max_abs_diff(&self, x: &Self) -> T {
+        let mut u = self.clone();
+        u.axpy(-T::one(), x);
+        if u.all_finite() {
+            u.norm_inf()
+        } else {
+            T::nan()
+        }
+    }
+}
+
+/// `max(acc, d)` that keeps a NaN once seen.
+fn max_keep_nan<T: Real>(acc: T, d: T) -> T {
+    if acc.is_nan() {
+        acc
+    } else if d > acc || d.is_nan() {
+        d
+    } else {
+        acc
+    }
 }
 
 impl<T: Real> Vector<T> for Array1<T> {
@@ -247,8 +311,50 @@ impl<T: Real> Vector<T> for Array1<T> {
     fn zeros_like(&self) -> Self {
         Array1::zeros(Array1::len(self))
     }
+    fn zeros_of_len(&self, len: usize) -> Self {
+        Array1::zeros(len)
+    }
     fn fill(&mut self, a: T) {
         self.iter_mut().for_each(|v| *v = a);
+    }
+    fn all_finite(&self) -> bool {
+        self.iter().all(|v| v.is_finite())
+    }
+    fn set_axpy(&mut self, x: &Self, a: T, y: &Self) {
+        Zip::from(self)
+            .and(x)
+            .and(y)
+            .for_each(|o, &x, &y| *o = x + a * y);
+    }
+    fn xpay(&mut self, x: &Self, a: T) {
+        Zip::from(self).and(x).for_each(|o, &x| *o = x + a * *o);
+    }
+    fn set_extrapolation(&mut self, z: &Self, x: &Self, beta: T) {
+        Zip::from(self)
+            .and(z)
+            .and(x)
+            .for_each(|y, &z, &x| *y = z + beta * (z - x));
+    }
+    fn dot_of_differences(a: &Self, b: &Self, c: &Self, d: &Self) -> T {
+        Zip::from(a)
+            .and(b)
+            .and(c)
+            .and(d)
+            .fold(T::zero(), |acc, &a, &b, &c, &d| acc + (a - b) * (c - d))
+    }
+    fn norm_of_scaled_difference(&self, s: T, b: &Self) -> T {
+        Zip::from(self)
+            .and(b)
+            .fold(T::zero(), |acc, &x, &y| {
+                let d = x / s - y;
+                acc + d * d
+            })
+            .sqrt()
+    }
+    fn max_abs_diff(&self, x: &Self) -> T {
+        Zip::from(self)
+            .and(x)
+            .fold(T::zero(), |acc, &a, &b| max_keep_nan(acc, (a - b).abs()))
     }
 }
 
@@ -654,6 +760,12 @@ mod tests {
         }
         fn zeros_like(&self) -> Self {
             Plain(vec![0.0; self.0.len()])
+        }
+        fn zeros_of_len(&self, len: usize) -> Self {
+            Plain(vec![0.0; len])
+        }
+        fn all_finite(&self) -> bool {
+            self.0.iter().all(|v| v.is_finite())
         }
         fn fill(&mut self, a: f64) {
             self.0.iter_mut().for_each(|v| *v = a);

@@ -76,7 +76,7 @@ fn fista_and_ista_reach_the_closed_form_lasso_solution_with_gap_stopping() {
         FistaParams::default().with_restart(Restart::Gradient),
     ] {
         let fista = Fista::new(&f, &*g, params.with_tol(1e-11).with_max_iters(100_000))
-            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x));
+            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()));
         let sol = fista.run(Array1::zeros(12).view(), NoObserver).unwrap();
         assert_eq!(sol.reason, TerminationReason::Converged);
         assert!(max_abs((&sol.x - &xstar).view()) < 1e-5);
@@ -232,7 +232,7 @@ fn elastic_net_and_group_lasso_cd_agree_with_fista() {
                 .with_tol(1e-12)
                 .with_max_iters(200_000),
         )
-        .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+        .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
         .run(Array1::zeros(p).view(), NoObserver)
         .unwrap();
         assert_eq!(s2.reason, TerminationReason::Converged);
@@ -642,7 +642,7 @@ fn logistic_l1_cd_matches_fista_and_certifies_with_the_gap() {
             .with_tol(1e-13)
             .with_max_iters(200_000),
     )
-    .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x))
+    .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
     .run(Array1::zeros(p).view(), NoObserver)
     .unwrap();
     assert_eq!(r.reason, TerminationReason::Converged);
@@ -786,7 +786,7 @@ fn fista_evaluates_a_costly_certificate_every_k_iterations() {
     )
     .with_certificate(CertificateKind::DualityGap, |x| {
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        prob.duality_gap(x)
+        prob.duality_gap(x.view())
     })
     .run(Array1::zeros(12).view(), NoObserver)
     .unwrap();

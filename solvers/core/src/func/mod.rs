@@ -25,6 +25,8 @@ mod separable;
 mod tv;
 mod wrappers;
 
+/// The backend-generic views of these traits the solvers use (see [`crate::backend`]).
+pub use crate::backend::{FunctionOn, ProxOn, SmoothOn};
 pub use batch::{matmul, residual, BatchSmooth, LeastSquaresBatch};
 pub use group::{Groups, NormL21, Wgsef};
 pub use indicators::{IndBallL1, IndBallL2, IndBox, IndNonnegative, IndSimplex};

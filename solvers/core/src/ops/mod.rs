@@ -16,6 +16,8 @@ mod grad;
 mod mask;
 mod sparse;
 
+/// The backend-generic view of [`LinearOperator`] the solvers use (see [`crate::backend`]).
+pub use crate::backend::{power_iteration_on, OperatorOn};
 pub use combinators::{Compose, Diagonal, Identity, Scaled, Stack, Sum, Transpose};
 pub use conv::{Boundary, Conv2d, ConvMethod};
 pub use correlation::ValidCorrelation2d;
@@ -28,7 +30,7 @@ pub use rustfft::FftNum;
 pub use sparse::CsrMatrix;
 
 use crate::error::Result;
-use crate::linalg::{check_len, norm2, randn, Real};
+use crate::linalg::{check_len, randn, Real};
 use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rand::SeedableRng;
 
@@ -141,28 +143,8 @@ pub trait LinearOperator<T: Real>: Send + Sync {
             return Ok(T::zero());
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-        let mut x: Array1<T> = randn(n, &mut rng);
-        let nx = norm2(x.view());
-        x.mapv_inplace(|v| v / nx);
-        let mut y = Array1::zeros(m);
-        let mut z = Array1::zeros(n);
-        let mut est = T::zero();
-        let tol = T::c(params.tol);
-        for _ in 0..params.max_iters {
-            self.apply_unchecked(y.view_mut(), x.view());
-            self.adjoint_unchecked(z.view_mut(), y.view());
-            let nz = norm2(z.view());
-            if nz == T::zero() {
-                return Ok(T::zero());
-            }
-            let done = (nz - est).abs() <= tol * nz;
-            est = nz;
-            x.zip_mut_with(&z, |xi, &zi| *xi = zi / nz);
-            if done {
-                break;
-            }
-        }
-        Ok(est.sqrt())
+        let x: Array1<T> = randn(n, &mut rng);
+        power_iteration_on(self, x, Array1::zeros(m), params)
     }
 }
 

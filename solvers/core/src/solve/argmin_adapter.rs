@@ -21,13 +21,14 @@ use super::{
     Admm, AdmmState, CoordinateDescent, CoordinateDescentState, DouglasRachford,
     DouglasRachfordState, Fista, FistaState, IterInfo, Iterative, LogisticCd, LogisticCdState,
 };
+use crate::backend::{ProxOn, SmoothOn};
 use crate::error::Result;
-use crate::func::{Prox, Smooth};
-use crate::linalg::Real;
+use crate::func::Prox;
+use crate::linalg::{Real, Vector};
 use argmin::core::{
     ArgminFloat, IterState, Problem, Solver, TerminationReason, TerminationStatus, KV,
 };
-use ndarray::{Array1, ArrayView1};
+use ndarray::Array1;
 
 /// `Iterative` for a solver with `init(x0)`, `step(&mut state)` and `params().tol`, whose
 /// estimate is the state field `$field`.
@@ -38,8 +39,8 @@ macro_rules! iterative_via_init_step {
             fn name(&self) -> &'static str {
                 $name
             }
-            fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-                self.init(x0)
+            fn start(&self, x0: &Array1<T>) -> Result<Self::State> {
+                self.init(x0.view())
             }
             fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
                 self.step(s)
@@ -57,7 +58,33 @@ macro_rules! iterative_via_init_step {
     };
 }
 
-iterative_via_init_step!("FISTA", x, FistaState, [T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized], Fista<'_, T, F, G>);
+impl<T, V, F, G> Iterative<T, V> for Fista<'_, T, F, G, V>
+where
+    T: Real,
+    V: Vector<T>,
+    F: SmoothOn<T, V> + ?Sized,
+    G: ProxOn<T, V> + ?Sized,
+{
+    type State = FistaState<T, V>;
+    fn name(&self) -> &'static str {
+        "FISTA"
+    }
+    fn start(&self, x0: &V) -> Result<Self::State> {
+        self.init_on(x0)
+    }
+    fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
+        self.step(s)
+    }
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s V {
+        &s.x
+    }
+    fn tolerance(&self) -> T {
+        self.params().tol
+    }
+    fn max_iters(&self) -> usize {
+        self.params().max_iters
+    }
+}
 iterative_via_init_step!("ADMM", z, AdmmState, [T: Real, G: Prox<T> + ?Sized], Admm<'_, T, G>);
 // For Douglas–Rachford the argmin parameter is the start `z0` of the governing sequence.
 iterative_via_init_step!("Douglas-Rachford", x, DouglasRachfordState, [T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized], DouglasRachford<'_, T, F, G>);
@@ -71,7 +98,7 @@ macro_rules! iterative_via_epochs {
             fn name(&self) -> &'static str {
                 "coordinate descent"
             }
-            fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
+            fn start(&self, x0: &Array1<T>) -> Result<Self::State> {
                 super::cd::Epochs(self).start(x0)
             }
             fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
@@ -147,7 +174,7 @@ impl<'s, O, T: Real + ArgminFloat, S: Iterative<T>> Solver<O, State<T>> for Argm
                     "no initial point: configure the executor with state.param(x0)",
                 )
             })?;
-            self.state = Some(self.solver.start(x0.view())?);
+            self.state = Some(self.solver.start(&x0)?);
         }
         let x = self
             .solver

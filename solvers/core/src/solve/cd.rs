@@ -470,8 +470,8 @@ impl<T: Real, M: EpochMethod<T> + ?Sized> Iterative<T> for Epochs<'_, M> {
     fn name(&self) -> &'static str {
         "coordinate descent"
     }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        let mut s = self.0.cd_init(x0)?;
+    fn start(&self, x0: &Array1<T>) -> Result<Self::State> {
+        let mut s = self.0.cd_init(x0.view())?;
         self.0.cd_check(&mut s)?;
         Ok(s)
     }
@@ -510,7 +510,7 @@ pub fn run_epochs<T: Real, M: EpochMethod<T> + ?Sized>(
     observer: impl Observer<T>,
 ) -> Result<Solution<T, M::State>> {
     let it = Epochs(method);
-    let mut s = it.start(x0)?;
+    let mut s = it.start(&x0.to_owned())?;
     let reason = if method.cd_view(&s).2 <= method.cd_params().tol {
         TerminationReason::Converged
     } else {

@@ -1,11 +1,11 @@
 //! Forward–backward splitting: ISTA, FISTA (with backtracking, adaptive restart and the
 //! strongly convex variant) and iterative hard thresholding.
 
-use super::{check_divergence, CertFn, CertificateKind, IterInfo, Observer, Solution};
+use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution};
+use crate::backend::{ProxOn, SmoothOn};
 use crate::error::{Error, Result};
-use crate::func::{Prox, Smooth};
-use crate::linalg::{check_len, norm2, Real};
-use ndarray::{Array1, ArrayView1, Zip};
+use crate::linalg::{check_len, Real, Vector};
+use ndarray::{Array1, ArrayView1};
 
 /// How the step size is chosen.
 #[derive(Clone, Copy, Debug)]
@@ -145,13 +145,13 @@ impl<T: Real> FistaParams<T> {
     }
 }
 
-/// State of [`Fista`].
+/// State of [`Fista`] (vectors of type `V`, [`Array1`] on the CPU).
 #[derive(Clone, Debug)]
-pub struct FistaState<T> {
+pub struct FistaState<T, V = Array1<T>> {
     /// Current iterate `x_k`.
-    pub x: Array1<T>,
+    pub x: V,
     /// Extrapolated point `y_k`.
-    pub y: Array1<T>,
+    pub y: V,
     /// Momentum sequence `t_k`.
     pub t: T,
     /// Current step size.
@@ -166,10 +166,13 @@ pub struct FistaState<T> {
     pub restarts: usize,
     /// Gradient evaluations (including backtracking trials).
     pub grad_evals: usize,
-    grad: Array1<T>,
-    z: Array1<T>,
-    tmp: Array1<T>,
+    grad: V,
+    z: V,
+    tmp: V,
 }
+
+/// A user-supplied stopping certificate of [`Fista`] evaluated at an iterate.
+type VecCertFn<'a, T, V> = Box<dyn Fn(&V) -> Result<T> + Send + Sync + 'a>;
 
 /// Forward–backward splitting for `min_x F(x) = f(x) + g(x)`, `f` smooth ([`Smooth`]), `g` with a
 /// prox ([`Prox`]):
@@ -186,6 +189,10 @@ pub struct FistaState<T> {
 /// gap); otherwise the gradient-mapping norm `‖x_{k+1} − y_k‖/s`, divided by `μ` under strong
 /// convexity (then it bounds `‖x_{k+1} − x*‖` up to a factor 2).
 ///
+/// **Backends**: the iteration is written once over the [`Vector`] operations and the
+/// [`SmoothOn`]/[`ProxOn`] traits (see [`crate::backend`]); `V` is [`Array1`] on the CPU
+/// ([`Fista::run`]) and a device buffer type elsewhere ([`Fista::run_on`]).
+///
 /// # References
 /// A. Beck, M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for linear inverse
 /// problems", SIAM J. Imaging Sci. 2 (2009); B. O'Donoghue, E. Candès, "Adaptive restart for
@@ -201,14 +208,46 @@ pub struct FistaState<T> {
 /// let sol = Fista::new(&f, &g, FistaParams::default().with_tol(1e-10)).run(array![0.0, 0.0].view(), NoObserver).unwrap();
 /// assert!((sol.x[0] - 0.9).abs() < 1e-8 && (sol.x[1] - 0.475).abs() < 1e-8);
 /// ```
-pub struct Fista<'a, T: Real, F: ?Sized, G: ?Sized> {
+pub struct Fista<'a, T: Real, F: ?Sized, G: ?Sized, V = Array1<T>> {
     f: &'a F,
     g: &'a G,
     params: FistaParams<T>,
-    certificate: Option<(CertFn<'a, T>, CertificateKind)>,
+    certificate: Option<(VecCertFn<'a, T, V>, CertificateKind)>,
 }
 
-impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G> {
+impl<'a, T, F, G> Fista<'a, T, F, G, Array1<T>>
+where
+    T: Real,
+    F: SmoothOn<T, Array1<T>> + ?Sized,
+    G: ProxOn<T, Array1<T>> + ?Sized,
+{
+    /// Initial state at `x0` (CPU).
+    pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<FistaState<T>> {
+        if let Some(n) = self.f.dim_on().or(self.g.dim_on()) {
+            check_len("Fista::init", "x0", n, x0.len())?;
+        }
+        crate::linalg::check_finite("Fista::init x0", x0)?;
+        self.init_on(&x0.to_owned())
+    }
+
+    /// Runs from `x0` until the certificate is `≤ tol`, `max_iters`, or the observer stops.
+    pub fn run(
+        &self,
+        x0: ArrayView1<'_, T>,
+        observer: impl Observer<T>,
+    ) -> Result<Solution<T, FistaState<T>>> {
+        let s = self.init(x0)?;
+        self.run_from(s, observer)
+    }
+}
+
+impl<'a, T, F, G, V> Fista<'a, T, F, G, V>
+where
+    T: Real,
+    V: Vector<T>,
+    F: SmoothOn<T, V> + ?Sized,
+    G: ProxOn<T, V> + ?Sized,
+{
     /// The solver for `f + g`.
     pub fn new(f: &'a F, g: &'a G, params: FistaParams<T>) -> Self {
         Self {
@@ -223,7 +262,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
     pub fn with_certificate(
         mut self,
         kind: CertificateKind,
-        cert: impl Fn(ArrayView1<'_, T>) -> Result<T> + Send + Sync + 'a,
+        cert: impl Fn(&V) -> Result<T> + Send + Sync + 'a,
     ) -> Self {
         self.certificate = Some((Box::new(cert), kind));
         self
@@ -234,8 +273,8 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         &self.params
     }
 
-    fn objective(&self, x: ArrayView1<'_, T>) -> Result<T> {
-        Ok(self.f.value(x)? + self.g.value(x)?)
+    fn objective(&self, x: &V) -> Result<T> {
+        Ok(self.f.value_on(x)? + self.g.value_on(x)?)
     }
 
     /// What the certificate of this run is.
@@ -247,12 +286,18 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         }
     }
 
-    /// Initial state at `x0`.
-    pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<FistaState<T>> {
-        if let Some(n) = self.f.dim().or(self.g.dim()) {
+    /// Initial state at `x0`, on any backend's vectors.
+    pub fn init_on(&self, x0: &V) -> Result<FistaState<T, V>> {
+        if let Some(n) = self.f.dim_on().or(self.g.dim_on()) {
             check_len("Fista::init", "x0", n, x0.len())?;
         }
-        crate::linalg::check_finite("Fista::init x0", x0)?;
+        if !x0.all_finite() {
+            return Err(Error::param(
+                "x0",
+                "a non-finite entry",
+                "the start point must be finite",
+            ));
+        }
         let p = &self.params;
         if !(p.tol >= T::zero()) {
             return Err(Error::param("tol", p.tol, "must be >= 0"));
@@ -273,7 +318,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         }
         let step = match p.step {
             StepRule::InverseLipschitz => {
-                let l = self.f.lipschitz().ok_or_else(|| {
+                let l = self.f.lipschitz_on().ok_or_else(|| {
                     Error::param(
                         "step",
                         "1/L",
@@ -301,12 +346,11 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         if let Some(mu) = p.strong_convexity {
             crate::linalg::check_positive("strong_convexity", mu)?;
         }
-        let n = x0.len();
         // The prox output buffer doubles as the probe of g = 0 (prox = identity).
-        let mut z = Array1::zeros(n);
+        let mut z = x0.zeros_like();
         if p.certify_extrapolation {
-            self.g.prox_into(z.view_mut(), x0, step)?;
-            if z != x0 {
+            self.g.prox_on(&mut z, x0, step)?;
+            if z.max_abs_diff(x0) != T::zero() {
                 return Err(Error::param(
                     "certify_extrapolation",
                     true,
@@ -322,8 +366,8 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             T::nan()
         };
         Ok(FistaState {
-            x: x0.to_owned(),
-            y: x0.to_owned(),
+            x: x0.clone(),
+            y: x0.clone(),
             t: T::one(),
             step,
             iter: 0,
@@ -331,42 +375,36 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             certificate: T::infinity(),
             restarts: 0,
             grad_evals: 0,
-            grad: Array1::zeros(n),
+            grad: x0.zeros_like(),
+            tmp: x0.zeros_like(),
             z,
-            tmp: Array1::zeros(n),
         })
     }
 
     /// `z ← prox_{sg}(y − s∇f(y))` for the current step.
     /// With [`FistaParams::certify_extrapolation`] the prox is the identity (checked at
     /// `init`) and `z = y − s∇f(y)` is written directly.
-    fn forward_backward(&self, s: &mut FistaState<T>) -> Result<()> {
+    fn forward_backward(&self, s: &mut FistaState<T, V>) -> Result<()> {
         let step = s.step;
         if self.params.certify_extrapolation {
-            Zip::from(&mut s.z)
-                .and(&s.y)
-                .and(&s.grad)
-                .for_each(|z, &y, &g| *z = y - step * g);
+            s.z.set_axpy(&s.y, -step, &s.grad);
             return Ok(());
         }
-        Zip::from(&mut s.tmp)
-            .and(&s.y)
-            .and(&s.grad)
-            .for_each(|t, &y, &g| *t = y - step * g);
-        self.g.prox_into(s.z.view_mut(), s.tmp.view(), step)
+        s.tmp.set_axpy(&s.y, -step, &s.grad);
+        self.g.prox_on(&mut s.z, &s.tmp, step)
     }
 
     /// One iteration. Allocates nothing.
-    pub fn step(&self, s: &mut FistaState<T>) -> Result<IterInfo<T>> {
+    pub fn step(&self, s: &mut FistaState<T, V>) -> Result<IterInfo<T>> {
         let p = &self.params;
-        self.f.gradient_into(s.grad.view_mut(), s.y.view())?;
+        self.f.gradient_on(&mut s.grad, &s.y)?;
         s.grad_evals += 1;
         self.forward_backward(s)?;
         if let StepRule::Backtracking { eta, .. } = p.step {
-            let fy = self.f.value(s.y.view())?;
+            let fy = self.f.value_on(&s.y)?;
             loop {
-                let fz = self.f.value(s.z.view())?;
-                difference_into(&mut s.tmp, &s.z, &s.y);
+                let fz = self.f.value_on(&s.z)?;
+                s.tmp.set_axpy(&s.z, -T::one(), &s.y);
                 let q = fy + s.grad.dot(&s.tmp) + s.tmp.dot(&s.tmp) / (T::c(2.0) * s.step);
                 if fz <= q + T::c(10.0) * T::epsilon() * (T::one() + fy.abs()) {
                     break;
@@ -385,10 +423,10 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         // Gradient-mapping norm ‖z − y‖/s (for g = 0 with certify_extrapolation: ‖∇f(y)‖,
         // computed without the cancellation of z − y).
         let gm = if p.certify_extrapolation {
-            norm2(s.grad.view())
+            s.grad.norm2()
         } else {
-            difference_into(&mut s.tmp, &s.z, &s.y);
-            norm2(s.tmp.view()) / s.step
+            s.tmp.set_axpy(&s.z, -T::one(), &s.y);
+            s.tmp.norm2() / s.step
         };
         let scaled = match p.strong_convexity {
             Some(mu) => gm / mu,
@@ -397,12 +435,12 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         if p.certify_extrapolation && scaled <= p.tol {
             // y_k itself is certified: return it without stepping.
             check_divergence("FISTA", s.iter, "certificate", scaled)?;
-            s.x.assign(&s.y);
+            s.x.copy_from(&s.y);
             s.certificate = scaled;
             return Ok(self.info(s));
         }
         let new_obj = if p.track_objective {
-            let v = self.objective(s.z.view())?;
+            let v = self.objective(&s.z)?;
             check_divergence("FISTA", s.iter + 1, "objective", v)?;
             v
         } else {
@@ -417,11 +455,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
                 Restart::FunctionValue => new_obj > s.objective,
                 Restart::Gradient => {
                     // ⟨y − z, z − x⟩ > 0, in one pass.
-                    Zip::from(&s.y)
-                        .and(&s.z)
-                        .and(&s.x)
-                        .fold(T::zero(), |acc, &y, &z, &x| acc + (y - z) * (z - x))
-                        > T::zero()
+                    V::dot_of_differences(&s.y, &s.z, &s.z, &s.x) > T::zero()
                 }
             };
             if restart {
@@ -437,10 +471,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             }
         }
         // y ← z + β(z − x); x ← z (a swap: z is overwritten next iteration).
-        Zip::from(&mut s.y)
-            .and(&s.z)
-            .and(&s.x)
-            .for_each(|y, &z, &x| *y = z + beta * (z - x));
+        s.y.set_extrapolation(&s.z, &s.x, beta);
         std::mem::swap(&mut s.x, &mut s.z);
         s.objective = new_obj;
         s.iter += 1;
@@ -449,7 +480,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             // evaluate it every `certificate_every` iterations and keep the last value between.
             Some((c, _)) => {
                 if s.iter % p.certificate_every.max(1) == 0 || s.iter >= p.max_iters {
-                    c(s.x.view())?
+                    c(&s.x)?
                 } else {
                     s.certificate
                 }
@@ -462,7 +493,7 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         Ok(self.info(s))
     }
 
-    fn info(&self, s: &FistaState<T>) -> IterInfo<T> {
+    fn info(&self, s: &FistaState<T, V>) -> IterInfo<T> {
         IterInfo {
             iter: s.iter,
             objective: s.objective,
@@ -471,13 +502,23 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
         }
     }
 
-    /// Runs from `x0` until the certificate is `≤ tol`, `max_iters`, or the observer stops.
-    pub fn run(
+    /// Runs from `x0` (any backend's vectors) until the certificate is `≤ tol`, `max_iters`,
+    /// or the observer stops.
+    pub fn run_on(
         &self,
-        x0: ArrayView1<'_, T>,
+        x0: &V,
         observer: impl Observer<T>,
-    ) -> Result<Solution<T, FistaState<T>>> {
-        let mut s = self.init(x0)?;
+    ) -> Result<Solution<T, FistaState<T, V>, V>> {
+        let s = self.init_on(x0)?;
+        self.run_from(s, observer)
+    }
+
+    /// Runs from a state (a warm start, or [`Fista::init_on`]'s).
+    pub fn run_from(
+        &self,
+        mut s: FistaState<T, V>,
+        observer: impl Observer<T>,
+    ) -> Result<Solution<T, FistaState<T, V>, V>> {
         let (reason, _) = super::drive(self, &mut s, observer)?;
         Ok(Solution {
             x: s.x.clone(),
@@ -489,12 +530,4 @@ impl<'a, T: Real, F: Smooth<T> + ?Sized, G: Prox<T> + ?Sized> Fista<'a, T, F, G>
             state: s,
         })
     }
-}
-
-/// `out ← a − b`.
-fn difference_into<T: Real>(out: &mut Array1<T>, a: &Array1<T>, b: &Array1<T>) {
-    Zip::from(out)
-        .and(a)
-        .and(b)
-        .for_each(|o, &a, &b| *o = a - b);
 }

@@ -36,7 +36,7 @@ pub use pdhg::{Pdhg, PdhgParams, PdhgState};
 
 use crate::error::{Error, Result};
 use crate::linalg::Real;
-use ndarray::{Array1, ArrayView1};
+use ndarray::Array1;
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,11 +115,11 @@ impl<T> Observer<T> for NoObserver {
     }
 }
 
-/// Result of a run.
+/// Result of a run (`V`: the backend's vector type, [`Array1`] on the CPU).
 #[derive(Clone, Debug)]
-pub struct Solution<T, S> {
+pub struct Solution<T, S, V = Array1<T>> {
     /// The final iterate.
-    pub x: Array1<T>,
+    pub x: V,
     /// The solver state at the end (for warm starts and inspection).
     pub state: S,
     /// Why the run ended.
@@ -158,18 +158,20 @@ pub(crate) fn check_divergence<T: Real>(
 /// The solver protocol: a method as a resumable iteration over an explicit state. Every solver
 /// of this module implements it, the outer (bilevel) solvers too; [`drive`] is the one run
 /// loop, and [`ArgminSolver`] runs any `Iterative` under argmin's `Executor` with the same
-/// stopping rules (tolerance, budgets, stalls).
-pub trait Iterative<T: Real> {
+/// stopping rules (tolerance, budgets, stalls). `V` is the vector type of the iterates
+/// ([`Array1`] on the CPU; FISTA and PDHG implement it for every [`Vector`](crate::Vector)
+/// type of a backend, see [`crate::backend`]).
+pub trait Iterative<T: Real, V = Array1<T>> {
     /// The solver's state (everything a resumed run needs).
     type State: Clone;
     /// Name for reports and argmin.
     fn name(&self) -> &'static str;
     /// State at `x0`.
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State>;
+    fn start(&self, x0: &V) -> Result<Self::State>;
     /// One iteration.
     fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>>;
     /// The current solution estimate.
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T>;
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s V;
     /// The stopping tolerance of the certificate.
     fn tolerance(&self) -> T;
     /// The iteration cap.
@@ -185,7 +187,7 @@ pub trait Iterative<T: Real> {
 /// The shared run loop: advances `s` until [`Iterative::stop`] says so, the iteration cap, or
 /// the observer returns `false` (checked after the stopping rule, so a converged last
 /// iteration is reported as converged). Returns why it ended and the iterations done.
-pub fn drive<T: Real, S: Iterative<T> + ?Sized>(
+pub fn drive<T: Real, V, S: Iterative<T, V> + ?Sized>(
     solver: &S,
     s: &mut S::State,
     mut observer: impl Observer<T>,
@@ -195,7 +197,7 @@ pub fn drive<T: Real, S: Iterative<T> + ?Sized>(
 
 /// [`drive`] with an observer that also sees the solver state (e.g. an outer solver's
 /// history).
-pub fn drive_with<T: Real, S: Iterative<T> + ?Sized>(
+pub fn drive_with<T: Real, V, S: Iterative<T, V> + ?Sized>(
     solver: &S,
     s: &mut S::State,
     mut observe: impl FnMut(&S::State, &IterInfo<T>) -> bool,

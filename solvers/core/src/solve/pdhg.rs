@@ -4,11 +4,12 @@ use super::{
     check_divergence, drive, CertificateKind, IterInfo, Iterative, Observer, Solution,
     TerminationReason,
 };
+use crate::backend::{OperatorOn, ProxOn};
 use crate::error::{Error, Result};
-use crate::func::Prox;
-use crate::linalg::{check_finite, check_len, Real};
-use crate::ops::{LinearOperator, PowerIteration};
-use ndarray::{Array1, ArrayView1, Zip};
+use crate::linalg::{check_finite, check_len, Real, Vector};
+use crate::ops::PowerIteration;
+use ndarray::{Array1, ArrayView1};
+use std::marker::PhantomData;
 
 /// Parameters of [`Pdhg`].
 #[derive(Clone, Copy, Debug)]
@@ -77,13 +78,13 @@ impl<T: Real> PdhgParams<T> {
     }
 }
 
-/// State of [`Pdhg`].
+/// State of [`Pdhg`] (vectors of type `V`, [`Array1`] on the CPU).
 #[derive(Clone, Debug)]
-pub struct PdhgState<T> {
+pub struct PdhgState<T, V = Array1<T>> {
     /// Primal iterate.
-    pub x: Array1<T>,
+    pub x: V,
     /// Dual iterate.
-    pub y: Array1<T>,
+    pub y: V,
     /// Current steps.
     pub tau: T,
     /// Current dual step.
@@ -97,15 +98,15 @@ pub struct PdhgState<T> {
     gap_available: bool,
     /// A conjugate value was unavailable once (it will stay so): skip asking again.
     conj_unavailable: bool,
-    xbar: Array1<T>,
-    x_old: Array1<T>,
-    kx: Array1<T>,
-    kty: Array1<T>,
-    tmp_n: Array1<T>,
-    tmp_m: Array1<T>,
-    y_old: Array1<T>,
-    aux_n: Array1<T>,
-    aux_m: Array1<T>,
+    xbar: V,
+    x_old: V,
+    kx: V,
+    kty: V,
+    tmp_n: V,
+    tmp_m: V,
+    y_old: V,
+    aux_n: V,
+    aux_m: V,
 }
 
 /// Chambolle–Pock for the saddle problem `min_x max_y ⟨Kx, y⟩ + f(x) − g*(y)`, i.e.
@@ -118,24 +119,65 @@ pub struct PdhgState<T> {
 /// (and are finite there); otherwise the primal–dual residual
 /// `max(‖(x_k − x⁺)/τ − Kᵀ(y_k − y⁺)‖, ‖(y_k − y⁺)/σ − K(x_k − x⁺)‖)` (Goldstein et al.).
 ///
+/// **Backends**: written once over the [`Vector`] operations and the [`ProxOn`] /
+/// [`OperatorOn`] traits (see [`crate::backend`]): [`Pdhg::run`] on [`Array1`],
+/// [`Pdhg::run_on`] on a backend's vectors.
+///
 /// # References
 /// A. Chambolle, T. Pock, "A first-order primal-dual algorithm for convex problems with
 /// applications to imaging", J. Math. Imaging Vis. 40 (2011); T. Goldstein, M. Li, X. Yuan,
 /// E. Esser, R. Baraniuk, "Adaptive primal-dual hybrid gradient methods for saddle-point
 /// problems", arXiv:1305.0546 (2013).
-pub struct Pdhg<'a, T: Real, F: ?Sized, G: ?Sized, K: ?Sized> {
+pub struct Pdhg<'a, T: Real, F: ?Sized, G: ?Sized, K: ?Sized, V = Array1<T>> {
     f: &'a F,
     g: &'a G,
     k: &'a K,
     params: PdhgParams<T>,
+    vectors: PhantomData<fn() -> V>,
 }
 
-impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized>
-    Pdhg<'a, T, F, G, K>
+impl<'a, T, F, G, K> Pdhg<'a, T, F, G, K, Array1<T>>
+where
+    T: Real,
+    F: ProxOn<T, Array1<T>> + ?Sized,
+    G: ProxOn<T, Array1<T>> + ?Sized,
+    K: OperatorOn<T, Array1<T>> + ?Sized,
+{
+    /// Initial state at `(x0, y0 = 0)` (CPU); checks the step condition.
+    pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<PdhgState<T>> {
+        check_len("Pdhg::init", "x0", self.k.shape_on().1, x0.len())?;
+        check_finite("Pdhg::init x0", x0)?;
+        self.init_on(&x0.to_owned())
+    }
+
+    /// Runs from `x0` (dual start 0).
+    pub fn run(
+        &self,
+        x0: ArrayView1<'_, T>,
+        observer: impl Observer<T>,
+    ) -> Result<Solution<T, PdhgState<T>>> {
+        let s = self.init(x0)?;
+        self.run_from(s, observer)
+    }
+}
+
+impl<'a, T, F, G, K, V> Pdhg<'a, T, F, G, K, V>
+where
+    T: Real,
+    V: Vector<T>,
+    F: ProxOn<T, V> + ?Sized,
+    G: ProxOn<T, V> + ?Sized,
+    K: OperatorOn<T, V> + ?Sized,
 {
     /// The solver for `f(x) + g(Kx)`.
     pub fn new(f: &'a F, g: &'a G, k: &'a K, params: PdhgParams<T>) -> Self {
-        Self { f, g, k, params }
+        Self {
+            f,
+            g,
+            k,
+            params,
+            vectors: PhantomData,
+        }
     }
 
     /// The parameters.
@@ -143,11 +185,17 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
         &self.params
     }
 
-    /// Initial state at `(x0, y0 = 0)`; checks the step condition.
-    pub fn init(&self, x0: ArrayView1<'_, T>) -> Result<PdhgState<T>> {
-        let (m, n) = self.k.shape();
+    /// Initial state at `(x0, y0 = 0)` on a backend's vectors; checks the step condition.
+    pub fn init_on(&self, x0: &V) -> Result<PdhgState<T, V>> {
+        let (m, n) = self.k.shape_on();
         check_len("Pdhg::init", "x0", n, x0.len())?;
-        check_finite("Pdhg::init x0", x0)?;
+        if !x0.all_finite() {
+            return Err(Error::param(
+                "x0",
+                "a non-finite entry",
+                "the start point must be finite",
+            ));
+        }
         let p = &self.params;
         if !(p.theta >= T::zero() && p.theta <= T::one()) {
             return Err(Error::param(
@@ -156,7 +204,7 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
                 "the over-relaxation must lie in [0, 1]",
             ));
         }
-        let knorm = self.k.opnorm_estimate(PowerIteration::default())? * T::c(1.0 + 1e-6);
+        let knorm = self.k.opnorm_on(PowerIteration::default())? * T::c(1.0 + 1e-6);
         let tau = p.tau.unwrap_or(T::one() / knorm);
         let sigma = p.sigma.unwrap_or(T::c(0.99) / (tau * knorm * knorm));
         crate::linalg::check_positive("tau", tau)?;
@@ -168,12 +216,13 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
                 "PDHG needs tau*sigma*|K|^2 < 1; decrease tau or sigma",
             ));
         }
-        let mut kx = Array1::zeros(m);
-        self.k.apply_into(kx.view_mut(), x0)?;
-        let objective = self.f.value(x0)? + self.g.value(kx.view())?;
+        let zeros_m = x0.zeros_of_len(m);
+        let mut kx = zeros_m.clone();
+        self.k.apply_on(&mut kx, x0);
+        let objective = self.f.value_on(x0)? + self.g.value_on(&kx)?;
         Ok(PdhgState {
-            x: x0.to_owned(),
-            y: Array1::zeros(m),
+            x: x0.clone(),
+            y: zeros_m.clone(),
             tau,
             sigma,
             iter: 0,
@@ -181,37 +230,31 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             certificate: T::infinity(),
             gap_available: false,
             conj_unavailable: false,
-            xbar: x0.to_owned(),
-            x_old: x0.to_owned(),
+            xbar: x0.clone(),
+            x_old: x0.clone(),
             kx,
-            kty: Array1::zeros(n),
-            tmp_n: Array1::zeros(n),
-            tmp_m: Array1::zeros(m),
-            y_old: Array1::zeros(m),
-            aux_n: Array1::zeros(n),
-            aux_m: Array1::zeros(m),
+            kty: x0.zeros_like(),
+            tmp_n: x0.zeros_like(),
+            tmp_m: zeros_m.clone(),
+            y_old: zeros_m.clone(),
+            aux_n: x0.zeros_like(),
+            aux_m: zeros_m,
         })
     }
 
     /// One iteration.
-    pub fn step(&self, s: &mut PdhgState<T>) -> Result<IterInfo<T>> {
+    pub fn step(&self, s: &mut PdhgState<T, V>) -> Result<IterInfo<T>> {
         let (tau, sigma) = (s.tau, s.sigma);
         // Dual step.
-        self.k.apply_unchecked(s.tmp_m.view_mut(), s.xbar.view());
-        s.y_old.assign(&s.y);
-        Zip::from(&mut s.tmp_m)
-            .and(&s.y_old)
-            .for_each(|t, &y| *t = y + sigma * *t);
-        self.g
-            .conj_prox_into(s.y.view_mut(), s.tmp_m.view(), sigma)?;
+        self.k.apply_on(&mut s.tmp_m, &s.xbar);
+        s.y_old.copy_from(&s.y);
+        s.tmp_m.xpay(&s.y_old, sigma);
+        self.g.conj_prox_on(&mut s.y, &s.tmp_m, sigma)?;
         // Primal step.
-        self.k.adjoint_unchecked(s.kty.view_mut(), s.y.view());
-        s.x_old.assign(&s.x);
-        Zip::from(&mut s.tmp_n)
-            .and(&s.x_old)
-            .and(&s.kty)
-            .for_each(|t, &x, &k| *t = x - tau * k);
-        self.f.prox_into(s.x.view_mut(), s.tmp_n.view(), tau)?;
+        self.k.adjoint_on(&mut s.kty, &s.y);
+        s.x_old.copy_from(&s.x);
+        s.tmp_n.set_axpy(&s.x_old, -tau, &s.kty);
+        self.f.prox_on(&mut s.x, &s.tmp_n, tau)?;
         // Step sizes and extrapolation.
         let theta = match self.params.strong_convexity {
             Some(g) => {
@@ -222,10 +265,7 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             }
             None => self.params.theta,
         };
-        Zip::from(&mut s.xbar)
-            .and(&s.x)
-            .and(&s.x_old)
-            .for_each(|b, &x, &xo| *b = x + theta * (x - xo));
+        s.xbar.set_extrapolation(&s.x, &s.x_old, theta);
         s.iter += 1;
         if s.iter % self.params.check_every.max(1) != 0 && s.iter < self.params.max_iters {
             return Ok(IterInfo {
@@ -236,19 +276,15 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             });
         }
         // Objective and certificate.
-        self.k.apply_unchecked(s.kx.view_mut(), s.x.view());
-        s.objective = self.f.value(s.x.view())? + self.g.value(s.kx.view())?;
+        self.k.apply_on(&mut s.kx, &s.x);
+        s.objective = self.f.value_on(&s.x)? + self.g.value_on(&s.kx)?;
         check_divergence("PDHG", s.iter, "objective", s.objective)?;
-        Zip::from(&mut s.tmp_n)
-            .and(&s.kty)
-            .for_each(|t, &k| *t = -k);
+        s.tmp_n.copy_from(&s.kty);
+        s.tmp_n.scale(-T::one());
         let gap = if s.conj_unavailable {
             None
         } else {
-            match (
-                self.f.conj_value(s.tmp_n.view()),
-                self.g.conj_value(s.y.view()),
-            ) {
+            match (self.f.conj_value_on(&s.tmp_n), self.g.conj_value_on(&s.y)) {
                 (Ok(fs), Ok(gs)) if (fs + gs).is_finite() => {
                     Some((s.objective + fs + gs).max(T::zero()))
                 }
@@ -263,18 +299,12 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
             Some(g) => g,
             None => {
                 // Residuals: p = (x_old − x)/τ − Kᵀ(y_old − y), d = (y_old − y)/σ − K(x_old − x).
-                Zip::from(&mut s.tmp_n)
-                    .and(&s.x_old)
-                    .and(&s.x)
-                    .for_each(|d, &a, &b| *d = a - b);
-                Zip::from(&mut s.tmp_m)
-                    .and(&s.y_old)
-                    .and(&s.y)
-                    .for_each(|d, &a, &b| *d = a - b);
-                self.k.adjoint_unchecked(s.aux_n.view_mut(), s.tmp_m.view());
-                self.k.apply_unchecked(s.aux_m.view_mut(), s.tmp_n.view());
-                let p = scaled_difference_norm(&s.tmp_n, tau, &s.aux_n);
-                let d = scaled_difference_norm(&s.tmp_m, sigma, &s.aux_m);
+                s.tmp_n.set_axpy(&s.x_old, -T::one(), &s.x);
+                s.tmp_m.set_axpy(&s.y_old, -T::one(), &s.y);
+                self.k.adjoint_on(&mut s.aux_n, &s.tmp_m);
+                self.k.apply_on(&mut s.aux_m, &s.tmp_n);
+                let p = s.tmp_n.norm_of_scaled_difference(tau, &s.aux_n);
+                let d = s.tmp_m.norm_of_scaled_difference(sigma, &s.aux_m);
                 p.max(d)
             }
         };
@@ -292,7 +322,7 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
         })
     }
 
-    fn last_kind(&self, s: &PdhgState<T>) -> CertificateKind {
+    fn last_kind(&self, s: &PdhgState<T, V>) -> CertificateKind {
         if s.gap_available {
             CertificateKind::DualityGap
         } else {
@@ -300,13 +330,22 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
         }
     }
 
-    /// Runs from `x0` (dual start 0).
-    pub fn run(
+    /// Runs from `x0` (dual start 0) on a backend's vectors.
+    pub fn run_on(
         &self,
-        x0: ArrayView1<'_, T>,
+        x0: &V,
         observer: impl Observer<T>,
-    ) -> Result<Solution<T, PdhgState<T>>> {
-        let mut s = self.init(x0)?;
+    ) -> Result<Solution<T, PdhgState<T, V>, V>> {
+        let s = self.init_on(x0)?;
+        self.run_from(s, observer)
+    }
+
+    /// Runs from a state (a warm start, or [`Pdhg::init_on`]'s).
+    pub fn run_from(
+        &self,
+        mut s: PdhgState<T, V>,
+        observer: impl Observer<T>,
+    ) -> Result<Solution<T, PdhgState<T, V>, V>> {
         let (reason, _) = drive(self, &mut s, observer)?;
         Ok(Solution {
             x: s.x.clone(),
@@ -320,31 +359,25 @@ impl<'a, T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T>
     }
 }
 
-/// `‖a/s − b‖` without a temporary.
-fn scaled_difference_norm<T: Real>(a: &Array1<T>, s: T, b: &Array1<T>) -> T {
-    Zip::from(a)
-        .and(b)
-        .fold(T::zero(), |acc, &x, &y| {
-            let d = x / s - y;
-            acc + d * d
-        })
-        .sqrt()
-}
-
-impl<T: Real, F: Prox<T> + ?Sized, G: Prox<T> + ?Sized, K: LinearOperator<T> + ?Sized> Iterative<T>
-    for Pdhg<'_, T, F, G, K>
+impl<T, F, G, K, V> Iterative<T, V> for Pdhg<'_, T, F, G, K, V>
+where
+    T: Real,
+    V: Vector<T>,
+    F: ProxOn<T, V> + ?Sized,
+    G: ProxOn<T, V> + ?Sized,
+    K: OperatorOn<T, V> + ?Sized,
 {
-    type State = PdhgState<T>;
+    type State = PdhgState<T, V>;
     fn name(&self) -> &'static str {
         "PDHG"
     }
-    fn start(&self, x0: ArrayView1<'_, T>) -> Result<Self::State> {
-        self.init(x0)
+    fn start(&self, x0: &V) -> Result<Self::State> {
+        self.init_on(x0)
     }
     fn advance(&self, s: &mut Self::State) -> Result<IterInfo<T>> {
         self.step(s)
     }
-    fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<T> {
+    fn estimate<'s>(&self, s: &'s Self::State) -> &'s V {
         &s.x
     }
     fn tolerance(&self) -> T {

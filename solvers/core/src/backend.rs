@@ -1,0 +1,176 @@
+//! The backend-generic traits the solvers are written over.
+//!
+//! The solvers of [`solve`](crate::solve) (FISTA, PDHG, the TV prox's FGP loop, CG) are
+//! written once over a vector type `V: `[`Vector`] and four traits on it:
+//!
+//! | trait | what a solver needs |
+//! |---|---|
+//! | [`FunctionOn`] | `f(x)`, the dimension, `f*(y)` where known |
+//! | [`SmoothOn`] | `∇f(x)`, the Lipschitz constant of `∇f` |
+//! | [`ProxOn`] | `prox_{γf}(x)`, `prox_{γf*}(x)` |
+//! | [`OperatorOn`] | `Ax`, `Aᵀy`, the shape, an estimate of `‖A‖` |
+//!
+//! **On the CPU** the vector type is [`Array1`], and every ndarray [`Function`],
+//! [`Smooth`], [`Prox`] and [`LinearOperator`] implements these traits through the blanket
+//! implementations below: an implementor writes the ndarray traits (views, batches,
+//! Jacobians), and the solvers see them through these.
+//!
+//! **On a device** the vector type is the backend's buffer; the backend implements
+//! [`Vector`] (BLAS-1 and the fused momentum updates) and these traits for its operators and
+//! functions, and the same solver code runs there, with no copy of an iterate to the host
+//! per iteration. Method names end in `_on` so that they never clash with the ndarray
+//! traits' methods on a type that has both.
+//!
+//! # Example: FISTA on a vector type that is not ndarray
+//! See `solvers/core/tests/backend.rs`, which runs FISTA and PDHG on a plain `Vec` wrapper
+//! and gets the ndarray iterates bit for bit.
+
+use crate::error::{Error, Result};
+use crate::func::{Function, Prox, Smooth};
+use crate::linalg::{Real, Vector};
+use crate::ops::{LinearOperator, PowerIteration};
+use ndarray::Array1;
+
+/// A function `f: V → ℝ ∪ {+∞}` on a backend's vectors (see the [module docs](self)).
+pub trait FunctionOn<T: Real, V>: Send + Sync {
+    /// Short name for reports and errors.
+    fn name_on(&self) -> String;
+    /// The dimension if fixed (`None`: any length).
+    fn dim_on(&self) -> Option<usize>;
+    /// `f(x)`.
+    fn value_on(&self, x: &V) -> Result<T>;
+    /// `f*(y)` where known in closed form (`Err(Unsupported)` otherwise).
+    fn conj_value_on(&self, _y: &V) -> Result<T> {
+        Err(Error::unsupported(
+            "the convex conjugate value",
+            self.name_on(),
+        ))
+    }
+}
+
+/// A differentiable function with a Lipschitz gradient on a backend's vectors.
+pub trait SmoothOn<T: Real, V>: FunctionOn<T, V> {
+    /// `out ← ∇f(x)`.
+    fn gradient_on(&self, out: &mut V, x: &V) -> Result<()>;
+    /// Lipschitz constant of `∇f`, if known.
+    fn lipschitz_on(&self) -> Option<T>;
+}
+
+/// A function with a proximal operator on a backend's vectors.
+pub trait ProxOn<T: Real, V>: FunctionOn<T, V> {
+    /// `out ← prox_{γf}(x)`.
+    fn prox_on(&self, out: &mut V, x: &V, gamma: T) -> Result<()>;
+    /// `out ← prox_{γf*}(x)`; the default is the Moreau identity
+    /// `prox_{γf*}(x) = x − γ·prox_{f/γ}(x/γ)` written with the [`Vector`] operations.
+    fn conj_prox_on(&self, out: &mut V, x: &V, gamma: T) -> Result<()>
+    where
+        V: Vector<T>,
+    {
+        crate::linalg::check_positive("gamma", gamma)?;
+        let mut xs = x.clone();
+        xs.scale(T::one() / gamma);
+        self.prox_on(out, &xs, T::one() / gamma)?;
+        out.xpay(x, -gamma);
+        Ok(())
+    }
+}
+
+/// A linear map with its adjoint on a backend's vectors.
+pub trait OperatorOn<T: Real, V>: Send + Sync {
+    /// `(m, n)`: dimension of the range, of the domain.
+    fn shape_on(&self) -> (usize, usize);
+    /// `out ← A x` (lengths are the caller's responsibility, as in
+    /// [`LinearOperator::apply_unchecked`]).
+    fn apply_on(&self, out: &mut V, x: &V);
+    /// `out ← Aᵀ y`.
+    fn adjoint_on(&self, out: &mut V, y: &V);
+    /// An estimate of `‖A‖₂` (see [`LinearOperator::opnorm_estimate`]).
+    fn opnorm_on(&self, params: PowerIteration) -> Result<T>;
+}
+
+impl<T: Real, F: Function<T> + ?Sized> FunctionOn<T, Array1<T>> for F {
+    fn name_on(&self) -> String {
+        self.name()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        self.dim()
+    }
+    fn value_on(&self, x: &Array1<T>) -> Result<T> {
+        self.value(x.view())
+    }
+    fn conj_value_on(&self, y: &Array1<T>) -> Result<T> {
+        self.conj_value(y.view())
+    }
+}
+
+impl<T: Real, F: Smooth<T> + ?Sized> SmoothOn<T, Array1<T>> for F {
+    fn gradient_on(&self, out: &mut Array1<T>, x: &Array1<T>) -> Result<()> {
+        self.gradient_into(out.view_mut(), x.view())
+    }
+    fn lipschitz_on(&self) -> Option<T> {
+        self.lipschitz()
+    }
+}
+
+impl<T: Real, F: Prox<T> + ?Sized> ProxOn<T, Array1<T>> for F {
+    fn prox_on(&self, out: &mut Array1<T>, x: &Array1<T>, gamma: T) -> Result<()> {
+        self.prox_into(out.view_mut(), x.view(), gamma)
+    }
+    fn conj_prox_on(&self, out: &mut Array1<T>, x: &Array1<T>, gamma: T) -> Result<()> {
+        self.conj_prox_into(out.view_mut(), x.view(), gamma)
+    }
+}
+
+impl<T: Real, O: LinearOperator<T> + ?Sized> OperatorOn<T, Array1<T>> for O {
+    fn shape_on(&self) -> (usize, usize) {
+        self.shape()
+    }
+    fn apply_on(&self, out: &mut Array1<T>, x: &Array1<T>) {
+        self.apply_unchecked(out.view_mut(), x.view())
+    }
+    fn adjoint_on(&self, out: &mut Array1<T>, y: &Array1<T>) {
+        self.adjoint_unchecked(out.view_mut(), y.view())
+    }
+    fn opnorm_on(&self, params: PowerIteration) -> Result<T> {
+        self.opnorm_estimate(params)
+    }
+}
+
+/// The power iteration for `‖A‖₂` on any [`Vector`] type, from the start vector `x`
+/// (nonzero; overwritten): what [`LinearOperator::opnorm_estimate`] does on the CPU, for
+/// backends implementing [`OperatorOn::opnorm_on`].
+pub fn power_iteration_on<T: Real, V: Vector<T>, A: OperatorOn<T, V> + ?Sized>(
+    a: &A,
+    mut x: V,
+    mut y: V,
+    params: PowerIteration,
+) -> Result<T> {
+    let nx = x.norm2();
+    if !(nx > T::zero()) {
+        return Err(Error::param(
+            "x",
+            nx,
+            "the power iteration needs a nonzero start vector",
+        ));
+    }
+    x.scale(T::one() / nx);
+    let mut z = x.zeros_like();
+    let mut est = T::zero();
+    let tol = T::c(params.tol);
+    for _ in 0..params.max_iters {
+        a.apply_on(&mut y, &x);
+        a.adjoint_on(&mut z, &y);
+        let nz = z.norm2();
+        if nz == T::zero() {
+            return Ok(T::zero());
+        }
+        let done = (nz - est).abs() <= tol * nz;
+        est = nz;
+        x.copy_from(&z);
+        x.scale(T::one() / nz);
+        if done {
+            break;
+        }
+    }
+    Ok(est.sqrt())
+}

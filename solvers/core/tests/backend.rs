@@ -1,0 +1,327 @@
+//! The solvers are written once over the backend traits (`hyperprox_core::backend`): here
+//! they run on a vector type that is not ndarray (a plain `Vec`, standing in for a device
+//! buffer) and must give the CPU iterates bit for bit. The plain type implements only the
+//! required BLAS-1 operations of `Vector`, so the fused updates run through the trait's
+//! default implementations; those are checked against the ndarray overrides entry by entry.
+
+use hyperprox_core::backend::{FunctionOn, OperatorOn, ProxOn, SmoothOn};
+use hyperprox_core::linalg::{norm2, norm_inf};
+use hyperprox_core::prelude::*;
+use hyperprox_core::solve::{
+    drive, CertificateKind, Fista, FistaParams, Iterative, LassoPenalty, LassoProblem, NoObserver,
+    Pdhg, PdhgParams, Restart, StepRule, TerminationReason,
+};
+use ndarray::{Array1, ArrayView1};
+
+/// A vector type that is not ndarray.
+#[derive(Clone, Debug, PartialEq)]
+struct Plain(Vec<f64>);
+
+impl Plain {
+    fn view(&self) -> ArrayView1<'_, f64> {
+        ArrayView1::from(&self.0[..])
+    }
+    fn nd(&self) -> Array1<f64> {
+        Array1::from(self.0.clone())
+    }
+}
+
+impl Vector<f64> for Plain {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn dot(&self, o: &Self) -> f64 {
+        self.view().dot(&o.view())
+    }
+    fn norm2(&self) -> f64 {
+        norm2(self.view())
+    }
+    fn norm1(&self) -> f64 {
+        self.0.iter().map(|v| v.abs()).sum()
+    }
+    fn norm_inf(&self) -> f64 {
+        norm_inf(self.view())
+    }
+    fn axpy(&mut self, a: f64, x: &Self) {
+        self.0.iter_mut().zip(&x.0).for_each(|(y, x)| *y += a * x);
+    }
+    fn scale(&mut self, a: f64) {
+        self.0.iter_mut().for_each(|v| *v *= a);
+    }
+    fn copy_from(&mut self, x: &Self) {
+        self.0.copy_from_slice(&x.0);
+    }
+    fn zeros_like(&self) -> Self {
+        Plain(vec![0.0; self.0.len()])
+    }
+    fn zeros_of_len(&self, len: usize) -> Self {
+        Plain(vec![0.0; len])
+    }
+    fn fill(&mut self, a: f64) {
+        self.0.iter_mut().for_each(|v| *v = a);
+    }
+    fn all_finite(&self) -> bool {
+        self.0.iter().all(|v| v.is_finite())
+    }
+}
+
+/// A CPU function or operator seen through the backend traits on `Plain` (what a device
+/// backend writes as kernels, here by copying through ndarray).
+struct OnPlain<F>(F);
+
+fn write(out: &mut Plain, a: Array1<f64>) {
+    out.0.copy_from_slice(a.as_slice().unwrap());
+}
+
+impl<F: Function<f64>> FunctionOn<f64, Plain> for OnPlain<F> {
+    fn name_on(&self) -> String {
+        self.0.name()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        self.0.dim()
+    }
+    fn value_on(&self, x: &Plain) -> hyperprox_core::Result<f64> {
+        self.0.value(x.view())
+    }
+    fn conj_value_on(&self, y: &Plain) -> hyperprox_core::Result<f64> {
+        self.0.conj_value(y.view())
+    }
+}
+
+impl<F: Smooth<f64>> SmoothOn<f64, Plain> for OnPlain<F> {
+    fn gradient_on(&self, out: &mut Plain, x: &Plain) -> hyperprox_core::Result<()> {
+        write(out, self.0.gradient(x.view())?);
+        Ok(())
+    }
+    fn lipschitz_on(&self) -> Option<f64> {
+        self.0.lipschitz()
+    }
+}
+
+impl<F: Prox<f64>> ProxOn<f64, Plain> for OnPlain<F> {
+    fn prox_on(&self, out: &mut Plain, x: &Plain, gamma: f64) -> hyperprox_core::Result<()> {
+        write(out, self.0.prox(x.view(), gamma)?);
+        Ok(())
+    }
+    fn conj_prox_on(&self, out: &mut Plain, x: &Plain, gamma: f64) -> hyperprox_core::Result<()> {
+        let mut o = Array1::zeros(x.len());
+        self.0.conj_prox_into(o.view_mut(), x.view(), gamma)?;
+        write(out, o);
+        Ok(())
+    }
+}
+
+/// Only the prox: `conj_prox_on` is the trait's Moreau default.
+struct ProxOnly<F>(F);
+
+impl<F: Function<f64>> FunctionOn<f64, Plain> for ProxOnly<F> {
+    fn name_on(&self) -> String {
+        self.0.name()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        self.0.dim()
+    }
+    fn value_on(&self, x: &Plain) -> hyperprox_core::Result<f64> {
+        self.0.value(x.view())
+    }
+}
+
+impl<F: Prox<f64>> ProxOn<f64, Plain> for ProxOnly<F> {
+    fn prox_on(&self, out: &mut Plain, x: &Plain, gamma: f64) -> hyperprox_core::Result<()> {
+        write(out, self.0.prox(x.view(), gamma)?);
+        Ok(())
+    }
+}
+
+impl<O: LinearOperator<f64>> OperatorOn<f64, Plain> for OnPlain<O> {
+    fn shape_on(&self) -> (usize, usize) {
+        self.0.shape()
+    }
+    fn apply_on(&self, out: &mut Plain, x: &Plain) {
+        write(out, self.0.apply(x.view()).unwrap());
+    }
+    fn adjoint_on(&self, out: &mut Plain, y: &Plain) {
+        write(out, self.0.adjoint(y.view()).unwrap());
+    }
+    fn opnorm_on(&self, params: PowerIteration) -> hyperprox_core::Result<f64> {
+        // The backend's own power iteration from the same start vector as the CPU's.
+        let (m, n) = self.0.shape();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(params.seed);
+        let x: Array1<f64> = hyperprox_core::linalg::randn(n, &mut rng);
+        power_iteration_on(self, Plain(x.to_vec()), Plain(vec![0.0; m]), params)
+    }
+}
+
+fn pseudo(n: usize, seed: u64) -> Array1<f64> {
+    Array1::from_shape_fn(n, |i| {
+        (((i as u64 + 1) * 7919 + seed * 104_729) % 1000) as f64 / 500.0 - 1.0
+    })
+}
+
+#[test]
+fn fused_updates_by_default_match_the_ndarray_overrides() {
+    let (a, b, c, d) = (pseudo(37, 1), pseudo(37, 2), pseudo(37, 3), pseudo(37, 4));
+    let p = |v: &Array1<f64>| Plain(v.to_vec());
+    let (pa, pb, pc, pd) = (p(&a), p(&b), p(&c), p(&d));
+    // Elementwise updates: the defaults do the same arithmetic, so the same rounding.
+    let mut x = a.clone();
+    let mut px = pa.clone();
+    x.set_axpy(&b, -0.37, &c);
+    px.set_axpy(&pb, -0.37, &pc);
+    assert_eq!(px.0, x.to_vec());
+    x.xpay(&d, 0.61);
+    px.xpay(&pd, 0.61);
+    assert_eq!(px.0, x.to_vec());
+    x.set_extrapolation(&b, &c, 0.83);
+    px.set_extrapolation(&pb, &pc, 0.83);
+    assert_eq!(px.0, x.to_vec());
+    // The reductions sum in another order: equal to rounding.
+    let nd = Vector::dot_of_differences(&a, &b, &c, &d);
+    let pl = Plain::dot_of_differences(&pa, &pb, &pc, &pd);
+    let exact: f64 = (0..37).map(|i| (a[i] - b[i]) * (c[i] - d[i])).sum();
+    assert!((nd - exact).abs() < 1e-13 && (pl - exact).abs() < 1e-13);
+    let nd = a.norm_of_scaled_difference(0.3, &b);
+    let pl = pa.norm_of_scaled_difference(0.3, &pb);
+    let exact = (0..37)
+        .map(|i| (a[i] / 0.3 - b[i]).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((nd - exact).abs() < 1e-13 * exact && (pl - exact).abs() < 1e-13 * exact);
+    let exact = (0..37).map(|i| (a[i] - b[i]).abs()).fold(0.0, f64::max);
+    assert_eq!(a.max_abs_diff(&b), exact);
+    assert_eq!(pa.max_abs_diff(&pb), exact);
+    let mut nan = pb.clone();
+    nan.0[5] = f64::NAN;
+    assert!(pa.max_abs_diff(&nan).is_nan());
+    assert!(a.max_abs_diff(&nan.nd()).is_nan());
+}
+
+#[test]
+fn the_default_conjugate_prox_is_the_moreau_identity() {
+    let g = NormL1::new(0.4).unwrap();
+    let x = pseudo(25, 5);
+    let sigma = 0.7;
+    let mut expect = Array1::zeros(25);
+    g.conj_prox_into(expect.view_mut(), x.view(), sigma)
+        .unwrap();
+    let mut out = Plain(vec![0.0; 25]);
+    ProxOnly(NormL1::new(0.4).unwrap())
+        .conj_prox_on(&mut out, &Plain(x.to_vec()), sigma)
+        .unwrap();
+    // prox_{σg*} of σ‖·‖₁... is the projection onto the ℓ∞ ball of radius 0.4.
+    for i in 0..25 {
+        assert!((out.0[i] - expect[i]).abs() < 1e-15, "{i}");
+        assert!((expect[i] - x[i].clamp(-0.4, 0.4)).abs() < 1e-15);
+    }
+    assert!(ProxOnly(NormL1::new(0.4).unwrap())
+        .conj_prox_on(&mut out, &Plain(x.to_vec()), 0.0)
+        .is_err());
+}
+
+fn lasso(m: usize, n: usize, lam: f64) -> LassoProblem<f64> {
+    let a = DenseMatrix::<f64>::gaussian(m, n, 11).unwrap();
+    LassoProblem::new(
+        a.matrix().to_owned(),
+        pseudo(m, 9),
+        lam,
+        LassoPenalty::L1 { weights: None },
+    )
+    .unwrap()
+}
+
+#[test]
+fn fista_on_another_vector_type_gives_the_cpu_iterates_bit_for_bit() {
+    let lam = 0.02;
+    let prob = lasso(30, 60, lam);
+    let f = prob.smooth_part().unwrap();
+    let g = NormL1::new(lam).unwrap();
+    for (restart, step) in [
+        (Restart::Gradient, StepRule::InverseLipschitz),
+        (
+            Restart::FunctionValue,
+            StepRule::Backtracking {
+                initial: 1.0,
+                eta: 0.5,
+            },
+        ),
+    ] {
+        let params = FistaParams::default()
+            .with_restart(restart)
+            .with_step(step)
+            .with_tol(1e-9)
+            .with_max_iters(5000);
+        let cpu = Fista::new(&f, &g, params)
+            .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
+            .run(Array1::zeros(60).view(), NoObserver)
+            .unwrap();
+        let (fp, gp) = (
+            OnPlain(prob.smooth_part().unwrap()),
+            OnPlain(NormL1::new(lam).unwrap()),
+        );
+        let plain = Fista::new(&fp, &gp, params)
+            .with_certificate(CertificateKind::DualityGap, |x: &Plain| {
+                prob.duality_gap(x.view())
+            })
+            .run_on(&Plain(vec![0.0; 60]), NoObserver)
+            .unwrap();
+        assert_eq!(cpu.reason, TerminationReason::Converged);
+        assert!(cpu.iterations > 20, "a real run: {}", cpu.iterations);
+        assert_eq!(plain.iterations, cpu.iterations, "{restart:?}");
+        assert_eq!(plain.x.0, cpu.x.to_vec(), "{restart:?}");
+        assert_eq!(plain.state.restarts, cpu.state.restarts);
+        assert_eq!(plain.certificate, cpu.certificate);
+        // And the known solution: the gap certifies the objective error.
+        assert!(prob.duality_gap(plain.x.view()).unwrap() <= 1e-9);
+    }
+}
+
+#[test]
+fn pdhg_on_another_vector_type_gives_the_cpu_iterates_bit_for_bit() {
+    // Anisotropic TV denoising, min ½‖x − b‖² + λ‖∇x‖₁, with a primal–dual gap certificate.
+    let (h, w) = (9, 11);
+    let b = pseudo(h * w, 3);
+    let k = Gradient2d::new(h, w).unwrap();
+    let f = Translate::new(SqrNormL2::new(1.0).unwrap(), b.clone()).unwrap();
+    let g = NormL1::new(0.2).unwrap();
+    let params = PdhgParams::default().with_tol(1e-7);
+    let cpu = Pdhg::new(&f, &g, &k, params)
+        .run(b.view(), NoObserver)
+        .unwrap();
+    let fp = OnPlain(Translate::new(SqrNormL2::new(1.0).unwrap(), b.clone()).unwrap());
+    let (gp, kp) = (OnPlain(NormL1::new(0.2).unwrap()), OnPlain(k));
+    let solver = Pdhg::new(&fp, &gp, &kp, params);
+    // Through the protocol: start + drive, as any `Iterative`.
+    let mut s = solver.start(&Plain(b.to_vec())).unwrap();
+    let (reason, iters) = drive(&solver, &mut s, NoObserver).unwrap();
+    assert_eq!(reason, TerminationReason::Converged);
+    assert_eq!(cpu.reason, TerminationReason::Converged);
+    assert_eq!(iters, cpu.iterations);
+    assert_eq!(s.x.0, cpu.x.to_vec());
+    assert_eq!(s.y.0, cpu.state.y.to_vec());
+    assert_eq!(solver.estimate(&s).0, cpu.x.to_vec());
+    assert_eq!(cpu.kind, CertificateKind::DualityGap);
+    assert!(cpu.certificate <= 1e-7);
+    assert_eq!(s.certificate, cpu.certificate);
+    // The answer: FGP's certified ROF solution.
+    let tv = TotalVariation::new(h, w, 0.2, TvKind::Anisotropic)
+        .unwrap()
+        .with_tolerance(1e-10, 100_000)
+        .unwrap();
+    let exact = tv.prox(b.view(), 1.0).unwrap();
+    let err = (&exact - &s.x.nd())
+        .mapv(f64::abs)
+        .fold(0.0, |m: f64, &v| m.max(v));
+    assert!(err < 1e-3, "{err}");
+}
+
+#[test]
+fn bad_starts_are_errors_on_any_vector_type() {
+    let fp = OnPlain(lasso(5, 8, 0.1).smooth_part().unwrap());
+    let gp = OnPlain(NormL1::new(0.1).unwrap());
+    let fista = Fista::new(&fp, &gp, FistaParams::default());
+    assert!(fista.init_on(&Plain(vec![0.0; 7])).is_err(), "wrong length");
+    let mut x = vec![0.0; 8];
+    x[3] = f64::INFINITY;
+    let e = fista.init_on(&Plain(x)).unwrap_err().to_string();
+    assert!(e.contains("finite"), "{e}");
+}
