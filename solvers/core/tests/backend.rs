@@ -5,6 +5,7 @@
 //! default implementations; those are checked against the ndarray overrides entry by entry.
 
 use hyperprox_core::backend::{FunctionOn, OperatorOn, ProxOn, SmoothOn};
+use hyperprox_core::func::{fgp_iterations, CpuFgp, FgpKernels};
 use hyperprox_core::linalg::{norm2, norm_inf};
 use hyperprox_core::prelude::*;
 use hyperprox_core::solve::{
@@ -324,4 +325,154 @@ fn bad_starts_are_errors_on_any_vector_type() {
     x[3] = f64::INFINITY;
     let e = fista.init_on(&Plain(x)).unwrap_err().to_string();
     assert!(e.contains("finite"), "{e}");
+}
+
+/// The CPU's fused FGP kernels seen on `Plain` (copies through ndarray).
+struct PlainFgp<'a>(CpuFgp<'a, f64>);
+
+impl FgpKernels<f64, Plain> for PlainFgp<'_> {
+    fn step(&mut self, v: &Plain, mu: f64, beta: f64, q: &mut Plain, r: &mut Plain) {
+        let (mut qa, mut ra) = (q.nd(), r.nd());
+        self.0.step(&v.nd(), mu, beta, &mut qa, &mut ra);
+        write(q, qa);
+        write(r, ra);
+    }
+    fn certificate(&mut self, v: &Plain, mu: f64, q: &Plain, x: &mut Plain) -> (f64, f64) {
+        let mut xa = x.nd();
+        let out = self.0.certificate(&v.nd(), mu, &q.nd(), &mut xa);
+        write(x, xa);
+        out
+    }
+}
+
+/// FGP written out with operator applications (no fusion): the reference for the fused
+/// sweep.
+struct UnfusedFgp {
+    grad: Gradient2d,
+    iso: bool,
+}
+
+impl UnfusedFgp {
+    fn project(&self, q: &mut Array1<f64>, mu: f64) {
+        let n = q.len() / 2;
+        for p in 0..n {
+            if self.iso {
+                let s = (mu / q[p].hypot(q[n + p])).min(1.0);
+                q[p] *= s;
+                q[n + p] *= s;
+            } else {
+                q[p] = q[p].clamp(-mu, mu);
+                q[n + p] = q[n + p].clamp(-mu, mu);
+            }
+        }
+    }
+    fn coupled(&self, g: &Array1<f64>) -> f64 {
+        let n = g.len() / 2;
+        (0..n)
+            .map(|p| {
+                if self.iso {
+                    g[p].hypot(g[n + p])
+                } else {
+                    g[p].abs() + g[n + p].abs()
+                }
+            })
+            .sum()
+    }
+}
+
+impl FgpKernels<f64, Plain> for UnfusedFgp {
+    fn step(&mut self, v: &Plain, mu: f64, beta: f64, q: &mut Plain, r: &mut Plain) {
+        let x = &v.nd() - &self.grad.adjoint(r.view()).unwrap();
+        let mut a = &r.nd() + &(self.grad.apply(x.view()).unwrap() / 8.0);
+        self.project(&mut a, mu);
+        let rn = &a + &((&a - &q.nd()) * beta);
+        write(q, a);
+        write(r, rn);
+    }
+    fn certificate(&mut self, v: &Plain, mu: f64, q: &Plain, x: &mut Plain) -> (f64, f64) {
+        let xa = &v.nd() - &self.grad.adjoint(q.view()).unwrap();
+        let g = self.grad.apply(xa.view()).unwrap();
+        let tv = self.coupled(&g);
+        let gap = (mu * tv - q.nd().dot(&g)).max(0.0);
+        let primal = 0.5 * (&xa - &v.nd()).mapv(|d| d * d).sum() + mu * tv;
+        write(x, xa);
+        (gap, primal)
+    }
+}
+
+#[test]
+fn the_fgp_loop_runs_on_another_vector_type_and_matches_the_unfused_iteration() {
+    // 256² crosses the size at which the fused sweep splits into row bands.
+    for (h, w, kind) in [
+        (19, 23, TvKind::Isotropic),
+        (256, 256, TvKind::Isotropic),
+        (31, 17, TvKind::Anisotropic),
+    ] {
+        let n = h * w;
+        let v = pseudo(n, 21);
+        let (lam, tol) = (0.15, 1e-3);
+        let tv = || {
+            TotalVariation::new(h, w, lam, kind)
+                .unwrap()
+                .with_tolerance(tol, 20_000)
+                .unwrap()
+        };
+        let cpu = tv().prox_certified(v.view(), 1.0).unwrap();
+        assert!(cpu.iterations >= 10, "a real run: {}", cpu.iterations);
+        let stop = |gap: f64, _: f64| gap <= 0.5 * tol * tol;
+        let (pv, mut x, mut q) = (
+            Plain(v.to_vec()),
+            Plain(vec![0.0; n]),
+            Plain(vec![0.0; 2 * n]),
+        );
+        let tv1 = tv();
+        let run = fgp_iterations(
+            &mut PlainFgp(CpuFgp::new(&tv1)),
+            &pv,
+            lam,
+            &mut x,
+            &mut q,
+            20_000,
+            &stop,
+        );
+        assert!(run.converged);
+        assert_eq!(run.iterations, cpu.iterations, "{h}x{w}");
+        assert_eq!(run.gap, cpu.gap);
+        assert_eq!(x.0, cpu.x.to_vec(), "the same loop, bit for bit");
+        assert_eq!(q.0, cpu.q.to_vec());
+        // The fused sweep computes the FGP iteration: the unfused one agrees to rounding.
+        let mut unfused = UnfusedFgp {
+            grad: Gradient2d::new(h, w).unwrap(),
+            iso: kind == TvKind::Isotropic,
+        };
+        let (mut xu, mut qu) = (Plain(vec![0.0; n]), Plain(vec![0.0; 2 * n]));
+        let ru = fgp_iterations(&mut unfused, &pv, lam, &mut xu, &mut qu, 20_000, &stop);
+        assert!(ru.converged);
+        assert!(
+            ru.iterations.abs_diff(cpu.iterations) <= 5,
+            "{} {}",
+            ru.iterations,
+            cpu.iterations
+        );
+        let d = xu.max_abs_diff(&x);
+        assert!(d < 2e-5, "{h}x{w} {kind:?}: {d}");
+    }
+    // Without convergence the run says so and reports the last gap.
+    let (h, w) = (16, 16);
+    let tv1 = TotalVariation::new(h, w, 0.3, TvKind::Isotropic).unwrap();
+    let (pv, mut x, mut q) = (
+        Plain(pseudo(h * w, 4).to_vec()),
+        Plain(vec![0.0; h * w]),
+        Plain(vec![0.0; 2 * h * w]),
+    );
+    let run = fgp_iterations(
+        &mut PlainFgp(CpuFgp::new(&tv1)),
+        &pv,
+        0.3,
+        &mut x,
+        &mut q,
+        7,
+        &|g: f64, _| g <= 0.0,
+    );
+    assert!(!run.converged && run.iterations == 7 && run.gap > 0.0);
 }

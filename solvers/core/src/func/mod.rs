@@ -15,6 +15,7 @@
 //! Jacobians, in `f32` and `f64`.
 
 mod batch;
+mod fgp;
 mod group;
 mod indicators;
 mod losses;
@@ -28,6 +29,7 @@ mod wrappers;
 /// The backend-generic views of these traits the solvers use (see [`crate::backend`]).
 pub use crate::backend::{FunctionOn, ProxOn, SmoothOn};
 pub use batch::{matmul, residual, BatchSmooth, LeastSquaresBatch};
+pub use fgp::{fgp_iterations, CpuFgp, FgpKernels, FgpRun};
 pub use group::{Groups, NormL21, Wgsef};
 pub use indicators::{IndBallL1, IndBallL2, IndBox, IndNonnegative, IndSimplex};
 pub use losses::{LeastSquares, Logistic, MultinomialLogistic};

@@ -1,5 +1,6 @@
 //! Total variation (with its prox by a dual solver) and smoothed total variation.
 
+use super::fgp::{fgp_iterations, CpuFgp};
 use super::{check_arg, check_prox_args, Function, Properties, Prox, Smooth};
 use crate::error::{Error, Result};
 use crate::linalg::{check_len, check_nonnegative, Real};
@@ -34,9 +35,9 @@ pub enum TvKind {
 /// Physica D 60 (1992); A. Beck, M. Teboulle, "Fast gradient-based algorithms for constrained
 /// total variation image denoising and deblurring problems", IEEE TIP 18 (2009).
 pub struct TotalVariation<T: Real> {
-    grad: Gradient2d,
+    pub(super) grad: Gradient2d,
     lambda: T,
-    kind: TvKind,
+    pub(super) kind: TvKind,
     tol: T,
     max_iters: usize,
     warm: Mutex<Option<Array1<T>>>,
@@ -77,12 +78,12 @@ impl<T: Real> TotalVariation<T> {
         self.max_iters = max_iters;
         Ok(self)
     }
-    fn n(&self) -> usize {
+    pub(super) fn n(&self) -> usize {
         let (h, w) = self.grad.grid();
         h * w
     }
     /// `Σ_p ‖g_p‖` for a stacked gradient `g` (isotropic or anisotropic).
-    fn coupled_norm(&self, g: ArrayView1<'_, T>) -> T {
+    pub(super) fn coupled_norm(&self, g: ArrayView1<'_, T>) -> T {
         let n = self.n();
         match self.kind {
             TvKind::Isotropic => (0..n)
@@ -109,52 +110,6 @@ impl<T: Real> TotalVariation<T> {
         }
     }
 
-    /// One FGP step at the extrapolated point `r`, fused into a single sweep over the image:
-    /// for row `i` it forms `x = v − ∇ᵀr` on rows `i` and `i+1` (a two-row buffer), the
-    /// gradient `∇x` on row `i`, `q⁺ = Π(r + ∇x/8)` and the momentum update
-    /// `r⁺ = q⁺ + β(q⁺ − q)`, reading `v`, `r`, `q` and writing `q`, `r` once (about `9n`
-    /// numbers moved for `n` pixels, against `~20n` for separate operator applications).
-    ///
-    /// On large images the rows are split into one band per rayon thread; the `x` row at each
-    /// band boundary and the old `r_v` row above it are computed/copied before the parallel
-    /// sweep, so the bands are independent and the result is identical to the sequential one.
-    fn fgp_step(
-        &self,
-        v: &[T],
-        mu: T,
-        q: &mut [T],
-        r: &mut [T],
-        sc: &mut FgpScratch<T>,
-        t: &mut T,
-    ) {
-        let (h, w) = self.grad.grid();
-        let n = h * w;
-        let t_new = T::c(0.5) * (T::one() + (T::one() + T::c(4.0) * *t * *t).sqrt());
-        let beta = (*t - T::one()) / t_new;
-        *t = t_new;
-        let iso = self.kind == TvKind::Isotropic;
-        let bands = sc.bands;
-        // Boundary data from the old r, in the preallocated scratch.
-        for (k, &m) in sc.starts[1..bands].iter().enumerate() {
-            x_row_full(v, r, (h, w), m, &mut sc.boundary_x[k * w..(k + 1) * w]);
-            sc.boundary_rv[k * w..(k + 1) * w].copy_from_slice(&r[n + (m - 1) * w..n + m * w]);
-        }
-        let (rh, rv) = r.split_at_mut(n);
-        let (qh, qv) = q.split_at_mut(n);
-        let ctx = BandSweep {
-            v,
-            mu,
-            beta,
-            iso,
-            grid: (h, w),
-            starts: &sc.starts,
-            boundary_x: &sc.boundary_x,
-            boundary_rv: &sc.boundary_rv,
-            bands,
-        };
-        ctx.run(0, bands, [qh, qv, rh, rv], &mut sc.rows);
-    }
-
     /// The prox with its certificate: primal point, dual variable, final gap, iterations.
     /// Stops when `√(2G) ≤ tol` (certified distance to the exact prox).
     pub fn prox_certified(&self, v: ArrayView1<'_, T>, gamma: T) -> Result<TvProx<T>> {
@@ -179,11 +134,12 @@ impl<T: Real> TotalVariation<T> {
     }
 
     /// The primal value `½‖x − v‖² + μ·TV(x)` given `x − v` and `∇x`.
-    fn rof_primal(&self, xmv: T, g: ArrayView1<'_, T>, mu: T) -> T {
+    pub(super) fn rof_primal(&self, xmv: T, g: ArrayView1<'_, T>, mu: T) -> T {
         T::c(0.5) * xmv + mu * self.coupled_norm(g)
     }
 
-    /// FGP on the dual of `min_x ½‖x − v‖² + γλ·TV(x)` until `stop(gap, primal)`.
+    /// FGP on the dual of `min_x ½‖x − v‖² + γλ·TV(x)` until `stop(gap, primal)`: the loop
+    /// of [`fgp_iterations`] with the CPU kernels.
     fn fgp(
         &self,
         v: ArrayView1<'_, T>,
@@ -193,7 +149,8 @@ impl<T: Real> TotalVariation<T> {
         let n = self.n();
         check_prox_args("TotalVariation", Some(n), n, v, gamma)?;
         let mu = gamma * self.lambda;
-        let x = v.to_owned();
+        let v = v.to_owned();
+        let mut x = v.clone();
         let mut q = Array1::zeros(2 * n);
         if mu == T::zero() {
             return Ok(TvProx {
@@ -209,84 +166,31 @@ impl<T: Real> TotalVariation<T> {
                 self.project(&mut q, mu);
             }
         }
-        let (h, w) = self.grad.grid();
-        let scratch = FgpScratch::new(h, w);
-        if scratch.bands > 1 {
+        let mut kernels = CpuFgp::new(self);
+        let parallel = kernels.parallel();
+        let mut run =
+            || fgp_iterations(&mut kernels, &v, mu, &mut x, &mut q, self.max_iters, &stop);
+        let out = if parallel {
             // Run the loop on a rayon worker: the band sweep's `join`s then go through the
             // worker's own deque, and the iterations allocate nothing.
-            rayon::scope(|_| self.fgp_loop(v, mu, x, q, scratch, &stop))
+            rayon::scope(|_| run())
         } else {
-            self.fgp_loop(v, mu, x, q, scratch, &stop)
+            run()
+        };
+        if !out.converged {
+            return Err(Error::NotConverged {
+                method: "TotalVariation prox (FGP dual solver)".into(),
+                iterations: self.max_iters,
+                residual: (T::c(2.0) * out.gap).sqrt().as_f64(),
+                tol: self.tol.as_f64(),
+            });
         }
-    }
-
-    /// The FGP iterations from the dual point `q` (see [`TotalVariation::fgp`]).
-    fn fgp_loop(
-        &self,
-        v: ArrayView1<'_, T>,
-        mu: T,
-        mut x: Array1<T>,
-        mut q: Array1<T>,
-        mut scratch: FgpScratch<T>,
-        stop: &(impl Fn(T, T) -> bool + Sync),
-    ) -> Result<TvProx<T>> {
-        let n = self.n();
-        let mut r = q.clone(); // extrapolated dual point
-        let mut g = Array1::zeros(2 * n);
-        let vs = v.to_vec();
-        let mut t = T::one();
-        let mut gap = T::infinity();
-        for it in 0..=self.max_iters {
-            // Certificate at the current dual point q (every 5th iteration):
-            // x = v − ∇ᵀq, G = μ‖∇x‖ − ⟨q, ∇x⟩.
-            if it % 5 != 0 && it != self.max_iters {
-                self.fgp_step(
-                    &vs,
-                    mu,
-                    q.as_slice_mut().expect("contiguous"),
-                    r.as_slice_mut().expect("contiguous"),
-                    &mut scratch,
-                    &mut t,
-                );
-                continue;
-            }
-            self.grad.adjoint_unchecked(x.view_mut(), q.view());
-            ndarray::Zip::from(&mut x)
-                .and(&v)
-                .for_each(|xi, &vi| *xi = vi - *xi);
-            self.grad.apply_unchecked(g.view_mut(), x.view());
-            gap = (mu * self.coupled_norm(g.view()) - q.dot(&g)).max(T::zero());
-            let xmv: T = x
-                .iter()
-                .zip(v.iter())
-                .map(|(&a, &b)| (a - b) * (a - b))
-                .sum();
-            if stop(gap, self.rof_primal(xmv, g.view(), mu)) {
-                *self.warm.lock().unwrap_or_else(|e| e.into_inner()) = Some(q.clone());
-                return Ok(TvProx {
-                    x,
-                    q,
-                    gap,
-                    iterations: it,
-                });
-            }
-            if it == self.max_iters {
-                break;
-            }
-            self.fgp_step(
-                &vs,
-                mu,
-                q.as_slice_mut().expect("contiguous"),
-                r.as_slice_mut().expect("contiguous"),
-                &mut scratch,
-                &mut t,
-            );
-        }
-        Err(Error::NotConverged {
-            method: "TotalVariation prox (FGP dual solver)".into(),
-            iterations: self.max_iters,
-            residual: (T::c(2.0) * gap).sqrt().as_f64(),
-            tol: self.tol.as_f64(),
+        *self.warm.lock().unwrap_or_else(|e| e.into_inner()) = Some(q.clone());
+        Ok(TvProx {
+            x,
+            q,
+            gap: out.gap,
+            iterations: out.iterations,
         })
     }
 }
@@ -707,215 +611,6 @@ fn with_slice_mut<T: Real>(out: &mut ArrayViewMut1<'_, T>, f: impl FnOnce(&mut [
             let mut tmp = out.to_vec();
             f(&mut tmp);
             out.iter_mut().zip(tmp).for_each(|(o, t)| *o = t);
-        }
-    }
-}
-
-/// Images with at least this many pixels use one band per rayon thread in the FGP sweep.
-const PARALLEL_PIXELS: usize = 1 << 16;
-
-/// The FGP sweep's buffers, allocated once per solve: band boundaries, the boundary rows of
-/// `x` and of the old `r_v`, and four row buffers per band.
-struct FgpScratch<T> {
-    bands: usize,
-    starts: Vec<usize>,
-    boundary_x: Vec<T>,
-    boundary_rv: Vec<T>,
-    rows: Vec<T>,
-}
-
-impl<T: Real> FgpScratch<T> {
-    fn new(h: usize, w: usize) -> Self {
-        let threads = rayon::current_num_threads().max(1);
-        let bands = if h * w >= PARALLEL_PIXELS && h >= 4 * threads {
-            threads
-        } else {
-            1
-        };
-        Self {
-            bands,
-            starts: (0..=bands).map(|b| b * h / bands).collect(),
-            boundary_x: vec![T::zero(); (bands - 1) * w],
-            boundary_rv: vec![T::zero(); (bands - 1) * w],
-            rows: vec![T::zero(); 4 * w * bands],
-        }
-    }
-}
-
-/// One fused FGP sweep split into row bands (see `TotalVariation::fgp_step`).
-struct BandSweep<'a, T> {
-    v: &'a [T],
-    mu: T,
-    beta: T,
-    iso: bool,
-    grid: (usize, usize),
-    starts: &'a [usize],
-    boundary_x: &'a [T],
-    boundary_rv: &'a [T],
-    bands: usize,
-}
-
-impl<T: Real> BandSweep<'_, T> {
-    /// Sweeps bands `b0..b1`, whose rows `[qh, qv, rh, rv]` hold; halves are run by
-    /// `rayon::join` (no allocation, unlike collecting the bands for a parallel iterator).
-    fn run(&self, b0: usize, b1: usize, [qh, qv, rh, rv]: [&mut [T]; 4], rows: &mut [T]) {
-        let w = self.grid.1;
-        if b1 - b0 == 1 {
-            let prev: &[T] = if b0 == 0 {
-                &[]
-            } else {
-                &self.boundary_rv[(b0 - 1) * w..b0 * w]
-            };
-            let next = (b0 + 1 < self.bands).then(|| &self.boundary_x[b0 * w..(b0 + 1) * w]);
-            sweep_band(
-                self.v,
-                self.mu,
-                self.beta,
-                self.iso,
-                self.grid,
-                self.starts[b0],
-                self.starts[b1],
-                qh,
-                qv,
-                rh,
-                rv,
-                prev,
-                next,
-                rows,
-            );
-            return;
-        }
-        let mid = (b0 + b1) / 2;
-        let at = (self.starts[mid] - self.starts[b0]) * w;
-        let (qh0, qh1) = qh.split_at_mut(at);
-        let (qv0, qv1) = qv.split_at_mut(at);
-        let (rh0, rh1) = rh.split_at_mut(at);
-        let (rv0, rv1) = rv.split_at_mut(at);
-        let (rows0, rows1) = rows.split_at_mut((mid - b0) * 4 * w);
-        rayon::join(
-            || self.run(b0, mid, [qh0, qv0, rh0, rv0], rows0),
-            || self.run(mid, b1, [qh1, qv1, rh1, rv1], rows1),
-        );
-    }
-}
-
-/// `x = v − ∇ᵀr` on row `i` from the full (old) `r`.
-fn x_row_full<T: Real>(v: &[T], r: &[T], (h, w): (usize, usize), i: usize, out: &mut [T]) {
-    let n = h * w;
-    let b = i * w;
-    out.copy_from_slice(&v[b..b + w]);
-    let rh = &r[b..b + w];
-    for j in 0..w - 1 {
-        out[j] += rh[j];
-        out[j + 1] -= rh[j];
-    }
-    if i + 1 < h {
-        for (o, &x) in out.iter_mut().zip(&r[n + b..n + b + w]) {
-            *o += x;
-        }
-    }
-    if i > 0 {
-        for (o, &x) in out.iter_mut().zip(&r[n + b - w..n + b]) {
-            *o -= x;
-        }
-    }
-}
-
-/// The fused FGP sweep over rows `i0..i1` (see `TotalVariation::fgp_step`). `qh`, `qv`, `rh`,
-/// `rv` hold exactly these rows; `rv_prev` is the old `r_v` row `i0 − 1` (empty for `i0 = 0`),
-/// `x_next` the precomputed `x` row `i1` (`None` for the last band).
-#[allow(clippy::too_many_arguments)]
-fn sweep_band<T: Real>(
-    v: &[T],
-    mu: T,
-    beta: T,
-    iso: bool,
-    (h, w): (usize, usize),
-    i0: usize,
-    i1: usize,
-    qh: &mut [T],
-    qv: &mut [T],
-    rh: &mut [T],
-    rv: &mut [T],
-    rv_prev: &[T],
-    x_next: Option<&[T]>,
-    xrows: &mut [T],
-) {
-    let step = T::c(0.125);
-    let (cur, rest) = xrows.split_at_mut(w);
-    let (next, rest) = rest.split_at_mut(w);
-    let (gh, gv) = rest.split_at_mut(w);
-    // x row i (local index li = i − i0) from the still-old rows li and li − 1 (or rv_prev).
-    let x_row = |i: usize, rh: &[T], rv: &[T], out: &mut [T]| {
-        let li = i - i0;
-        let b = i * w;
-        out.copy_from_slice(&v[b..b + w]);
-        let rhr = &rh[li * w..(li + 1) * w];
-        for j in 0..w - 1 {
-            out[j] += rhr[j];
-            out[j + 1] -= rhr[j];
-        }
-        if i + 1 < h {
-            for (o, &x) in out.iter_mut().zip(&rv[li * w..(li + 1) * w]) {
-                *o += x;
-            }
-        }
-        if i > 0 {
-            let prev = if li == 0 {
-                rv_prev
-            } else {
-                &rv[(li - 1) * w..li * w]
-            };
-            for (o, &x) in out.iter_mut().zip(prev) {
-                *o -= x;
-            }
-        }
-    };
-    x_row(i0, rh, rv, cur);
-    for i in i0..i1 {
-        let last = i + 1 == h;
-        if !last {
-            if i + 1 < i1 {
-                x_row(i + 1, rh, rv, next);
-            } else {
-                next.copy_from_slice(x_next.expect("boundary row"));
-            }
-        }
-        for j in 0..w - 1 {
-            gh[j] = cur[j + 1] - cur[j];
-        }
-        gh[w - 1] = T::zero();
-        if last {
-            gv.fill(T::zero());
-        } else {
-            for ((g, &a), &b) in gv.iter_mut().zip(next.iter()).zip(cur.iter()) {
-                *g = a - b;
-            }
-        }
-        let b = (i - i0) * w;
-        let qh_row = &mut qh[b..b + w];
-        let qv_row = &mut qv[b..b + w];
-        let rh_row = &mut rh[b..b + w];
-        let rv_row = &mut rv[b..b + w];
-        for j in 0..w {
-            let mut a = rh_row[j] + step * gh[j];
-            let mut c = rv_row[j] + step * gv[j];
-            if iso {
-                let nr = (a * a + c * c).sqrt();
-                let s = (mu / nr).min(T::one());
-                a *= s;
-                c *= s;
-            } else {
-                a = a.max(-mu).min(mu);
-                c = c.max(-mu).min(mu);
-            }
-            rh_row[j] = a + beta * (a - qh_row[j]);
-            rv_row[j] = c + beta * (c - qv_row[j]);
-            qh_row[j] = a;
-            qv_row[j] = c;
-        }
-        if !last {
-            cur.copy_from_slice(next);
         }
     }
 }

@@ -10,7 +10,7 @@ use ndarray::{Array1, ArrayView1};
 /// How the step size is chosen.
 #[derive(Clone, Copy, Debug)]
 pub enum StepRule<T> {
-    /// `1/L` with `L` = [`Smooth::lipschitz`] of the smooth part.
+    /// `1/L` with `L` = [`Smooth::lipschitz`](crate::func::Smooth::lipschitz) of the smooth part.
     InverseLipschitz,
     /// A fixed step (must satisfy `step ≤ 1/L` for the guarantees).
     Constant(T),
@@ -174,8 +174,8 @@ pub struct FistaState<T, V = Array1<T>> {
 /// A user-supplied stopping certificate of [`Fista`] evaluated at an iterate.
 type VecCertFn<'a, T, V> = Box<dyn Fn(&V) -> Result<T> + Send + Sync + 'a>;
 
-/// Forward–backward splitting for `min_x F(x) = f(x) + g(x)`, `f` smooth ([`Smooth`]), `g` with a
-/// prox ([`Prox`]):
+/// Forward–backward splitting for `min_x F(x) = f(x) + g(x)`, `f` smooth ([`Smooth`](crate::func::Smooth)), `g` with a
+/// prox ([`Prox`](crate::func::Prox)):
 ///
 /// `x_{k+1} = prox_{s g}(y_k − s∇f(y_k))`, `y_{k+1} = x_{k+1} + β_k (x_{k+1} − x_k)`,
 /// with `β_k = (t_k − 1)/t_{k+1}`, `t_{k+1} = (1 + √(1 + 4t_k²))/2` (FISTA), `β_k = 0` (ISTA),
