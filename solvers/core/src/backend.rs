@@ -174,3 +174,23 @@ pub fn power_iteration_on<T: Real, V: Vector<T>, A: OperatorOn<T, V> + ?Sized>(
     }
     Ok(est.sqrt())
 }
+
+/// Checks a start point on a backend's vectors: its length `n` (where the problem fixes it)
+/// and that every entry is finite.
+pub(crate) fn check_start<T: Real, V: Vector<T>>(
+    ctx: &str,
+    n: Option<usize>,
+    x0: &V,
+) -> Result<()> {
+    if let Some(n) = n {
+        crate::linalg::check_len(ctx, "x0", n, x0.len())?;
+    }
+    if !x0.all_finite() {
+        return Err(Error::param(
+            "x0",
+            "a non-finite entry",
+            "the start point must be finite",
+        ));
+    }
+    Ok(())
+}

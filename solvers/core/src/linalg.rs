@@ -729,48 +729,7 @@ mod tests {
     use super::*;
     use ndarray::array;
 
-    /// A vector type that is not ndarray (as a device buffer would be): a plain `Vec`.
-    #[derive(Clone, Debug, PartialEq)]
-    struct Plain(Vec<f64>);
-
-    impl Vector<f64> for Plain {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn dot(&self, o: &Self) -> f64 {
-            Array1::from(self.0.clone()).dot(&Array1::from(o.0.clone()))
-        }
-        fn norm2(&self) -> f64 {
-            norm2(ArrayView1::from(&self.0[..]))
-        }
-        fn norm1(&self) -> f64 {
-            self.0.iter().map(|v| v.abs()).sum()
-        }
-        fn norm_inf(&self) -> f64 {
-            norm_inf(ArrayView1::from(&self.0[..]))
-        }
-        fn axpy(&mut self, a: f64, x: &Self) {
-            self.0.iter_mut().zip(&x.0).for_each(|(y, x)| *y += a * x);
-        }
-        fn scale(&mut self, a: f64) {
-            self.0.iter_mut().for_each(|v| *v *= a);
-        }
-        fn copy_from(&mut self, x: &Self) {
-            self.0.copy_from_slice(&x.0);
-        }
-        fn zeros_like(&self) -> Self {
-            Plain(vec![0.0; self.0.len()])
-        }
-        fn zeros_of_len(&self, len: usize) -> Self {
-            Plain(vec![0.0; len])
-        }
-        fn all_finite(&self) -> bool {
-            self.0.iter().all(|v| v.is_finite())
-        }
-        fn fill(&mut self, a: f64) {
-            self.0.iter_mut().for_each(|v| *v = a);
-        }
-    }
+    use crate::testing::HostVector as Plain;
 
     #[test]
     fn cg_runs_on_any_vector_type_with_the_same_iterates() {
@@ -786,7 +745,7 @@ mod tests {
             &params,
         )
         .unwrap();
-        let apply = |out: &mut Plain, v: &Plain| {
+        let apply = |out: &mut Plain<f64>, v: &Plain<f64>| {
             out.0 = m.dot(&Array1::from(v.0.clone())).to_vec();
         };
         let mut xp = Plain(vec![0.3, 0.0, -0.1]);

@@ -848,3 +848,66 @@ pub fn allocated_by(f: impl FnOnce()) -> usize {
     f();
     ALLOCATED.load(std::sync::atomic::Ordering::SeqCst) - before
 }
+
+/// A vector type that is not ndarray (a plain `Vec`), standing in for a device buffer in tests
+/// of code written over [`Vector`](crate::Vector) (see [`crate::backend`]). It implements only
+/// the required operations, so the fused updates run through the trait's default
+/// implementations; the reductions use the same functions as [`Array1`] (`dot` through
+/// ndarray, `norm2`/`norm_inf` from [`linalg`](crate::linalg)), so a solver run on it gives
+/// the [`Array1`] iterates bit for bit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostVector<T>(pub Vec<T>);
+
+impl<T: Real> HostVector<T> {
+    /// A view of the entries.
+    pub fn view(&self) -> ArrayView1<'_, T> {
+        ArrayView1::from(&self.0[..])
+    }
+    /// A copy as an [`Array1`].
+    pub fn to_array(&self) -> Array1<T> {
+        Array1::from(self.0.clone())
+    }
+    /// Overwrites the entries with those of `a` (same length).
+    pub fn assign(&mut self, a: ArrayView1<'_, T>) {
+        self.0.iter_mut().zip(a.iter()).for_each(|(o, &v)| *o = v);
+    }
+}
+
+impl<T: Real> crate::Vector<T> for HostVector<T> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn dot(&self, o: &Self) -> T {
+        self.view().dot(&o.view())
+    }
+    fn norm2(&self) -> T {
+        crate::linalg::norm2(self.view())
+    }
+    fn norm1(&self) -> T {
+        crate::linalg::norm1(self.view())
+    }
+    fn norm_inf(&self) -> T {
+        crate::linalg::norm_inf(self.view())
+    }
+    fn axpy(&mut self, a: T, x: &Self) {
+        self.0.iter_mut().zip(&x.0).for_each(|(y, &x)| *y += a * x);
+    }
+    fn scale(&mut self, a: T) {
+        self.0.iter_mut().for_each(|v| *v *= a);
+    }
+    fn copy_from(&mut self, x: &Self) {
+        self.0.copy_from_slice(&x.0);
+    }
+    fn zeros_like(&self) -> Self {
+        HostVector(vec![T::zero(); self.0.len()])
+    }
+    fn zeros_of_len(&self, len: usize) -> Self {
+        HostVector(vec![T::zero(); len])
+    }
+    fn fill(&mut self, a: T) {
+        self.0.iter_mut().for_each(|v| *v = a);
+    }
+    fn all_finite(&self) -> bool {
+        self.0.iter().all(|v| v.is_finite())
+    }
+}

@@ -6,72 +6,22 @@
 
 use hyperprox_core::backend::{FunctionOn, OperatorOn, ProxOn, SmoothOn};
 use hyperprox_core::func::{fgp_iterations, CpuFgp, FgpKernels};
-use hyperprox_core::linalg::{norm2, norm_inf};
 use hyperprox_core::prelude::*;
 use hyperprox_core::solve::{
     drive, CertificateKind, Fista, FistaParams, Iterative, LassoPenalty, LassoProblem, NoObserver,
     Pdhg, PdhgParams, Restart, StepRule, TerminationReason,
 };
-use ndarray::{Array1, ArrayView1};
+use hyperprox_core::testing::HostVector;
+use ndarray::Array1;
 
-/// A vector type that is not ndarray.
-#[derive(Clone, Debug, PartialEq)]
-struct Plain(Vec<f64>);
-
-impl Plain {
-    fn view(&self) -> ArrayView1<'_, f64> {
-        ArrayView1::from(&self.0[..])
-    }
-    fn nd(&self) -> Array1<f64> {
-        Array1::from(self.0.clone())
-    }
-}
-
-impl Vector<f64> for Plain {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn dot(&self, o: &Self) -> f64 {
-        self.view().dot(&o.view())
-    }
-    fn norm2(&self) -> f64 {
-        norm2(self.view())
-    }
-    fn norm1(&self) -> f64 {
-        self.0.iter().map(|v| v.abs()).sum()
-    }
-    fn norm_inf(&self) -> f64 {
-        norm_inf(self.view())
-    }
-    fn axpy(&mut self, a: f64, x: &Self) {
-        self.0.iter_mut().zip(&x.0).for_each(|(y, x)| *y += a * x);
-    }
-    fn scale(&mut self, a: f64) {
-        self.0.iter_mut().for_each(|v| *v *= a);
-    }
-    fn copy_from(&mut self, x: &Self) {
-        self.0.copy_from_slice(&x.0);
-    }
-    fn zeros_like(&self) -> Self {
-        Plain(vec![0.0; self.0.len()])
-    }
-    fn zeros_of_len(&self, len: usize) -> Self {
-        Plain(vec![0.0; len])
-    }
-    fn fill(&mut self, a: f64) {
-        self.0.iter_mut().for_each(|v| *v = a);
-    }
-    fn all_finite(&self) -> bool {
-        self.0.iter().all(|v| v.is_finite())
-    }
-}
+type Plain = HostVector<f64>;
 
 /// A CPU function or operator seen through the backend traits on `Plain` (what a device
 /// backend writes as kernels, here by copying through ndarray).
 struct OnPlain<F>(F);
 
 fn write(out: &mut Plain, a: Array1<f64>) {
-    out.0.copy_from_slice(a.as_slice().unwrap());
+    out.assign(a.view());
 }
 
 impl<F: Function<f64>> FunctionOn<f64, Plain> for OnPlain<F> {
@@ -149,7 +99,12 @@ impl<O: LinearOperator<f64>> OperatorOn<f64, Plain> for OnPlain<O> {
         let (m, n) = self.0.shape();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(params.seed);
         let x: Array1<f64> = hyperprox_core::linalg::randn(n, &mut rng);
-        power_iteration_on(self, Plain(x.to_vec()), Plain(vec![0.0; m]), params)
+        power_iteration_on(
+            self,
+            HostVector(x.to_vec()),
+            HostVector(vec![0.0; m]),
+            params,
+        )
     }
 }
 
@@ -162,7 +117,7 @@ fn pseudo(n: usize, seed: u64) -> Array1<f64> {
 #[test]
 fn fused_updates_by_default_match_the_ndarray_overrides() {
     let (a, b, c, d) = (pseudo(37, 1), pseudo(37, 2), pseudo(37, 3), pseudo(37, 4));
-    let p = |v: &Array1<f64>| Plain(v.to_vec());
+    let p = |v: &Array1<f64>| HostVector(v.to_vec());
     let (pa, pb, pc, pd) = (p(&a), p(&b), p(&c), p(&d));
     // Elementwise updates: the defaults do the same arithmetic, so the same rounding.
     let mut x = a.clone();
@@ -194,7 +149,7 @@ fn fused_updates_by_default_match_the_ndarray_overrides() {
     let mut nan = pb.clone();
     nan.0[5] = f64::NAN;
     assert!(pa.max_abs_diff(&nan).is_nan());
-    assert!(a.max_abs_diff(&nan.nd()).is_nan());
+    assert!(a.max_abs_diff(&nan.to_array()).is_nan());
 }
 
 #[test]
@@ -205,9 +160,9 @@ fn the_default_conjugate_prox_is_the_moreau_identity() {
     let mut expect = Array1::zeros(25);
     g.conj_prox_into(expect.view_mut(), x.view(), sigma)
         .unwrap();
-    let mut out = Plain(vec![0.0; 25]);
+    let mut out = HostVector(vec![0.0; 25]);
     ProxOnly(NormL1::new(0.4).unwrap())
-        .conj_prox_on(&mut out, &Plain(x.to_vec()), sigma)
+        .conj_prox_on(&mut out, &HostVector(x.to_vec()), sigma)
         .unwrap();
     // prox_{σg*} of σ‖·‖₁... is the projection onto the ℓ∞ ball of radius 0.4.
     for i in 0..25 {
@@ -215,7 +170,7 @@ fn the_default_conjugate_prox_is_the_moreau_identity() {
         assert!((expect[i] - x[i].clamp(-0.4, 0.4)).abs() < 1e-15);
     }
     assert!(ProxOnly(NormL1::new(0.4).unwrap())
-        .conj_prox_on(&mut out, &Plain(x.to_vec()), 0.0)
+        .conj_prox_on(&mut out, &HostVector(x.to_vec()), 0.0)
         .is_err());
 }
 
@@ -263,7 +218,7 @@ fn fista_on_another_vector_type_gives_the_cpu_iterates_bit_for_bit() {
             .with_certificate(CertificateKind::DualityGap, |x: &Plain| {
                 prob.duality_gap(x.view())
             })
-            .run_on(&Plain(vec![0.0; 60]), NoObserver)
+            .run_on(&HostVector(vec![0.0; 60]), NoObserver)
             .unwrap();
         assert_eq!(cpu.reason, TerminationReason::Converged);
         assert!(cpu.iterations > 20, "a real run: {}", cpu.iterations);
@@ -292,7 +247,7 @@ fn pdhg_on_another_vector_type_gives_the_cpu_iterates_bit_for_bit() {
     let (gp, kp) = (OnPlain(NormL1::new(0.2).unwrap()), OnPlain(k));
     let solver = Pdhg::new(&fp, &gp, &kp, params);
     // Through the protocol: start + drive, as any `Iterative`.
-    let mut s = solver.start(&Plain(b.to_vec())).unwrap();
+    let mut s = solver.start(&HostVector(b.to_vec())).unwrap();
     let (reason, iters) = drive(&solver, &mut s, NoObserver).unwrap();
     assert_eq!(reason, TerminationReason::Converged);
     assert_eq!(cpu.reason, TerminationReason::Converged);
@@ -309,7 +264,7 @@ fn pdhg_on_another_vector_type_gives_the_cpu_iterates_bit_for_bit() {
         .with_tolerance(1e-10, 100_000)
         .unwrap();
     let exact = tv.prox(b.view(), 1.0).unwrap();
-    let err = (&exact - &s.x.nd())
+    let err = (&exact - &s.x.to_array())
         .mapv(f64::abs)
         .fold(0.0, |m: f64, &v| m.max(v));
     assert!(err < 1e-3, "{err}");
@@ -320,10 +275,13 @@ fn bad_starts_are_errors_on_any_vector_type() {
     let fp = OnPlain(lasso(5, 8, 0.1).smooth_part().unwrap());
     let gp = OnPlain(NormL1::new(0.1).unwrap());
     let fista = Fista::new(&fp, &gp, FistaParams::default());
-    assert!(fista.init_on(&Plain(vec![0.0; 7])).is_err(), "wrong length");
+    assert!(
+        fista.init_on(&HostVector(vec![0.0; 7])).is_err(),
+        "wrong length"
+    );
     let mut x = vec![0.0; 8];
     x[3] = f64::INFINITY;
-    let e = fista.init_on(&Plain(x)).unwrap_err().to_string();
+    let e = fista.init_on(&HostVector(x)).unwrap_err().to_string();
     assert!(e.contains("finite"), "{e}");
 }
 
@@ -332,14 +290,16 @@ struct PlainFgp<'a>(CpuFgp<'a, f64>);
 
 impl FgpKernels<f64, Plain> for PlainFgp<'_> {
     fn step(&mut self, v: &Plain, mu: f64, beta: f64, q: &mut Plain, r: &mut Plain) {
-        let (mut qa, mut ra) = (q.nd(), r.nd());
-        self.0.step(&v.nd(), mu, beta, &mut qa, &mut ra);
+        let (mut qa, mut ra) = (q.to_array(), r.to_array());
+        self.0.step(&v.to_array(), mu, beta, &mut qa, &mut ra);
         write(q, qa);
         write(r, ra);
     }
     fn certificate(&mut self, v: &Plain, mu: f64, q: &Plain, x: &mut Plain) -> (f64, f64) {
-        let mut xa = x.nd();
-        let out = self.0.certificate(&v.nd(), mu, &q.nd(), &mut xa);
+        let mut xa = x.to_array();
+        let out = self
+            .0
+            .certificate(&v.to_array(), mu, &q.to_array(), &mut xa);
         write(x, xa);
         out
     }
@@ -382,19 +342,19 @@ impl UnfusedFgp {
 
 impl FgpKernels<f64, Plain> for UnfusedFgp {
     fn step(&mut self, v: &Plain, mu: f64, beta: f64, q: &mut Plain, r: &mut Plain) {
-        let x = &v.nd() - &self.grad.adjoint(r.view()).unwrap();
-        let mut a = &r.nd() + &(self.grad.apply(x.view()).unwrap() / 8.0);
+        let x = &v.to_array() - &self.grad.adjoint(r.view()).unwrap();
+        let mut a = &r.to_array() + &(self.grad.apply(x.view()).unwrap() / 8.0);
         self.project(&mut a, mu);
-        let rn = &a + &((&a - &q.nd()) * beta);
+        let rn = &a + &((&a - &q.to_array()) * beta);
         write(q, a);
         write(r, rn);
     }
     fn certificate(&mut self, v: &Plain, mu: f64, q: &Plain, x: &mut Plain) -> (f64, f64) {
-        let xa = &v.nd() - &self.grad.adjoint(q.view()).unwrap();
+        let xa = &v.to_array() - &self.grad.adjoint(q.view()).unwrap();
         let g = self.grad.apply(xa.view()).unwrap();
         let tv = self.coupled(&g);
-        let gap = (mu * tv - q.nd().dot(&g)).max(0.0);
-        let primal = 0.5 * (&xa - &v.nd()).mapv(|d| d * d).sum() + mu * tv;
+        let gap = (mu * tv - q.to_array().dot(&g)).max(0.0);
+        let primal = 0.5 * (&xa - &v.to_array()).mapv(|d| d * d).sum() + mu * tv;
         write(x, xa);
         (gap, primal)
     }
@@ -421,9 +381,9 @@ fn the_fgp_loop_runs_on_another_vector_type_and_matches_the_unfused_iteration() 
         assert!(cpu.iterations >= 10, "a real run: {}", cpu.iterations);
         let stop = |gap: f64, _: f64| gap <= 0.5 * tol * tol;
         let (pv, mut x, mut q) = (
-            Plain(v.to_vec()),
-            Plain(vec![0.0; n]),
-            Plain(vec![0.0; 2 * n]),
+            HostVector(v.to_vec()),
+            HostVector(vec![0.0; n]),
+            HostVector(vec![0.0; 2 * n]),
         );
         let tv1 = tv();
         let run = fgp_iterations(
@@ -445,7 +405,7 @@ fn the_fgp_loop_runs_on_another_vector_type_and_matches_the_unfused_iteration() 
             grad: Gradient2d::new(h, w).unwrap(),
             iso: kind == TvKind::Isotropic,
         };
-        let (mut xu, mut qu) = (Plain(vec![0.0; n]), Plain(vec![0.0; 2 * n]));
+        let (mut xu, mut qu) = (HostVector(vec![0.0; n]), HostVector(vec![0.0; 2 * n]));
         let ru = fgp_iterations(&mut unfused, &pv, lam, &mut xu, &mut qu, 20_000, &stop);
         assert!(ru.converged);
         assert!(
@@ -461,9 +421,9 @@ fn the_fgp_loop_runs_on_another_vector_type_and_matches_the_unfused_iteration() 
     let (h, w) = (16, 16);
     let tv1 = TotalVariation::new(h, w, 0.3, TvKind::Isotropic).unwrap();
     let (pv, mut x, mut q) = (
-        Plain(pseudo(h * w, 4).to_vec()),
-        Plain(vec![0.0; h * w]),
-        Plain(vec![0.0; 2 * h * w]),
+        HostVector(pseudo(h * w, 4).to_vec()),
+        HostVector(vec![0.0; h * w]),
+        HostVector(vec![0.0; 2 * h * w]),
     );
     let run = fgp_iterations(
         &mut PlainFgp(CpuFgp::new(&tv1)),

@@ -2,7 +2,7 @@
 //! strongly convex variant) and iterative hard thresholding.
 
 use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution};
-use crate::backend::{ProxOn, SmoothOn};
+use crate::backend::{check_start, ProxOn, SmoothOn};
 use crate::error::{Error, Result};
 use crate::linalg::{check_len, Real, Vector};
 use ndarray::{Array1, ArrayView1};
@@ -288,16 +288,7 @@ where
 
     /// Initial state at `x0`, on any backend's vectors.
     pub fn init_on(&self, x0: &V) -> Result<FistaState<T, V>> {
-        if let Some(n) = self.f.dim_on().or(self.g.dim_on()) {
-            check_len("Fista::init", "x0", n, x0.len())?;
-        }
-        if !x0.all_finite() {
-            return Err(Error::param(
-                "x0",
-                "a non-finite entry",
-                "the start point must be finite",
-            ));
-        }
+        check_start("Fista::init", self.f.dim_on().or(self.g.dim_on()), x0)?;
         let p = &self.params;
         if !(p.tol >= T::zero()) {
             return Err(Error::param("tol", p.tol, "must be >= 0"));

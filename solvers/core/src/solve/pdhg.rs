@@ -4,7 +4,7 @@ use super::{
     check_divergence, drive, CertificateKind, IterInfo, Iterative, Observer, Solution,
     TerminationReason,
 };
-use crate::backend::{OperatorOn, ProxOn};
+use crate::backend::{check_start, OperatorOn, ProxOn};
 use crate::error::{Error, Result};
 use crate::linalg::{check_finite, check_len, Real, Vector};
 use crate::ops::PowerIteration;
@@ -188,14 +188,7 @@ where
     /// Initial state at `(x0, y0 = 0)` on a backend's vectors; checks the step condition.
     pub fn init_on(&self, x0: &V) -> Result<PdhgState<T, V>> {
         let (m, n) = self.k.shape_on();
-        check_len("Pdhg::init", "x0", n, x0.len())?;
-        if !x0.all_finite() {
-            return Err(Error::param(
-                "x0",
-                "a non-finite entry",
-                "the start point must be finite",
-            ));
-        }
+        check_start("Pdhg::init", Some(n), x0)?;
         let p = &self.params;
         if !(p.theta >= T::zero() && p.theta <= T::one()) {
             return Err(Error::param(
