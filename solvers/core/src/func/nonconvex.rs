@@ -48,6 +48,12 @@ impl<T: Real> ScalarKernel<T> for NormL0<T> {
             T::zero()
         }
     }
+    fn prox_slice(&self, out: &mut [T], x: &[T], g: T) {
+        let th = (T::c(2.0) * g * self.lambda).sqrt();
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = if v.abs() > th { v } else { T::zero() };
+        }
+    }
     fn dprox1(&self, _: usize, x: T, g: T) -> T {
         if x.abs() > (T::c(2.0) * g * self.lambda).sqrt() {
             T::one()

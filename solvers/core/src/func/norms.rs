@@ -134,6 +134,21 @@ impl<T: Real> ScalarKernel<T> for NormL1<T> {
     fn prox1(&self, i: usize, x: T, g: T) -> T {
         soft_threshold(x, g * self.w.at(i))
     }
+    fn prox_slice(&self, out: &mut [T], x: &[T], g: T) {
+        match &self.w {
+            Param::Scalar(w) => {
+                let t = g * *w;
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = soft_threshold(v, t);
+                }
+            }
+            Param::PerCoord(w) => {
+                for ((o, &v), &wi) in out.iter_mut().zip(x).zip(w.iter()) {
+                    *o = soft_threshold(v, g * wi);
+                }
+            }
+        }
+    }
     fn dprox1(&self, i: usize, x: T, g: T) -> T {
         if x.abs() > g * self.w.at(i) {
             T::one()

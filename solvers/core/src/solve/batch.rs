@@ -39,6 +39,7 @@ pub struct BatchFistaState {
     /// Iterations done.
     pub iter: usize,
     u: Array2<f64>,
+    v: Array2<f64>,
 }
 
 /// Batched ISTA/FISTA/IHT (see the module docs): `x⁺ = prox_{sg}(y − s∇f(y; c))` row by row,
@@ -72,6 +73,7 @@ impl<'a, F: BatchSmooth + ?Sized, G: Prox<f64> + ?Sized> BatchFista<'a, F, G> {
             t: vec![1.0; x0.nrows()],
             iter: 0,
             u: Array2::zeros(x0.raw_dim()),
+            v: Array2::zeros(x0.raw_dim()),
         })
     }
 
@@ -81,11 +83,8 @@ impl<'a, F: BatchSmooth + ?Sized, G: Prox<f64> + ?Sized> BatchFista<'a, F, G> {
         let momentum = self.params.momentum;
         // v ← p − s∇f(p; c) at p = y (FISTA) or x (ISTA), then u ← prox_{sg}(v).
         let point = if momentum { &s.y } else { &s.x };
-        let mut v = self.f.gradient(point.view(), c);
-        Zip::from(&mut v)
-            .and(point)
-            .for_each(|g, &y| *g = y - step * *g);
-        self.prox_rows(&mut s.u, &v, s.iter)?;
+        self.f.forward_step_into(&mut s.v, point.view(), c, step);
+        self.prox_rows(&mut s.u, &s.v, s.iter)?;
         if momentum {
             for (i, ti) in s.t.iter_mut().enumerate() {
                 let (yr, ur, xr) = (s.y.row(i), s.u.row(i), s.x.row(i));
