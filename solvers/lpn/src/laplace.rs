@@ -84,7 +84,6 @@ pub struct Population {
     pub weight: Vec<f64>,
     xs: Vec<f64>,
     post: Vec<Vec<f64>>,
-    x_step: f64,
 }
 
 impl Population {
@@ -119,40 +118,24 @@ impl Population {
             weight,
             xs,
             post,
-            x_step: dx,
         }
     }
 
     /// The expected loss `Σ_i w_i Σ_j p_ij ℓ(f_i − x_ij)` and its gradient in `f` (`n × 1`).
     pub fn loss_and_grad(&self, f: &Array2<f64>, loss: crate::train::Loss) -> (f64, Array2<f64>) {
-        use crate::train::Loss;
         let mut total = 0.0;
         let mut grad = Array2::zeros(f.raw_dim());
         for i in 0..self.ys.nrows() {
             let (y, fi) = (self.ys[[i, 0]], f[[i, 0]]);
             let (mut l, mut g) = (0.0, 0.0);
             for (o, p) in self.xs.iter().zip(&self.post[i]) {
-                let r = fi - (y + o);
-                match loss {
-                    Loss::L2 => {
-                        l += p * r * r;
-                        g += p * 2.0 * r;
-                    }
-                    Loss::L1 => {
-                        l += p * r.abs();
-                        g += p * r.signum();
-                    }
-                    Loss::ProxMatching { gamma } => {
-                        let e = (-(r * r) / (gamma * gamma)).exp();
-                        l += p * (1.0 - e);
-                        g += p * 2.0 * e * r / (gamma * gamma);
-                    }
-                }
+                let mut r = [fi - (y + o)];
+                l += p * loss.sample_value_grad(&mut r);
+                g += p * r[0];
             }
             total += self.weight[i] * l;
             grad[[i, 0]] = self.weight[i] * g;
         }
-        let _ = self.x_step;
         (total, grad)
     }
 }

@@ -35,26 +35,49 @@ impl Loss {
         }
     }
 
+    /// The loss of one sample from its residual `r = f − x`, overwriting `r` with `∂ℓ/∂r`.
+    /// Proximal matching uses the sample's Euclidean norm `‖r‖` (not a sum over entries).
+    /// [`Loss::value_and_grad`] and the Laplacian population loss
+    /// ([`crate::laplace::Population`]) are both built on it.
+    pub fn sample_value_grad(&self, r: &mut [f64]) -> f64 {
+        match *self {
+            Loss::L2 => {
+                let v = r.iter().map(|v| v * v).sum();
+                r.iter_mut().for_each(|v| *v *= 2.0);
+                v
+            }
+            Loss::L1 => {
+                let v = r.iter().map(|v| v.abs()).sum();
+                r.iter_mut().for_each(|v| *v = v.signum());
+                v
+            }
+            Loss::ProxMatching { gamma } => {
+                let g2 = gamma * gamma;
+                let e = (-r.iter().map(|v| v * v).sum::<f64>() / g2).exp();
+                let scale = 2.0 * e / g2;
+                r.iter_mut().for_each(|v| *v *= scale);
+                1.0 - e
+            }
+        }
+    }
+
     /// Batch-mean loss and its gradient with respect to `f` (rows are samples).
     pub fn value_and_grad(&self, f: &Array2<f64>, x: &Array2<f64>) -> (f64, Array2<f64>) {
         let b = f.nrows().max(1) as f64;
-        let diff = f - x;
-        match *self {
-            Loss::L2 => (diff.mapv(|v| v * v).sum() / b, diff.mapv(|v| 2.0 * v / b)),
-            Loss::L1 => (diff.mapv(f64::abs).sum() / b, diff.mapv(|v| v.signum() / b)),
-            Loss::ProxMatching { gamma } => {
-                let g2 = gamma * gamma;
-                let mut total = 0.0;
-                let mut grad = diff.clone();
-                for mut r in grad.rows_mut() {
-                    let rr = r.dot(&r);
-                    let e = (-rr / g2).exp();
-                    total += 1.0 - e;
-                    r.mapv_inplace(|v| 2.0 * e / g2 * v / b);
+        let mut grad = f - x;
+        let mut total = 0.0;
+        for mut r in grad.rows_mut() {
+            match r.as_slice_mut() {
+                Some(s) => total += self.sample_value_grad(s),
+                None => {
+                    let mut row = r.to_vec();
+                    total += self.sample_value_grad(&mut row);
+                    r.assign(&Array1::from(row));
                 }
-                (total / b, grad)
             }
         }
+        grad.mapv_inplace(|v| v / b);
+        (total / b, grad)
     }
 }
 

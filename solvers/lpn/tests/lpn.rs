@@ -3,10 +3,11 @@
 //! and plug-and-play monotonicity.
 
 use hyperprox_core::func::{Function, Prox};
+use hyperprox_lpn::experiments::laplacian_eval;
 use hyperprox_lpn::laplace;
 use hyperprox_lpn::train::total_steps;
 use hyperprox_lpn::*;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ShapeBuilder};
 use rand::{Rng, SeedableRng};
 
 fn small_net(alpha: f64, seed: u64) -> Icnn {
@@ -95,9 +96,23 @@ fn derivatives_match(net: &Icnn) {
     // ∇_θ Σ⟨G, f(y; θ)⟩ against central differences in every parameter.
     let g = randm(5, dd, 4);
     let (grad, _) = net.param_grad(y.view(), g.view()).unwrap();
+    let worst = param_grad_worst_error(net, &y, &g, &grad);
+    assert!(
+        worst < PARAM_GRAD_TOL,
+        "parameter gradient: worst relative error {worst:e} over {} parameters",
+        net.n_params()
+    );
+}
+
+/// Tolerance of the parameter-gradient check (central differences with h = 1e-6).
+const PARAM_GRAD_TOL: f64 = 1e-5;
+
+/// Worst relative error of `grad` against central differences of `θ ↦ Σ⟨G, f(y; θ)⟩`.
+fn param_grad_worst_error(net: &Icnn, y: &Array2<f64>, g: &Array2<f64>, grad: &Array1<f64>) -> f64 {
+    let h = 1e-6;
     let obj = |p: &Array1<f64>| {
         let n = Icnn::from_params(net.config().clone(), p.clone()).unwrap();
-        (n.prox(y.view()).unwrap() * &g).sum()
+        (n.prox(y.view()).unwrap() * g).sum()
     };
     let mut worst = 0.0f64;
     for i in 0..net.n_params() {
@@ -107,39 +122,33 @@ fn derivatives_match(net: &Icnn) {
         let fd = (obj(&pp) - obj(&pm)) / (2.0 * h);
         worst = worst.max((fd - grad[i]).abs() / fd.abs().max(1e-3));
     }
-    assert!(
-        worst < 1e-5,
-        "parameter gradient: worst relative error {worst:e} over {} parameters",
-        net.n_params()
-    );
+    worst
 }
 
 #[test]
 fn a_wrong_parameter_gradient_would_be_caught() {
-    // Perturb one block of the analytic gradient by 1 %: the FD comparison above must see it.
+    // The check above, fed gradients that a plausible bug would produce, must reject them:
+    // (a) the backward pass of a network whose softplus sharpness β is off by 1 % (a wrong
+    // activation derivative), (b) a backward pass that drops the first constrained layer's
+    // gradient. The right gradient passes the same check.
     let net = small_net(0.0, 5);
     let y = randm(4, 3, 6);
     let g = randm(4, 3, 7);
     let (grad, _) = net.param_grad(y.view(), g.view()).unwrap();
-    let i = net.constrained()[0].start;
-    let h = 1e-6;
-    let obj = |p: &Array1<f64>| {
-        (Icnn::from_params(net.config().clone(), p.clone())
-            .unwrap()
-            .prox(y.view())
-            .unwrap()
-            * &g)
-            .sum()
-    };
-    let (mut pp, mut pm) = (net.params.clone(), net.params.clone());
-    pp[i] += h;
-    pm[i] -= h;
-    let fd = (obj(&pp) - obj(&pm)) / (2.0 * h);
-    let wrong = grad[i] * 1.01;
-    assert!((fd - grad[i]).abs() < 1e-6 * fd.abs().max(1e-3));
+    assert!(param_grad_worst_error(&net, &y, &g, &grad) < PARAM_GRAD_TOL);
+    let mut cfg = net.config().clone();
+    cfg.beta *= 1.01;
+    let off = Icnn::from_params(cfg, net.params.clone()).unwrap();
+    let (wrong_beta, _) = off.param_grad(y.view(), g.view()).unwrap();
+    let err = param_grad_worst_error(&net, &y, &g, &wrong_beta);
+    assert!(err > PARAM_GRAD_TOL, "a 1 % error in β passed: {err:e}");
+    let mut dropped = grad.clone();
+    let first = net.constrained()[0].clone();
+    dropped.slice_mut(ndarray::s![first]).fill(0.0);
+    let err = param_grad_worst_error(&net, &y, &g, &dropped);
     assert!(
-        (fd - wrong).abs() > 1e-3 * fd.abs(),
-        "a 1 % error must exceed the tolerance"
+        err > PARAM_GRAD_TOL,
+        "a dropped layer gradient passed: {err:e}"
     );
 }
 
@@ -258,6 +267,92 @@ fn losses_match_finite_differences() {
 }
 
 #[test]
+fn loss_values_follow_their_formulas_per_sample() {
+    // Residual rows r = f − x with ‖r‖ = 0.5, 0 and 1, γ = 0.5: proximal matching is
+    // 1 − exp(−‖r‖²/γ²) per sample (the norm of the whole row, not a sum over entries), the
+    // batch mean of those, with gradient (2/γ²)·e^{−‖r‖²/γ²}·r/B.
+    let x = ndarray::array![[1.0, -2.0], [0.5, 0.5], [0.0, 0.0]];
+    let r = ndarray::array![[0.3, 0.4], [0.0, 0.0], [0.6, -0.8]];
+    let f = &x + &r;
+    let e = [(-1.0f64).exp(), 1.0, (-4.0f64).exp()];
+    let (v, g) = Loss::ProxMatching { gamma: 0.5 }.value_and_grad(&f, &x);
+    let want = e.iter().map(|e| 1.0 - e).sum::<f64>() / 3.0;
+    assert!((v - want).abs() < 1e-15, "proximal matching {v} vs {want}");
+    for ((i, j), gij) in g.indexed_iter() {
+        let want = 2.0 / 0.25 * e[i] * r[[i, j]] / 3.0;
+        assert!(
+            (gij - want).abs() < 1e-15,
+            "gradient [{i},{j}]: {gij} vs {want}"
+        );
+    }
+    // ℓ2 is the mean squared norm, ℓ1 the mean ℓ1 norm.
+    let (v2, g2) = Loss::L2.value_and_grad(&f, &x);
+    assert!((v2 - 1.25 / 3.0).abs() < 1e-15, "ℓ2 {v2}");
+    assert!((&g2 - &(&r * (2.0 / 3.0))).mapv(f64::abs).sum() < 1e-15);
+    let (v1, g1) = Loss::L1.value_and_grad(&f, &x);
+    assert!((v1 - 2.1 / 3.0).abs() < 1e-15, "ℓ1 {v1}");
+    assert!((g1[[2, 1]] + 1.0 / 3.0).abs() < 1e-15 && (g1[[0, 0]] - 1.0 / 3.0).abs() < 1e-15);
+    // Column-major inputs give the same values.
+    let (mut ff, mut xf) = (Array2::zeros((3, 2).f()), Array2::zeros((3, 2).f()));
+    ff.assign(&f);
+    xf.assign(&x);
+    for loss in [Loss::L2, Loss::L1, Loss::ProxMatching { gamma: 0.5 }] {
+        let (a, ga) = loss.value_and_grad(&f, &x);
+        let (b, gb) = loss.value_and_grad(&ff, &xf);
+        assert!((a - b).abs() < 1e-15 && (&ga - &gb).mapv(f64::abs).sum() < 1e-15);
+    }
+}
+
+#[test]
+fn proximal_matching_is_minimized_at_the_mode_l2_at_the_mean_l1_at_the_median() {
+    // x from three atoms in R²: (0, 0) with probability 0.4, (2, 2) and (2, −2) with 0.3 each.
+    // Closed-form minimizers of the risk E ℓ(c − x) over a constant c: ℓ2 → the mean (1.2, 0);
+    // ℓ1 (entrywise) → the coordinatewise median (2, 0); proximal matching with γ = 0.5, far
+    // below the atoms' spacing (e^{−8/γ²} = e^{−32}), → the most probable atom (0, 0), the MAP
+    // (at (0, 0) the risk is 0.6, near (2, 0) it is ≈ 1). A per-entry proximal matching
+    // Σⱼ(1 − e^{−rⱼ²/γ²}) would pick (2, 0) (risk ≈ 1.0 there against 1.2 at (0, 0)), so the
+    // per-sample norm is what makes the mode win.
+    let atoms = [((0.0, 0.0), 4), ((2.0, 2.0), 3), ((2.0, -2.0), 3)];
+    let rows: Vec<[f64; 2]> = atoms
+        .iter()
+        .flat_map(|&((a, b), n)| std::iter::repeat_n([a, b], n))
+        .collect();
+    let x = Array2::from_shape_fn((rows.len(), 2), |(i, j)| rows[i][j]);
+    let argmin = |loss: Loss| {
+        let mut best = (f64::INFINITY, 0.0, 0.0);
+        for i in 0..=80 {
+            for j in 0..=120 {
+                let c = (-1.0 + 0.05 * i as f64, -3.0 + 0.05 * j as f64);
+                let f = Array2::from_shape_fn(x.raw_dim(), |(_, k)| if k == 0 { c.0 } else { c.1 });
+                let v = loss.value_and_grad(&f, &x).0;
+                if v < best.0 {
+                    best = (v, c.0, c.1);
+                }
+            }
+        }
+        (best.1, best.2)
+    };
+    let near = |c: (f64, f64), want: (f64, f64)| {
+        (c.0 - want.0).abs() < 0.025 && (c.1 - want.1).abs() < 0.025
+    };
+    let c = argmin(Loss::ProxMatching { gamma: 0.5 });
+    assert!(
+        near(c, (0.0, 0.0)),
+        "proximal matching minimizer {c:?}, want the mode (0, 0)"
+    );
+    let c = argmin(Loss::L2);
+    assert!(
+        near(c, (1.2, 0.0)),
+        "ℓ2 minimizer {c:?}, want the mean (1.2, 0)"
+    );
+    let c = argmin(Loss::L1);
+    assert!(
+        near(c, (2.0, 0.0)),
+        "ℓ1 minimizer {c:?}, want the median (2, 0)"
+    );
+}
+
+#[test]
 fn checkpoint_resume_continues_exactly() {
     let cfg = IcnnConfig {
         dim: 1,
@@ -352,12 +447,89 @@ fn laplacian_prox_matching_recovers_soft_thresholding_and_l2_does_not() {
         (f05 - 0.241).abs() <= 0.05,
         "ℓ2 model f(0.5) = {f05} (MMSE 0.241)"
     );
+    // Training keeps W_k and w non-negative (ψ convex).
+    for net in [&pm, &l2] {
+        for r in net.constrained() {
+            let low = net
+                .params
+                .slice(ndarray::s![r])
+                .fold(f64::INFINITY, |a, &b| a.min(b));
+            assert!(low >= 0.0, "a constrained weight is {low}");
+        }
+    }
+    // The recovered prior: R_θ − min R_θ against |x| on [−3, 3].
+    let (e_pm, _) = laplacian_eval(&pm, "prox-matching").unwrap();
+    let (e_l2, _) = laplacian_eval(&l2, "l2").unwrap();
+    assert!(
+        e_pm.max_dev_prior_from_abs_x <= 0.1 && e_pm.max_inversion_residual <= 1e-8,
+        "prox-matching prior: {e_pm:?}"
+    );
+    // The ℓ2 (MMSE) model follows the MMSE curve everywhere on [−4, 4], and its prior is
+    // smooth at 0, far from |x|.
+    assert!(
+        e_l2.max_dev_mmse <= 0.05,
+        "ℓ2 model against the MMSE: {e_l2:?}"
+    );
+    assert!(
+        e_l2.max_dev_prior_from_abs_x > 0.3 && e_l2.max_inversion_residual <= 1e-8,
+        "ℓ2 prior: {e_l2:?}"
+    );
+}
+
+#[test]
+fn the_papers_stochastic_schedule_learns_the_median_then_moves_toward_soft_thresholding() {
+    // `laplacian_schedule` (the paper's minibatch schedule: ℓ1, then proximal matching with γ
+    // from 0.5 down to 0.1) at a tenth of its length, width 20 instead of 50, batch 500
+    // instead of 2000.
+    let scale = 0.1;
+    let schedule = hyperprox_lpn::train::laplacian_schedule("prox-matching", scale).unwrap();
+    let l1_steps: u64 = schedule[..2].iter().map(|s| s.steps).sum();
+    assert!(schedule[..2].iter().all(|s| s.loss == Loss::L1));
+    let cfg = IcnnConfig {
+        widths: vec![20; 5],
+        ..IcnnConfig::paper_1d()
+    };
+    let mut st = TrainState::new(Icnn::new(cfg, 2).unwrap()).unwrap();
+    let sampler = laplace::sampler(500, 11);
+    train(&mut st, &schedule, &sampler, 100, |step, _| step < l1_steps).unwrap();
+    assert_eq!(st.step, l1_steps);
+    // After the ℓ1 stages the model is the posterior median's estimate: closer to it than to
+    // the MMSE or to soft thresholding (measured: 0.15 against 0.19 and 0.49).
+    let (l1, _) = laplacian_eval(&st.net, "l1").unwrap();
+    assert!(
+        l1.max_dev_posterior_median <= 0.2
+            && l1.max_dev_posterior_median < l1.max_dev_mmse
+            && l1.max_dev_posterior_median < l1.max_dev_soft_threshold,
+        "after ℓ1: {l1:?}"
+    );
+    train(&mut st, &schedule, &sampler, 100, |_, _| true).unwrap();
+    assert_eq!(st.step, total_steps(&schedule));
+    // The proximal-matching stages move it toward the MAP (soft thresholding, prior |x|). At a
+    // tenth of the length the small-learning-rate stages are short, so it does not get there:
+    // measured, the distance to soft thresholding 0.49 → 0.27, the largest |f| on |y| ≤ 0.8
+    // 0.41 → 0.19, the prior's distance to |x| 0.69 → 0.20.
+    let (pm, _) = laplacian_eval(&st.net, "prox-matching").unwrap();
+    assert!(
+        pm.max_dev_soft_threshold <= 0.75 * l1.max_dev_soft_threshold
+            && pm.max_abs_f_on_abs_y_le_0_8 <= 0.6 * l1.max_abs_f_on_abs_y_le_0_8
+            && pm.max_dev_prior_from_abs_x <= 0.5 * l1.max_dev_prior_from_abs_x,
+        "after proximal matching: {pm:?}\nafter ℓ1: {l1:?}"
+    );
+    for r in st.net.constrained() {
+        assert!(st
+            .net
+            .params
+            .slice(ndarray::s![r])
+            .iter()
+            .all(|&w| w >= 0.0));
+    }
 }
 
 #[test]
 fn pnp_proximal_gradient_decreases_h_plus_r_on_sparse_deconvolution() {
     use hyperprox_core::prelude::*;
-    // A 1-D LPN (short ℓ1 + PM training) as a separable prior; h = (λ/2)‖Ax − b‖², λ‖A‖² ≤ 1.
+    // A 1-D LPN (ℓ1 training on the population loss: the posterior median) as a separable prior;
+    // h = (λ/2)‖Ax − b‖², λ‖A‖² ≤ 1.
     let net = train_laplacian("l1");
     let n = 64;
     let mut a = Array2::zeros((n, n));
