@@ -275,18 +275,225 @@ fn error_bound_dominates_the_true_error_on_a_grid() {
                     let err = (&hg.z - &truth).dot(&(&hg.z - &truth)).sqrt();
                     assert!(hg.certified);
                     assert!(hg.omega >= err, "seed {seed} scale {scale} eps {eps} delta {delta}: ω = {:e} < error {err:e}", hg.omega);
-                    // The bound is not vacuous: within a few orders of magnitude of the error.
-                    assert!(
-                        hg.omega < 1e4 * err.max(1e-12) + 1e-6,
-                        "ω = {:e} vs error {err:e}",
-                        hg.omega
-                    );
                     cases += 1;
                 }
             }
         }
     }
     assert_eq!(cases, 81);
+}
+
+/// The matrix of a linear map `ℝⁿ → ℝᵐ` from its action on the unit vectors.
+fn probe(n: usize, m: usize, apply: impl Fn(&Array1<f64>, &mut Array1<f64>)) -> Array2<f64> {
+    let mut a = Array2::zeros((m, n));
+    for i in 0..n {
+        let mut e = Array1::zeros(n);
+        e[i] = 1.0;
+        let mut out = Array1::zeros(m);
+        apply(&e, &mut out);
+        a.column_mut(i).assign(&out);
+    }
+    a
+}
+
+/// Largest and smallest singular values.
+fn extreme_singular_values(a: &Array2<f64>) -> (f64, f64) {
+    use hyperprox_core::linalg::Real;
+    let (_, s, _) = f64::thin_svd(a.view()).unwrap();
+    let max = s.iter().cloned().fold(0.0, f64::max);
+    (max, s.iter().cloned().fold(max, f64::min))
+}
+
+#[test]
+fn error_bound_is_within_its_derived_factor_of_the_error_on_the_quadratic_problem() {
+    // On the quadratic problem H, J and G = ∇²g are constant, so the error of z = −Jᵀq is
+    // −JᵀH⁻¹(G e + r) for a lower-level error e = x̃ − x̂ and a CG residual r = Hq − ∇g(x̃).
+    // (a) e = 0, r ≠ 0: err = ‖JᵀH⁻¹r‖ ≥ σ_min(J)‖r‖/L and ω = ‖J‖δ/μ with δ = ‖r‖, so
+    //     ω/err ≤ κ(J)·κ(H).
+    // (b) r ≈ 0, e ≠ 0: err ≥ σ_min(J)σ_min(G)‖e‖/L and ω ≈ L_g‖J‖ε/μ with the achieved
+    //     ε = ‖He‖/μ ≤ L‖e‖/μ, so ω/err ≤ κ(J)·κ(H)²·κ(G) (plus the δ term of the tight CG).
+    // κ's are computed here from the probed matrices.
+    for seed in [1u64, 2] {
+        let p = QuadraticProblem::new(300, 8, seed).unwrap();
+        let o = Oracle::new(&p);
+        let theta = p.theta_start();
+        let xh = p.x_hat(theta.view()).unwrap();
+        let truth = p.grad_exact(theta.view());
+        let m = 8;
+        let jt = probe(m, m, |q, out| {
+            p.cross_jt_into(out.view_mut(), xh.view(), theta.view(), q.view())
+                .unwrap()
+        });
+        let h = probe(m, m, |v, out| {
+            p.lower_hvp_into(out.view_mut(), xh.view(), theta.view(), v.view())
+                .unwrap()
+        });
+        let mut g0 = Array1::zeros(m);
+        p.upper_grad_into(g0.view_mut(), xh.view()).unwrap();
+        let g = probe(m, m, |v, out| {
+            p.upper_grad_into(out.view_mut(), (&xh + v).view()).unwrap();
+            *out -= &g0;
+        });
+        let ((j_max, j_min), (l, mu), (g_max, g_min)) = (
+            extreme_singular_values(&jt),
+            extreme_singular_values(&h),
+            extreme_singular_values(&g),
+        );
+        let factor_a = (j_max / j_min) * (l / mu);
+        let factor_b = (j_max / j_min) * (l / mu).powi(2) * (g_max / g_min);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 50);
+        let (q_star, _, _) = o
+            .solve_linear(theta.view(), xh.view(), g0.view(), 1e-14)
+            .unwrap();
+        for size in [1e-2, 1e-4] {
+            for _ in 0..5 {
+                let s: Array1<f64> = Array1::from_shape_fn(m, |_| rng.random::<f64>() - 0.5);
+                let s = &s * (size / s.dot(&s).sqrt());
+                // (a) the exact x̂ and q = q* + s.
+                let hg = o
+                    .hypergradient_at(
+                        theta.view(),
+                        xh.view(),
+                        (&q_star + &s).view(),
+                        &mut Estimates::default(),
+                    )
+                    .unwrap();
+                let err = norm(&(&hg.z - &truth));
+                assert!(
+                    hg.omega >= err && hg.omega <= factor_a * err,
+                    "(a) seed {seed}: ω = {:e}, error {err:e}, κ(J)κ(H) = {factor_a:e}",
+                    hg.omega
+                );
+                // (b) x̃ = x̂ + s and q solved tightly at x̃.
+                let x = &xh + &s;
+                let mut gx = Array1::zeros(m);
+                p.upper_grad_into(gx.view_mut(), x.view()).unwrap();
+                let (q, _, _) = o
+                    .solve_linear(theta.view(), x.view(), gx.view(), 1e-14)
+                    .unwrap();
+                let hg = o
+                    .hypergradient_at(theta.view(), x.view(), q.view(), &mut Estimates::default())
+                    .unwrap();
+                let err = norm(&(&hg.z - &truth));
+                let slack = j_max / mu * hg.delta;
+                assert!(
+                    hg.omega >= err && hg.omega <= factor_b * err + slack,
+                    "(b) seed {seed}: ω = {:e}, error {err:e}, factor {factor_b:e}",
+                    hg.omega
+                );
+            }
+        }
+    }
+}
+
+fn norm(v: &Array1<f64>) -> f64 {
+    v.dot(v).sqrt()
+}
+
+#[test]
+fn error_bound_has_each_term_of_the_formula() {
+    // ω = c·ε + (‖J‖/μ)·δ + (L_J L_g/μ)·ε², c = L_g‖J‖/μ + L_{H⁻¹}‖∇g‖‖J‖ + L_J‖∇g‖/μ
+    // (Ehrhardt & Roberts 2024, Thm. 3.4 as used by MAID), one term at a time.
+    let (mu, lg, j, lj, lhi, gn) = (2.0, 3.0, 5.0, 7.0, 11.0, 13.0);
+    let w = |lg: f64, j: f64, lj: f64, lhi: f64, gn: f64, eps: f64, delta: f64| {
+        hyperprox_bilevel::oracle::error_bound(mu, lg, j, lj, lhi, gn, eps, delta)
+    };
+    assert_eq!(w(lg, j, 0.0, 0.0, gn, 1.0, 0.0), lg * j / mu);
+    assert_eq!(w(0.0, j, 0.0, lhi, gn, 1.0, 0.0), lhi * gn * j);
+    assert_eq!(w(0.0, j, lj, 0.0, gn, 1.0, 0.0), lj * gn / mu);
+    assert_eq!(w(lg, j, lj, lhi, gn, 0.0, 1.0), j / mu);
+    // The ε² term: the difference between ε = 2 and twice ε = 1 is 2·L_J L_g/μ.
+    let quad = w(lg, j, lj, lhi, gn, 2.0, 0.0) - 2.0 * w(lg, j, lj, lhi, gn, 1.0, 0.0);
+    assert!((quad - 2.0 * lj * lg / mu).abs() < 1e-12, "ε² term {quad}");
+    let full =
+        (lg * j / mu + lhi * gn * j + lj * gn / mu) * 0.5 + j / mu * 0.25 + lj * lg / mu * 0.25;
+    assert!((w(lg, j, lj, lhi, gn, 0.5, 0.25) - full).abs() < 1e-12);
+}
+
+/// `ω ≥ ‖z − ∇f(θ)‖` on a grid of lower-level errors `ε` (x̃ = x̂ + ε·u), CG perturbations `δ`
+/// and two `θ`; the "truth" is the hypergradient of a tight solve (its own bound `ω₀` is
+/// subtracted: ‖z − ∇f‖ ≥ ‖z − z₀‖ − ω₀). Returns (cases, certified cases).
+fn bound_holds_on_a_grid<P: BilevelProblem>(
+    p: &P,
+    thetas: &[Array1<f64>],
+    params: OracleParams,
+) -> (usize, usize) {
+    let o = Oracle::new(p).with_params(params);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let (mut cases, mut certified) = (0, 0);
+    let mut est = Estimates::default();
+    for theta in thetas {
+        let tight = o
+            .hypergradient(
+                theta.view(),
+                p.x_start().view(),
+                1e-10,
+                1e-10,
+                &mut Estimates::default(),
+            )
+            .unwrap();
+        let xh = tight.x.clone();
+        for eps in [1e-1, 1e-2, 1e-3] {
+            let u: Array1<f64> = Array1::from_shape_fn(p.dim_x(), |_| rng.random::<f64>() - 0.5);
+            let x = &xh + &(&u * (eps / norm(&u)));
+            let mut gg = Array1::zeros(p.dim_x());
+            p.upper_grad_into(gg.view_mut(), x.view()).unwrap();
+            let (q0, _, _) = o
+                .solve_linear(theta.view(), x.view(), gg.view(), 1e-12)
+                .unwrap();
+            for delta in [1e-1, 1e-3, 0.0] {
+                let w: Array1<f64> =
+                    Array1::from_shape_fn(p.dim_x(), |_| rng.random::<f64>() - 0.5);
+                let q = &q0 + &(&w * (delta / norm(&w)));
+                let hg = o
+                    .hypergradient_at(theta.view(), x.view(), q.view(), &mut est)
+                    .unwrap();
+                let err = norm(&(&hg.z - &tight.z)) - tight.omega;
+                assert!(
+                    err > 0.0,
+                    "{}: the grid point is as accurate as the truth",
+                    p.name()
+                );
+                assert!(
+                    hg.omega >= err,
+                    "{} (certified: {}): ε {eps} δ {delta}: ω = {:e} < error {err:e}",
+                    p.name(),
+                    hg.certified,
+                    hg.omega
+                );
+                cases += 1;
+                certified += hg.certified as usize;
+            }
+        }
+    }
+    (cases, certified)
+}
+
+#[test]
+fn error_bound_dominates_the_true_error_on_tv_logistic_and_foe() {
+    // TV: 6 images 32² (all constants known: certified). Logistic regression on the digits and
+    // FoE (small): logistic certified; FoE estimates ‖J‖ and L_J online (the uncertified path).
+    // Measured worst ω/error on these grids: TV 2.4e6, logistic 8.0e5 (the certified constants
+    // are global worst cases), FoE 72 and TV with estimated constants 660 (local estimates).
+    let tv = tv_small(6, 32, 5);
+    let t0 = tv.theta_start();
+    let (n, c) = bound_holds_on_a_grid(&tv, &[t0.clone(), &t0 + 0.5], OracleParams::default());
+    assert_eq!((n, c), (18, 18));
+    let lr = logreg_small();
+    let t0 = lr.theta_start();
+    let (n, c) = bound_holds_on_a_grid(&lr, &[t0.clone(), &t0 - 1.0], OracleParams::default());
+    assert_eq!((n, c), (18, 18));
+    let foe = foe_small();
+    let (n, c) = bound_holds_on_a_grid(&foe, &[foe.theta_start()], OracleParams::default());
+    assert_eq!((n, c), (9, 0));
+    // The estimated-constants path on a problem that knows its constants (the MAID reference
+    // code's convention): marked uncertified, and on this grid still an upper bound.
+    let params = OracleParams {
+        estimate_constants: true,
+        ..OracleParams::default()
+    };
+    let (n, c) = bound_holds_on_a_grid(&tv, &[tv.theta_start()], params);
+    assert_eq!((n, c), (9, 0));
 }
 
 // ---------------------------------------------------------------- MAID and HOAG
@@ -316,7 +523,7 @@ fn maid_monotone(p: &QuadraticProblem, descent_test: bool) -> OuterResult<MaidSt
             true
         })
         .unwrap();
-    assert!(res.history.len() <= 40 && accepted > 0);
+    assert!(accepted > 0);
     res
 }
 
@@ -341,6 +548,137 @@ fn maid_solves_the_quadratic_problem_with_certified_descent() {
     let f0 = p.f_exact(p.theta_start().view());
     assert!(p.f_exact(res.theta.view()) - p.f_star() < 0.05 * (f0 - p.f_star()));
     assert!(res.history.iter().all(|r| r.certified));
+}
+
+/// `log(ratio)/log(base)` if it is a non-negative integer (to 1e-9), else `None`.
+fn integer_power(ratio: f64, base: f64) -> Option<u32> {
+    let k = ratio.ln() / base.ln();
+    ((k - k.round()).abs() < 1e-9 && k.round() >= 0.0).then_some(k.round() as u32)
+}
+
+#[test]
+fn maid_accepts_only_sufficient_decrease_and_grows_step_and_accuracy_after_success() {
+    // Armijo fraction λ = 0.3 (default 1e-8) so that the sufficient-decrease term matters:
+    // every accepted step must give the exact decrease f(θ_k) ≤ f(θ_{k−1}) − λα‖z‖² (implied by
+    // U⁺ − U⁻ + λα‖z‖² ≤ 0 and the sandwich U⁻ ≤ f ≤ U⁺), and −z must be a certified descent
+    // direction (ω ≤ (1 − η)‖z‖). Between accepted steps α_{k+1} = ρ̄·α_k·ρ^i (i backtracks) and
+    // ε_{k+1} = ν̄·ε_k·ν^j (j tightenings): the test reads i and j off the history and needs
+    // both "grew" (i = 0, j = 0) and "backtracked" (i > 0) cases.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let params = MaidParams {
+        armijo: 0.3,
+        ..MaidParams::default()
+            .with_alpha0(1.0 / p.lipschitz_f())
+            .with_max_iters(40)
+    };
+    let res = Maid::new(&p, params)
+        .unwrap()
+        .run(p.theta_start_view(), |_| true)
+        .unwrap();
+    let mut prev_theta = p.theta_start();
+    let mut prev: Option<&OuterRecord> = None;
+    let (mut grew_step, mut grew_eps, mut backtracked) = (0, 0, 0);
+    for r in res.history.iter().filter(|r| r.accepted) {
+        let (f0, f1) = (p.f_exact(prev_theta.view()), p.f_exact(r.theta.view()));
+        let want = params.armijo * r.step * r.hypergrad_norm.powi(2);
+        assert!(
+            f0 - f1 >= want - 1e-12 * f0.abs(),
+            "iteration {}: decrease {:e} < λα‖z‖² = {want:e}",
+            r.iter,
+            f0 - f1
+        );
+        assert!(r.certified && r.omega <= (1.0 - params.eta) * r.hypergrad_norm);
+        if let Some(q) = prev {
+            let i = integer_power(r.step / (q.step * params.rho_bar), params.rho)
+                .unwrap_or_else(|| panic!("step {:e} after {:e}", r.step, q.step));
+            let j = integer_power(r.eps / (q.eps * params.nu_bar), params.nu)
+                .unwrap_or_else(|| panic!("ε {:e} after {:e}", r.eps, q.eps));
+            assert!(
+                (r.delta / r.eps - q.delta / q.eps).abs() < 1e-12,
+                "δ/ε changed"
+            );
+            grew_step += (i == 0) as usize;
+            backtracked += (i > 0) as usize;
+            grew_eps += (j == 0) as usize;
+        }
+        prev_theta = r.theta.clone();
+        prev = Some(r);
+    }
+    assert!(
+        grew_step > 0 && backtracked > 0 && grew_eps > 0,
+        "grew step {grew_step}, backtracked {backtracked}, grew ε {grew_eps}"
+    );
+}
+
+#[test]
+fn maid_descent_test_rejects_coarse_hypergradients() {
+    // A coarse CG accuracy δ₀ = 1000 (ε₀ = 1e-3) on a problem whose ‖∇g(x̃)‖ at the start is
+    // below δ₀: CG returns q = 0, so z = 0 with ω ≈ 586 > ‖z‖. The line search only looks at ε,
+    // so without the descent test MAID takes this z = 0 for a stationary point and stops at
+    // once. With it, δ and ε are tightened by ν until ω ≤ (1 − η)‖z‖, and the run converges.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let run = |on: bool| {
+        let params = MaidParams::default()
+            .with_accuracies(1e-3, 1000.0)
+            .with_alpha0(1.0 / p.lipschitz_f())
+            .with_descent_test(on)
+            .with_max_iters(15);
+        Maid::new(&p, params)
+            .unwrap()
+            .run(p.theta_start_view(), |_| true)
+            .unwrap()
+    };
+    let off = run(false);
+    let r = &off.history[0];
+    assert!(
+        off.history.len() == 1 && r.hypergrad_norm == 0.0 && r.omega > 0.0 && !r.accepted,
+        "without the test: {:?}",
+        off.history
+    );
+    assert!(matches!(&off.stop, OuterStop::Stalled(w) if w.contains("zero hypergradient")));
+    let on = run(true);
+    let eta = MaidParams::default().eta;
+    let first = &on.history[0];
+    // δ₀·ν^j with j ≥ 1 tightenings.
+    let j = integer_power(first.delta / 1000.0, MaidParams::default().nu).unwrap();
+    assert!(j >= 1 && first.accepted, "first iteration: {first:?}");
+    assert!(on
+        .history
+        .iter()
+        .filter(|r| r.accepted)
+        .all(|r| r.omega <= (1.0 - eta) * r.hypergrad_norm));
+    assert!(
+        rel_gap(&p, &on.theta) < 1e-3 * rel_gap(&p, &p.theta_start()),
+        "with the test: gap {:e}",
+        rel_gap(&p, &on.theta)
+    );
+}
+
+#[test]
+fn maid_reports_a_stall_when_the_accuracy_floor_is_reached() {
+    // ε_min = 1e-4 on a problem MAID solves quickly: near θ* the hypergradient shrinks, the
+    // descent test or the line search tightens ε below the floor, and the run stops as
+    // stalled with its reason, not by the iteration cap.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let params = MaidParams {
+        eps_min: 1e-4,
+        ..MaidParams::default()
+            .with_alpha0(1.0 / p.lipschitz_f())
+            .with_max_iters(500)
+    };
+    let res = Maid::new(&p, params)
+        .unwrap()
+        .run(p.theta_start_view(), |_| true)
+        .unwrap();
+    match &res.stop {
+        OuterStop::Stalled(why) => assert!(why.contains("stationary"), "{why}"),
+        other => panic!("expected a stall, got {other}"),
+    }
+    let last = res.history.last().unwrap();
+    assert!(!last.accepted && last.step == 0.0);
+    assert!(res.history.len() < 500);
+    // It stalled near the solution: the gap is what ε_min allows, far below the start's.
+    assert!(rel_gap(&p, &res.theta) < 1e-3 * rel_gap(&p, &p.theta_start()));
 }
 
 #[test]
