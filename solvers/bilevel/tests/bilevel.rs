@@ -616,13 +616,17 @@ fn maid_descent_test_rejects_coarse_hypergradients() {
     // below δ₀: CG returns q = 0, so z = 0 with ω ≈ 586 > ‖z‖. The line search only looks at ε,
     // so without the descent test MAID takes this z = 0 for a stationary point and stops at
     // once. With it, δ and ε are tightened by ν until ω ≤ (1 − η)‖z‖, and the run converges.
+    // η = 0.5 (default 1e-4) so that the margin is visible in the records.
     let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
     let run = |on: bool| {
-        let params = MaidParams::default()
-            .with_accuracies(1e-3, 1000.0)
-            .with_alpha0(1.0 / p.lipschitz_f())
-            .with_descent_test(on)
-            .with_max_iters(15);
+        let params = MaidParams {
+            eta: 0.5,
+            ..MaidParams::default()
+                .with_accuracies(1e-3, 1000.0)
+                .with_alpha0(1.0 / p.lipschitz_f())
+                .with_descent_test(on)
+                .with_max_iters(40)
+        };
         Maid::new(&p, params)
             .unwrap()
             .run(p.theta_start_view(), |_| true)
@@ -637,7 +641,7 @@ fn maid_descent_test_rejects_coarse_hypergradients() {
     );
     assert!(matches!(&off.stop, OuterStop::Stalled(w) if w.contains("zero hypergradient")));
     let on = run(true);
-    let eta = MaidParams::default().eta;
+    let eta = 0.5;
     let first = &on.history[0];
     // δ₀·ν^j with j ≥ 1 tightenings.
     let j = integer_power(first.delta / 1000.0, MaidParams::default().nu).unwrap();
@@ -679,6 +683,98 @@ fn maid_reports_a_stall_when_the_accuracy_floor_is_reached() {
     assert!(res.history.len() < 500);
     // It stalled near the solution: the gap is what ε_min allows, far below the start's.
     assert!(rel_gap(&p, &res.theta) < 1e-3 * rel_gap(&p, &p.theta_start()));
+}
+
+#[test]
+fn maid_stalls_on_the_descent_test_at_the_accuracy_floor_and_counts_its_work() {
+    // Started at θ*, ∇f = 0: the bound ω never drops below ‖z‖ (only rounding is left), so
+    // the descent test tightens ε = 0.1·ν^k until ε·ν < ε_min and reports the stall. With
+    // ε_min = 0.1·ν¹⁰ exactly, the last ε tried is ε_min itself.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let star = p.theta_star().clone();
+    let p = p.with_theta_start(star);
+    let eps_min = 0.1 * 0.5f64.powi(10);
+    let params = MaidParams {
+        eps_min,
+        ..MaidParams::default().with_alpha0(1.0 / p.lipschitz_f())
+    };
+    let res = Maid::new(&p, params)
+        .unwrap()
+        .run(p.theta_start_view(), |_| true)
+        .unwrap();
+    match &res.stop {
+        OuterStop::Stalled(why) => assert!(why.contains("descent test"), "{why}"),
+        other => panic!("expected a stall, got {other}"),
+    }
+    assert_eq!(res.history.len(), 1);
+    assert_eq!(res.history[0].eps, eps_min);
+    // Work accounting: the first iteration of a run from the usual start counts the CG
+    // iterations of its hypergradient exactly (no descent retry happens there) and at least
+    // the lower-level iterations of that hypergradient (plus the line search's).
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let params = MaidParams::default()
+        .with_alpha0(1.0 / p.lipschitz_f())
+        .with_max_iters(1);
+    let hg = Oracle::new(&p)
+        .hypergradient(
+            p.theta_start_view(),
+            p.x_start().view(),
+            params.eps0,
+            params.delta0,
+            &mut Estimates::default(),
+        )
+        .unwrap();
+    let res = Maid::new(&p, params)
+        .unwrap()
+        .run(p.theta_start_view(), |_| true)
+        .unwrap();
+    let r = &res.history[0];
+    assert!(r.accepted && r.eps == params.eps0, "{r:?}");
+    assert_eq!(r.cg_iters_total, hg.cg_iters);
+    assert!(
+        r.ll_iters_total >= hg.ll_iters && hg.ll_iters > 0,
+        "{} < {}",
+        r.ll_iters_total,
+        hg.ll_iters
+    );
+}
+
+#[test]
+fn maid_with_a_coarse_fixed_accuracy_accepts_only_certified_decrease() {
+    // Fixed ε = δ = 0.05 and an overshooting first step 4/L_f: the sandwich bounds
+    // U±(x̃, ε) = g(x̃) ± ‖∇g(x̃)‖ε (± L_g ε²/2) are loose here, and only steps whose decrease
+    // exceeds that slack may be accepted; each accepted step must still decrease the exact f
+    // by λα‖z‖² (λ = 0.3). Once the possible decrease is below the slack, no step is
+    // accepted and the run reports the stall (measured: 2 steps, then the stall).
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let params = MaidParams {
+        armijo: 0.3,
+        ..MaidParams::default()
+            .with_accuracies(0.05, 0.05)
+            .with_alpha0(4.0 / p.lipschitz_f())
+            .with_fixed_accuracy(true)
+            .with_max_iters(30)
+    };
+    let res = Maid::new(&p, params)
+        .unwrap()
+        .run(p.theta_start_view(), |_| true)
+        .unwrap();
+    let mut prev = p.f_exact(p.theta_start().view());
+    let mut accepted = 0;
+    for r in res.history.iter().filter(|r| r.accepted) {
+        let f = p.f_exact(r.theta.view());
+        let want = params.armijo * r.step * r.hypergrad_norm.powi(2);
+        assert!(
+            prev - f >= want - 1e-12 * prev.abs(),
+            "iteration {}: decrease {:e} < λα‖z‖² = {want:e}",
+            r.iter,
+            prev - f
+        );
+        prev = f;
+        accepted += 1;
+    }
+    assert!(accepted > 0, "no step accepted: {}", res.stop);
+    assert!(matches!(res.stop, OuterStop::Stalled(_)), "{}", res.stop);
 }
 
 #[test]
