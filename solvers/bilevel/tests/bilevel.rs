@@ -556,6 +556,26 @@ fn integer_power(ratio: f64, base: f64) -> Option<u32> {
     ((k - k.round()).abs() < 1e-9 && k.round() >= 0.0).then_some(k.round() as u32)
 }
 
+/// Asserts the exact sufficient decrease f(θ_k) ≤ f(θ_{k−1}) − λα‖z‖² at every accepted step
+/// (to 1e-12 relative); returns the number of accepted steps.
+fn assert_sufficient_decrease(p: &QuadraticProblem, history: &[OuterRecord], armijo: f64) -> usize {
+    let mut prev = p.f_exact(p.theta_start().view());
+    let mut accepted = 0;
+    for r in history.iter().filter(|r| r.accepted) {
+        let f = p.f_exact(r.theta.view());
+        let want = armijo * r.step * r.hypergrad_norm.powi(2);
+        assert!(
+            prev - f >= want - 1e-12 * prev.abs(),
+            "iteration {}: decrease {:e} < λα‖z‖² = {want:e}",
+            r.iter,
+            prev - f
+        );
+        prev = f;
+        accepted += 1;
+    }
+    accepted
+}
+
 #[test]
 fn maid_accepts_only_sufficient_decrease_and_grows_step_and_accuracy_after_success() {
     // Armijo fraction λ = 0.3 (default 1e-8) so that the sufficient-decrease term matters:
@@ -575,18 +595,10 @@ fn maid_accepts_only_sufficient_decrease_and_grows_step_and_accuracy_after_succe
         .unwrap()
         .run(p.theta_start_view(), |_| true)
         .unwrap();
-    let mut prev_theta = p.theta_start();
+    assert!(assert_sufficient_decrease(&p, &res.history, params.armijo) > 1);
     let mut prev: Option<&OuterRecord> = None;
     let (mut grew_step, mut grew_eps, mut backtracked) = (0, 0, 0);
     for r in res.history.iter().filter(|r| r.accepted) {
-        let (f0, f1) = (p.f_exact(prev_theta.view()), p.f_exact(r.theta.view()));
-        let want = params.armijo * r.step * r.hypergrad_norm.powi(2);
-        assert!(
-            f0 - f1 >= want - 1e-12 * f0.abs(),
-            "iteration {}: decrease {:e} < λα‖z‖² = {want:e}",
-            r.iter,
-            f0 - f1
-        );
         assert!(r.certified && r.omega <= (1.0 - params.eta) * r.hypergrad_norm);
         if let Some(q) = prev {
             let i = integer_power(r.step / (q.step * params.rho_bar), params.rho)
@@ -601,7 +613,6 @@ fn maid_accepts_only_sufficient_decrease_and_grows_step_and_accuracy_after_succe
             backtracked += (i > 0) as usize;
             grew_eps += (j == 0) as usize;
         }
-        prev_theta = r.theta.clone();
         prev = Some(r);
     }
     assert!(
@@ -771,20 +782,7 @@ fn maid_with_a_coarse_fixed_accuracy_accepts_only_certified_decrease() {
         .unwrap()
         .run(p.theta_start_view(), |_| true)
         .unwrap();
-    let mut prev = p.f_exact(p.theta_start().view());
-    let mut accepted = 0;
-    for r in res.history.iter().filter(|r| r.accepted) {
-        let f = p.f_exact(r.theta.view());
-        let want = params.armijo * r.step * r.hypergrad_norm.powi(2);
-        assert!(
-            prev - f >= want - 1e-12 * prev.abs(),
-            "iteration {}: decrease {:e} < λα‖z‖² = {want:e}",
-            r.iter,
-            prev - f
-        );
-        prev = f;
-        accepted += 1;
-    }
+    let accepted = assert_sufficient_decrease(&p, &res.history, params.armijo);
     assert!(accepted > 0, "no step accepted: {}", res.stop);
     // Fixed accuracy: the stall comes from the retry cap, after max_retries + 1 line searches.
     let want = format!("after {} line searches", params.max_retries + 1);
