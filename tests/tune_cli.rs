@@ -85,6 +85,91 @@ fn tune_tv_with_maid_and_hoag_improves_psnr() {
 }
 
 #[test]
+fn tune_tv_compare_and_the_maid_constants_from_the_command_line() {
+    let d = tmpdir("tv-compare");
+    run_ok(&[
+        "tune",
+        "tv-compare",
+        "--images",
+        "3",
+        "--size",
+        "24",
+        "--max-iters",
+        "8",
+        "--alpha0",
+        "0.01",
+        "--reference-convention",
+        "--methods",
+        "maid,hoag-cubic",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert_outputs(&d);
+    let r = report(&d);
+    assert_eq!(r["convention"], "reference");
+    let runs = r["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|x| x["method"].as_str().unwrap()).collect();
+    assert_eq!(names, ["maid", "hoag-cubic"]);
+    let works: Vec<u64> = runs.iter().map(|x| x["work"].as_u64().unwrap()).collect();
+    assert_eq!(r["common_work"].as_u64(), works.iter().min().copied());
+    let f: Vec<f64> = runs
+        .iter()
+        .map(|x| x["f_at_common_work"].as_f64().unwrap())
+        .collect();
+    assert_eq!(r["maid_below_hoag"].as_bool().unwrap(), f[0] < f[1]);
+    // MAID's constants from the command line: with ρ = 0.3 and ρ̄ = 1.5 every accepted step
+    // is the previous one times 1.5·0.3ᵏ (k backtracks).
+    let d = tmpdir("tv-constants");
+    run_ok(&[
+        "tune",
+        "tv",
+        "--images",
+        "2",
+        "--size",
+        "24",
+        "--max-iters",
+        "4",
+        "--alpha0",
+        "1",
+        "--rho",
+        "0.3",
+        "--rho-bar",
+        "1.5",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    let h: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("history.json")).unwrap()).unwrap();
+    let steps: Vec<f64> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["accepted"].as_bool().unwrap())
+        .map(|e| e["step"].as_f64().unwrap())
+        .collect();
+    assert!(steps.len() >= 3, "{steps:?}");
+    let mut backtracked = false;
+    for w in steps.windows(2) {
+        let k = ((w[1] / (1.5 * w[0])).ln() / 0.3f64.ln()).round();
+        let want = 1.5 * w[0] * 0.3f64.powf(k);
+        assert!(k >= 0.0 && (w[1] - want).abs() < 1e-12 * want, "{steps:?}");
+        backtracked |= k >= 1.0;
+    }
+    assert!(backtracked, "no backtracking seen: {steps:?}");
+    // A bad constant is an error with its name, not a panic.
+    let out = bin()
+        .args([
+            "tune", "tv", "--images", "2", "--size", "24", "--rho", "1.5", "--out",
+        ])
+        .arg(d.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rho") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn tune_foe_and_logreg_run_and_reduce_the_upper_loss() {
     let d = tmpdir("foe");
     run_ok(&[

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub enum TuneProblem {
     /// TV denoising: learn (log λ, log ν) of ½‖x − y‖² + λ Σ √(|∇x|² + ν²) on Kodak images.
     Tv(ImageArgs),
+    /// TV denoising: MAID against HOAG at equal work (the MAID paper's comparison), scored by
+    /// the exact loss at the smallest total work of the runs.
+    TvCompare(CompareArgs),
     /// Field-of-experts denoising: learn filters, weights and smoothings (2449 parameters with
     /// the paper's 48 filters 7×7).
     Foe(FoeArgs),
@@ -23,50 +26,43 @@ pub enum TuneProblem {
     Lasso(LassoArgs),
 }
 
-/// Settings of the outer method.
+/// Settings of the outer method and the output folder.
 #[derive(Args, Debug, Clone)]
 pub struct OuterArgs {
-    /// Outer method: maid, maid-fixed (ablation), or HOAG with the accuracy sequence
-    /// ε₀·0.9ᵏ (hoag-geometric), ε₀/(k+1)² (quadratic), ε₀/(k+1)³ (cubic) or ε₀ (fixed).
-    #[arg(long, value_enum, default_value_t = OuterMethod::Maid)]
-    method: OuterMethod,
-    /// Outer-iteration limit.
-    #[arg(long, default_value_t = 50)]
-    max_iters: usize,
-    /// Work budget: total lower-level + CG iterations.
-    #[arg(long, default_value_t = 1_000_000)]
-    budget: usize,
-    /// Initial accuracies ε₀ = δ₀.
-    #[arg(long, default_value_t = 0.1)]
-    eps0: f64,
-    /// MAID's initial step α₀.
-    #[arg(long, default_value_t = 0.1)]
-    alpha0: f64,
-    /// Estimate the error bound's constants online (as the MAID reference code does) instead of
-    /// using the problem's proven bounds: tighter, but the bound is no longer certified.
-    #[arg(long)]
-    estimated_constants: bool,
+    #[command(flatten)]
+    settings: OuterSettings,
     /// Output folder (created if missing): report.json, history.json, figure.png.
     #[arg(long)]
     out: PathBuf,
 }
 
-impl OuterArgs {
-    fn settings(&self) -> OuterSettings {
-        OuterSettings {
-            method: self.method,
-            max_iters: self.max_iters,
-            budget: self.budget,
-            eps0: self.eps0,
-            alpha0: self.alpha0,
-            estimated_constants: self.estimated_constants,
-        }
-    }
-}
-
 /// Image options (TV).
 #[derive(Args, Debug, Clone)]
 pub struct ImageArgs {
+    #[command(flatten)]
+    set: ImageSet,
+    #[command(flatten)]
+    outer: OuterArgs,
+}
+
+/// TV comparison options.
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    set: ImageSet,
+    /// The methods, comma-separated (replaces --method).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [
+        OuterMethod::Maid, OuterMethod::HoagGeometric, OuterMethod::HoagQuadratic,
+        OuterMethod::HoagCubic,
+    ])]
+    methods: Vec<OuterMethod>,
+    #[command(flatten)]
+    run: OuterArgs,
+}
+
+/// The TV image set.
+#[derive(Args, Debug, Clone)]
+pub struct ImageSet {
     /// Folder of PNG images (default: the shipped Kodak set at 96×96).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -82,8 +78,20 @@ pub struct ImageArgs {
     /// Seed of the noise.
     #[arg(long, default_value_t = 19)]
     seed: u64,
-    #[command(flatten)]
-    outer: OuterArgs,
+    /// Use the MAID reference code's convention: TV weight ½λ, constants μ = L_g = 1 and
+    /// L = 1 + √8·λ/ν of the un-averaged problem, ‖J‖, L_J, L_{H⁻¹} estimated (not certified).
+    #[arg(long)]
+    reference_convention: bool,
+}
+
+impl ImageSet {
+    fn pairs(&self) -> hyperprox::core::Result<experiments::ImagePairs> {
+        let dir = self
+            .data
+            .clone()
+            .unwrap_or_else(|| shipped_data_dir().join("kodak").join("gray96"));
+        noisy_images(&dir, 0, self.images, self.size, self.sigma, self.seed)
+    }
 }
 
 /// Field-of-experts options.
@@ -187,32 +195,54 @@ fn with_progress<R: Serialize, H: Serialize>(
     Ok(t.report)
 }
 
+/// Runs `hyperprox tune tv-compare`.
+fn compare(a: CompareArgs) -> CliResult<()> {
+    let o = a.run.settings;
+    let total = o.max_iters * a.methods.len();
+    with_progress(&a.run.out, total, |pb| {
+        let pairs = a.set.pairs()?;
+        let mut done = 0;
+        let mut last = "";
+        let (sigma, reference) = (a.set.sigma, a.set.reference_convention);
+        experiments::compare_tv(&pairs, sigma, reference, &o, &a.methods, |m, r| {
+            if m != last {
+                done += usize::from(!last.is_empty()) * o.max_iters;
+                last = m;
+            }
+            pb.set_position((done + r.iter) as u64);
+            pb.set_message(format!("{m}: loss {:.5e}  work {}", r.upper, r.work()));
+            true
+        })
+    })?;
+    Ok(())
+}
+
 /// Runs `hyperprox tune …`.
 pub fn tune(problem: TuneProblem) -> CliResult<()> {
-    let kodak = |d: &Option<PathBuf>, res: &str| {
-        d.clone()
-            .unwrap_or_else(|| shipped_data_dir().join("kodak").join(res))
-    };
     match problem {
         TuneProblem::Tv(a) => {
-            let o = a.outer.settings();
+            let o = a.outer.settings;
             with_progress(&a.outer.out, o.max_iters, |pb| {
-                let dir = kodak(&a.data, "gray96");
-                let pairs = noisy_images(&dir, 0, a.images, a.size, a.sigma, a.seed)?;
-                experiments::tune_tv(&pairs, a.sigma, &o, outer_progress(pb))
+                let pairs = a.set.pairs()?;
+                let tv = (a.set.sigma, a.set.reference_convention);
+                experiments::tune_tv(&pairs, tv, &o, outer_progress(pb))
             })?;
         }
+        TuneProblem::TvCompare(a) => compare(a)?,
         TuneProblem::Foe(a) => {
-            let o = a.outer.settings();
+            let o = a.outer.settings;
             with_progress(&a.outer.out, o.max_iters, |pb| {
-                let dir = kodak(&a.data, "gray256");
+                let dir = a
+                    .data
+                    .clone()
+                    .unwrap_or_else(|| shipped_data_dir().join("kodak/gray256"));
                 let pairs = noisy_images(&dir, a.skip, a.images, a.size, a.sigma, a.seed)?;
                 let filters = (a.filters, a.filter_size, a.seed);
                 experiments::tune_foe(&pairs, filters, a.sigma, &o, outer_progress(pb))
             })?;
         }
         TuneProblem::Logreg(a) => {
-            let o = a.outer.settings();
+            let o = a.outer.settings;
             with_progress(&a.outer.out, o.max_iters, |pb| {
                 let path = a
                     .data

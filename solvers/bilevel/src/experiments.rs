@@ -7,8 +7,8 @@
 use crate::data::{add_noise, load_images, psnr, unstack};
 use crate::{
     AccuracySequence, BilevelProblem, FieldOfExperts, Hoag, HoagParams, LassoEval, LassoTuning,
-    Maid, MaidParams, MultinomialLogistic, Oracle, OuterRecord, OuterResult, OuterSolver,
-    OuterStop, TvDenoising,
+    Maid, MaidConstants, MaidParams, MultinomialLogistic, Oracle, OuterRecord, OuterResult,
+    OuterSolver, OuterStop, TvDenoising,
 };
 use hyperprox_core::bench::BenchSink;
 use hyperprox_core::error::{Error, Result};
@@ -51,25 +51,43 @@ impl OuterMethod {
     }
 }
 
-/// Settings of an outer run.
+/// Settings of an outer run (also the command line's options of `hyperprox tune`, whose help
+/// texts are these docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct OuterSettings {
-    /// The method.
+    /// Outer method: maid, maid-fixed (ablation), or HOAG with the accuracy sequence
+    /// ε₀·0.9ᵏ (hoag-geometric), ε₀/(k+1)² (quadratic), ε₀/(k+1)³ (cubic) or ε₀ (fixed).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = OuterMethod::Maid))]
     pub method: OuterMethod,
     /// Outer-iteration limit.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 50))]
     pub max_iters: usize,
     /// Work budget: total lower-level + CG iterations.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1_000_000))]
     pub budget: usize,
-    /// Initial accuracies `ε₀ = δ₀`.
+    /// Initial accuracies ε₀ = δ₀.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.1))]
     pub eps0: f64,
-    /// MAID's initial step `α₀`.
+    /// MAID's initial step α₀.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.1))]
     pub alpha0: f64,
-    /// Estimate the error bound's constants online instead of using proven bounds.
+    /// Estimate the error bound's constants online (as the MAID reference code does) instead
+    /// of using the problem's proven bounds: tighter, but the bound is no longer certified.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub estimated_constants: bool,
+    /// MAID's line-search and accuracy constants (ignored by HOAG).
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub maid: MaidConstants,
+    /// Stop when ‖z‖ + ω ≤ this with a certified ω, which proves ‖∇f(θ)‖ ≤ this at the
+    /// returned θ (needs proven constants; 0 = off; MAID and HOAG).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    pub stationarity_tol: f64,
 }
 
 impl Default for OuterSettings {
-    /// MAID, 50 outer iterations, budget 10⁶, `ε₀ = α₀ = 0.1`, proven constants.
+    /// MAID with its default constants, 50 outer iterations, budget 10⁶, `ε₀ = α₀ = 0.1`,
+    /// proven constants, no stationarity stop.
     fn default() -> Self {
         Self {
             method: OuterMethod::Maid,
@@ -78,6 +96,8 @@ impl Default for OuterSettings {
             eps0: 0.1,
             alpha0: 0.1,
             estimated_constants: false,
+            maid: MaidConstants::default(),
+            stationarity_tol: 0.0,
         }
     }
 }
@@ -131,7 +151,9 @@ pub fn run_outer<P: BilevelProblem>(
                 .with_max_iters(o.max_iters)
                 .with_budget(o.budget)
                 .with_fixed_accuracy(o.method == OuterMethod::MaidFixed)
-                .with_estimated_constants(o.estimated_constants);
+                .with_estimated_constants(o.estimated_constants)
+                .with_constants(o.maid)
+                .with_stationarity_tol(o.stationarity_tol);
             let r = Maid::new(p, params)?.run(theta0.view(), observer)?;
             return Ok(run_of(r, t0));
         }
@@ -140,13 +162,16 @@ pub fn run_outer<P: BilevelProblem>(
         OuterMethod::HoagCubic => AccuracySequence::Cubic,
         OuterMethod::HoagFixed => AccuracySequence::Fixed,
     };
-    let params = HoagParams {
+    let mut params = HoagParams {
         eps0: o.eps0,
         ..HoagParams::default()
     }
     .with_sequence(seq)
     .with_max_iters(o.max_iters)
-    .with_budget(o.budget);
+    .with_budget(o.budget)
+    .with_stationarity_tol(o.stationarity_tol);
+    // HOAG's steps do not use ω; the reported ω and the stationarity test do.
+    params.oracle.estimate_constants = o.estimated_constants;
     let r = Hoag::new(p, params)?.run(theta0.view(), observer)?;
     Ok(run_of(r, t0))
 }
@@ -289,7 +314,9 @@ pub fn tv_eval(
     theta: &ndarray::Array1<f64>,
 ) -> Result<(Vec<Array2<f64>>, f64, f64)> {
     let (_, h, w) = p.shape();
-    let (_, ll) = Oracle::new(p).value(theta.view(), p.noisy().view(), 1e-8)?;
+    // Solved in the certified convention (its step and stopping test are the true ones).
+    let (p, theta) = p.certified_equivalent(theta.view());
+    let (_, ll) = Oracle::new(&p).value(theta.view(), p.noisy().view(), 1e-8)?;
     let den = unstack(&ll.x, h, w);
     let (pn, pd) = mean_psnr(&unstack(p.clean(), h, w), &unstack(p.noisy(), h, w), &den);
     Ok((den, pn, pd))
@@ -306,7 +333,7 @@ pub struct TvTuning {
     pub size: usize,
     /// Noise level.
     pub sigma: f64,
-    /// `λ = e^θ₀`.
+    /// The TV weight: `λ = e^θ₀` (`½e^θ₀` in the reference convention).
     pub lambda: f64,
     /// `ν = e^θ₁`.
     pub smoothing: f64,
@@ -319,15 +346,20 @@ pub struct TvTuning {
     pub outer: OuterSummary,
 }
 
-/// Learns `(log λ, log ν)` of TV denoising on the image pairs (noise level `sigma` only goes
-/// into the report).
+/// Learns `(log λ, log ν)` of TV denoising on the image pairs, in this library's convention or
+/// (`reference`) in the MAID reference code's ([`TvDenoising::with_reference_convention`]; the
+/// reported `λ` is then the TV weight `½e^θ₁`). The noise level `sigma` only goes into the
+/// report.
 pub fn tune_tv(
     (clean, noisy): &ImagePairs,
-    sigma: f64,
+    (sigma, reference): (f64, bool),
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
 ) -> Result<Tuned<TvTuning>> {
-    let p = TvDenoising::new(clean, noisy)?;
+    let mut p = TvDenoising::new(clean, noisy)?;
+    if reference {
+        p = p.with_reference_convention();
+    }
     let run = run_outer(&p, o, observer)?;
     let (den, psnr_noisy, psnr_denoised) = tv_eval(&p, &run.theta)?;
     let report = TvTuning {
@@ -335,7 +367,7 @@ pub fn tune_tv(
         images: clean.len(),
         size: clean[0].nrows(),
         sigma,
-        lambda: run.theta[0].exp(),
+        lambda: run.theta[0].exp() * if reference { 0.5 } else { 1.0 },
         smoothing: run.theta[1].exp(),
         psnr_noisy,
         psnr_denoised,
@@ -347,6 +379,162 @@ pub fn tune_tv(
         o.method,
         image_panels(&noisy[0], &den[0], &clean[0]),
     ))
+}
+
+/// One method of a [`compare_tv`] run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComparedRun {
+    /// The method's name.
+    pub method: &'static str,
+    /// `f(θ_W)` from a tight lower-level solve (`‖∇ₓh‖/μ ≤ 1e-8`), `θ_W` the last iterate
+    /// reached within the common work `W` (the start if none was).
+    pub f_at_common_work: f64,
+    /// The run's last upper loss `g(x̃)` (inexact, at the run's own accuracy).
+    pub upper_loss: Option<f64>,
+    /// The run's total lower-level + CG iterations.
+    pub work: usize,
+    /// Outer iterations.
+    pub iterations_outer: usize,
+    /// Why the run ended.
+    pub stop: OuterStop,
+}
+
+/// A record of one method in a [`compare_tv`] history.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComparedRecord {
+    /// The method's name.
+    pub method: &'static str,
+    /// Its record.
+    #[serde(flatten)]
+    pub record: OuterRecord,
+}
+
+/// The report of [`compare_tv`]: MAID against HOAG at equal work on TV denoising.
+#[derive(Clone, Debug, Serialize)]
+pub struct TvComparison {
+    /// Always `tv`.
+    pub problem: &'static str,
+    /// Images, side, noise level.
+    pub images: usize,
+    /// Side of the (square) images.
+    pub size: usize,
+    /// Noise level.
+    pub sigma: f64,
+    /// `reference` (the MAID code's convention) or `certified` (this library's).
+    pub convention: &'static str,
+    /// Initial step and accuracies, iteration limit and budget of every run.
+    pub alpha0: f64,
+    /// `ε₀ = δ₀`.
+    pub eps0: f64,
+    /// The common work `W`: the smallest total work among the runs.
+    pub common_work: usize,
+    /// One entry per method.
+    pub runs: Vec<ComparedRun>,
+    /// The paper's ordering: MAID's `f(θ_W)` is below every HOAG run's.
+    pub maid_below_hoag: bool,
+}
+
+/// Runs each of `methods` on TV denoising with the settings `o` (the method field is
+/// ignored) and compares them at equal work: `W` is the smallest total work among the runs,
+/// and each run is scored by the exact loss `f(θ_W)` at its last iterate within `W`. With
+/// `reference`, the problem uses the MAID reference code's convention
+/// ([`TvDenoising::with_reference_convention`]). `observer(method, record)` sees every record.
+pub fn compare_tv(
+    (clean, noisy): &ImagePairs,
+    sigma: f64,
+    reference: bool,
+    o: &OuterSettings,
+    methods: &[OuterMethod],
+    mut observer: impl FnMut(&'static str, &OuterRecord) -> bool,
+) -> Result<Tuned<TvComparison, ComparedRecord>> {
+    if methods.is_empty() {
+        return Err(Error::param("methods", "[]", "name at least one method"));
+    }
+    let mut p = TvDenoising::new(clean, noisy)?;
+    if reference {
+        p = p.with_reference_convention();
+    }
+    let mut runs = Vec::with_capacity(methods.len());
+    for &m in methods {
+        let om = OuterSettings { method: m, ..*o };
+        runs.push((m, run_outer(&p, &om, |r| observer(m.name(), r))?));
+    }
+    let w = runs
+        .iter()
+        .map(|(_, r)| r.history.last().map_or(0, OuterRecord::work))
+        .min()
+        .unwrap_or(0);
+    // f is evaluated in this library's convention (certified constants, true step).
+    let (exact, _) = p.certified_equivalent(p.theta_start().view());
+    let oracle = Oracle::new(&exact);
+    let mut plot = LinePlot::new(
+        "upper loss vs work",
+        "lower-level + CG iterations",
+        "upper loss g(x̃)",
+    );
+    let mut compared = Vec::with_capacity(runs.len());
+    for (m, r) in &runs {
+        let theta_w = r
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.work() <= w)
+            .map_or_else(|| p.theta_start(), |h| h.theta.clone());
+        let (_, theta_w) = p.certified_equivalent(theta_w.view());
+        let (f_w, _) = oracle.value(theta_w.view(), exact.x_start().view(), 1e-8)?;
+        plot = plot.with(Series::new(
+            m.name(),
+            r.history
+                .iter()
+                .map(|h| (h.work() as f64, h.upper))
+                .collect(),
+        ));
+        compared.push(ComparedRun {
+            method: m.name(),
+            f_at_common_work: f_w,
+            upper_loss: r.history.last().map(|h| h.upper),
+            work: r.history.last().map_or(0, OuterRecord::work),
+            iterations_outer: r.history.len(),
+            stop: r.stop.clone(),
+        });
+    }
+    let best = |maid: bool| {
+        compared
+            .iter()
+            .filter(move |c| c.method.starts_with("maid") == maid)
+            .map(|c| c.f_at_common_work)
+    };
+    let maid_f = best(true).fold(f64::INFINITY, f64::min);
+    let maid_below_hoag = maid_f.is_finite() && best(false).all(|f| maid_f < f);
+    let report = TvComparison {
+        problem: "tv",
+        images: clean.len(),
+        size: clean[0].nrows(),
+        sigma,
+        convention: if reference { "reference" } else { "certified" },
+        alpha0: o.alpha0,
+        eps0: o.eps0,
+        common_work: w,
+        runs: compared,
+        maid_below_hoag,
+    };
+    let history = runs
+        .into_iter()
+        .flat_map(|(m, r)| {
+            r.history.into_iter().map(move |record| ComparedRecord {
+                method: m.name(),
+                record,
+            })
+        })
+        .collect();
+    Ok(Tuned {
+        report,
+        history,
+        figure: Figure {
+            plots: vec![plot.log(false, true)],
+            panels: Vec::new(),
+        },
+    })
 }
 
 /// The report of field-of-experts tuning.

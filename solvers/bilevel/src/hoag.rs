@@ -15,8 +15,8 @@
 //! F. Pedregosa, "Hyperparameter optimization with approximate gradient", ICML 2016.
 
 use crate::oracle::{Estimates, Hypergradient, Oracle, OracleParams};
-use crate::outer::{info, outer_stop, OuterRecord, OuterSolver};
-use crate::problem::{check_accuracy, BilevelProblem};
+use crate::outer::{certified_stationarity, info, outer_stop, OuterRecord, OuterSolver};
+use crate::problem::{check_accuracy, check_tolerance, BilevelProblem};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::norm2;
 use hyperprox_core::solve::{IterInfo, Iterative, TerminationReason};
@@ -72,8 +72,11 @@ pub struct HoagParams {
     pub max_iters: usize,
     /// Work budget (lower-level + CG iterations).
     pub budget: usize,
-    /// Stop when `‖z‖ ≤ tol`.
+    /// Stop when `‖z‖ ≤ tol` (uncertified: `z` is inexact).
     pub tol: f64,
+    /// Stop when `‖z‖ + ω ≤ stationarity_tol` with a certified `ω` at the current `θ`, which
+    /// proves `‖∇f(θ)‖ ≤ stationarity_tol` there (0 = off).
+    pub stationarity_tol: f64,
     /// Inner-solver caps.
     pub oracle: OracleParams,
 }
@@ -88,6 +91,7 @@ impl Default for HoagParams {
             max_iters: 100,
             budget: 1_000_000,
             tol: 0.0,
+            stationarity_tol: 0.0,
             oracle: OracleParams::default(),
         }
     }
@@ -107,6 +111,11 @@ impl HoagParams {
     /// Work budget.
     pub fn with_budget(mut self, n: usize) -> Self {
         self.budget = n;
+        self
+    }
+    /// Stop on certified stationarity `‖z‖ + ω ≤ tol` (0 = off).
+    pub fn with_stationarity_tol(mut self, tol: f64) -> Self {
+        self.stationarity_tol = tol;
         self
     }
 }
@@ -134,6 +143,8 @@ pub struct HoagState {
     pub cg_total: usize,
     /// Per-iteration records.
     pub history: Vec<OuterRecord>,
+    /// `Some(‖z‖ + ω)` once stationarity is certified at `theta`.
+    pub stationary: Option<f64>,
 }
 
 /// The HOAG solver (see the module docs).
@@ -147,6 +158,8 @@ impl<'p, P: BilevelProblem + ?Sized> Hoag<'p, P> {
     pub fn new(problem: &'p P, params: HoagParams) -> Result<Self> {
         check_accuracy("eps0", params.eps0)?;
         check_accuracy("eps_floor", params.eps_floor)?;
+        check_tolerance("tol", params.tol)?;
+        check_tolerance("stationarity_tol", params.stationarity_tol)?;
         if let AccuracySequence::Geometric(q) = params.sequence {
             if !(q > 0.0 && q < 1.0) {
                 return Err(Error::param(
@@ -187,6 +200,7 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Hoag<'p, P> {
             ll_total: 0,
             cg_total: 0,
             history: Vec::new(),
+            stationary: None,
         })
     }
 
@@ -210,6 +224,31 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Hoag<'p, P> {
             }
         };
         let zn = norm2(hg.z.view());
+        if let Some(b) =
+            certified_stationarity(self.params.stationarity_tol, zn, hg.omega, hg.certified)
+        {
+            // Certified at the current θ: record it without a step and stop there.
+            s.stationary = Some(b);
+            s.iter += 1;
+            let rec = OuterRecord {
+                iter: s.iter,
+                upper: hg.upper,
+                hypergrad_norm: zn,
+                omega: hg.omega,
+                certified: true,
+                eps: eps_k,
+                delta: eps_k,
+                step: 0.0,
+                accepted: false,
+                ll_iters_total: s.ll_total,
+                cg_iters_total: s.cg_total,
+                theta: s.theta.clone(),
+            };
+            s.current = Some(hg);
+            let i = info(&rec);
+            s.history.push(rec);
+            return Ok(i);
+        }
         let l = *s.l.get_or_insert_with(|| {
             if zn > 1e-3 {
                 zn / (p.dim_theta() as f64).sqrt()
@@ -303,5 +342,8 @@ impl<'p, P: BilevelProblem + ?Sized> OuterSolver for Hoag<'p, P> {
     }
     fn budget(&self) -> usize {
         self.params.budget
+    }
+    fn stationary(&self, s: &HoagState) -> Option<f64> {
+        s.stationary
     }
 }

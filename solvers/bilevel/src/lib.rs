@@ -35,12 +35,12 @@ pub mod problems;
 
 pub use hoag::{AccuracySequence, Hoag, HoagParams, HoagState};
 pub use lasso::{LassoEval, LassoTuned, LassoTuning};
-pub use maid::{Maid, MaidParams, MaidState};
+pub use maid::{Maid, MaidConstants, MaidParams, MaidState};
 pub use oracle::{
     Estimates, FistaLower, Hypergradient, LbfgsLower, LowerObjective, LowerResult, LowerSolve,
     LowerSolver, Oracle, OracleParams,
 };
-pub use outer::outer_stop;
+pub use outer::{certified_stationarity, outer_stop};
 pub use outer::{OuterRecord, OuterResult, OuterSolver, OuterStop};
 pub use problem::{check_theta, check_x, BilevelProblem, Constant, Constants};
 pub use problems::{FieldOfExperts, MultinomialLogistic, QuadraticProblem, TvDenoising};

@@ -20,7 +20,16 @@
 //!
 //! Defaults: `ε₀ = δ₀ = 0.1`, `ρ = 0.5`, `ν = 0.5` (the paper's experiments), `ρ̄ = 10/9`,
 //! `ν̄ = 1.05`, `η = 10⁻⁴`, `λ = η² = 10⁻⁸`, 10 backtracking trials, as in the reference code
-//! (MAID.py, commit 6986372); `α₀ = 0.1`.
+//! (MAID.py, commit 6986372); `α₀ = 0.1`. Every constant can be set
+//! ([`MaidParams::with_constants`], [`MaidConstants`], or one builder per pair).
+//!
+//! **Stopping.** Besides the iteration and work budgets and the stall, two tests: `‖z‖ ≤ tol`
+//! (uncertified, `z` is inexact) and, with [`MaidParams::with_stationarity_tol`], the certified
+//! stationarity test `‖z‖ + ω ≤ tol`: because `ω ≥ ‖z − ∇f(θ)‖` (when all constants are
+//! known), it proves `‖∇f(θ)‖ ≤ tol` at the returned `θ`. It is checked on every hypergradient,
+//! also on those the descent test rejects (near a stationary point the descent test keeps
+//! tightening `ε`; the stationarity test is how such a run ends with a certificate instead of a
+//! stall).
 //!
 //! # References
 //! M. S. Salehi, S. Mukherjee, L. Roberts, M. J. Ehrhardt, "An adaptively inexact first-order
@@ -38,8 +47,8 @@
 //! ```
 
 use crate::oracle::{Estimates, Oracle, OracleParams};
-use crate::outer::{info, outer_stop, OuterRecord, OuterSolver};
-use crate::problem::{check_accuracy, BilevelProblem};
+use crate::outer::{certified_stationarity, info, outer_stop, OuterRecord, OuterSolver};
+use crate::problem::{check_accuracy, check_tolerance, BilevelProblem};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::norm2;
 use hyperprox_core::solve::{IterInfo, Iterative, TerminationReason};
@@ -80,10 +89,55 @@ pub struct MaidParams {
     pub max_iters: usize,
     /// Work budget: total lower-level + CG iterations.
     pub budget: usize,
-    /// Stop when `‖z‖ ≤ tol`.
+    /// Stop when `‖z‖ ≤ tol` (uncertified: `z` is inexact).
     pub tol: f64,
+    /// Stop when `‖z‖ + ω ≤ stationarity_tol` with a certified `ω`, which proves
+    /// `‖∇f(θ)‖ ≤ stationarity_tol` at the returned `θ` (0 = off; see
+    /// [`certified_stationarity`](crate::outer::certified_stationarity)).
+    pub stationarity_tol: f64,
     /// Inner-solver caps.
     pub oracle: OracleParams,
+}
+
+/// MAID's line-search and accuracy constants, the part of [`MaidParams`] a user tunes (the
+/// CLI's `--rho`, `--rho-bar`, `--nu`, `--nu-bar`, `--eta`, `--armijo`, `--max-backtracks`,
+/// `--max-retries`). Defaults as in [`MaidParams::default`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct MaidConstants {
+    /// Step shrink ρ ∈ (0, 1) of the backtracking.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().rho))]
+    pub rho: f64,
+    /// Step growth ρ̄ ≥ 1 after an accepted step.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().rho_bar))]
+    pub rho_bar: f64,
+    /// Accuracy shrink ν ∈ (0, 1) after a failed test.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().nu))]
+    pub nu: f64,
+    /// Accuracy growth ν̄ ≥ 1 after an accepted step.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().nu_bar))]
+    pub nu_bar: f64,
+    /// Descent margin η ∈ (0, 1) of the test ω ≤ (1 − η)‖z‖.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().eta))]
+    pub eta: f64,
+    /// Armijo fraction λ > 0 of the sufficient decrease.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().armijo))]
+    pub armijo: f64,
+    /// Backtracking trials of an iteration's first line search.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = MaidParams::default().max_backtracks)
+    )]
+    pub max_backtracks: usize,
+    /// Line-search failures (accuracy tightenings) allowed per outer iteration.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MaidParams::default().max_retries))]
+    pub max_retries: usize,
+}
+
+impl Default for MaidConstants {
+    fn default() -> Self {
+        MaidParams::default().constants()
+    }
 }
 
 impl Default for MaidParams {
@@ -106,6 +160,7 @@ impl Default for MaidParams {
             max_iters: 100,
             budget: 1_000_000,
             tol: 0.0,
+            stationarity_tol: 0.0,
             oracle: OracleParams::default(),
         }
     }
@@ -153,12 +208,69 @@ impl MaidParams {
         self.tol = tol;
         self
     }
+    /// Stop on certified stationarity `‖z‖ + ω ≤ tol` (0 = off).
+    pub fn with_stationarity_tol(mut self, tol: f64) -> Self {
+        self.stationarity_tol = tol;
+        self
+    }
+    /// The line-search and accuracy constants.
+    pub fn constants(&self) -> MaidConstants {
+        MaidConstants {
+            rho: self.rho,
+            rho_bar: self.rho_bar,
+            nu: self.nu,
+            nu_bar: self.nu_bar,
+            eta: self.eta,
+            armijo: self.armijo,
+            max_backtracks: self.max_backtracks,
+            max_retries: self.max_retries,
+        }
+    }
+    /// Sets all line-search and accuracy constants.
+    pub fn with_constants(mut self, c: MaidConstants) -> Self {
+        self.rho = c.rho;
+        self.rho_bar = c.rho_bar;
+        self.nu = c.nu;
+        self.nu_bar = c.nu_bar;
+        self.eta = c.eta;
+        self.armijo = c.armijo;
+        self.max_backtracks = c.max_backtracks;
+        self.max_retries = c.max_retries;
+        self
+    }
+    /// Step shrink `ρ` and growth `ρ̄`.
+    pub fn with_step_factors(mut self, rho: f64, rho_bar: f64) -> Self {
+        self.rho = rho;
+        self.rho_bar = rho_bar;
+        self
+    }
+    /// Accuracy shrink `ν` and growth `ν̄`.
+    pub fn with_accuracy_factors(mut self, nu: f64, nu_bar: f64) -> Self {
+        self.nu = nu;
+        self.nu_bar = nu_bar;
+        self
+    }
+    /// Descent margin `η` and Armijo fraction `λ`.
+    pub fn with_margins(mut self, eta: f64, armijo: f64) -> Self {
+        self.eta = eta;
+        self.armijo = armijo;
+        self
+    }
+    /// Backtracking trials of the first line search and line-search failures allowed per
+    /// outer iteration.
+    pub fn with_line_search_limits(mut self, max_backtracks: usize, max_retries: usize) -> Self {
+        self.max_backtracks = max_backtracks;
+        self.max_retries = max_retries;
+        self
+    }
 
     fn validate(&self) -> Result<()> {
         check_accuracy("eps0", self.eps0)?;
         check_accuracy("delta0", self.delta0)?;
         check_accuracy("alpha0", self.alpha0)?;
         check_accuracy("eps_min", self.eps_min)?;
+        check_tolerance("tol", self.tol)?;
+        check_tolerance("stationarity_tol", self.stationarity_tol)?;
         let open01 = |name: &str, v: f64| {
             if v > 0.0 && v < 1.0 {
                 Ok(())
@@ -217,6 +329,8 @@ pub struct MaidState {
     pub history: Vec<OuterRecord>,
     /// Set when no acceptable step exists at the finest accuracy allowed.
     pub stalled: Option<String>,
+    /// `Some(‖z‖ + ω)` once stationarity is certified.
+    pub stationary: Option<f64>,
 }
 
 /// The MAID solver over `θ` (see the module docs).
@@ -249,8 +363,19 @@ impl<'p, P: BilevelProblem + ?Sized> Maid<'p, P> {
         certified: bool,
     ) -> IterInfo<f64> {
         s.stalled = Some(why);
-        s.iter += 1;
         let upper = s.history.last().map(|r| r.upper).unwrap_or(f64::NAN);
+        Self::finish(s, upper, zn, omega, certified)
+    }
+
+    /// Records a last iteration without a step.
+    fn finish(
+        s: &mut MaidState,
+        upper: f64,
+        zn: f64,
+        omega: f64,
+        certified: bool,
+    ) -> IterInfo<f64> {
+        s.iter += 1;
         let rec = OuterRecord {
             iter: s.iter,
             upper,
@@ -292,6 +417,7 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Maid<'p, P> {
             cg_total: 0,
             history: Vec::new(),
             stalled: None,
+            stationary: None,
         })
     }
 
@@ -314,6 +440,12 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Maid<'p, P> {
                 s.cg_total += hg.cg_iters;
                 s.x.assign(&hg.x);
                 let zn = norm2(hg.z.view());
+                if let Some(b) =
+                    certified_stationarity(pr.stationarity_tol, zn, hg.omega, hg.certified)
+                {
+                    s.stationary = Some(b);
+                    return Ok(Self::finish(s, hg.upper, zn, hg.omega, hg.certified));
+                }
                 if !pr.descent_test || !adaptive || hg.omega <= (1.0 - pr.eta) * zn {
                     break hg;
                 }
@@ -422,5 +554,8 @@ impl<'p, P: BilevelProblem + ?Sized> OuterSolver for Maid<'p, P> {
     }
     fn budget(&self) -> usize {
         self.params.budget
+    }
+    fn stationary(&self, s: &MaidState) -> Option<f64> {
+        s.stationary
     }
 }

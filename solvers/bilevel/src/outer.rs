@@ -61,6 +61,9 @@ pub enum OuterStop {
     Observer,
     /// No acceptable step at the finest accuracy allowed (the reason is given).
     Stalled(String),
+    /// Certified stationarity: `‖∇f(θ)‖ ≤ ‖z‖ + ω ≤ tol` with a certified `ω` (the value is
+    /// `‖z‖ + ω`, an upper bound on the true `‖∇f(θ)‖` at the returned `θ`).
+    Stationary(f64),
 }
 
 impl std::fmt::Display for OuterStop {
@@ -71,6 +74,9 @@ impl std::fmt::Display for OuterStop {
             OuterStop::Budget => f.write_str("budget"),
             OuterStop::Observer => f.write_str("observer"),
             OuterStop::Stalled(w) => write!(f, "stalled: {w}"),
+            OuterStop::Stationary(b) => {
+                write!(f, "certified stationary: ‖∇f(θ)‖ ≤ ‖z‖ + ω = {b:.3e}")
+            }
         }
     }
 }
@@ -104,6 +110,11 @@ pub trait OuterSolver: Iterative<f64> {
     fn stalled<'s>(&self, s: &'s Self::State) -> Option<&'s str>;
     /// Work budget (lower-level + CG iterations).
     fn budget(&self) -> usize;
+    /// `Some(‖z‖ + ω)` once the stationarity test `‖z‖ + ω ≤ tol` has passed with a certified
+    /// `ω` (see [`certified_stationarity`]).
+    fn stationary(&self, _s: &Self::State) -> Option<f64> {
+        None
+    }
 
     /// Runs from `θ0` (the core run loop, [`drive_with`]) until `‖z‖ ≤ tol`, the iteration
     /// limit, the work budget, a stall, or the observer returning `false`.
@@ -117,7 +128,10 @@ pub trait OuterSolver: Iterative<f64> {
             self.history(s).last().is_none_or(&mut observer)
         })?;
         let stop = match reason {
-            TerminationReason::Converged => OuterStop::Converged,
+            TerminationReason::Converged => match self.stationary(&s) {
+                Some(b) => OuterStop::Stationary(b),
+                None => OuterStop::Converged,
+            },
             TerminationReason::MaxIters => OuterStop::MaxIters,
             TerminationReason::Budget => OuterStop::Budget,
             TerminationReason::Observer => OuterStop::Observer,
@@ -134,7 +148,8 @@ pub trait OuterSolver: Iterative<f64> {
     }
 }
 
-/// The outer solvers' stopping rule: a stall, `‖z‖ ≤ tol`, or the work budget spent.
+/// The outer solvers' stopping rule: a stall, certified stationarity, `‖z‖ ≤ tol`, or the work
+/// budget spent.
 pub fn outer_stop<S: OuterSolver + ?Sized>(
     solver: &S,
     s: &S::State,
@@ -143,11 +158,22 @@ pub fn outer_stop<S: OuterSolver + ?Sized>(
     if solver.stalled(s).is_some() {
         return Some(TerminationReason::Stalled);
     }
+    if solver.stationary(s).is_some() {
+        return Some(TerminationReason::Converged);
+    }
     if info.certificate <= solver.tolerance() {
         return Some(TerminationReason::Converged);
     }
     let work = solver.history(s).last().map_or(0, OuterRecord::work);
     (work >= solver.budget()).then_some(TerminationReason::Budget)
+}
+
+/// The certified stationarity test: with `ω ≥ ‖z − ∇f(θ)‖` certified (all constants known),
+/// `‖∇f(θ)‖ ≤ ‖z‖ + ω`; returns `Some(‖z‖ + ω)` when that bound is at most `tol`. Off
+/// (`None`) for `tol ≤ 0` and for an estimated `ω`, which bounds nothing.
+pub fn certified_stationarity(tol: f64, z_norm: f64, omega: f64, certified: bool) -> Option<f64> {
+    let bound = z_norm + omega;
+    (tol > 0.0 && certified && bound <= tol).then_some(bound)
 }
 
 pub(crate) fn info(rec: &OuterRecord) -> IterInfo<f64> {
@@ -189,5 +215,19 @@ mod tests {
             serde_json::to_value(OuterStop::MaxIters).unwrap(),
             "max_iters"
         );
+        assert_eq!(
+            OuterStop::Stationary(1.5e-7).to_string(),
+            "certified stationary: ‖∇f(θ)‖ ≤ ‖z‖ + ω = 1.500e-7"
+        );
+    }
+
+    #[test]
+    fn stationarity_is_certified_only_by_a_certified_bound_below_tol() {
+        assert_eq!(certified_stationarity(1.0, 0.25, 0.5, true), Some(0.75));
+        assert_eq!(certified_stationarity(1.0, 0.5, 0.5, true), Some(1.0));
+        // ‖z‖ alone below tol is not enough: ω counts.
+        assert_eq!(certified_stationarity(1.0, 0.25, 0.875, true), None);
+        assert_eq!(certified_stationarity(1.0, 0.25, 0.5, false), None);
+        assert_eq!(certified_stationarity(0.0, 0.0, 0.0, true), None);
     }
 }

@@ -98,10 +98,11 @@ pub trait BilevelProblem: Sync {
     fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64>;
     /// `out ← ∇g(x)`.
     fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()>;
-    /// Whether `g` is convex (MAID then drops the `ε²` term of the lower sandwich bound).
-    fn upper_convex(&self) -> bool {
-        true
-    }
+    /// Whether `g` is convex. A required statement, not a default: MAID drops the `ε²` term
+    /// of the lower sandwich bound `U⁻(x̃, ε) = g(x̃) − ‖∇g(x̃)‖ε − (L_g/2)ε²` for a convex `g`
+    /// (Remark 3.6 of the MAID paper), so claiming convexity for a non-convex `g` voids the
+    /// certified decrease. Answer `false` when unsure: that is always safe, only more cautious.
+    fn upper_convex(&self) -> bool;
     /// The constants of the error bound at `(x, θ)`.
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants>;
 }
@@ -139,6 +140,19 @@ pub(crate) fn check_accuracy(name: &str, v: f64) -> Result<()> {
             name,
             v,
             "accuracies must be positive and finite (e.g. 0.1)",
+        ))
+    }
+}
+
+/// `Err(InvalidParameter)` for a negative or non-finite stopping tolerance (0 turns a test off).
+pub(crate) fn check_tolerance(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::param(
+            name,
+            v,
+            "must be ≥ 0 and finite (0 turns the test off)",
         ))
     }
 }

@@ -3,6 +3,7 @@
 //! argmin integration and checkpointing, Lasso tuning, and input validation.
 
 use hyperprox_bilevel::data::{add_noise, load_images, psnr, unstack};
+use hyperprox_bilevel::experiments::OuterMethod;
 use hyperprox_bilevel::oracle::{
     check_hypergradient, check_hypergradient_directions, check_problem_derivatives,
 };
@@ -80,80 +81,95 @@ fn problem_derivatives_match_finite_differences() {
     assert_derivatives(&lr, &x, &t, 1e-6);
 }
 
+/// The quadratic problem with two changes a test can make: `Jᵀq` scaled by `jt_scale` (a wrong
+/// cross derivative) and the convexity statement of `g` replaced by `upper_convex`.
+struct Wrapped {
+    inner: QuadraticProblem,
+    jt_scale: f64,
+    upper_convex: bool,
+}
+
+impl BilevelProblem for Wrapped {
+    fn name(&self) -> &str {
+        "wrapped quadratic"
+    }
+    fn dim_x(&self) -> usize {
+        self.inner.dim_x()
+    }
+    fn dim_theta(&self) -> usize {
+        self.inner.dim_theta()
+    }
+    fn x_start(&self) -> Array1<f64> {
+        self.inner.x_start()
+    }
+    fn theta_start(&self) -> Array1<f64> {
+        self.inner.theta_start()
+    }
+    fn lower_value(
+        &self,
+        x: ndarray::ArrayView1<'_, f64>,
+        t: ndarray::ArrayView1<'_, f64>,
+    ) -> hyperprox_core::Result<f64> {
+        self.inner.lower_value(x, t)
+    }
+    fn lower_grad_into(
+        &self,
+        o: ndarray::ArrayViewMut1<'_, f64>,
+        x: ndarray::ArrayView1<'_, f64>,
+        t: ndarray::ArrayView1<'_, f64>,
+    ) -> hyperprox_core::Result<()> {
+        self.inner.lower_grad_into(o, x, t)
+    }
+    fn lower_hvp_into(
+        &self,
+        o: ndarray::ArrayViewMut1<'_, f64>,
+        x: ndarray::ArrayView1<'_, f64>,
+        t: ndarray::ArrayView1<'_, f64>,
+        v: ndarray::ArrayView1<'_, f64>,
+    ) -> hyperprox_core::Result<()> {
+        self.inner.lower_hvp_into(o, x, t, v)
+    }
+    fn cross_jt_into(
+        &self,
+        mut o: ndarray::ArrayViewMut1<'_, f64>,
+        x: ndarray::ArrayView1<'_, f64>,
+        t: ndarray::ArrayView1<'_, f64>,
+        q: ndarray::ArrayView1<'_, f64>,
+    ) -> hyperprox_core::Result<()> {
+        self.inner.cross_jt_into(o.view_mut(), x, t, q)?;
+        o.mapv_inplace(|v| self.jt_scale * v);
+        Ok(())
+    }
+    fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> hyperprox_core::Result<f64> {
+        self.inner.upper_value(x)
+    }
+    fn upper_grad_into(
+        &self,
+        o: ndarray::ArrayViewMut1<'_, f64>,
+        x: ndarray::ArrayView1<'_, f64>,
+    ) -> hyperprox_core::Result<()> {
+        self.inner.upper_grad_into(o, x)
+    }
+    fn upper_convex(&self) -> bool {
+        self.upper_convex
+    }
+    fn constants(
+        &self,
+        x: ndarray::ArrayView1<'_, f64>,
+        t: ndarray::ArrayView1<'_, f64>,
+    ) -> hyperprox_core::Result<Constants> {
+        self.inner.constants(x, t)
+    }
+}
+
 #[test]
 fn derivative_check_catches_a_wrong_cross_derivative() {
     // A problem whose Jᵀq is off by 1 %: the checker must flag it.
-    struct Wrong(QuadraticProblem);
-    impl BilevelProblem for Wrong {
-        fn name(&self) -> &str {
-            "wrong"
-        }
-        fn dim_x(&self) -> usize {
-            self.0.dim_x()
-        }
-        fn dim_theta(&self) -> usize {
-            self.0.dim_theta()
-        }
-        fn x_start(&self) -> Array1<f64> {
-            self.0.x_start()
-        }
-        fn theta_start(&self) -> Array1<f64> {
-            self.0.theta_start()
-        }
-        fn lower_value(
-            &self,
-            x: ndarray::ArrayView1<'_, f64>,
-            t: ndarray::ArrayView1<'_, f64>,
-        ) -> hyperprox_core::Result<f64> {
-            self.0.lower_value(x, t)
-        }
-        fn lower_grad_into(
-            &self,
-            o: ndarray::ArrayViewMut1<'_, f64>,
-            x: ndarray::ArrayView1<'_, f64>,
-            t: ndarray::ArrayView1<'_, f64>,
-        ) -> hyperprox_core::Result<()> {
-            self.0.lower_grad_into(o, x, t)
-        }
-        fn lower_hvp_into(
-            &self,
-            o: ndarray::ArrayViewMut1<'_, f64>,
-            x: ndarray::ArrayView1<'_, f64>,
-            t: ndarray::ArrayView1<'_, f64>,
-            v: ndarray::ArrayView1<'_, f64>,
-        ) -> hyperprox_core::Result<()> {
-            self.0.lower_hvp_into(o, x, t, v)
-        }
-        fn cross_jt_into(
-            &self,
-            mut o: ndarray::ArrayViewMut1<'_, f64>,
-            x: ndarray::ArrayView1<'_, f64>,
-            t: ndarray::ArrayView1<'_, f64>,
-            q: ndarray::ArrayView1<'_, f64>,
-        ) -> hyperprox_core::Result<()> {
-            self.0.cross_jt_into(o.view_mut(), x, t, q)?;
-            o.mapv_inplace(|v| 1.01 * v);
-            Ok(())
-        }
-        fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> hyperprox_core::Result<f64> {
-            self.0.upper_value(x)
-        }
-        fn upper_grad_into(
-            &self,
-            o: ndarray::ArrayViewMut1<'_, f64>,
-            x: ndarray::ArrayView1<'_, f64>,
-        ) -> hyperprox_core::Result<()> {
-            self.0.upper_grad_into(o, x)
-        }
-        fn constants(
-            &self,
-            x: ndarray::ArrayView1<'_, f64>,
-            t: ndarray::ArrayView1<'_, f64>,
-        ) -> hyperprox_core::Result<Constants> {
-            self.0.constants(x, t)
-        }
-    }
-    let w = Wrong(QuadraticProblem::new(50, 4, 1).unwrap());
+    let w = Wrapped {
+        inner: QuadraticProblem::new(50, 4, 1).unwrap(),
+        jt_scale: 1.01,
+        upper_convex: true,
+    };
     let e = check_problem_derivatives(&w, w.x_start().view(), w.theta_start().view(), 0).unwrap();
     assert!(
         e[2] > 5e-3,
@@ -791,6 +807,379 @@ fn maid_with_a_coarse_fixed_accuracy_accepts_only_certified_decrease() {
         "{} (want {want})",
         res.stop
     );
+}
+
+/// MAID's first trial step `α₀` replayed outside it: returns `ψ = U⁺(x̃', ε) − U⁻(x̃, ε)` with
+/// the convex lower bound `U⁻ = g(x̃) − ‖∇g(x̃)‖ε`, the term `t = (L_g/2)ε²` that a non-convex
+/// `g` adds to `ψ`, and `‖z‖` (the trial passes when `ψ [+ t] + λα₀‖z‖² ≤ 0`).
+fn first_trial<P: BilevelProblem>(p: &P, params: &MaidParams) -> (f64, f64, f64) {
+    let o = Oracle::new(p);
+    let theta0 = p.theta_start();
+    let hg = o
+        .hypergradient(
+            theta0.view(),
+            p.x_start().view(),
+            params.eps0,
+            params.delta0,
+            &mut Estimates::default(),
+        )
+        .unwrap();
+    let u_minus = hg.upper - hg.grad_g_norm * hg.eps;
+    let cand = &theta0 - &(&hg.z * params.alpha0);
+    let ll = o
+        .solve_lower(cand.view(), hg.x.view(), params.eps0)
+        .unwrap();
+    let mut gg = Array1::zeros(p.dim_x());
+    p.upper_grad_into(gg.view_mut(), ll.x.view()).unwrap();
+    let e = ll.accuracy;
+    let u_plus =
+        p.upper_value(ll.x.view()).unwrap() + norm(&gg) * e + 0.5 * ll.constants.l_g * e * e;
+    let t = 0.5 * hg.constants.l_g * hg.eps * hg.eps;
+    (u_plus - u_minus, t, norm(&hg.z))
+}
+
+#[test]
+fn maid_keeps_the_eps_squared_term_of_the_lower_bound_unless_g_is_declared_convex() {
+    // Remark 3.6 of the MAID paper: U⁻(x̃, ε) = g(x̃) − ‖∇g(x̃)‖ε − (L_g/2)ε², where the last
+    // term may be dropped only for a convex g. The same quadratic problem declared convex and
+    // not, one trial step α₀ = 1/L_f, no retries. With ψ, t from the replay, the Armijo
+    // fraction λ = (−ψ − s·t)/(α₀‖z‖²) puts the trial s·t inside the acceptance margin:
+    // s = 1/2 → accepted only when g is declared convex (the t term is there otherwise);
+    // s = 3/2 → accepted either way (the term is t, not more).
+    let wrapped = |upper_convex: bool| Wrapped {
+        inner: QuadraticProblem::well_conditioned(200, 5, 29).unwrap(),
+        jt_scale: 1.0,
+        upper_convex,
+    };
+    let (convex, nonconvex) = (wrapped(true), wrapped(false));
+    let base = MaidParams::default()
+        .with_accuracies(0.1, 0.1)
+        .with_alpha0(1.0 / convex.inner.lipschitz_f())
+        .with_fixed_accuracy(true)
+        .with_max_iters(1)
+        .with_line_search_limits(1, 0);
+    let (psi, t, zn) = first_trial(&convex, &base);
+    assert!(t > 0.0 && -psi > 2.0 * t, "ψ = {psi:e}, t = {t:e}");
+    let accepts = |p: &Wrapped, s: f64| {
+        let lambda = (-psi - s * t) / (base.alpha0 * zn * zn);
+        let pr = MaidParams {
+            armijo: lambda,
+            ..base
+        };
+        let r = Maid::new(p, pr)
+            .unwrap()
+            .run(p.theta_start().view(), |_| true)
+            .unwrap();
+        let first = &r.history[0];
+        assert_eq!(first.accepted, !matches!(r.stop, OuterStop::Stalled(_)));
+        assert!(!first.accepted || first.step == base.alpha0);
+        first.accepted
+    };
+    assert!(accepts(&convex, 0.5));
+    assert!(
+        !accepts(&nonconvex, 0.5),
+        "the (L_g/2)ε² term of U⁻ is missing"
+    );
+    assert!(accepts(&nonconvex, 1.5), "U⁻ subtracts more than (L_g/2)ε²");
+    assert!(accepts(&convex, 1.5));
+}
+
+#[test]
+fn maid_descent_test_uses_the_margin_one_minus_eta() {
+    // η = 0.5: a hypergradient with ω/‖z‖ ∈ (1 − η, 1 + η) must be refined (ε shrinks before
+    // the first step) and one with ω/‖z‖ < 1 − η must be used as it is (the first step is
+    // taken at ε₀). The ratios are measured at θ₀ on a grid of ε₀ = δ₀.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let ratio = |eps: f64| {
+        let hg = Oracle::new(&p)
+            .hypergradient(
+                p.theta_start_view(),
+                p.x_start().view(),
+                eps,
+                eps,
+                &mut Estimates::default(),
+            )
+            .unwrap();
+        hg.omega / norm(&hg.z)
+    };
+    let grid: Vec<(f64, f64)> = (0..40)
+        .map(|k| 10f64.powf(1.0 - 0.2 * k as f64))
+        .map(|e| (e, ratio(e)))
+        .collect();
+    let inside = grid.iter().find(|(_, r)| *r > 0.55 && *r < 1.45);
+    let below = grid.iter().find(|(_, r)| *r < 0.45);
+    let (Some(&(e_in, r_in)), Some(&(e_below, r_below))) = (inside, below) else {
+        panic!("grid of ω/‖z‖ misses a window: {grid:?}");
+    };
+    let first = |eps: f64| {
+        let params = MaidParams {
+            eta: 0.5,
+            ..MaidParams::default()
+                .with_accuracies(eps, eps)
+                .with_alpha0(1.0 / p.lipschitz_f())
+                .with_max_iters(1)
+        };
+        let r = Maid::new(&p, params)
+            .unwrap()
+            .run(p.theta_start_view(), |_| true)
+            .unwrap();
+        r.history[0].clone()
+    };
+    let f_in = first(e_in);
+    assert!(
+        f_in.accepted && f_in.eps < e_in && f_in.omega <= 0.5 * f_in.hypergrad_norm,
+        "ω/‖z‖ = {r_in} at ε₀ = {e_in:e}: {f_in:?}"
+    );
+    let f_below = first(e_below);
+    assert!(
+        f_below.accepted && f_below.eps == e_below,
+        "ω/‖z‖ = {r_below} at ε₀ = {e_below:e}: {f_below:?}"
+    );
+}
+
+#[test]
+fn maid_line_search_tries_the_floor_accuracy_itself_before_stalling() {
+    // At θ* no step can pass the line search (U⁺(x̃') ≥ f(θ') ≥ f(θ*) ≥ U⁻(x̃)), so each line
+    // search fails and ε = 0.1·ν^k shrinks. With ε_min = 0.1·ν³ exactly, the line search at
+    // ε = ε_min is still tried (only ε < ε_min stops): the stall comes after 4 line searches.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let star = p.theta_star().clone();
+    let p = p.with_theta_start(star);
+    let params = MaidParams {
+        eps_min: 0.1 * 0.5f64.powi(3),
+        ..MaidParams::default()
+            .with_alpha0(1.0 / p.lipschitz_f())
+            .with_descent_test(false)
+    };
+    let r = Maid::new(&p, params)
+        .unwrap()
+        .run(p.theta_start_view(), |_| true)
+        .unwrap();
+    assert_eq!(r.history.len(), 1);
+    match &r.stop {
+        OuterStop::Stalled(why) => assert!(
+            why.contains("after 4 line searches") && why.contains("6.250e-3"),
+            "{why}"
+        ),
+        other => panic!("expected a stall, got {other}"),
+    }
+}
+
+#[test]
+fn certified_stationarity_stop_bounds_the_true_gradient() {
+    // ‖z‖ + ω ≤ tol with a certified ω proves ‖∇f(θ)‖ ≤ tol at the returned θ (∇f in closed
+    // form here). MAID and HOAG stop at the first hypergradient that passes; off (tol = 0) or
+    // with estimated constants (ω not certified) they do not stop this way.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let tol = 1e-4 * norm(&p.grad_exact(p.theta_start_view()));
+    let check = |stop: &OuterStop, history: &[OuterRecord], theta: &Array1<f64>, name: &str| {
+        let b = match *stop {
+            OuterStop::Stationary(b) => b,
+            ref other => panic!("{name}: expected certified stationarity, got {other}"),
+        };
+        let last = history.last().unwrap();
+        assert!(b <= tol && !last.accepted && last.step == 0.0 && last.certified);
+        assert_eq!(b, last.hypergrad_norm + last.omega);
+        assert_eq!(*theta, last.theta);
+        let g = norm(&p.grad_exact(theta.view()));
+        assert!(g <= b, "{name}: ‖∇f‖ = {g:e} above the certificate {b:e}");
+        let earlier = &history[..history.len() - 1];
+        assert!(earlier.iter().all(|h| h.hypergrad_norm + h.omega > tol));
+    };
+    let maid = |tol: f64, estimated: bool| {
+        let params = MaidParams::default()
+            .with_alpha0(1.0 / p.lipschitz_f())
+            .with_max_iters(300)
+            .with_stationarity_tol(tol)
+            .with_estimated_constants(estimated);
+        Maid::new(&p, params)
+            .unwrap()
+            .run(p.theta_start_view(), |_| true)
+            .unwrap()
+    };
+    let r = maid(tol, false);
+    check(&r.stop, &r.history, &r.theta, "MAID");
+    for r in [maid(0.0, false), maid(tol, true)] {
+        assert!(!matches!(r.stop, OuterStop::Stationary(_)), "{}", r.stop);
+    }
+    let hoag = |tol: f64| {
+        let params = HoagParams::default()
+            .with_max_iters(300)
+            .with_stationarity_tol(tol);
+        Hoag::new(&p, params)
+            .unwrap()
+            .run(p.theta_start_view(), |_| true)
+            .unwrap()
+    };
+    let r = hoag(tol);
+    check(&r.stop, &r.history, &r.theta, "HOAG");
+    assert!(!matches!(hoag(0.0).stop, OuterStop::Stationary(_)));
+    for bad in [-1.0, f64::NAN] {
+        assert!(Maid::new(&p, MaidParams::default().with_stationarity_tol(bad)).is_err());
+        assert!(Hoag::new(&p, HoagParams::default().with_stationarity_tol(bad)).is_err());
+    }
+}
+
+#[test]
+fn maid_constants_reach_the_solver_through_builders_and_outer_settings() {
+    let c = MaidConstants {
+        rho: 0.3,
+        rho_bar: 1.5,
+        nu: 0.25,
+        nu_bar: 2.0,
+        eta: 0.2,
+        armijo: 0.01,
+        max_backtracks: 12,
+        max_retries: 7,
+    };
+    let by_pairs = MaidParams::default()
+        .with_step_factors(0.3, 1.5)
+        .with_accuracy_factors(0.25, 2.0)
+        .with_margins(0.2, 0.01)
+        .with_line_search_limits(12, 7);
+    assert_eq!(by_pairs, MaidParams::default().with_constants(c));
+    assert_eq!(by_pairs.constants(), c);
+    assert_eq!(MaidConstants::default(), MaidParams::default().constants());
+    // Through run_outer: an overshooting α₀ = 4/L_f makes the line search backtrack; every
+    // step is α₀·ρ̄^a·ρ^b and every ε is ε₀·ν̄^a·ν^b with this run's factors (a accepted steps
+    // before, b shrinks), read off the history as in the paper's Algorithm 3.1.
+    let p = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let o = experiments::OuterSettings {
+        max_iters: 6,
+        alpha0: 4.0 / p.lipschitz_f(),
+        maid: c,
+        ..Default::default()
+    };
+    let run = experiments::run_outer(&p, &o, |_| true).unwrap();
+    let accepted: Vec<_> = run.history.iter().filter(|r| r.accepted).collect();
+    assert!(accepted.len() >= 3, "{:?}", run.history);
+    let (mut alpha, mut eps) = (o.alpha0, o.eps0);
+    let mut shrinks = 0;
+    for r in &accepted {
+        let b = integer_power(r.step / alpha, c.rho)
+            .unwrap_or_else(|| panic!("step {} is not α·ρᵇ from α = {alpha}", r.step));
+        let e = integer_power(r.eps / eps, c.nu)
+            .unwrap_or_else(|| panic!("ε {} is not ε·νᵇ from ε = {eps}", r.eps));
+        shrinks += b + e;
+        alpha = r.step * c.rho_bar;
+        eps = r.eps * c.nu_bar;
+    }
+    assert!(shrinks > 0, "the run never backtracked: {:?}", run.history);
+    assert!(experiments::run_outer(
+        &p,
+        &experiments::OuterSettings {
+            maid: MaidConstants { rho: 1.5, ..c },
+            ..o
+        },
+        |_| true
+    )
+    .is_err());
+}
+
+#[test]
+fn tv_reference_convention_is_the_same_lower_problem_with_the_reference_constants() {
+    // The MAID code's convention weighs TV by ½e^θ₁: the same h as this library's at
+    // θ₁ + ln ½, with the same derivatives (checked against finite differences), and the
+    // un-averaged constants μ = L_g = 1, L = 1 + √8·λ/ν with ‖J‖, L_J, L_{H⁻¹} left unknown.
+    let cert = tv_small(2, 12, 4);
+    let refc = cert.clone().with_reference_convention();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let x = Array1::from_shape_fn(cert.dim_x(), |_| rng.random_range(0.0..1.0));
+    let theta = array![-2.5, -3.0];
+    let (twin, t2) = refc.certified_equivalent(theta.view());
+    assert!(!twin.is_reference_convention() && refc.is_reference_convention());
+    assert!((t2[0] - (theta[0] - 2f64.ln())).abs() < 1e-15 && t2[1] == theta[1]);
+    let (hr, hc) = (
+        refc.lower_value(x.view(), theta.view()).unwrap(),
+        cert.lower_value(x.view(), t2.view()).unwrap(),
+    );
+    assert!((hr - hc).abs() <= 1e-14 * hc.abs(), "{hr} vs {hc}");
+    // Against the formula: (1/N) Σ ½‖xᵢ − yᵢ‖² + ½λ TV_ν, from the certified h at λ' = λ/2
+    // and the certified h at a different weight (the TV part is linear in the weight).
+    let h_at = |t0: f64| {
+        cert.lower_value(x.view(), array![t0, theta[1]].view())
+            .unwrap()
+    };
+    let lam = theta[0].exp();
+    let tv_part = (h_at(theta[0]) - h_at(theta[0] - 1.0)) / (lam * (1.0 - (-1f64).exp()));
+    let data = h_at(theta[0]) - lam * tv_part;
+    assert!((hr - (data + 0.5 * lam * tv_part)).abs() < 1e-10 * hr.abs());
+    assert_derivatives(&refc, &x, &theta, 1e-6);
+    let c = refc.constants(x.view(), theta.view()).unwrap();
+    assert_eq!((c.mu, c.l_g), (1.0, 1.0));
+    assert_eq!(c.lipschitz, 1.0 + 8f64.sqrt() * lam / theta[1].exp());
+    assert_eq!(
+        (c.j_norm, c.l_j, c.l_hinv),
+        (Constant::Unknown, Constant::Unknown, Constant::Unknown)
+    );
+    let hg = Oracle::new(&refc)
+        .hypergradient(theta.view(), x.view(), 0.1, 0.1, &mut Estimates::default())
+        .unwrap();
+    assert!(
+        !hg.certified,
+        "the reference convention's bound is estimated"
+    );
+}
+
+#[test]
+fn tv_comparison_scores_each_method_at_the_common_work() {
+    // MAID against HOAG on TV (4 images, 24², reference convention, α₀ = 0.01 as in the
+    // reference code): W is the smallest total work, each run is scored by the exact f at its
+    // last iterate within W, recomputed here from the history.
+    let clean = load_images(&kodak96(), 4, 24).unwrap();
+    let noisy = add_noise(&clean, 0.1, 19);
+    let o = experiments::OuterSettings {
+        max_iters: 12,
+        alpha0: 0.01,
+        ..Default::default()
+    };
+    let methods = [OuterMethod::Maid, OuterMethod::HoagGeometric];
+    let pairs = (clean.clone(), noisy.clone());
+    let t = experiments::compare_tv(&pairs, 0.1, true, &o, &methods, |_, _| true).unwrap();
+    let rep = &t.report;
+    assert_eq!(rep.convention, "reference");
+    let works: Vec<usize> = rep.runs.iter().map(|r| r.work).collect();
+    assert_eq!(rep.common_work, *works.iter().min().unwrap());
+    let p = TvDenoising::new(&clean, &noisy)
+        .unwrap()
+        .with_reference_convention();
+    let (exact, _) = p.certified_equivalent(p.theta_start().view());
+    for (run, m) in rep.runs.iter().zip(methods) {
+        assert_eq!(run.method, m.name());
+        let hist: Vec<&OuterRecord> = t
+            .history
+            .iter()
+            .filter(|h| h.method == m.name())
+            .map(|h| &h.record)
+            .collect();
+        assert_eq!(hist.len(), run.iterations_outer);
+        assert!(hist.iter().all(|h| !h.certified));
+        let theta_w = hist
+            .iter()
+            .rev()
+            .find(|h| h.work() <= rep.common_work)
+            .map_or_else(|| p.theta_start(), |h| h.theta.clone());
+        let (_, tw) = p.certified_equivalent(theta_w.view());
+        let (f, _) = Oracle::new(&exact)
+            .value(tw.view(), exact.x_start().view(), 1e-8)
+            .unwrap();
+        assert!(
+            (f - run.f_at_common_work).abs() <= 1e-12 * f,
+            "{}",
+            m.name()
+        );
+    }
+    let (fm, fh) = (rep.runs[0].f_at_common_work, rep.runs[1].f_at_common_work);
+    assert_eq!(rep.maid_below_hoag, fm < fh);
+    // Both improved on the start.
+    let (f0, _) = Oracle::new(&exact)
+        .value(
+            p.certified_equivalent(p.theta_start().view()).1.view(),
+            exact.x_start().view(),
+            1e-8,
+        )
+        .unwrap();
+    assert!(fm < f0 && fh < f0, "f0 {f0}, MAID {fm}, HOAG {fh}");
 }
 
 #[test]

@@ -331,6 +331,10 @@ impl BilevelProblem for FieldOfExperts {
         crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img);
         Ok(())
     }
+    /// Convex: `g = (1/N)·½‖x − x_true‖²`.
+    fn upper_convex(&self) -> bool {
+        true
+    }
     fn constants(&self, _x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let t = th(&theta);
         let pt = self.parts(&t);

@@ -304,6 +304,10 @@ impl BilevelProblem for MultinomialLogistic {
         out.iter_mut().zip(g.iter()).for_each(|(o, v)| *o = *v);
         Ok(())
     }
+    /// Convex: the validation cross-entropy, convex in the weights (log-sum-exp of linear functions minus a linear term).
+    fn upper_convex(&self) -> bool {
+        true
+    }
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let (emin, emax) = theta.iter().fold((f64::INFINITY, 0.0f64), |(a, b), t| {
             (a.min(t.exp()), b.max(t.exp()))

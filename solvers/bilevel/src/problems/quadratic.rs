@@ -269,6 +269,10 @@ impl BilevelProblem for QuadraticProblem {
         out.assign(&(self.h1.dot(&x) - &self.a1tb1));
         Ok(())
     }
+    /// Convex: `g = ½‖A₁x − b₁‖²`.
+    fn upper_convex(&self) -> bool {
+        true
+    }
     fn constants(&self, _x: ArrayView1<'_, f64>, _theta: ArrayView1<'_, f64>) -> Result<Constants> {
         Ok(Constants {
             mu: self.mu,

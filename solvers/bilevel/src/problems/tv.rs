@@ -19,6 +19,16 @@
 //! exactly from its two columns, `L_J ≤ √2·8λ/(Nν)` (both `φ_ν'` and `∂_{θ₂}φ_ν'` are
 //! `1/ν`-Lipschitz), `L_{H⁻¹} ≤ L_H/μ²` with `L_H ≤ 8√2·c₃·λ/(Nν²)`, `c₃ = max|φ₁'''| =
 //! 1.5/1.25^{5/2}` (each row of `D` has two entries ±1, so `‖Dv‖_∞ ≤ √2‖v‖`).
+//!
+//! **The reference code's convention** ([`TvDenoising::with_reference_convention`], to compare
+//! with the paper's figures; TV_denoising.py of github.com/MohammadSadeghSalehi/MAID at
+//! 6986372): the TV term carries a factor ½ (`h = (1/N) Σᵢ [½‖xᵢ − yᵢ‖² + ½λ TV_ν(xᵢ)]`), and the
+//! constants are those of the un-averaged problem, `μ = 1`, `L = 1 + √8·λ/ν`, `L_g = 1`, while
+//! `h` and `g` stay averaged over the `N` images. The lower-level stop `‖∇ₓh‖/μ ≤ ε` then
+//! measures `‖∇ₓh‖` itself, `N` times less than the certified `‖x̃ − x̂‖` bound, and the
+//! FISTA step `1/L` is about `N` times shorter than `1/L_true`. `‖J‖`, `L_J` and `L_{H⁻¹}` are
+//! left to the oracle's online estimates, as in the reference code. The error bound is then
+//! *not* certified (every record says so).
 
 use crate::data::{fill, slice};
 use crate::problem::{BilevelProblem, Constant, Constants};
@@ -41,6 +51,7 @@ pub struct TvDenoising {
     h: usize,
     w: usize,
     theta0: Array1<f64>,
+    reference: bool,
 }
 
 impl TvDenoising {
@@ -54,7 +65,35 @@ impl TvDenoising {
             h,
             w,
             theta0: ndarray::array![-5.0, -5.0],
+            reference: false,
         })
+    }
+
+    /// The MAID reference code's convention (see the module docs): TV weight `½λ`, constants
+    /// `μ = 1`, `L = 1 + √8·λ/ν`, `L_g = 1`, the others estimated online. Not certified.
+    pub fn with_reference_convention(mut self) -> Self {
+        self.reference = true;
+        self
+    }
+
+    /// The same lower-level problem in this library's convention (certified constants) and the
+    /// hyperparameters that give it: the reference convention's `θ₁` weighs TV by `½e^θ₁`,
+    /// which is `θ₁ + ln ½` here. For the certified convention, a copy and `θ` itself.
+    pub fn certified_equivalent(&self, theta: ArrayView1<'_, f64>) -> (Self, Array1<f64>) {
+        let mut t = theta.to_owned();
+        if self.reference {
+            t[0] -= 2f64.ln();
+        }
+        let p = Self {
+            reference: false,
+            ..self.clone()
+        };
+        (p, t)
+    }
+
+    /// Whether the reference code's convention is used.
+    pub fn is_reference_convention(&self) -> bool {
+        self.reference
     }
 
     /// Image height and width, and the number of images.
@@ -76,9 +115,20 @@ impl TvDenoising {
         (theta[0].exp(), theta[1].exp())
     }
 
+    /// The weight of `TV_ν` in `h`: `λ`, or `½λ` in the reference convention (its derivative
+    /// in `θ₁ = log λ` is the weight itself either way).
+    fn tv_weight(&self, theta: ArrayView1<'_, f64>) -> f64 {
+        let lam = theta[0].exp();
+        if self.reference {
+            0.5 * lam
+        } else {
+            lam
+        }
+    }
+
     /// `λ·TV_ν` of one image at `θ` (anisotropic, interior differences).
     fn tv(&self, theta: ArrayView1<'_, f64>) -> Result<SmoothedTv<f64>> {
-        let (lam, nu) = Self::params(theta);
+        let (lam, nu) = (self.tv_weight(theta), theta[1].exp());
         Ok(
             SmoothedTv::new(self.h, self.w, lam, nu, TvKind::Anisotropic)?
                 .with_boundary(TvBoundary::Interior),
@@ -220,8 +270,22 @@ impl BilevelProblem for TvDenoising {
         crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img);
         Ok(())
     }
+    /// Convex: `g = (1/N)·½‖x − x_true‖²`.
+    fn upper_convex(&self) -> bool {
+        true
+    }
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let (lam, nu) = Self::params(theta);
+        if self.reference {
+            return Ok(Constants {
+                mu: 1.0,
+                lipschitz: 1.0 + 8f64.sqrt() * lam / nu,
+                l_g: 1.0,
+                j_norm: Constant::Unknown,
+                l_j: Constant::Unknown,
+                l_hinv: Constant::Unknown,
+            });
+        }
         let nn = self.n_img as f64;
         let mu = 1.0 / nn;
         let (c1, c2) = self.j_columns(x, theta)?;
