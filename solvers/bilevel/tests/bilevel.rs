@@ -1230,6 +1230,131 @@ fn maid_fixed_accuracy_and_hoag_decrease_f() {
     }
 }
 
+/// HOAG's iteration replayed from its definition (Pedregosa 2016, as coded in the MAID
+/// repository): `ε_k = s·seq(k)` floored, `L₀ = ‖z₀‖/√p` (1 if `‖z₀‖ ≤ 1e-3`), candidate
+/// `clip(θ − z/L, ±1000)` solved to `ε_{k+1}`; accept with `L ← 0.95L` if
+/// `g_new ≤ g_old + Cε_k + ε_k(C + 1)‖Δ‖ − L‖Δ‖²`, reject with `L ← 2L`, `s ← s/2` if
+/// `g_new ≥ 1.2 g_old`, else accept. Returns per iteration (θ, step, accepted, ε_k).
+fn hoag_replay<P: BilevelProblem>(
+    p: &P,
+    params: &HoagParams,
+    iters: usize,
+) -> Vec<(Array1<f64>, f64, bool, f64)> {
+    let o = Oracle::new(p);
+    let eps =
+        |scale: f64, k: usize| (scale * params.sequence.at(params.eps0, k)).max(params.eps_floor);
+    let mut est = Estimates::default();
+    let (mut theta, mut scale, mut l_opt) = (p.theta_start(), 1.0, None::<f64>);
+    let mut hg = o
+        .hypergradient(
+            theta.view(),
+            p.x_start().view(),
+            eps(1.0, 0),
+            eps(1.0, 0),
+            &mut est,
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    for k in 0..iters {
+        let eps_k = eps(scale, k);
+        let zn = norm(&hg.z);
+        let root_p = (p.dim_theta() as f64).sqrt();
+        let l = l_opt.unwrap_or(if zn > 1e-3 { zn / root_p } else { 1.0 });
+        let cand = (&theta - &(&hg.z / l)).mapv(|v| v.clamp(-1000.0, 1000.0));
+        let step = norm(&(&cand - &theta));
+        let ll = o
+            .solve_lower(cand.view(), hg.x.view(), eps(scale, k + 1))
+            .unwrap();
+        let g_new = p.upper_value(ll.x.view()).unwrap();
+        let c = params.c;
+        let (g_old, accepted) = (hg.upper, true);
+        let accepted = if g_new <= g_old + c * eps_k + eps_k * (c + 1.0) * step - l * step * step {
+            l_opt = Some(0.95 * l);
+            accepted
+        } else if g_new >= 1.2 * g_old {
+            l_opt = Some(2.0 * l);
+            scale *= 0.5;
+            false
+        } else {
+            l_opt = Some(l);
+            accepted
+        };
+        if accepted {
+            theta = cand;
+            let e = eps(scale, k + 1);
+            hg = o
+                .hypergradient(theta.view(), ll.x.view(), e, e, &mut est)
+                .unwrap();
+        }
+        out.push((
+            theta.clone(),
+            if accepted { 1.0 / l } else { 0.0 },
+            accepted,
+            eps_k,
+        ));
+    }
+    out
+}
+
+#[test]
+fn hoag_follows_its_step_heuristic_exactly() {
+    // Every iteration of HOAG against the replay, on TV (where its heuristic is meant to work)
+    // and on the quadratic problem started far out (where the first step L₀ = ‖z₀‖/√p
+    // overshoots and is rejected): θ, step, acceptance and ε_k bit for bit, and each of the
+    // three branches taken at least once over the runs.
+    let tv = tv_small(3, 24, 19);
+    let quad = QuadraticProblem::well_conditioned(200, 5, 29).unwrap();
+    let far = quad.theta_start().mapv(|v| 40.0 * v + 5.0);
+    let quad = quad.with_theta_start(far);
+    let mut branches = [0usize; 3]; // accepted with L shrink, rejected, accepted as is
+    let cases: [(&dyn Fn(&HoagParams) -> (Vec<OuterRecord>, Vec<_>), &str); 2] = [
+        (
+            &|pr: &HoagParams| {
+                let r = Hoag::new(&tv, *pr)
+                    .unwrap()
+                    .run(tv.theta_start().view(), |_| true);
+                (r.unwrap().history, hoag_replay(&tv, pr, pr.max_iters))
+            },
+            "tv",
+        ),
+        (
+            &|pr: &HoagParams| {
+                let r = Hoag::new(&quad, *pr)
+                    .unwrap()
+                    .run(quad.theta_start().view(), |_| true);
+                (r.unwrap().history, hoag_replay(&quad, pr, pr.max_iters))
+            },
+            "quadratic",
+        ),
+    ];
+    for (run, name) in cases {
+        for seq in [AccuracySequence::Geometric(0.9), AccuracySequence::Cubic] {
+            let pr = HoagParams::default().with_sequence(seq).with_max_iters(12);
+            let (hist, want) = run(&pr);
+            assert_eq!(hist.len(), want.len());
+            let mut prev_step: Option<f64> = None;
+            for (h, (theta, step, acc, eps)) in hist.iter().zip(&want) {
+                let ctx = format!("{name} {}: iteration {}", seq.name(), h.iter);
+                assert_eq!(&h.theta, theta, "{ctx}");
+                assert_eq!((h.step, h.accepted, h.eps), (*step, *acc, *eps), "{ctx}");
+                match (acc, prev_step) {
+                    (false, _) => branches[1] += 1,
+                    (true, Some(s)) if (step / s - 1.0 / 0.95).abs() < 1e-12 => branches[0] += 1,
+                    (true, Some(s)) if step == &s => branches[2] += 1,
+                    _ => {}
+                }
+                if *acc {
+                    prev_step = Some(*step);
+                }
+            }
+        }
+    }
+    assert!(
+        branches.iter().all(|&b| b > 0),
+        "branches taken: {branches:?}"
+    );
+}
+
 #[test]
 fn maid_runs_under_argmin_and_resumes_from_a_checkpoint() {
     use argmin::core::checkpointing::{Checkpoint, CheckpointingFrequency};
