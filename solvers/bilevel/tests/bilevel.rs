@@ -811,8 +811,9 @@ fn maid_with_a_coarse_fixed_accuracy_accepts_only_certified_decrease() {
 
 /// MAID's first trial step `α₀` replayed outside it: returns `ψ = U⁺(x̃', ε) − U⁻(x̃, ε)` with
 /// the convex lower bound `U⁻ = g(x̃) − ‖∇g(x̃)‖ε`, the term `t = (L_g/2)ε²` that a non-convex
-/// `g` adds to `ψ`, and `‖z‖` (the trial passes when `ψ [+ t] + λα₀‖z‖² ≤ 0`).
-fn first_trial<P: BilevelProblem>(p: &P, params: &MaidParams) -> (f64, f64, f64) {
+/// `g` adds to `ψ`, `‖z‖` (the trial passes when `ψ [+ t] + λα₀‖z‖² ≤ 0`), and the smallest of
+/// the slack terms `‖∇g(x̃)‖ε`, `‖∇g(x̃')‖ε'`, `(L_g/2)ε'²` that make up `ψ`.
+fn first_trial<P: BilevelProblem>(p: &P, params: &MaidParams) -> (f64, f64, f64, f64) {
     let o = Oracle::new(p);
     let theta0 = p.theta_start();
     let hg = o
@@ -835,7 +836,13 @@ fn first_trial<P: BilevelProblem>(p: &P, params: &MaidParams) -> (f64, f64, f64)
     let u_plus =
         p.upper_value(ll.x.view()).unwrap() + norm(&gg) * e + 0.5 * ll.constants.l_g * e * e;
     let t = 0.5 * hg.constants.l_g * hg.eps * hg.eps;
-    (u_plus - u_minus, t, norm(&hg.z))
+    let slack = [
+        hg.grad_g_norm * hg.eps,
+        norm(&gg) * e,
+        0.5 * ll.constants.l_g * e * e,
+    ];
+    let least = slack.into_iter().fold(f64::INFINITY, f64::min);
+    (u_plus - u_minus, t, norm(&hg.z), least)
 }
 
 #[test]
@@ -845,7 +852,9 @@ fn maid_keeps_the_eps_squared_term_of_the_lower_bound_unless_g_is_declared_conve
     // not, one trial step α₀ = 1/L_f, no retries. With ψ, t from the replay, the Armijo
     // fraction λ = (−ψ − s·t)/(α₀‖z‖²) puts the trial s·t inside the acceptance margin:
     // s = 1/2 → accepted only when g is declared convex (the t term is there otherwise);
-    // s = 3/2 → accepted either way (the term is t, not more).
+    // s = 3/2 → accepted either way (the term is t, not more). And s·t replaced by −m/2, m the
+    // smallest slack term of ψ: rejected, so each slack term of U⁺ and U⁻ is there with its
+    // sign (dropping or flipping any one lowers ψ by at least m).
     let wrapped = |upper_convex: bool| Wrapped {
         inner: QuadraticProblem::well_conditioned(200, 5, 29).unwrap(),
         jt_scale: 1.0,
@@ -858,10 +867,13 @@ fn maid_keeps_the_eps_squared_term_of_the_lower_bound_unless_g_is_declared_conve
         .with_fixed_accuracy(true)
         .with_max_iters(1)
         .with_line_search_limits(1, 0);
-    let (psi, t, zn) = first_trial(&convex, &base);
-    assert!(t > 0.0 && -psi > 2.0 * t, "ψ = {psi:e}, t = {t:e}");
-    let accepts = |p: &Wrapped, s: f64| {
-        let lambda = (-psi - s * t) / (base.alpha0 * zn * zn);
+    let (psi, t, zn, least) = first_trial(&convex, &base);
+    assert!(
+        t > 0.0 && least > 0.0 && -psi > 2.0 * t,
+        "ψ = {psi:e}, t = {t:e}"
+    );
+    let accepts = |p: &Wrapped, shift: f64| {
+        let lambda = (-psi - shift) / (base.alpha0 * zn * zn);
         let pr = MaidParams {
             armijo: lambda,
             ..base
@@ -875,13 +887,19 @@ fn maid_keeps_the_eps_squared_term_of_the_lower_bound_unless_g_is_declared_conve
         assert!(!first.accepted || first.step == base.alpha0);
         first.accepted
     };
-    assert!(accepts(&convex, 0.5));
+    assert!(accepts(&convex, 0.5 * t));
     assert!(
-        !accepts(&nonconvex, 0.5),
+        !accepts(&nonconvex, 0.5 * t),
         "the (L_g/2)ε² term of U⁻ is missing"
     );
-    assert!(accepts(&nonconvex, 1.5), "U⁻ subtracts more than (L_g/2)ε²");
-    assert!(accepts(&convex, 1.5));
+    assert!(
+        accepts(&nonconvex, 1.5 * t),
+        "U⁻ subtracts more than (L_g/2)ε²"
+    );
+    assert!(
+        !accepts(&convex, -0.5 * least),
+        "a slack term of ψ is missing"
+    );
 }
 
 #[test]
@@ -979,6 +997,11 @@ fn certified_stationarity_stop_bounds_the_true_gradient() {
         };
         let last = history.last().unwrap();
         assert!(b <= tol && !last.accepted && last.step == 0.0 && last.certified);
+        assert_eq!(
+            last.iter,
+            history.len(),
+            "{name}: records are numbered 1, 2, …"
+        );
         assert_eq!(b, last.hypergrad_norm + last.omega);
         assert_eq!(*theta, last.theta);
         let g = norm(&p.grad_exact(theta.view()));
@@ -1234,12 +1257,10 @@ fn maid_fixed_accuracy_and_hoag_decrease_f() {
 /// repository): `ε_k = s·seq(k)` floored, `L₀ = ‖z₀‖/√p` (1 if `‖z₀‖ ≤ 1e-3`), candidate
 /// `clip(θ − z/L, ±1000)` solved to `ε_{k+1}`; accept with `L ← 0.95L` if
 /// `g_new ≤ g_old + Cε_k + ε_k(C + 1)‖Δ‖ − L‖Δ‖²`, reject with `L ← 2L`, `s ← s/2` if
-/// `g_new ≥ 1.2 g_old`, else accept. Returns per iteration (θ, step, accepted, ε_k).
-fn hoag_replay<P: BilevelProblem>(
-    p: &P,
-    params: &HoagParams,
-    iters: usize,
-) -> Vec<(Array1<f64>, f64, bool, f64)> {
+/// `g_new ≥ 1.2 g_old`, else accept. Returns per iteration (θ, step, accepted, ε_k) and the
+/// cumulative lower-level and CG iterations.
+type HoagStep = ((Array1<f64>, f64, bool, f64), (usize, usize));
+fn hoag_replay<P: BilevelProblem>(p: &P, params: &HoagParams, iters: usize) -> Vec<HoagStep> {
     let o = Oracle::new(p);
     let eps =
         |scale: f64, k: usize| (scale * params.sequence.at(params.eps0, k)).max(params.eps_floor);
@@ -1254,6 +1275,7 @@ fn hoag_replay<P: BilevelProblem>(
             &mut est,
         )
         .unwrap();
+    let (mut ll_total, mut cg_total) = (hg.ll_iters, hg.cg_iters);
     let mut out = Vec::new();
     for k in 0..iters {
         let eps_k = eps(scale, k);
@@ -1265,6 +1287,7 @@ fn hoag_replay<P: BilevelProblem>(
         let ll = o
             .solve_lower(cand.view(), hg.x.view(), eps(scale, k + 1))
             .unwrap();
+        ll_total += ll.iterations;
         let g_new = p.upper_value(ll.x.view()).unwrap();
         let c = params.c;
         let (g_old, accepted) = (hg.upper, true);
@@ -1285,13 +1308,11 @@ fn hoag_replay<P: BilevelProblem>(
             hg = o
                 .hypergradient(theta.view(), ll.x.view(), e, e, &mut est)
                 .unwrap();
+            ll_total += hg.ll_iters;
+            cg_total += hg.cg_iters;
         }
-        out.push((
-            theta.clone(),
-            if accepted { 1.0 / l } else { 0.0 },
-            accepted,
-            eps_k,
-        ));
+        let step = if accepted { 1.0 / l } else { 0.0 };
+        out.push(((theta.clone(), step, accepted, eps_k), (ll_total, cg_total)));
     }
     out
 }
@@ -1307,7 +1328,8 @@ fn hoag_follows_its_step_heuristic_exactly() {
     let far = quad.theta_start().mapv(|v| 40.0 * v + 5.0);
     let quad = quad.with_theta_start(far);
     let mut branches = [0usize; 3]; // accepted with L shrink, rejected, accepted as is
-    let cases: [(&dyn Fn(&HoagParams) -> (Vec<OuterRecord>, Vec<_>), &str); 2] = [
+    type Run<'a> = &'a dyn Fn(&HoagParams) -> (Vec<OuterRecord>, Vec<HoagStep>);
+    let cases: [(Run, &str); 2] = [
         (
             &|pr: &HoagParams| {
                 let r = Hoag::new(&tv, *pr)
@@ -1333,10 +1355,11 @@ fn hoag_follows_its_step_heuristic_exactly() {
             let (hist, want) = run(&pr);
             assert_eq!(hist.len(), want.len());
             let mut prev_step: Option<f64> = None;
-            for (h, (theta, step, acc, eps)) in hist.iter().zip(&want) {
+            for (h, ((theta, step, acc, eps), work)) in hist.iter().zip(&want) {
                 let ctx = format!("{name} {}: iteration {}", seq.name(), h.iter);
                 assert_eq!(&h.theta, theta, "{ctx}");
                 assert_eq!((h.step, h.accepted, h.eps), (*step, *acc, *eps), "{ctx}");
+                assert_eq!((h.ll_iters_total, h.cg_iters_total), *work, "{ctx}");
                 match (acc, prev_step) {
                     (false, _) => branches[1] += 1,
                     (true, Some(s)) if (step / s - 1.0 / 0.95).abs() < 1e-12 => branches[0] += 1,
