@@ -221,6 +221,72 @@ mod tests {
         );
     }
 
+    /// A solver that halves `θ` each iteration and states no stationarity test of its own.
+    struct Halving;
+
+    impl Iterative<f64> for Halving {
+        type State = (Array1<f64>, Vec<OuterRecord>);
+        fn name(&self) -> &'static str {
+            "halving"
+        }
+        fn start(&self, x0: &Array1<f64>) -> Result<Self::State> {
+            Ok((x0.clone(), Vec::new()))
+        }
+        fn advance(&self, s: &mut Self::State) -> Result<IterInfo<f64>> {
+            s.0.mapv_inplace(|v| 0.5 * v);
+            let rec = OuterRecord {
+                iter: s.1.len() + 1,
+                upper: s.0.dot(&s.0),
+                hypergrad_norm: 1.0,
+                omega: 0.0,
+                certified: true,
+                eps: 0.1,
+                delta: 0.1,
+                step: 0.5,
+                accepted: true,
+                ll_iters_total: s.1.len() + 1,
+                cg_iters_total: 0,
+                theta: s.0.clone(),
+            };
+            let i = info(&rec);
+            s.1.push(rec);
+            Ok(i)
+        }
+        fn estimate<'s>(&self, s: &'s Self::State) -> &'s Array1<f64> {
+            &s.0
+        }
+        fn tolerance(&self) -> f64 {
+            0.0
+        }
+        fn max_iters(&self) -> usize {
+            4
+        }
+        fn stop(&self, s: &Self::State, info: &IterInfo<f64>) -> Option<TerminationReason> {
+            outer_stop(self, s, info)
+        }
+    }
+
+    impl OuterSolver for Halving {
+        fn history<'s>(&self, s: &'s Self::State) -> &'s [OuterRecord] {
+            &s.1
+        }
+        fn stalled<'s>(&self, _s: &'s Self::State) -> Option<&'s str> {
+            None
+        }
+        fn budget(&self) -> usize {
+            100
+        }
+    }
+
+    #[test]
+    fn a_solver_without_a_stationarity_test_runs_to_its_caps() {
+        // The trait's default: never stationary, so the run ends by the iteration limit.
+        let r = Halving.run(ndarray::array![8.0].view(), |_| true).unwrap();
+        assert_eq!(r.stop, OuterStop::MaxIters);
+        assert_eq!(r.history.len(), 4);
+        assert_eq!(r.theta, ndarray::array![0.5]);
+    }
+
     #[test]
     fn stationarity_is_certified_only_by_a_certified_bound_below_tol() {
         assert_eq!(certified_stationarity(1.0, 0.25, 0.5, true), Some(0.75));
