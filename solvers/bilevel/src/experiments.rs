@@ -322,6 +322,20 @@ pub fn tv_eval(
     Ok((den, pn, pd))
 }
 
+/// TV denoising on the pairs, in the reference code's convention if `reference`.
+fn tv_problem(
+    clean: &[Array2<f64>],
+    noisy: &[Array2<f64>],
+    reference: bool,
+) -> Result<TvDenoising> {
+    let p = TvDenoising::new(clean, noisy)?;
+    Ok(if reference {
+        p.with_reference_convention()
+    } else {
+        p
+    })
+}
+
 /// The report of TV-denoising tuning.
 #[derive(Clone, Debug, Serialize)]
 pub struct TvTuning {
@@ -356,10 +370,7 @@ pub fn tune_tv(
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
 ) -> Result<Tuned<TvTuning>> {
-    let mut p = TvDenoising::new(clean, noisy)?;
-    if reference {
-        p = p.with_reference_convention();
-    }
+    let p = tv_problem(clean, noisy, reference)?;
     let run = run_outer(&p, o, observer)?;
     let (den, psnr_noisy, psnr_denoised) = tv_eval(&p, &run.theta)?;
     let report = TvTuning {
@@ -367,7 +378,7 @@ pub fn tune_tv(
         images: clean.len(),
         size: clean[0].nrows(),
         sigma,
-        lambda: run.theta[0].exp() * if reference { 0.5 } else { 1.0 },
+        lambda: p.certified_theta(run.theta.view())[0].exp(),
         smoothing: run.theta[1].exp(),
         psnr_noisy,
         psnr_denoised,
@@ -450,10 +461,7 @@ pub fn compare_tv(
     if methods.is_empty() {
         return Err(Error::param("methods", "[]", "name at least one method"));
     }
-    let mut p = TvDenoising::new(clean, noisy)?;
-    if reference {
-        p = p.with_reference_convention();
-    }
+    let p = tv_problem(clean, noisy, reference)?;
     let mut runs = Vec::with_capacity(methods.len());
     for &m in methods {
         let om = OuterSettings { method: m, ..*o };
@@ -480,7 +488,7 @@ pub fn compare_tv(
             .rev()
             .find(|h| h.work() <= w)
             .map_or_else(|| p.theta_start(), |h| h.theta.clone());
-        let (_, theta_w) = p.certified_equivalent(theta_w.view());
+        let theta_w = p.certified_theta(theta_w.view());
         let (f_w, _) = oracle.value(theta_w.view(), exact.x_start().view(), 1e-8)?;
         plot = plot.with(Series::new(
             m.name(),

@@ -76,19 +76,25 @@ impl TvDenoising {
         self
     }
 
-    /// The same lower-level problem in this library's convention (certified constants) and the
-    /// hyperparameters that give it: the reference convention's `θ₁` weighs TV by `½e^θ₁`,
-    /// which is `θ₁ + ln ½` here. For the certified convention, a copy and `θ` itself.
-    pub fn certified_equivalent(&self, theta: ArrayView1<'_, f64>) -> (Self, Array1<f64>) {
+    /// The hyperparameters that give the same lower-level problem in this library's convention:
+    /// the reference convention's `θ₁` weighs TV by `½e^θ₁`, which is `θ₁ + ln ½` here (so
+    /// `e^{θ₁}` of the result is the TV weight). For the certified convention, `θ` itself.
+    pub fn certified_theta(&self, theta: ArrayView1<'_, f64>) -> Array1<f64> {
         let mut t = theta.to_owned();
         if self.reference {
             t[0] -= 2f64.ln();
         }
+        t
+    }
+
+    /// The same lower-level problem in this library's convention (certified constants) and the
+    /// hyperparameters that give it ([`certified_theta`](Self::certified_theta)).
+    pub fn certified_equivalent(&self, theta: ArrayView1<'_, f64>) -> (Self, Array1<f64>) {
         let p = Self {
             reference: false,
             ..self.clone()
         };
-        (p, t)
+        (p, self.certified_theta(theta))
     }
 
     /// Whether the reference code's convention is used.
