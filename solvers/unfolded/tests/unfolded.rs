@@ -714,3 +714,241 @@ fn tista_with_noise_beats_ista() {
     assert!(c.nmse_db[t] < ist.nmse_db[t] - 3.0);
     assert!(c.nmse_db[t] < cb.nmse_db[t]);
 }
+
+/// The TISTA layer against the formulas of Ito, Takabe & Wadayama (2019), written out here with
+/// Gaussian densities: `r = s + γW(y − As)`, `v² = max((‖y − As‖² − Mσ²)/tr(AᵀA), 10⁻⁹)`,
+/// `τ² = v²/N·(N + (γ² − 2γ)M) + γ²σ²tr(WWᵀ)/N` and the Bernoulli–Gaussian MMSE shrinkage
+/// `η(r; τ²) = r/ξ · pF(r; ξ) / ((1 − p)F(r; τ²) + pF(r; ξ))`, `ξ = 1 + τ²`, `F(·; s²)` the
+/// N(0, s²) density. `W` is any matrix here (the layer does not assume the pseudo-inverse), and
+/// one row has `y = As` so that `v²` sits on its floor.
+#[test]
+fn tista_layer_matches_the_papers_formulas() {
+    use rand::{Rng, SeedableRng};
+    let (m, n, p, sigma2, gamma) = (6usize, 9usize, 0.3, 0.02, 1.3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let a = Array2::from_shape_fn((m, n), |_| rng.random_range(-0.5..0.5));
+    let z = Array2::from_shape_fn((m, n), |_| rng.random_range(-0.5..0.5));
+    let s = Array2::from_shape_fn((3, n), |_| rng.random_range(-1.0..1.0));
+    let mut y = Array2::from_shape_fn((3, m), |_| rng.random_range(-2.0..2.0));
+    y.row_mut(2).assign(&a.dot(&s.row(2)));
+    let layer = TistaLayer::new(Arc::new(a.clone()), Arc::new(z.clone()), p, sigma2);
+    assert_eq!(
+        (
+            layer.in_dim(),
+            layer.out_dim(),
+            layer.ctx_dim(),
+            layer.num_params()
+        ),
+        (n, n, m, 1)
+    );
+    let ista = ProxGradLayer::new(Arc::new(a.clone()), 0.1, Penalty::L1);
+    assert!(layer.name().contains("TISTA") && layer.name() != ista.name());
+    let out = layer.forward(&[gamma], s.view(), y.view()).unwrap();
+    let pdf = |x: f64, v: f64| (-x * x / (2.0 * v)).exp() / (2.0 * std::f64::consts::PI * v).sqrt();
+    let tr_ata: f64 = a.iter().map(|v| v * v).sum();
+    let tr_wwt: f64 = z.iter().map(|v| v * v).sum();
+    let (mf, nf) = (m as f64, n as f64);
+    for b in 0..3 {
+        let res = &y.row(b) - &a.dot(&s.row(b));
+        let r = &s.row(b) + &(z.t().dot(&res) * gamma);
+        let v2 = ((res.dot(&res) - mf * sigma2) / tr_ata).max(1e-9);
+        assert_eq!(v2 == 1e-9, b == 2);
+        let t2 = v2 / nf * (nf + (gamma * gamma - 2.0 * gamma) * mf)
+            + gamma * gamma * sigma2 * tr_wwt / nf;
+        let xi = 1.0 + t2;
+        for j in 0..n {
+            let (on, off) = (p * pdf(r[j], xi), (1.0 - p) * pdf(r[j], t2));
+            let want = r[j] / xi * on / (on + off);
+            let got = out[[b, j]];
+            assert!(
+                (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                "row {b}, entry {j}: {got:e} vs {want:e}"
+            );
+        }
+    }
+}
+
+/// At an exact tie `|u| = τ` the plain, saving and workspace paths of the ISTA/IHT step agree
+/// (value and VJP): with `A = 0` the gradient step is the identity (`u = x` exactly), and with
+/// `α = ½`, `λ = 1` the thresholds are `αλ = ½` (ℓ1) and `√(2αλ) = 1` (ℓ0), so entries of `x`
+/// can sit on them. The convention is the strict one (`|u| > τ` is kept, ties go to 0, and the
+/// VJP treats ties as below the threshold), as in [`hyperprox_core::func::soft_threshold`].
+/// The layer also states its shapes and its name.
+#[test]
+fn threshold_ties_and_shapes_are_the_same_on_every_path() {
+    use hyperprox_core::diff::Workspace;
+    let (m, n) = (3, 4);
+    let a = Arc::new(Array2::<f64>::zeros((m, n)));
+    let x = ndarray::array![[1.0, -1.0, 0.5, -0.5], [2.0, 0.25, -2.0, 0.75]];
+    let y = Array2::<f64>::zeros((2, m));
+    let gbar = ndarray::array![[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 1.5, -2.5]];
+    let p = [0.5];
+    for (pen, th) in [(Penalty::L1, 0.5), (Penalty::L0, 1.0)] {
+        let l = ProxGradLayer::new(a.clone(), 1.0, pen);
+        assert_eq!(
+            (l.in_dim(), l.out_dim(), l.ctx_dim(), l.num_params()),
+            (n, n, m, 1)
+        );
+        let plain = l.forward(&p, x.view(), y.view()).unwrap();
+        let (mut ws, mut out) = (Workspace::default(), Array2::zeros((0, 0)));
+        l.forward_ws(&p, x.view(), y.view(), &mut ws, &mut out)
+            .unwrap();
+        assert_eq!(plain, out, "{pen:?}");
+        // The strict convention, entry by entry.
+        for (o, &u) in plain.iter().zip(&x) {
+            let want = match pen {
+                Penalty::L1 if u.abs() > th => u - th * u.signum(),
+                Penalty::L0 if u.abs() > th => u,
+                _ => 0.0,
+            };
+            assert_eq!(*o, want, "{pen:?} at u = {u}");
+        }
+        let mut gp = [0.0];
+        let gx = l.vjp(&p, x.view(), y.view(), gbar.view(), &mut gp).unwrap();
+        let (mut gp2, mut gx2) = ([0.0], Array2::zeros((0, 0)));
+        l.vjp_ws(
+            &p,
+            x.view(),
+            y.view(),
+            &mut ws,
+            gbar.view(),
+            &mut gp2,
+            &mut gx2,
+        )
+        .unwrap();
+        assert_eq!((&gx, gp), (&gx2, gp2), "{pen:?}");
+        // A = 0: x̄ = ḡ on the kept entries and 0 elsewhere (ties included).
+        for ((d, &u), &gb) in gx.iter().zip(&x).zip(&gbar) {
+            assert_eq!(
+                *d,
+                if u.abs() > th { gb } else { 0.0 },
+                "{pen:?} at u = {u}"
+            );
+        }
+    }
+    // The names that reports print say which step it is.
+    assert!(ProxGradLayer::new(a.clone(), 1.0, Penalty::L1)
+        .name()
+        .starts_with("ISTA"));
+    assert!(ProxGradLayer::new(a, 1.0, Penalty::L0)
+        .name()
+        .starts_with("IHT"));
+    // The documented report spellings.
+    assert_eq!([Penalty::L1.as_str(), Penalty::L0.as_str()], ["l1", "l0"]);
+}
+
+/// The training configuration's documented schedule and checks: incremental training runs
+/// stages of depth 1..T with `steps_per_layer` minibatches each, plain training one stage of
+/// `T·steps_per_layer`, then `final_steps` at `lr·final_lr_factor`; stages with no minibatch
+/// are dropped. `check` rejects a zero batch or validation size (each alone), no minibatch at
+/// all, and a learning rate or factor that is 0, negative or not finite, and accepts a run of
+/// final steps only.
+#[test]
+fn training_stages_and_config_checks_follow_their_documentation() {
+    let cfg = TrainConfig {
+        steps_per_layer: 10,
+        final_steps: 5,
+        incremental: true,
+        lr: 0.01,
+        final_lr_factor: 0.1,
+        ..Default::default()
+    };
+    let fine = 0.01 * 0.1;
+    assert_eq!(
+        cfg.stages(3),
+        vec![(1, 10, 0.01), (2, 10, 0.01), (3, 10, 0.01), (3, 5, fine)]
+    );
+    let plain = TrainConfig {
+        incremental: false,
+        ..cfg.clone()
+    };
+    assert_eq!(plain.stages(3), vec![(3, 30, 0.01), (3, 5, fine)]);
+    let final_only = TrainConfig {
+        steps_per_layer: 0,
+        ..cfg.clone()
+    };
+    assert_eq!(final_only.stages(3), vec![(3, 5, fine)]);
+    assert!(final_only.check().is_ok());
+    let no_final = TrainConfig {
+        final_steps: 0,
+        ..plain.clone()
+    };
+    assert_eq!(no_final.stages(2), vec![(2, 20, 0.01)]);
+    assert!(no_final.check().is_ok());
+    let bad = [
+        TrainConfig {
+            batch: 0,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            val_size: 0,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            steps_per_layer: 0,
+            final_steps: 0,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            lr: 0.0,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            lr: f64::INFINITY,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            final_lr_factor: 0.0,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            final_lr_factor: f64::NAN,
+            ..cfg.clone()
+        },
+        TrainConfig {
+            sgd_momentum: Some(1.0),
+            ..cfg.clone()
+        },
+    ];
+    for (i, c) in bad.iter().enumerate() {
+        assert!(c.check().is_err(), "case {i} accepted");
+    }
+    assert!(cfg.check().is_ok());
+    // λ = 0 is not a sparse-recovery problem: the model refuses it.
+    let pr = small(6, 8);
+    let mut s = ModelSpec::new(ModelKind::DuIsta, 3);
+    s.lambda = 0.0;
+    assert!(Unfolded::new(s, &pr).is_err());
+    let m = Unfolded::new(ModelSpec::new(ModelKind::DuIsta, 3), &pr).unwrap();
+    assert_eq!(m.depth(), 3);
+    let name = |p| hyperprox_core::diff::BatchLoss::name(&Objective::new(&pr, 0.1, p));
+    assert!(name(Penalty::L1).ends_with("‖x‖_1") && name(Penalty::L0).ends_with("‖x‖_0"));
+}
+
+/// The fingerprint of `A` stored in model files is `Σᵢ aᵢ(1 + i mod 7)` (entries in row-major
+/// order) rounded to 10⁻⁹, so a model trained on one matrix does not load on another.
+#[test]
+fn the_problem_checksum_is_the_position_weighted_sum() {
+    use hyperprox_unfolded::model::checksum;
+    for seed in [1, 2] {
+        let pr = Problem::gaussian(5, 9, seed).unwrap();
+        let s: f64 =
+            pr.a.iter()
+                .enumerate()
+                .map(|(i, v)| v * (1 + i % 7) as f64)
+                .sum();
+        let c = checksum(&pr);
+        assert!((c - s).abs() <= 5e-10 + 1e-15 * s.abs(), "{c} vs {s}");
+        assert_eq!(c, (c * 1e9).round() / 1e9);
+    }
+    let (p1, p2) = (
+        Problem::gaussian(5, 9, 1).unwrap(),
+        Problem::gaussian(5, 9, 2).unwrap(),
+    );
+    let m = Unfolded::new(ModelSpec::new(ModelKind::DuIsta, 2), &p1).unwrap();
+    let mut j = m.to_json();
+    assert!(Unfolded::from_json(&j).is_ok());
+    j["problem"]["seed"] = serde_json::json!(2);
+    assert_ne!(checksum(&p1), checksum(&p2));
+    assert!(Unfolded::from_json(&j).is_err(), "{}", j["problem"]);
+}
