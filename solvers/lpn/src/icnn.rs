@@ -841,3 +841,80 @@ struct ModelFile {
     cfg: IcnnConfig,
     params: Vec<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution map against the zero-padded `k × k` correlation written out pixel by
+    /// pixel (`y[co, i, j] = Σ_{ci, a, c} K[co, ci, a, c]·x[ci, i + a − k/2, j + c − k/2]`), on
+    /// non-square images and two kernel sizes, so that a wrong offset, run length or boundary
+    /// test in the tap enumeration (which the adjoint and gradient checks cannot see: the
+    /// forward and backward passes share it) is caught.
+    /// `ψ`'s output constant enters with its sign (`∇ψ` cannot see it, so the derivative
+    /// checks do not): raising it by `δ` raises `ψ` by `δ` on every row.
+    #[test]
+    fn the_output_constant_shifts_psi() {
+        let cfg = IcnnConfig {
+            dim: 3,
+            widths: vec![5, 4],
+            beta: 2.0,
+            alpha: 0.1,
+            arch: Arch::Dense,
+        };
+        let net = Icnn::new(cfg, 3).unwrap();
+        let y = Array2::from_shape_fn((4, 3), |(i, j)| (i as f64 - 1.5) * 0.3 + j as f64 * 0.2);
+        let mut up = net.clone();
+        up.params[net.layout.c_out] += 0.5;
+        let (p0, p1) = (net.psi(y.view()).unwrap(), up.psi(y.view()).unwrap());
+        for (a, b) in p0.iter().zip(&p1) {
+            assert!((b - a - 0.5).abs() < 1e-12, "{a} → {b}");
+        }
+    }
+
+    #[test]
+    fn convolution_is_the_zero_padded_correlation() {
+        for (cout, cin, h, w, k) in [(2, 3, 5, 4, 3), (1, 2, 3, 6, 5)] {
+            let lin = Lin::Conv { cout, cin, h, w, k };
+            let p: Vec<f64> = (0..lin.n_params())
+                .map(|i| ((i * 37 % 23) as f64 - 11.0) / 7.0)
+                .collect();
+            let x = Array2::from_shape_fn((2, cin * h * w), |(b, i)| {
+                ((i * 13 + b * 5) % 17) as f64 - 8.0
+            });
+            let y = lin.apply(&p, x.view());
+            let r = (k / 2) as isize;
+            for b in 0..2 {
+                for co in 0..cout {
+                    for i in 0..h {
+                        for j in 0..w {
+                            let mut want = 0.0;
+                            for ci in 0..cin {
+                                for a in 0..k {
+                                    for c in 0..k {
+                                        let (ii, jj) = (
+                                            i as isize + a as isize - r,
+                                            j as isize + c as isize - r,
+                                        );
+                                        if ii < 0 || jj < 0 || ii >= h as isize || jj >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let kv = p[((co * cin + ci) * k + a) * k + c];
+                                        want +=
+                                            kv * x[[b, (ci * h + ii as usize) * w + jj as usize]];
+                                    }
+                                }
+                            }
+                            assert_eq!(
+                                y[[b, (co * h + i) * w + j]],
+                                want,
+                                "({cout},{cin},{h},{w},{k}) b {b} co {co} ({i},{j})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
