@@ -5,7 +5,7 @@
 use hyperprox_bilevel::data::{add_noise, load_images, psnr, unstack};
 use hyperprox_bilevel::experiments::OuterMethod;
 use hyperprox_bilevel::oracle::{
-    check_hypergradient, check_hypergradient_directions, check_problem_derivatives,
+    check_hypergradient, check_hypergradient_directions, check_problem_derivatives, error_bound,
 };
 use hyperprox_bilevel::*;
 use ndarray::{array, Array1, Array2};
@@ -81,17 +81,32 @@ fn problem_derivatives_match_finite_differences() {
     assert_derivatives(&lr, &x, &t, 1e-6);
 }
 
-/// The quadratic problem with two changes a test can make: `Jᵀq` scaled by `jt_scale` (a wrong
-/// cross derivative) and the convexity statement of `g` replaced by `upper_convex`.
-struct Wrapped {
-    inner: QuadraticProblem,
+/// A problem (the quadratic one unless stated) with three changes a test can make: `Jᵀq`
+/// scaled by `jt_scale` (a wrong cross derivative), the convexity statement of `g` replaced by
+/// `upper_convex`, and its constants passed through `edit`.
+struct Wrapped<P = QuadraticProblem> {
+    inner: P,
     jt_scale: f64,
     upper_convex: bool,
+    edit: fn(Constants) -> Constants,
 }
 
-impl BilevelProblem for Wrapped {
+impl<P: BilevelProblem> Wrapped<P> {
+    /// `inner` with its constants edited and nothing else changed.
+    fn edited(inner: P, edit: fn(Constants) -> Constants) -> Self {
+        let upper_convex = inner.upper_convex();
+        Self {
+            inner,
+            jt_scale: 1.0,
+            upper_convex,
+            edit,
+        }
+    }
+}
+
+impl<P: BilevelProblem> BilevelProblem for Wrapped<P> {
     fn name(&self) -> &str {
-        "wrapped quadratic"
+        "wrapped problem"
     }
     fn dim_x(&self) -> usize {
         self.inner.dim_x()
@@ -158,7 +173,7 @@ impl BilevelProblem for Wrapped {
         x: ndarray::ArrayView1<'_, f64>,
         t: ndarray::ArrayView1<'_, f64>,
     ) -> hyperprox_core::Result<Constants> {
-        self.inner.constants(x, t)
+        Ok((self.edit)(self.inner.constants(x, t)?))
     }
 }
 
@@ -169,6 +184,7 @@ fn derivative_check_catches_a_wrong_cross_derivative() {
         inner: QuadraticProblem::new(50, 4, 1).unwrap(),
         jt_scale: 1.01,
         upper_convex: true,
+        edit: |c| c,
     };
     let e = check_problem_derivatives(&w, w.x_start().view(), w.theta_start().view(), 0).unwrap();
     assert!(
@@ -510,6 +526,286 @@ fn error_bound_dominates_the_true_error_on_tv_logistic_and_foe() {
     };
     let (n, c) = bound_holds_on_a_grid(&tv, &[tv.theta_start()], params);
     assert_eq!((n, c), (9, 0));
+}
+
+/// `c₃ = max_t |d³/dt³ √(1 + t²)| = max_t 3t(1 + t²)^{−5/2}` on a grid of step 10⁻⁴.
+fn c3_by_grid() -> f64 {
+    (0..=100_000)
+        .map(|i| {
+            let u = i as f64 * 1e-4;
+            3.0 * u / (1.0 + u * u).powf(2.5)
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `‖M‖₂` of a matrix.
+fn spectral(m: &Array2<f64>) -> f64 {
+    extreme_singular_values(m).0
+}
+
+/// The probed lower Hessian `H(x, θ)` and cross-derivative `J(x, θ)` (`dim_x × dim_theta`).
+fn hessian_and_j<P: BilevelProblem>(
+    p: &P,
+    x: &Array1<f64>,
+    t: &Array1<f64>,
+) -> (Array2<f64>, Array2<f64>) {
+    let n = p.dim_x();
+    let h = probe(n, n, |v, out| {
+        p.lower_hvp_into(out.view_mut(), x.view(), t.view(), v.view())
+            .unwrap()
+    });
+    let jt = probe(n, p.dim_theta(), |q, out| {
+        p.cross_jt_into(out.view_mut(), x.view(), t.view(), q.view())
+            .unwrap()
+    });
+    (h, jt.t().to_owned())
+}
+
+fn known(c: Constant) -> f64 {
+    match c {
+        Constant::Known(v) => v,
+        Constant::Unknown => panic!("a constant the problem states is unknown"),
+    }
+}
+
+/// The constants of a problem bound what they claim on random points `x`, `x'` near `x0`:
+/// `μ ≤ λ_min(H)`, `λ_max(H) ≤ L`, `‖J(x)‖ = j_norm` (exact), `‖J(x) − J(x')‖ ≤ L_J‖x − x'‖`,
+/// `‖H(x)⁻¹ − H(x')⁻¹‖ ≤ L_{H⁻¹}‖x − x'‖`, and `‖∇g(x) − ∇g(x')‖ ≤ L_g‖x − x'‖`.
+fn constants_bound<P: BilevelProblem>(p: &P, x0: &Array1<f64>, t: &Array1<f64>, spread: f64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let n = p.dim_x();
+    let mut rand_x = |s: f64| x0 + &Array1::from_shape_fn(n, |_| s * (rng.random::<f64>() - 0.5));
+    for _ in 0..2 {
+        let (x1, x2) = (rand_x(spread), rand_x(spread));
+        let c = p.constants(x1.view(), t.view()).unwrap();
+        let (h1, j1) = hessian_and_j(p, &x1, t);
+        let (h2, j2) = hessian_and_j(p, &x2, t);
+        let (hmax, hmin) = extreme_singular_values(&h1);
+        let tag = p.name();
+        assert!(
+            c.mu <= hmin * (1.0 + 1e-10),
+            "{tag}: μ {} > λ_min {hmin}",
+            c.mu
+        );
+        assert!(
+            c.lipschitz >= hmax * (1.0 - 1e-10),
+            "{tag}: L {} < λ_max {hmax}",
+            c.lipschitz
+        );
+        let dx = norm(&(&x1 - &x2));
+        if let Constant::Known(jk) = c.j_norm {
+            let jn = spectral(&j1);
+            assert!((jk - jn).abs() <= 1e-9 * jn, "{tag}: ‖J‖ {jk} vs {jn}");
+        }
+        if let Constant::Known(ljk) = c.l_j {
+            let lj = spectral(&(&j1 - &j2)) / dx;
+            assert!(ljk >= lj, "{tag}: L_J {ljk} < {lj}");
+        }
+        let inv = |h: &Array2<f64>| {
+            use hyperprox_core::linalg::Real;
+            let (u, s, vt) = f64::thin_svd(h.view()).unwrap();
+            let mut vs = vt.t().to_owned();
+            for (mut col, sv) in vs.columns_mut().into_iter().zip(&s) {
+                col /= *sv;
+            }
+            vs.dot(&u.t())
+        };
+        let lhi = spectral(&(&inv(&h1) - &inv(&h2))) / dx;
+        let c2 = p.constants(x2.view(), t.view()).unwrap();
+        assert!(
+            known(c.l_hinv).min(known(c2.l_hinv)) >= lhi,
+            "{tag}: L_H⁻¹ {:?} < {lhi}",
+            c.l_hinv
+        );
+        let (mut g1, mut g2) = (Array1::zeros(n), Array1::zeros(n));
+        p.upper_grad_into(g1.view_mut(), x1.view()).unwrap();
+        p.upper_grad_into(g2.view_mut(), x2.view()).unwrap();
+        let lg = norm(&(&g1 - &g2)) / dx;
+        assert!(c.l_g >= lg * (1.0 - 1e-12), "{tag}: L_g {} < {lg}", c.l_g);
+    }
+}
+
+/// Each stated constant of the TV and logistic problems bounds what it claims, and where the
+/// derivation says it is attained it is (so a constant that is too large fails too):
+/// - TV (`h = (1/n)Σᵢ ½‖xᵢ − yᵢ‖² + λTV_ν(xᵢ)`, anisotropic, interior differences, `n` images):
+///   at a constant image every difference is 0, so `H = (I + (λ/ν)DᵀD)/n` with
+///   `λ_max(DᵀD) = (2 + 2cos(π/h)) + (2 + 2cos(π/w))` (→ 8) and `λ_min = 1/n`: the stated
+///   `L = (1 + 8λ/ν)/n` exceeds it by exactly that ratio and `μ = 1/n` is attained. Both
+///   columns of `J` move at rate `(λ/(nν))DᵀD` there (`ψ'' = −∂_{log ν}ψ' = 1/ν` at 0), so along
+///   the top eigenvector `‖ΔJ‖/‖Δx‖ → √2·λ_max(DᵀD)λ/(nν)`: `L_J = 8√2λ/(nν)` exceeds it by
+///   the same ratio. `L_{H⁻¹} = L_H/μ²` with `L_H = 8√2·c₃λ/(nν²)`, `c₃ = max|d³/dt³√(1+t²)|`
+///   computed here on a grid. `L_g = 1/n` is attained (`g = (1/2n)‖x − c‖²`).
+/// - Logistic regression (`h = CE + Σⱼ ½e^{θⱼ}xⱼ²`): with all `θⱼ` equal the cross-entropy
+///   Hessian's null direction (the softmax shift) gives `λ_min(H) = e^θ = μ`.
+///
+/// (Field of Experts: the next test.)
+#[test]
+fn problem_constants_bound_their_quantities_and_are_attained_where_derived_tv() {
+    let tv = tv_small(2, 8, 3);
+    let t = array![(0.05f64).ln(), (0.02f64).ln()];
+    let (lam, nu, nn) = (0.05, 0.02, 2.0);
+    let x0 = Array1::from_elem(tv.dim_x(), 0.4);
+    let c = tv.constants(x0.view(), t.view()).unwrap();
+    let (h, j) = hessian_and_j(&tv, &x0, &t);
+    let (hmax, hmin) = extreme_singular_values(&h);
+    let rho = 2.0 * (2.0 + 2.0 * (std::f64::consts::PI / 8.0).cos());
+    assert!(
+        (hmin - 1.0 / nn).abs() < 1e-12 && (c.mu - hmin).abs() < 1e-12,
+        "μ {} vs {hmin}",
+        c.mu
+    );
+    let ratio = (1.0 + 8.0 * lam / nu) / (1.0 + rho * lam / nu);
+    assert!(
+        (c.lipschitz / hmax - ratio).abs() < 1e-9,
+        "L/λ_max {} vs {ratio}",
+        c.lipschitz / hmax
+    );
+    assert!((known(c.j_norm) - spectral(&j)).abs() < 1e-12);
+    // The top eigenvector of DᵀD on 8×8 (interior differences): cos(7π(k + ½)/8) ⊗ the same.
+    let v1: Array1<f64> = Array1::from_shape_fn(8, |k| {
+        (7.0 * std::f64::consts::PI * (k as f64 + 0.5) / 8.0).cos()
+    });
+    let mut d = Array1::zeros(tv.dim_x());
+    for (i, e) in d.iter_mut().take(64).enumerate() {
+        *e = v1[i / 8] * v1[i % 8];
+    }
+    let s = 1e-6 * nu / norm(&d);
+    let (_, j2) = hessian_and_j(&tv, &(&x0 + &(&d * s)), &t);
+    let rate = spectral(&(&j2 - &j)) / (s * norm(&d));
+    let lj = known(c.l_j);
+    let want = std::f64::consts::SQRT_2 * rho * lam / (nn * nu);
+    assert!(
+        (rate - want).abs() < 1e-4 * want,
+        "‖ΔJ‖ rate {rate} vs {want}"
+    );
+    assert!(
+        (lj / rate - 8.0 / rho).abs() < 1e-4,
+        "L_J {lj} vs rate {rate}"
+    );
+    let c3 = c3_by_grid();
+    let lh = 8.0 * std::f64::consts::SQRT_2 * c3 * lam / (nn * nu * nu);
+    let lhi = known(c.l_hinv);
+    assert!(
+        (lhi - lh / (c.mu * c.mu)).abs() < 1e-6 * lhi,
+        "L_H⁻¹ {lhi} vs {}",
+        lh / (c.mu * c.mu)
+    );
+    assert!((c.l_g - 1.0 / nn).abs() < 1e-15);
+    constants_bound(&tv, &tv.noisy().clone(), &t, 0.2);
+}
+
+#[test]
+fn problem_constants_bound_their_quantities_and_are_attained_where_derived_logistic() {
+    // Logistic regression with a common θ: μ = e^θ is attained.
+    let lr = logreg_small();
+    let t = Array1::from_elem(lr.dim_theta(), -1.0);
+    let x = Array1::from_shape_fn(lr.dim_x(), |i| ((i * 7 % 13) as f64 - 6.0) * 0.05);
+    let c = lr.constants(x.view(), t.view()).unwrap();
+    let (h, _) = hessian_and_j(&lr, &x, &t);
+    let (_, hmin) = extreme_singular_values(&h);
+    assert!((c.mu - hmin).abs() < 1e-9 * hmin && (c.mu - (-1f64).exp()).abs() < 1e-15);
+    // At x = 0 every class has probability 1/K, so ∇²CE = (1/n)AᵀA ⊗ (1/K)(I − 11ᵀ/K) with
+    // largest eigenvalue ‖A‖²/(nK): Böhning's L − e^θ = ‖A‖²/(2n) is exactly K/2 times it, and
+    // likewise L_g against the validation Hessian (probed by central differences of ∇g).
+    let k = lr.shape().3 as f64;
+    let x0 = Array1::zeros(lr.dim_x());
+    let c0 = lr.constants(x0.view(), t.view()).unwrap();
+    let (h0, _) = hessian_and_j(&lr, &x0, &t);
+    let ce_max = extreme_singular_values(&h0).0 - (-1f64).exp();
+    let ratio = (c0.lipschitz - (-1f64).exp()) / ce_max;
+    assert!(
+        (ratio - k / 2.0).abs() < 1e-9,
+        "L − e^θ = {ratio}·λ_max(∇²CE), K/2 = {}",
+        k / 2.0
+    );
+    let n = lr.dim_x();
+    let step = 1e-4;
+    let g_hess = probe(n, n, |v, out| {
+        let (mut gp, mut gm) = (Array1::zeros(n), Array1::zeros(n));
+        lr.upper_grad_into(gp.view_mut(), (v * step).view())
+            .unwrap();
+        lr.upper_grad_into(gm.view_mut(), (v * -step).view())
+            .unwrap();
+        out.assign(&((&gp - &gm) / (2.0 * step)));
+    });
+    let ratio = c0.l_g / extreme_singular_values(&g_hess).0;
+    assert!(
+        (ratio - k / 2.0).abs() < 1e-6,
+        "L_g = {ratio}·λ_max(∇²g(0))"
+    );
+    // L_{H⁻¹} = L_H/μ² with μ = min e^θ: shifting every θ by δ scales it by e^{−2δ}.
+    let up = lr.constants(x.view(), (&t + 0.5).view()).unwrap();
+    let r = known(up.l_hinv) / known(c.l_hinv);
+    assert!((r - (-1f64).exp()).abs() < 1e-12, "L_H⁻¹ ratio {r}");
+    let t = Array1::from_shape_fn(lr.dim_theta(), |i| -2.0 + (i % 5) as f64 * 0.5);
+    constants_bound(&lr, &x, &t, 0.5);
+}
+
+/// Field of Experts (`F` filters, valid correlations `Kⱼ`): the stated `μ`, `L`, `L_g` and
+/// `L_{H⁻¹}` bound their quantities (`‖J‖` and `L_J` are estimated online), and `L` is attained
+/// up to the border of the valid correlation: with checkerboard-signed filters and the
+/// checkerboard image `v` at `x = 0` (where `φ'' = 1/ν`), every output of `Kⱼv` is `±‖kⱼ‖₁`, so
+/// `vᵀHv/‖v‖² = (1 + ρΣⱼ aⱼ‖kⱼ‖₁²/νⱼ)/n` with `ρ = (h − s + 1)(w − s + 1)/(hw)`, while the
+/// stated `L = (1 + Σⱼ aⱼ‖kⱼ‖₁²/νⱼ)/n` (Young's bound `‖Kⱼ‖ ≤ ‖kⱼ‖₁`) and
+/// `L_{H⁻¹} = n²·(1/n)Σⱼ aⱼ‖kⱼ‖₁²‖kⱼ‖₂c₃/νⱼ²` follow from `θ = (θ₀, w, s, taps)`.
+#[test]
+fn problem_constants_bound_their_quantities_and_are_attained_where_derived_foe() {
+    let foe = foe_small();
+    constants_bound(&foe, &foe.x_start(), &foe.theta_start(), 0.5);
+    let (n_img, h, w, f, ks) = foe.shape();
+    let mut t = foe.theta_start();
+    for j in 0..f {
+        t[1 + j] = -3.0 + 0.4 * j as f64;
+        t[1 + f + j] = -3.5 + 0.3 * j as f64;
+        for a in 0..ks {
+            for b in 0..ks {
+                let sign = if (a + b) % 2 == 0 { 1.0 } else { -1.0 };
+                t[1 + 2 * f + (j * ks + a) * ks + b] =
+                    sign * 0.1 * (1 + (j + 2 * a + b) % 3) as f64;
+            }
+        }
+    }
+    let (mut sum_l, mut sum_h) = (0.0, 0.0);
+    let c3 = c3_by_grid();
+    for j in 0..f {
+        let k = &t.as_slice().unwrap()[1 + 2 * f + j * ks * ks..1 + 2 * f + (j + 1) * ks * ks];
+        let (l1, l2) = (
+            k.iter().map(|v| v.abs()).sum::<f64>(),
+            norm(&Array1::from(k.to_vec())),
+        );
+        let (aj, nuj) = ((t[0] + t[1 + j]).exp(), t[1 + f + j].exp());
+        sum_l += aj * l1 * l1 / nuj;
+        sum_h += aj * l1 * l1 * l2 * c3 / (nuj * nuj);
+    }
+    let nn = n_img as f64;
+    let x0 = Array1::zeros(foe.dim_x());
+    let c = foe.constants(x0.view(), t.view()).unwrap();
+    assert!((c.lipschitz - (1.0 + sum_l) / nn).abs() < 1e-12 * c.lipschitz);
+    assert_eq!((c.mu, c.l_g), (1.0 / nn, 1.0 / nn));
+    let lhi = known(c.l_hinv);
+    assert!(
+        (lhi - sum_h / nn * nn * nn).abs() < 1e-12 * lhi,
+        "L_H⁻¹ {lhi}"
+    );
+    let v = Array1::from_shape_fn(foe.dim_x(), |i| {
+        let (r, col) = ((i % (h * w)) / w, i % w);
+        if (r + col) % 2 == 0 {
+            1.0
+        } else {
+            -1.0
+        }
+    });
+    let mut hv = Array1::zeros(foe.dim_x());
+    foe.lower_hvp_into(hv.view_mut(), x0.view(), t.view(), v.view())
+        .unwrap();
+    let rayleigh = v.dot(&hv) / v.dot(&v);
+    let rho = ((h - ks + 1) * (w - ks + 1)) as f64 / (h * w) as f64;
+    let want = (1.0 + rho * sum_l) / nn;
+    assert!(
+        (rayleigh - want).abs() < 1e-10 * want,
+        "vᵀHv/‖v‖² {rayleigh} vs {want}"
+    );
+    assert!(c.lipschitz >= rayleigh);
 }
 
 // ---------------------------------------------------------------- MAID and HOAG
@@ -859,6 +1155,7 @@ fn maid_keeps_the_eps_squared_term_of_the_lower_bound_unless_g_is_declared_conve
         inner: QuadraticProblem::well_conditioned(200, 5, 29).unwrap(),
         jt_scale: 1.0,
         upper_convex,
+        edit: |c| c,
     };
     let (convex, nonconvex) = (wrapped(true), wrapped(false));
     let base = MaidParams::default()
@@ -1755,4 +2052,275 @@ fn problems_accept_strided_views() {
     lr.lower_grad_into(gc.view_mut(), xl.view(), tl.view())
         .unwrap();
     assert_eq!(gl, gc);
+}
+
+/// The oracle's bookkeeping against its definitions: `ε = ‖∇ₓh(x̃)‖/μ` (also when the lower
+/// solver does not measure it), `δ = ‖Hq − ∇g(x̃)‖`, the bound certified only when all three of
+/// `‖J‖`, `L_J`, `L_{H⁻¹}` are known, and an unknown `L_{H⁻¹}` replaced by the online
+/// `L_H/μ²` in `ω`; constants with `μ ≤ 0`, `L < μ` or `L = ∞` are refused.
+#[test]
+fn oracle_accuracies_and_certification_follow_their_definitions() {
+    let base = QuadraticProblem::new(40, 4, 6).unwrap();
+    let theta = Array1::from_elem(4, 0.2);
+    let nrm = |v: &Array1<f64>| v.dot(v).sqrt();
+    // ε and δ at an arbitrary point and adjoint.
+    let o = Oracle::new(&base);
+    let x = Array1::from_shape_fn(base.dim_x(), |i| (i as f64 * 0.37).sin());
+    let q = Array1::from_shape_fn(base.dim_x(), |i| (i as f64 * 0.11).cos());
+    let hg = o
+        .hypergradient_at(theta.view(), x.view(), q.view(), &mut Estimates::default())
+        .unwrap();
+    let c = base.constants(x.view(), theta.view()).unwrap();
+    assert!(
+        (c.mu - 1.0).abs() > 0.1,
+        "μ must differ from 1 for the check to bite: {}",
+        c.mu
+    );
+    let mut gh = Array1::zeros(base.dim_x());
+    base.lower_grad_into(gh.view_mut(), x.view(), theta.view())
+        .unwrap();
+    assert!(
+        (hg.eps - nrm(&gh) / c.mu).abs() <= 1e-12 * hg.eps,
+        "ε {}",
+        hg.eps
+    );
+    let (mut hq, mut gg) = (Array1::zeros(base.dim_x()), Array1::zeros(base.dim_x()));
+    base.lower_hvp_into(hq.view_mut(), x.view(), theta.view(), q.view())
+        .unwrap();
+    base.upper_grad_into(gg.view_mut(), x.view()).unwrap();
+    assert!((hg.delta - nrm(&(&hq - &gg))).abs() <= 1e-12 * hg.delta);
+    assert!(hg.certified);
+    // A lower solver that does not report its accuracy: the oracle measures ‖∇ₓh‖/μ itself.
+    struct Perturbed;
+    impl LowerSolver<QuadraticProblem> for Perturbed {
+        fn name(&self) -> &str {
+            "closed form + 0.01"
+        }
+        fn solve(
+            &self,
+            p: &QuadraticProblem,
+            theta: ndarray::ArrayView1<'_, f64>,
+            _x_warm: ndarray::ArrayView1<'_, f64>,
+            _eps: f64,
+            _mu: f64,
+            _lipschitz: f64,
+            _max_iters: usize,
+        ) -> hyperprox_core::Result<LowerResult> {
+            Ok(LowerResult {
+                x: p.x_hat(theta)? + 0.01,
+                iterations: 0,
+                accuracy: None,
+            })
+        }
+    }
+    let o = Oracle::new(&base).with_lower_solver(Perturbed);
+    let ls = o
+        .solve_lower(theta.view(), base.x_start().view(), 1e-3)
+        .unwrap();
+    base.lower_grad_into(gh.view_mut(), ls.x.view(), theta.view())
+        .unwrap();
+    assert!((ls.accuracy - nrm(&gh) / c.mu).abs() <= 1e-12 * ls.accuracy);
+    assert!(Oracle::new(&base).lower_solver_name().contains("FISTA"));
+    let lo = hyperprox_core::func::Function::properties(&LowerObjective::new(
+        &base,
+        theta.view(),
+        c.lipschitz,
+    ));
+    assert!(
+        lo.convex && lo.smooth,
+        "h(·, θ) is strongly convex and smooth"
+    );
+    // Only L_{H⁻¹} unknown: not certified, and ω uses the online L_H/μ².
+    let p = Wrapped::edited(QuadraticProblem::new(40, 4, 6).unwrap(), |c| Constants {
+        l_hinv: Constant::Unknown,
+        ..c
+    });
+    let mut est = Estimates::default();
+    let hg = Oracle::new(&p)
+        .hypergradient_at(theta.view(), x.view(), q.view(), &mut est)
+        .unwrap();
+    assert!(!hg.certified);
+    let want = error_bound(
+        c.mu,
+        c.l_g,
+        c.j_norm.known().unwrap(),
+        c.l_j.known().unwrap(),
+        est.l_h / (c.mu * c.mu),
+        hg.grad_g_norm,
+        hg.eps,
+        hg.delta,
+    );
+    assert!(
+        (hg.omega - want).abs() <= 1e-12 * want,
+        "ω {} vs {want}",
+        hg.omega
+    );
+    // Only L_J unknown: not certified either.
+    let p = Wrapped::edited(QuadraticProblem::new(40, 4, 6).unwrap(), |c| Constants {
+        l_j: Constant::Unknown,
+        ..c
+    });
+    let hg = Oracle::new(&p)
+        .hypergradient_at(theta.view(), x.view(), q.view(), &mut Estimates::default())
+        .unwrap();
+    assert!(!hg.certified);
+    // Constants no lower solver can use.
+    for edit in [
+        (|c| Constants { mu: 0.0, ..c }) as fn(Constants) -> Constants,
+        |c| Constants {
+            lipschitz: 0.5 * c.mu,
+            ..c
+        },
+        |c| Constants {
+            lipschitz: f64::INFINITY,
+            ..c
+        },
+    ] {
+        let p = Wrapped::edited(QuadraticProblem::new(40, 4, 6).unwrap(), edit);
+        let r = Oracle::new(&p).solve_lower(theta.view(), p.x_start().view(), 1e-3);
+        // Refused up front, with the reason (not by a later failure of the solver).
+        let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("0 < μ ≤ L < ∞"), "{:?}: {msg}", (edit)(c));
+    }
+}
+
+/// The online estimates of the unknown constants (the reference code's path, and FoE's):
+/// `‖J‖ ≈ ‖Jᵀq‖/‖q‖` exactly, `L_J` and `L_H` as secant slopes `‖ΔJᵀq‖/(‖s‖‖q‖)`,
+/// `‖ΔHq‖/(‖s‖‖q‖)` along one random perturbation `s`: homogeneous of degree 0 in `q`, zero
+/// where `J` and `H` are constant (the quadratic problem), below the proven constants where
+/// they are known (TV), and each estimated only when its constant is unknown.
+#[test]
+fn online_constant_estimates_follow_their_definitions() {
+    let tv = tv_small(2, 16, 4);
+    let t = tv.theta_start();
+    let x = tv.noisy().clone();
+    let q = Array1::from_shape_fn(tv.dim_x(), |i| ((i * 5 % 11) as f64 - 5.0) * 0.1);
+    let est_params = OracleParams {
+        estimate_constants: true,
+        ..OracleParams::default()
+    };
+    let o = Oracle::new(&tv).with_params(est_params);
+    let mut est = Estimates::default();
+    let hg = o
+        .hypergradient_at(t.view(), x.view(), q.view(), &mut est)
+        .unwrap();
+    assert!(!hg.certified);
+    assert_eq!(est.updates, 1);
+    let zq = norm(&hg.z) / norm(&q);
+    assert!(
+        (est.j_norm - zq).abs() <= 1e-14 * zq,
+        "‖J‖ estimate {} vs {zq}",
+        est.j_norm
+    );
+    let known = tv.constants(x.view(), t.view()).unwrap();
+    let (lj, lhi) = (
+        known.l_j.known().unwrap(),
+        known.l_hinv.known().unwrap() * known.mu * known.mu,
+    );
+    assert!(
+        est.l_j > 0.0 && est.l_j <= lj,
+        "L_J estimate {} vs proven {lj}",
+        est.l_j
+    );
+    assert!(
+        est.l_h > 0.0 && est.l_h <= lhi,
+        "L_H estimate {} vs proven {lhi}",
+        est.l_h
+    );
+    // ω with the estimates in place of the unknown constants.
+    let want = error_bound(
+        known.mu,
+        known.l_g,
+        est.j_norm,
+        est.l_j,
+        est.l_h / (known.mu * known.mu),
+        hg.grad_g_norm,
+        hg.eps,
+        hg.delta,
+    );
+    assert!((hg.omega - want).abs() <= 1e-12 * want);
+    // Degree 0 in q: the same perturbation (same update count) gives the same slopes for 2q.
+    let mut est2 = Estimates::default();
+    let q2 = &q * 2.0;
+    o.hypergradient_at(t.view(), x.view(), q2.view(), &mut est2)
+        .unwrap();
+    for (a, b) in [
+        (est.j_norm, est2.j_norm),
+        (est.l_j, est2.l_j),
+        (est.l_h, est2.l_h),
+    ] {
+        assert!((a - b).abs() <= 1e-9 * a, "{a} vs {b} for 2q");
+    }
+    // Running maxima, one update per call.
+    let before = (est.j_norm, est.l_j, est.l_h);
+    o.hypergradient_at(t.view(), (&x * 0.5).view(), q.view(), &mut est)
+        .unwrap();
+    assert_eq!(est.updates, 2);
+    assert!(est.j_norm >= before.0 && est.l_j >= before.1 && est.l_h >= before.2);
+    // J and H constant: both slopes vanish (up to rounding).
+    let quad = QuadraticProblem::new(40, 4, 6).unwrap();
+    let (tq, xq) = (
+        Array1::from_elem(quad.dim_theta(), 0.2),
+        Array1::from_elem(quad.dim_x(), 0.3),
+    );
+    let qq = Array1::from_shape_fn(quad.dim_x(), |i| (i as f64 * 0.3 + 0.1).cos());
+    let mut e = Estimates::default();
+    let hq = Oracle::new(&quad)
+        .with_params(est_params)
+        .hypergradient_at(tq.view(), xq.view(), qq.view(), &mut e)
+        .unwrap();
+    let scale = norm(&hq.z) / norm(&qq);
+    assert!(e.l_j <= 1e-8 * scale && e.l_h <= 1e-8 * scale, "{e:?}");
+    assert!(e.j_norm > 0.0);
+    // J linear in x with a direction-free slope: logistic regression, J = diag(e^θ ⊙ x) with a
+    // common θ = c, and q = 1: ‖ΔJᵀq‖ = e^c‖s‖, so the slope is e^c/√n for any perturbation
+    // of length ‖s‖ (the estimate divides by the length it perturbed by).
+    let lr = logreg_small();
+    let c0 = -0.7f64;
+    let (tl, xl) = (
+        Array1::from_elem(lr.dim_theta(), c0),
+        Array1::from_shape_fn(lr.dim_x(), |i| ((i * 3 % 7) as f64 - 3.0) * 0.1),
+    );
+    let ones = Array1::from_elem(lr.dim_x(), 1.0);
+    let mut e = Estimates::default();
+    Oracle::new(&lr)
+        .with_params(est_params)
+        .hypergradient_at(tl.view(), xl.view(), ones.view(), &mut e)
+        .unwrap();
+    let want = c0.exp() / (lr.dim_x() as f64).sqrt();
+    assert!(
+        (e.l_j - want).abs() <= 1e-6 * want,
+        "L_J slope {} vs {want}",
+        e.l_j
+    );
+    // Only the unknown ones are estimated.
+    for (edit, which) in [
+        (
+            (|c| Constants {
+                l_j: Constant::Unknown,
+                ..c
+            }) as fn(Constants) -> Constants,
+            "l_j",
+        ),
+        (
+            |c| Constants {
+                l_hinv: Constant::Unknown,
+                ..c
+            },
+            "l_h",
+        ),
+    ] {
+        let p = Wrapped::edited(tv_small(2, 16, 4), edit);
+        let mut e = Estimates::default();
+        Oracle::new(&p)
+            .hypergradient_at(t.view(), x.view(), q.view(), &mut e)
+            .unwrap();
+        assert_eq!(e.j_norm, 0.0, "{which}: ‖J‖ is known");
+        let (got, other) = if which == "l_j" {
+            (e.l_j, e.l_h)
+        } else {
+            (e.l_h, e.l_j)
+        };
+        assert!(got > 0.0 && other == 0.0, "{which}: {e:?}");
+    }
 }
