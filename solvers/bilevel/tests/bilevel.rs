@@ -1927,33 +1927,39 @@ fn lbfgs_lower_solver_gives_the_fista_hypergradient() {
 
 /// A user's closed-form lower-level solver plugs into the oracle: on the quadratic problem it
 /// returns x̂(θ) exactly, so the hypergradient is the closed-form gradient.
+/// The quadratic problem's closed-form lower level `x̂(θ)`, shifted by `shift` in every entry, as
+/// a lower solver that does not report its accuracy.
+struct ClosedForm {
+    shift: f64,
+}
+
+impl LowerSolver<QuadraticProblem> for ClosedForm {
+    fn name(&self) -> &str {
+        "closed form"
+    }
+    fn solve(
+        &self,
+        p: &QuadraticProblem,
+        theta: ndarray::ArrayView1<'_, f64>,
+        _x_warm: ndarray::ArrayView1<'_, f64>,
+        _eps: f64,
+        _mu: f64,
+        _lipschitz: f64,
+        _max_iters: usize,
+    ) -> hyperprox_core::Result<LowerResult> {
+        Ok(LowerResult {
+            x: p.x_hat(theta)? + self.shift,
+            iterations: 0,
+            accuracy: None,
+        })
+    }
+}
+
 #[test]
 fn a_closed_form_lower_solver_plugs_into_the_oracle() {
-    struct ClosedForm;
-    impl LowerSolver<QuadraticProblem> for ClosedForm {
-        fn name(&self) -> &str {
-            "closed form"
-        }
-        fn solve(
-            &self,
-            p: &QuadraticProblem,
-            theta: ndarray::ArrayView1<'_, f64>,
-            _x_warm: ndarray::ArrayView1<'_, f64>,
-            _eps: f64,
-            _mu: f64,
-            _lipschitz: f64,
-            _max_iters: usize,
-        ) -> hyperprox_core::Result<LowerResult> {
-            Ok(LowerResult {
-                x: p.x_hat(theta)?,
-                iterations: 0,
-                accuracy: None,
-            })
-        }
-    }
     let p = QuadraticProblem::new(60, 5, 4).unwrap();
     let theta = Array1::from_elem(5, 0.3);
-    let o = Oracle::new(&p).with_lower_solver(ClosedForm);
+    let o = Oracle::new(&p).with_lower_solver(ClosedForm { shift: 0.0 });
     let hg = o
         .hypergradient(
             theta.view(),
@@ -2091,29 +2097,7 @@ fn oracle_accuracies_and_certification_follow_their_definitions() {
     assert!((hg.delta - nrm(&(&hq - &gg))).abs() <= 1e-12 * hg.delta);
     assert!(hg.certified);
     // A lower solver that does not report its accuracy: the oracle measures ‖∇ₓh‖/μ itself.
-    struct Perturbed;
-    impl LowerSolver<QuadraticProblem> for Perturbed {
-        fn name(&self) -> &str {
-            "closed form + 0.01"
-        }
-        fn solve(
-            &self,
-            p: &QuadraticProblem,
-            theta: ndarray::ArrayView1<'_, f64>,
-            _x_warm: ndarray::ArrayView1<'_, f64>,
-            _eps: f64,
-            _mu: f64,
-            _lipschitz: f64,
-            _max_iters: usize,
-        ) -> hyperprox_core::Result<LowerResult> {
-            Ok(LowerResult {
-                x: p.x_hat(theta)? + 0.01,
-                iterations: 0,
-                accuracy: None,
-            })
-        }
-    }
-    let o = Oracle::new(&base).with_lower_solver(Perturbed);
+    let o = Oracle::new(&base).with_lower_solver(ClosedForm { shift: 0.01 });
     let ls = o
         .solve_lower(theta.view(), base.x_start().view(), 1e-3)
         .unwrap();
