@@ -763,9 +763,18 @@ fn inversion_converges_at_newtons_rate() {
             "stops at the first iterate within tol·‖x‖"
         );
         assert!(full.residual <= tol * xn);
-        // From far away (y₀ = 0) a full Newton step overshoots and the Armijo search must
-        // shorten it; the run still converges.
-        let far = at(200, tol, x, &Array1::zeros(12));
-        assert!(far.residual <= tol * xn && far.iterations < 60, "{far:?}");
+        // From far away (y₀ = 0 and multiples of the solution) full Newton steps overshoot and
+        // the Armijo search must shorten them (with the step doubled instead of halved, no
+        // trial from 2y or −5y is accepted); the run still converges (measured: 5–14
+        // iterations).
+        for y0 in [
+            Array1::zeros(12),
+            &ys.row(b) * 2.0,
+            &ys.row(b) * -5.0,
+            &ys.row(b) * 10.0,
+        ] {
+            let far = at(200, tol, x, &y0);
+            assert!(far.residual <= tol * xn && far.iterations < 30, "{far:?}");
+        }
     }
 }
