@@ -472,3 +472,72 @@ fn tv_prox_banded_parallel_sweep_equals_the_sequential_one() {
         "bands must reproduce the sequential sweep exactly"
     );
 }
+
+/// `solve_rof`'s relative stop `G ≤ rel_tol·(P(x) − G)` with `P(x) = ½‖x − v‖² + λTV(x)`
+/// computed here from the returned point, and the FGP certificate checked every 5 iterations:
+/// the run stops at the first check that passes (a fresh solver given 5 iterations fewer does
+/// not converge), for both TV kinds.
+#[test]
+fn rof_stops_at_the_first_certified_relative_gap() {
+    let v = Array1::from_shape_fn(100, |i| if (i / 10 + i % 10) % 3 == 0 { 1.0 } else { 0.2 })
+        + random_point::<f64>(100, 0.2, 9);
+    for kind in [TvKind::Isotropic, TvKind::Anisotropic] {
+        let fresh = |iters| {
+            TotalVariation::new(10, 10, 0.15, kind)
+                .unwrap()
+                .with_tolerance(1e-6, iters)
+                .unwrap()
+        };
+        let rel = 1e-6;
+        let r = fresh(100_000).solve_rof(v.view(), rel).unwrap();
+        let p = 0.5 * (&r.x - &v).mapv(|e| e * e).sum() + fresh(1).value(r.x.view()).unwrap();
+        assert!(
+            r.gap <= rel * (p - r.gap),
+            "{kind:?}: gap {:e}, P {p}",
+            r.gap
+        );
+        assert!(
+            r.iterations >= 10 && r.iterations % 5 == 0,
+            "{}",
+            r.iterations
+        );
+        assert!(
+            fresh(r.iterations - 5).solve_rof(v.view(), rel).is_err(),
+            "{kind:?}: already certified 5 iterations earlier"
+        );
+    }
+}
+
+/// The FGP certificate at an arbitrary feasible dual point `q` (‖q_p‖ ≤ μ): `x = v − ∇ᵀq`, the
+/// gap `μ‖∇x‖ − ⟨q, ∇x⟩` and the primal value `½‖x − v‖² + μ·TV(x)`, written out here.
+#[test]
+fn fgp_certificate_follows_its_definition() {
+    let tv = TotalVariation::new(6, 7, 1.0, TvKind::Isotropic).unwrap();
+    let g = Gradient2d::new(6, 7).unwrap();
+    let v = random_point::<f64>(42, 1.0, 21);
+    let mu = 0.3;
+    let mut q = random_point::<f64>(84, 1.0, 22);
+    for p in 0..42 {
+        let nrm = (q[p] * q[p] + q[42 + p] * q[42 + p]).sqrt();
+        let s = 0.9 * mu / nrm.max(mu);
+        q[p] *= s;
+        q[42 + p] *= s;
+    }
+    let mut x = Array1::zeros(42);
+    let mut k = CpuFgp::new(&tv);
+    let (gap, primal) = k.certificate(&v, mu, &q, &mut x);
+    let want_x = &v - &g.adjoint(q.view()).unwrap();
+    assert!((&x - &want_x).iter().all(|e| e.abs() < 1e-14));
+    let tvx = tv.value(x.view()).unwrap();
+    let gx = g.apply(x.view()).unwrap();
+    let want_gap = (mu * tvx - q.dot(&gx)).max(0.0);
+    assert!(
+        (gap - want_gap).abs() <= 1e-12 * tvx,
+        "gap {gap} vs {want_gap}"
+    );
+    let want_p = 0.5 * (&x - &v).mapv(|e| e * e).sum() + mu * tvx;
+    assert!(
+        (primal - want_p).abs() <= 1e-12 * want_p,
+        "primal {primal} vs {want_p}"
+    );
+}

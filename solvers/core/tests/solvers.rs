@@ -1015,3 +1015,70 @@ fn fista_certified_extrapolation_returns_a_certified_point() {
         .run(Array1::zeros(n).view(), NoObserver)
         .is_err());
 }
+
+/// `λ_max` by its definition for the other penalties: `‖Aᵀb/n‖∞/α` for the elastic net, and
+/// `max_j |a_jᵀb/n|/w_j` for weighted ℓ1 — infinite when an unpenalized feature (`w_j = 0`)
+/// correlates with `b` (no λ zeroes it), and finite when it does not (a zero column).
+#[test]
+fn lambda_max_follows_its_definition_for_weights_and_the_elastic_net() {
+    let mut a = DenseMatrix::<f64>::gaussian(20, 6, 9)
+        .unwrap()
+        .matrix()
+        .to_owned();
+    let b = random_point::<f64>(20, 1.0, 10);
+    let c = a.t().dot(&b) / 20.0;
+    let inf_norm = c.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let en = LassoProblem::lambda_max(a.view(), b.view(), &LassoPenalty::ElasticNet { alpha: 0.4 })
+        .unwrap();
+    assert!(
+        (en - inf_norm / 0.4).abs() <= 1e-14 * en,
+        "{en} vs {}",
+        inf_norm / 0.4
+    );
+    let w = Array1::from(vec![1.0, 2.0, 0.5, 1.0, 3.0, 0.0]);
+    let weighted = LassoPenalty::L1 {
+        weights: Some(w.clone()),
+    };
+    let l = LassoProblem::lambda_max(a.view(), b.view(), &weighted).unwrap();
+    assert_eq!(l, f64::INFINITY, "an unpenalized feature correlated with b");
+    a.column_mut(5).fill(0.0);
+    let c = a.t().dot(&b) / 20.0;
+    let want = (0..5).map(|j| c[j].abs() / w[j]).fold(0.0f64, f64::max);
+    let l = LassoProblem::lambda_max(a.view(), b.view(), &weighted).unwrap();
+    assert!((l - want).abs() <= 1e-14 * want, "{l} vs {want}");
+}
+
+/// The Lasso duality gap against its definition at a point far from the solution (so the dual
+/// point must be scaled): `θ = s·r/n` with `s = min(1, λ/‖Aᵀr/n‖∞)`, dual feasible
+/// (`‖Aᵀθ‖∞ ≤ λ`), and `gap = P(x) − (θᵀb − (n/2)‖θ‖²)`.
+#[test]
+fn lasso_gap_and_dual_point_follow_their_definitions() {
+    let a = DenseMatrix::<f64>::gaussian(20, 6, 9)
+        .unwrap()
+        .matrix()
+        .to_owned();
+    let b = random_point::<f64>(20, 1.0, 10);
+    let pen = LassoPenalty::L1 { weights: None };
+    let lam = 0.3 * LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
+    let prob = LassoProblem::new(a.clone(), b.clone(), lam, pen).unwrap();
+    let x = Array1::from(vec![0.5, -0.2, 0.0, 0.1, 0.0, 0.3]);
+    let r = &b - &a.dot(&x);
+    let n = 20.0;
+    let atr = a.t().dot(&r) / n;
+    let dn = atr.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(dn > lam, "the point must need scaling: {dn} ≤ {lam}");
+    let s = lam / dn;
+    let (gap, theta) = prob.duality_gap_with_residual(x.view(), r.view()).unwrap();
+    let want_theta = &r * (s / n);
+    assert!((&theta - &want_theta).iter().all(|e| e.abs() <= 1e-15), "θ");
+    let feas = a.t().dot(&theta).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(feas <= lam * (1.0 + 1e-12), "‖Aᵀθ‖∞ {feas} > λ {lam}");
+    let primal = r.dot(&r) / (2.0 * n) + lam * x.iter().map(|v| v.abs()).sum::<f64>();
+    let dual = theta.dot(&b) - 0.5 * n * theta.dot(&theta);
+    assert!(
+        (gap - (primal - dual)).abs() <= 1e-12 * primal,
+        "gap {gap} vs {}",
+        primal - dual
+    );
+    assert_eq!(prob.duality_gap(x.view()).unwrap(), gap);
+}
