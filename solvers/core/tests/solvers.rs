@@ -1016,16 +1016,20 @@ fn fista_certified_extrapolation_returns_a_certified_point() {
         .is_err());
 }
 
+/// A Gaussian 20 × 6 design and a random right-hand side (the λ_max and gap tests).
+fn gaussian_data_20x6() -> (Array2<f64>, Array1<f64>) {
+    let a = DenseMatrix::<f64>::gaussian(20, 6, 9)
+        .unwrap()
+        .matrix()
+        .to_owned();
+    (a, random_point::<f64>(20, 1.0, 10))
+}
 /// `λ_max` by its definition for the other penalties: `‖Aᵀb/n‖∞/α` for the elastic net, and
 /// `max_j |a_jᵀb/n|/w_j` for weighted ℓ1 — infinite when an unpenalized feature (`w_j = 0`)
 /// correlates with `b` (no λ zeroes it), and finite when it does not (a zero column).
 #[test]
 fn lambda_max_follows_its_definition_for_weights_and_the_elastic_net() {
-    let mut a = DenseMatrix::<f64>::gaussian(20, 6, 9)
-        .unwrap()
-        .matrix()
-        .to_owned();
-    let b = random_point::<f64>(20, 1.0, 10);
+    let (mut a, b) = gaussian_data_20x6();
     let c = a.t().dot(&b) / 20.0;
     let inf_norm = c.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let en = LassoProblem::lambda_max(a.view(), b.view(), &LassoPenalty::ElasticNet { alpha: 0.4 })
@@ -1053,11 +1057,7 @@ fn lambda_max_follows_its_definition_for_weights_and_the_elastic_net() {
 /// (`‖Aᵀθ‖∞ ≤ λ`), and `gap = P(x) − (θᵀb − (n/2)‖θ‖²)`.
 #[test]
 fn lasso_gap_and_dual_point_follow_their_definitions() {
-    let a = DenseMatrix::<f64>::gaussian(20, 6, 9)
-        .unwrap()
-        .matrix()
-        .to_owned();
-    let b = random_point::<f64>(20, 1.0, 10);
+    let (a, b) = gaussian_data_20x6();
     let pen = LassoPenalty::L1 { weights: None };
     let lam = 0.3 * LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
     let prob = LassoProblem::new(a.clone(), b.clone(), lam, pen).unwrap();
