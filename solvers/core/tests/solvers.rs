@@ -1082,3 +1082,126 @@ fn lasso_gap_and_dual_point_follow_their_definitions() {
     );
     assert_eq!(prob.duality_gap(x.view()).unwrap(), gap);
 }
+
+/// The ℓ1-logistic duality gap against its definition: `sᵢ = σ(−yᵢaᵢᵀx)`, `c = min(1,
+/// λ/‖Aᵀ(y∘s)/n‖∞)`, `D = (1/n)Σ H(c·sᵢ)` with `H` the binary entropy in nats, `gap = P(x) −
+/// D`, at points whose margins reach ±60 (where `log(1 + e^{−m})` and `σ` must be evaluated
+/// on their stable branch), with and without scaling; it bounds `P(x) − P*` (weak duality)
+/// and is exactly 0 at `x = 0` for `λ ≥ λ_max`.
+#[test]
+fn logistic_gap_follows_its_definition_and_bounds_the_suboptimality() {
+    let (a, b) = gaussian_data_20x6();
+    let y = b.mapv(|v| if v > 0.0 { 1.0 } else { -1.0 });
+    let n = 20.0;
+    let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
+    // log(1 + e^u) without overflow for the test's margins (|u| ≤ 700).
+    let softplus = |u: f64| u.max(0.0) + (-u.abs()).exp().ln_1p();
+    let ent = |p: f64| {
+        let h = |q: f64| if q > 0.0 { -q * q.ln() } else { 0.0 };
+        h(p) + h(1.0 - p)
+    };
+    let lmax = LogisticL1Problem::lambda_max(a.view(), y.view());
+    let mut scaled = 0;
+    for (lam_f, scale) in [(0.2, 1.0), (0.2, 30.0), (0.9, 0.05), (3.0, 0.3)] {
+        let lam = lam_f * lmax;
+        let prob = LogisticL1Problem::new(a.clone(), y.clone(), lam).unwrap();
+        let x = Array1::from(vec![0.5, -0.2, 0.0, 0.1, 0.0, 0.3]) * scale;
+        let m = &a.dot(&x) * &y;
+        let primal = m.iter().map(|&mi| softplus(-mi)).sum::<f64>() / n
+            + lam * x.iter().map(|v| v.abs()).sum::<f64>();
+        let p_got = prob.objective(x.view()).unwrap();
+        assert!((p_got - primal).abs() <= 1e-13 * primal, "P: {p_got} vs {primal}");
+        let s = m.mapv(|mi| sig(-mi));
+        let dn = a
+            .t()
+            .dot(&(&y * &s / n))
+            .iter()
+            .fold(0.0f64, |acc, v| acc.max(v.abs()));
+        let c = if dn > lam { lam / dn } else { 1.0 };
+        scaled += usize::from(c < 1.0);
+        let dual = s.iter().map(|&si| ent(c * si)).sum::<f64>() / n;
+        let gap = prob.duality_gap(x.view()).unwrap();
+        assert!(
+            (gap - (primal - dual).max(0.0)).abs() <= 1e-12 * primal,
+            "λ = {lam_f}·λ_max, x × {scale}: gap {gap} vs {}",
+            primal - dual
+        );
+        // Weak duality: P(x) − P* ≤ gap, with P* from a tight solve.
+        let sol = LogisticCd::new(&prob, CoordinateDescentParams::default().with_tol(1e-13))
+            .unwrap()
+            .run(Array1::zeros(6).view(), NoObserver)
+            .unwrap();
+        assert!(primal - sol.objective <= gap * (1.0 + 1e-9) + 1e-15);
+        assert!(gap > 1e-6, "not at the solution: {gap}");
+    }
+    assert!(
+        (1..4).contains(&scaled),
+        "both branches of the dual scaling: {scaled}"
+    );
+    let prob = LogisticL1Problem::new(a.clone(), y.clone(), lmax * 1.001).unwrap();
+    assert_eq!(prob.duality_gap(Array1::zeros(6).view()).unwrap(), 0.0);
+}
+
+/// PDHG's certificate at each checked iteration against its definition, from the iterates the
+/// steps leave: the gap `f(x) + g(Kx) + f*(−Kᵀy) + g*(y)` when both conjugates are known
+/// (elastic net and a translated ½‖·‖²), else the residual `max(‖(x_k − x⁺)/τ − Kᵀ(y_k −
+/// y⁺)‖, ‖(y_k − y⁺)/σ − K(x_k − x⁺)‖)` (ℓ0 has no convex conjugate); between checks
+/// (`check_every = 3`) the last values are reported.
+#[test]
+fn pdhg_certificate_follows_its_definition_at_each_check() {
+    let a = DenseMatrix::<f64>::gaussian(20, 10, 25).unwrap();
+    let b = random_point::<f64>(20, 1.0, 26);
+    let g = Translate::new(SqrNormL2::new(1.0).unwrap(), b.clone()).unwrap();
+    let en = ElasticNet::new(0.3, 0.5).unwrap();
+    let l0 = NormL0::new(0.05).unwrap();
+    let x0 = random_point::<f64>(10, 1.0, 27);
+    for (f, want_kind) in [
+        (&en as &dyn Prox<f64>, CertificateKind::DualityGap),
+        (&l0 as &dyn Prox<f64>, CertificateKind::FixedPointResidual),
+    ] {
+        let params = PdhgParams {
+            check_every: 3,
+            max_iters: 12,
+            ..Default::default()
+        };
+        let solver = Pdhg::new(f, &g, &a, params);
+        let mut s = solver.init(x0.view()).unwrap();
+        let (mut last_cert, mut last_obj) = (f64::INFINITY, f64::NAN);
+        for k in 1..=12 {
+            let (xo, yo, tau, sigma) = (s.x.clone(), s.y.clone(), s.tau, s.sigma);
+            let info = solver.step(&mut s).unwrap();
+            assert_eq!(info.iter, k);
+            if k % 3 != 0 {
+                assert_eq!(info.certificate.to_bits(), last_cert.to_bits(), "k = {k}");
+                continue;
+            }
+            let kx = a.apply(s.x.view()).unwrap();
+            let obj = f.value(s.x.view()).unwrap() + g.value(kx.view()).unwrap();
+            assert!((info.objective - obj).abs() <= 1e-13 * obj.abs(), "k = {k}");
+            let want = match want_kind {
+                CertificateKind::DualityGap => {
+                    let kty = a.adjoint(s.y.view()).unwrap();
+                    let fs = f.conj_value((-&kty).view()).unwrap();
+                    let gs = g.conj_value(s.y.view()).unwrap();
+                    (obj + fs + gs).max(0.0)
+                }
+                _ => {
+                    let (dx, dy) = (&xo - &s.x, &yo - &s.y);
+                    let p = &dx / tau - &a.adjoint(dy.view()).unwrap();
+                    let d = &dy / sigma - &a.apply(dx.view()).unwrap();
+                    p.dot(&p).sqrt().max(d.dot(&d).sqrt())
+                }
+            };
+            assert_eq!(info.kind, want_kind);
+            assert!(
+                (info.certificate - want).abs() <= 1e-12 * want.max(1e-300) + 1e-15,
+                "k = {k}: {} vs {want}",
+                info.certificate
+            );
+            assert!(want > 1e-8, "far from the solution at k = {k}: {want}");
+            last_cert = info.certificate;
+            last_obj = info.objective;
+        }
+        assert!(last_obj.is_finite());
+    }
+}

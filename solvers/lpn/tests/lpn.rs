@@ -778,3 +778,246 @@ fn inversion_converges_at_newtons_rate() {
         }
     }
 }
+
+/// `train` is, step by step: the batch `sample(step)`, the stage's loss on `f(y)` and its
+/// parameter gradient, an Adam step at the stage's rate, the projection `W_k, w ≥ 0`, and a
+/// history entry every `log_every` steps and at the last step. Replayed here from the pieces
+/// (bit for bit), over three stages with changing losses and rates, on a schedule whose end is
+/// not a multiple of `log_every`.
+#[test]
+fn training_is_adam_with_projection_at_each_stages_rate_replayed() {
+    let cfg = IcnnConfig {
+        dim: 2,
+        widths: vec![6, 5],
+        beta: 3.0,
+        alpha: 0.01,
+        arch: Arch::Dense,
+    };
+    let schedule = vec![
+        Stage {
+            steps: 7,
+            lr: 3e-2,
+            loss: Loss::L2,
+        },
+        Stage {
+            steps: 5,
+            lr: 1e-2,
+            loss: Loss::L1,
+        },
+        Stage {
+            steps: 6,
+            lr: 5e-3,
+            loss: Loss::ProxMatching { gamma: 0.7 },
+        },
+    ];
+    let sampler = |step: u64| {
+        let x = randm(9, 2, 100 + step);
+        let y = &x + &(randm(9, 2, 200 + step) * 0.3);
+        (x, y)
+    };
+    let net0 = Icnn::new(cfg, 12).unwrap();
+    let mut st = TrainState::new(net0.clone()).unwrap();
+    let mut seen = vec![];
+    train(&mut st, &schedule, &sampler, 4, |step, loss| {
+        seen.push((step, loss));
+        true
+    })
+    .unwrap();
+
+    let mut net = net0;
+    let mut adam = hyperprox_core::diff::Adam::new(net.n_params(), 1.0).unwrap();
+    let mut history = vec![];
+    let mut losses = vec![];
+    let mut step = 0u64;
+    let mut clamped = 0;
+    for stage in &schedule {
+        for _ in 0..stage.steps {
+            let (x, y) = sampler(step);
+            let mut loss = 0.0;
+            let (_, grad) = net
+                .prox_then_grad(y.view(), |f| {
+                    let (l, g) = stage.loss.value_and_grad(f, &x);
+                    loss = l;
+                    g
+                })
+                .unwrap();
+            adam.lr = stage.lr;
+            adam.step(net.params.as_slice_mut().unwrap(), grad.as_slice().unwrap())
+                .unwrap();
+            for r in net.constrained() {
+                for i in r {
+                    if net.params[i] < 0.0 {
+                        net.params[i] = 0.0;
+                        clamped += 1;
+                    }
+                }
+            }
+            step += 1;
+            losses.push((step, loss));
+            if step % 4 == 0 || step == 18 {
+                history.push((step, loss));
+            }
+        }
+    }
+    assert!(clamped > 0, "the projection must be exercised");
+    assert_eq!(st.step, 18);
+    assert_eq!(st.net.params, net.params);
+    assert_eq!(seen, losses);
+    assert_eq!(st.history, history);
+    assert_eq!(st.adam.state(), adam.state());
+    // A state past the end of its schedule trains no further.
+    let before = st.net.params.clone();
+    train(&mut st, &schedule, &sampler, 4, |_, _| true).unwrap();
+    assert_eq!((st.step, &st.net.params), (18, &before));
+}
+
+/// A batch whose loss is not finite stops training with an error naming the step, and the
+/// state keeps the parameters of the last good step; a batch of the wrong width is refused.
+#[test]
+fn training_stops_on_a_non_finite_loss_keeping_the_last_good_parameters() {
+    let cfg = IcnnConfig {
+        dim: 2,
+        widths: vec![4, 4],
+        beta: 3.0,
+        alpha: 0.0,
+        arch: Arch::Dense,
+    };
+    let schedule = vec![Stage {
+        steps: 10,
+        lr: 1e-2,
+        loss: Loss::L2,
+    }];
+    let sampler = |step: u64| {
+        let x = randm(5, 2, step);
+        let mut y = x.clone();
+        if step == 3 {
+            y[[1, 0]] = f64::NAN;
+        }
+        (x, y)
+    };
+    let mut st = TrainState::new(Icnn::new(cfg.clone(), 1).unwrap()).unwrap();
+    let mut good = TrainState::new(Icnn::new(cfg.clone(), 1).unwrap()).unwrap();
+    train(&mut good, &schedule, &sampler, 1, |s, _| s < 3).unwrap();
+    let err = train(&mut st, &schedule, &sampler, 1, |_, _| true).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, hyperprox_core::error::Error::Diverged { iteration: 3, .. })
+            || text.contains("NaN")
+            || text.contains("finite"),
+        "{text}"
+    );
+    assert_eq!((st.step, &st.net.params), (3, &good.net.params));
+    let wide = |_: u64| (randm(5, 3, 0), randm(5, 3, 1));
+    let mut st = TrainState::new(Icnn::new(cfg, 1).unwrap()).unwrap();
+    assert!(train(&mut st, &schedule, &wide, 1, |_, _| true).is_err());
+    assert_eq!(st.step, 0);
+}
+
+/// The schedules as the docs state them (the paper's Laplacian schedule, stage by stage, and
+/// its `scale`; the image schedule's γ = 8, 4, 2, 1 × 0.08√d), and `stage_at` walking them.
+#[test]
+fn schedules_follow_the_paper_as_documented() {
+    use hyperprox_lpn::train::{image_schedule, laplacian_schedule, stage_at};
+    let pm = |g: f64| Loss::ProxMatching { gamma: g };
+    let s = laplacian_schedule("prox-matching", 1.0).unwrap();
+    let want = [
+        (10_000, 1e-3, Loss::L1),
+        (10_000, 1e-4, Loss::L1),
+        (2000, 1e-3, pm(0.5)),
+        (2000, 1e-4, pm(0.5)),
+        (4000, 1e-4, pm(0.4)),
+        (4000, 1e-4, pm(0.3)),
+        (4000, 1e-5, pm(0.2)),
+        (4000, 1e-5, pm(0.1)),
+        (4000, 1e-6, pm(0.1)),
+    ];
+    let got: Vec<(u64, f64, Loss)> = s.iter().map(|t| (t.steps, t.lr, t.loss)).collect();
+    assert_eq!(got, want);
+    for (name, loss) in [("l2", Loss::L2), ("l1", Loss::L1)] {
+        let s = laplacian_schedule(name, 0.25).unwrap();
+        let got: Vec<(u64, f64, Loss)> = s.iter().map(|t| (t.steps, t.lr, t.loss)).collect();
+        assert_eq!(got, [(2500, 1e-3, loss), (2500, 1e-4, loss)]);
+    }
+    // `scale` rounds each stage and keeps at least one step.
+    let tiny = laplacian_schedule("prox-matching", 1e-4).unwrap();
+    assert_eq!(
+        tiny.iter().map(|t| t.steps).collect::<Vec<_>>(),
+        [1, 1, 1, 1, 1, 1, 1, 1, 1]
+    );
+    let third = laplacian_schedule("prox-matching", 0.00035).unwrap();
+    assert_eq!(third[0].steps, 4, "10 000 × 0.00035 = 3.5 rounds to 4");
+    assert!(laplacian_schedule("huber", 1.0).is_err());
+
+    let img = image_schedule(64, 1000);
+    let gmin = 0.08 * 8.0;
+    let got: Vec<(u64, f64, Loss)> = img.iter().map(|t| (t.steps, t.lr, t.loss)).collect();
+    assert_eq!(
+        got,
+        [
+            (1000, 1e-3, Loss::L1),
+            (250, 1e-4, pm(8.0 * gmin)),
+            (250, 1e-4, pm(4.0 * gmin)),
+            (250, 1e-4, pm(2.0 * gmin)),
+            (250, 1e-4, pm(gmin)),
+        ]
+    );
+    assert!(image_schedule(4, 2)[1..].iter().all(|t| t.steps == 1));
+
+    // stage_at: the stage of each global step, None past the end.
+    let short = [
+        Stage {
+            steps: 2,
+            lr: 1.0,
+            loss: Loss::L2,
+        },
+        Stage {
+            steps: 3,
+            lr: 2.0,
+            loss: Loss::L1,
+        },
+    ];
+    let lrs: Vec<Option<f64>> = (0..6).map(|k| stage_at(&short, k).map(|s| s.lr)).collect();
+    assert_eq!(
+        lrs,
+        [Some(1.0), Some(1.0), Some(2.0), Some(2.0), Some(2.0), None]
+    );
+    assert_eq!(total_steps(&short), 5);
+}
+
+/// The data-set sampler draws rows of the data (deterministically per step and seed) and adds
+/// σ·N(0, 1) noise; the validation loss is the loss of `f(y)`; `errors` are per-sample norms.
+#[test]
+fn dataset_sampler_validation_loss_and_errors_follow_their_definitions() {
+    use hyperprox_lpn::train::{dataset_sampler, errors, validation_loss, Sampler};
+    let data = randm(40, 3, 7);
+    let s = dataset_sampler(data.clone(), 2000, 0.25, 9);
+    let (x, y) = s.sample(5);
+    assert_eq!(x.dim(), (2000, 3));
+    assert!(x.rows().into_iter().all(|r| data.rows().into_iter().any(|d| d == r)));
+    let (x2, y2) = s.sample(5);
+    assert_eq!((&x2, &y2), (&x, &y), "a step's batch is reproducible");
+    assert_ne!(s.sample(6).0, x, "another step draws another batch");
+    assert_ne!(dataset_sampler(data.clone(), 2000, 0.25, 10).sample(5).0, x);
+    let noise = &y - &x;
+    let n = noise.len() as f64;
+    let mean = noise.sum() / n;
+    let sd = (noise.mapv(|v| v * v).sum() / n).sqrt();
+    // 6000 draws: the mean within 4 standard errors of 0, the spread within 5 % of σ.
+    assert!(mean.abs() < 4.0 * 0.25 / n.sqrt() && (sd / 0.25 - 1.0).abs() < 0.05, "{mean} {sd}");
+    // Every row of the data is drawn (40 rows, 2000 draws).
+    assert!(data.rows().into_iter().all(|d| x.rows().into_iter().any(|r| r == d)));
+
+    let net = small_net(0.1, 3);
+    let (xv, yv) = (randm(6, 3, 1), randm(6, 3, 2));
+    let f = net.prox(yv.view()).unwrap();
+    let e = errors(&net, &xv, &yv).unwrap();
+    for b in 0..6 {
+        let r = &f.row(b) - &xv.row(b);
+        assert_eq!(e[b], r.dot(&r).sqrt());
+    }
+    let l2 = validation_loss(&net, Loss::L2, &xv, &yv).unwrap();
+    let want = e.mapv(|v| v * v).sum() / 6.0;
+    assert!((l2 - want).abs() <= 1e-14 * want, "{l2} {want}");
+    let l1 = validation_loss(&net, Loss::L1, &xv, &yv).unwrap();
+    assert!((l1 - (&f - &xv).mapv(f64::abs).sum() / 6.0).abs() <= 1e-14 * l1);
+}

@@ -952,3 +952,85 @@ fn the_problem_checksum_is_the_position_weighted_sum() {
     assert_ne!(checksum(&p1), checksum(&p2));
     assert!(Unfolded::from_json(&j).is_err(), "{}", j["problem"]);
 }
+
+/// `train` replayed from its documented pieces, bit for bit: the stages of `TrainConfig::stages`,
+/// minibatch `k` drawn with `batch_seed(seed, k)`, a fresh optimizer per stage at the stage's
+/// rate, one step per minibatch on the loss at the stage's depth, and per stage a record of the
+/// mean loss over its last 20 % of minibatches and the validation loss (validation set drawn
+/// with `batch_seed(seed, u64::MAX)`). Adam and SGD with momentum, incremental and not, a
+/// model with a plain state (DU-ISTA) and one with its own readout (TISTA), supervised and
+/// unsupervised.
+#[test]
+fn training_replays_its_documented_schedule_step_by_step() {
+    use hyperprox_core::diff::{batch_seed, Adam, Sgd};
+    let pr = small(12, 24);
+    let cases = [
+        (ModelKind::DuIsta, None, true, LossKind::Supervised),
+        (ModelKind::DuIsta, Some(0.8), false, LossKind::Unsupervised),
+        (ModelKind::Tista, None, false, LossKind::Supervised),
+    ];
+    for (kind, sgd, incremental, loss_kind) in cases {
+        let cfg = TrainConfig {
+            loss: loss_kind,
+            steps_per_layer: 7,
+            final_steps: 6,
+            batch: 8,
+            val_size: 10,
+            incremental,
+            sgd_momentum: sgd,
+            lr: 5e-3,
+            final_lr_factor: 0.3,
+            seed: 4,
+            ..Default::default()
+        };
+        let spec = ModelSpec::new(kind, 3);
+        let mut model = Unfolded::new(spec.clone(), &pr).unwrap();
+        let mut seen = vec![];
+        let st = train(&mut model, &pr, &cfg, None, None, &mut |p| {
+            seen.push((p.step, p.total, p.depth, p.loss))
+        })
+        .unwrap();
+
+        let mut m = Unfolded::new(spec, &pr).unwrap();
+        let loss = loss_for(&m, &pr, loss_kind);
+        let val = sample(&pr, &cfg.signal, 10, batch_seed(4, u64::MAX)).unwrap();
+        let stages: Vec<(usize, usize, f64)> = if incremental {
+            vec![(1, 7, 5e-3), (2, 7, 5e-3), (3, 7, 5e-3), (3, 6, 5e-3 * 0.3)]
+        } else {
+            vec![(3, 21, 5e-3), (3, 6, 5e-3 * 0.3)]
+        };
+        assert_eq!(cfg.stages(3), stages);
+        let total = 27;
+        let (mut step, mut progress, mut history) = (0u64, vec![], vec![]);
+        for &(depth, steps, lr) in &stages {
+            let np = m.params().len();
+            let (mut adam, mut sg) = (Adam::new(np, lr).unwrap(), Sgd::new(np, lr, 0.8).unwrap());
+            let mut losses = vec![];
+            for _ in 0..steps {
+                let b = sample(&pr, &cfg.signal, 8, batch_seed(4, step)).unwrap();
+                let (lv, g) = loss_and_grad(&m, loss.as_ref(), &b, depth).unwrap();
+                match sgd {
+                    None => adam.step(m.params_mut(), &g).unwrap(),
+                    Some(_) => sg.step(m.params_mut(), &g).unwrap(),
+                }
+                losses.push(lv);
+                step += 1;
+                progress.push((step, total, depth, lv));
+            }
+            let tail = &losses[losses.len() - (steps / 5).max(1)..];
+            history.push(hyperprox_unfolded::train::StageRecord {
+                depth,
+                steps,
+                train_loss: tail.iter().sum::<f64>() / tail.len() as f64,
+                val_loss: loss_value(&m, loss.as_ref(), &val, depth).unwrap(),
+            });
+        }
+        let what = format!("{kind:?} {sgd:?} incremental {incremental}");
+        assert_eq!(seen, progress, "{what}");
+        assert_eq!(st.params, m.params(), "{what}");
+        assert_eq!(model.params(), m.params(), "{what}");
+        assert_eq!(st.history, history, "{what}");
+        assert_eq!((st.step, st.stage, st.skipped), (27, stages.len(), 0));
+        assert!(st.stage_losses.is_empty() && st.adam.2 == 0 && st.adam.0.iter().all(|v| *v == 0.0));
+    }
+}
