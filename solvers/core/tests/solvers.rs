@@ -1085,8 +1085,8 @@ fn lasso_gap_and_dual_point_follow_their_definitions() {
 
 /// The ℓ1-logistic duality gap against its definition: `sᵢ = σ(−yᵢaᵢᵀx)`, `c = min(1,
 /// λ/‖Aᵀ(y∘s)/n‖∞)`, `D = (1/n)Σ H(c·sᵢ)` with `H` the binary entropy in nats, `gap = P(x) −
-/// D`, at points whose margins reach ±60 (where `log(1 + e^{−m})` and `σ` must be evaluated
-/// on their stable branch), with and without scaling; it bounds `P(x) − P*` (weak duality)
+/// D`, at points whose margins reach ±1700 (where `log(1 + e^{−m})` and `σ` must be
+/// evaluated on their stable branch), with and without scaling; it bounds `P(x) − P*` (weak duality)
 /// and is exactly 0 at `x = 0` for `λ ≥ λ_max`.
 #[test]
 fn logistic_gap_follows_its_definition_and_bounds_the_suboptimality() {
@@ -1102,15 +1102,28 @@ fn logistic_gap_follows_its_definition_and_bounds_the_suboptimality() {
     };
     let lmax = LogisticL1Problem::lambda_max(a.view(), y.view());
     let mut scaled = 0;
-    for (lam_f, scale) in [(0.2, 1.0), (0.2, 30.0), (0.9, 0.05), (3.0, 0.3)] {
+    // Margins up to about ±60 at x × 30 and ±1700 at x × 5000 (beyond e^709, where only
+    // the stable branches of log(1 + e^u) stay finite).
+    for (lam_f, scale) in [
+        (0.2, 1.0),
+        (0.2, 30.0),
+        (0.2, 5000.0),
+        (0.9, 0.05),
+        (3.0, 0.3),
+    ] {
         let lam = lam_f * lmax;
         let prob = LogisticL1Problem::new(a.clone(), y.clone(), lam).unwrap();
         let x = Array1::from(vec![0.5, -0.2, 0.0, 0.1, 0.0, 0.3]) * scale;
         let m = &a.dot(&x) * &y;
+        let beyond = m.iter().any(|&v| v > 709.0) && m.iter().any(|&v| v < -709.0);
+        assert_eq!(beyond, scale > 100.0, "margins {m}");
         let primal = m.iter().map(|&mi| softplus(-mi)).sum::<f64>() / n
             + lam * x.iter().map(|v| v.abs()).sum::<f64>();
         let p_got = prob.objective(x.view()).unwrap();
-        assert!((p_got - primal).abs() <= 1e-13 * primal, "P: {p_got} vs {primal}");
+        assert!(
+            (p_got - primal).abs() <= 1e-13 * primal,
+            "P: {p_got} vs {primal}"
+        );
         let s = m.mapv(|mi| sig(-mi));
         let dn = a
             .t()
@@ -1135,7 +1148,7 @@ fn logistic_gap_follows_its_definition_and_bounds_the_suboptimality() {
         assert!(gap > 1e-6, "not at the solution: {gap}");
     }
     assert!(
-        (1..4).contains(&scaled),
+        (1..5).contains(&scaled),
         "both branches of the dual scaling: {scaled}"
     );
     let prob = LogisticL1Problem::new(a.clone(), y.clone(), lmax * 1.001).unwrap();
@@ -1143,10 +1156,13 @@ fn logistic_gap_follows_its_definition_and_bounds_the_suboptimality() {
 }
 
 /// PDHG's certificate at each checked iteration against its definition, from the iterates the
-/// steps leave: the gap `f(x) + g(Kx) + f*(−Kᵀy) + g*(y)` when both conjugates are known
-/// (elastic net and a translated ½‖·‖²), else the residual `max(‖(x_k − x⁺)/τ − Kᵀ(y_k −
-/// y⁺)‖, ‖(y_k − y⁺)/σ − K(x_k − x⁺)‖)` (ℓ0 has no convex conjugate); between checks
-/// (`check_every = 3`) the last values are reported.
+/// steps leave: the gap `f(x) + g(Kx) + f*(−Kᵀy) + g*(y)` when both conjugates are known and
+/// finite (elastic net, and ℓ1 once `‖Kᵀy‖∞ ≤ λ`, against a translated ½‖·‖²), else the
+/// residual `max(‖(x_k − x⁺)/τ − Kᵀ(y_k − y⁺)‖, ‖(y_k − y⁺)/σ − K(x_k − x⁺)‖)` (ℓ0 has no
+/// convex conjugate; ℓ1's is +∞ off its ball). Between checks (`check_every = 3`) the last
+/// values are reported; the last iteration (13, not a multiple of 3) is checked. With
+/// `strong_convexity = γ` the steps follow `θ_k = 1/√(1 + 2γτ_k)`, `τ_{k+1} = θ_kτ_k`,
+/// `σ_{k+1} = σ_k/θ_k`.
 #[test]
 fn pdhg_certificate_follows_its_definition_at_each_check() {
     let a = DenseMatrix::<f64>::gaussian(20, 10, 25).unwrap();
@@ -1154,54 +1170,83 @@ fn pdhg_certificate_follows_its_definition_at_each_check() {
     let g = Translate::new(SqrNormL2::new(1.0).unwrap(), b.clone()).unwrap();
     let en = ElasticNet::new(0.3, 0.5).unwrap();
     let l0 = NormL0::new(0.05).unwrap();
+    let l1 = NormL1::new(1.4).unwrap();
     let x0 = random_point::<f64>(10, 1.0, 27);
-    for (f, want_kind) in [
-        (&en as &dyn Prox<f64>, CertificateKind::DualityGap),
-        (&l0 as &dyn Prox<f64>, CertificateKind::FixedPointResidual),
+    let mut kinds = Vec::new();
+    for (f, gamma) in [
+        (&en as &dyn Prox<f64>, None),
+        (&en as &dyn Prox<f64>, Some(0.15)),
+        (&l0 as &dyn Prox<f64>, None),
+        (&l1 as &dyn Prox<f64>, None),
     ] {
         let params = PdhgParams {
             check_every: 3,
-            max_iters: 12,
+            max_iters: 13,
+            strong_convexity: gamma,
             ..Default::default()
         };
         let solver = Pdhg::new(f, &g, &a, params);
         let mut s = solver.init(x0.view()).unwrap();
-        let (mut last_cert, mut last_obj) = (f64::INFINITY, f64::NAN);
-        for k in 1..=12 {
+        let mut last_cert = f64::INFINITY;
+        let mut seen = Vec::new();
+        for k in 1..=13 {
             let (xo, yo, tau, sigma) = (s.x.clone(), s.y.clone(), s.tau, s.sigma);
             let info = solver.step(&mut s).unwrap();
             assert_eq!(info.iter, k);
-            if k % 3 != 0 {
+            let (tau2, sigma2) = match gamma {
+                Some(gm) => {
+                    let th = 1.0 / (1.0 + 2.0 * gm * tau).sqrt();
+                    (th * tau, sigma / th)
+                }
+                None => (tau, sigma),
+            };
+            assert!(
+                (s.tau - tau2).abs() <= 1e-15 * tau2 && (s.sigma - sigma2).abs() <= 1e-15 * sigma2,
+                "steps at k = {k}: ({}, {}) vs ({tau2}, {sigma2})",
+                s.tau,
+                s.sigma
+            );
+            if k % 3 != 0 && k != 13 {
                 assert_eq!(info.certificate.to_bits(), last_cert.to_bits(), "k = {k}");
                 continue;
             }
             let kx = a.apply(s.x.view()).unwrap();
             let obj = f.value(s.x.view()).unwrap() + g.value(kx.view()).unwrap();
             assert!((info.objective - obj).abs() <= 1e-13 * obj.abs(), "k = {k}");
-            let want = match want_kind {
-                CertificateKind::DualityGap => {
-                    let kty = a.adjoint(s.y.view()).unwrap();
-                    let fs = f.conj_value((-&kty).view()).unwrap();
-                    let gs = g.conj_value(s.y.view()).unwrap();
-                    (obj + fs + gs).max(0.0)
+            let kty = a.adjoint(s.y.view()).unwrap();
+            let conj = (f.conj_value((-&kty).view()), g.conj_value(s.y.view()));
+            let (want, kind) = match conj {
+                (Ok(fs), Ok(gs)) if fs.is_finite() && gs.is_finite() => {
+                    ((obj + fs + gs).max(0.0), CertificateKind::DualityGap)
                 }
                 _ => {
                     let (dx, dy) = (&xo - &s.x, &yo - &s.y);
                     let p = &dx / tau - &a.adjoint(dy.view()).unwrap();
                     let d = &dy / sigma - &a.apply(dx.view()).unwrap();
-                    p.dot(&p).sqrt().max(d.dot(&d).sqrt())
+                    (
+                        p.dot(&p).sqrt().max(d.dot(&d).sqrt()),
+                        CertificateKind::FixedPointResidual,
+                    )
                 }
             };
-            assert_eq!(info.kind, want_kind);
+            assert_eq!(info.kind, kind, "k = {k}");
             assert!(
-                (info.certificate - want).abs() <= 1e-12 * want.max(1e-300) + 1e-15,
+                (info.certificate - want).abs() <= 1e-12 * want + 1e-15,
                 "k = {k}: {} vs {want}",
                 info.certificate
             );
             assert!(want > 1e-8, "far from the solution at k = {k}: {want}");
             last_cert = info.certificate;
-            last_obj = info.objective;
+            seen.push(kind);
         }
-        assert!(last_obj.is_finite());
+        kinds.push(seen);
     }
+    use CertificateKind::{DualityGap as Gap, FixedPointResidual as Res};
+    assert!(kinds[..2].iter().flatten().all(|k| *k == Gap));
+    assert!(kinds[2].iter().all(|k| *k == Res));
+    assert!(
+        kinds[3].contains(&Gap) && kinds[3].contains(&Res),
+        "ℓ1 should start off its conjugate's domain and enter it: {:?}",
+        kinds[3]
+    );
 }

@@ -358,6 +358,14 @@ mod tests {
             assert_eq!(yt, &y + &(&p * t), "½Kε² = {half_k_eps2}");
             assert_eq!((v2, g2), quad(10.0)(&yt).unwrap());
         }
+        // The fraction is of the decrease predicted for the step tried: from p = (−(4 − δ),
+        // 2e) with δ = 2·10⁻³, ½Ke² = 5·10⁻⁴, the full step overshoots (Φ ≈ 4.5); the half
+        // step decreases Φ by 5·10⁻⁴ with a growing gradient, which is accepted against
+        // 10⁻⁴·½·|∇Φᵀp| ≈ 2·10⁻⁴ (and would not be against 10⁻⁴·2·|∇Φᵀp|).
+        let p = array![-(4.0 - 2e-3), 0.02];
+        let (yt, _, g2) = armijo(quad(10.0), &y, val, &g, &p).unwrap().unwrap();
+        assert_eq!(yt, &y + &(&p * 0.5));
+        assert!(g2.dot(&g2) > g.dot(&g), "the gradient grows: {g2}");
         // A step 4× too long is halved twice (Φ at t = 1, ½ is 4.5 and 0.5 against 0.5).
         let g1 = array![1.0, 0.0];
         let (yt, _, _) = armijo(quad(10.0), &y, 0.5, &g1, &array![-4.0, 0.0])

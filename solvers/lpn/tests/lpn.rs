@@ -11,18 +11,19 @@ use hyperprox_lpn::*;
 use ndarray::{Array1, Array2, ShapeBuilder};
 use rand::{Rng, SeedableRng};
 
+/// A dense ICNN configuration.
+fn dense(dim: usize, widths: &[usize], beta: f64, alpha: f64) -> IcnnConfig {
+    IcnnConfig {
+        dim,
+        widths: widths.to_vec(),
+        beta,
+        alpha,
+        arch: Arch::Dense,
+    }
+}
+
 fn small_net(alpha: f64, seed: u64) -> Icnn {
-    let mut net = Icnn::new(
-        IcnnConfig {
-            dim: 3,
-            widths: vec![8, 7, 6],
-            beta: 2.0,
-            alpha,
-            arch: Arch::Dense,
-        },
-        seed,
-    )
-    .unwrap();
+    let mut net = Icnn::new(dense(3, &[8, 7, 6], 2.0, alpha), seed).unwrap();
     // Move the constrained weights off zero so every term is active.
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 7);
     for r in net.constrained() {
@@ -355,13 +356,7 @@ fn proximal_matching_is_minimized_at_the_mode_l2_at_the_mean_l1_at_the_median() 
 
 #[test]
 fn checkpoint_resume_continues_exactly() {
-    let cfg = IcnnConfig {
-        dim: 1,
-        widths: vec![10, 10],
-        beta: 10.0,
-        alpha: 0.0,
-        arch: Arch::Dense,
-    };
+    let cfg = dense(1, &[10, 10], 10.0, 0.0);
     let schedule = vec![
         Stage {
             steps: 30,
@@ -786,13 +781,7 @@ fn inversion_converges_at_newtons_rate() {
 /// not a multiple of `log_every`.
 #[test]
 fn training_is_adam_with_projection_at_each_stages_rate_replayed() {
-    let cfg = IcnnConfig {
-        dim: 2,
-        widths: vec![6, 5],
-        beta: 3.0,
-        alpha: 0.01,
-        arch: Arch::Dense,
-    };
+    let cfg = dense(2, &[6, 5], 3.0, 0.01);
     let schedule = vec![
         Stage {
             steps: 7,
@@ -875,13 +864,7 @@ fn training_is_adam_with_projection_at_each_stages_rate_replayed() {
 /// state keeps the parameters of the last good step; a batch of the wrong width is refused.
 #[test]
 fn training_stops_on_a_non_finite_loss_keeping_the_last_good_parameters() {
-    let cfg = IcnnConfig {
-        dim: 2,
-        widths: vec![4, 4],
-        beta: 3.0,
-        alpha: 0.0,
-        arch: Arch::Dense,
-    };
+    let cfg = dense(2, &[4, 4], 3.0, 0.0);
     let schedule = vec![Stage {
         steps: 10,
         lr: 1e-2,
@@ -901,12 +884,19 @@ fn training_stops_on_a_non_finite_loss_keeping_the_last_good_parameters() {
     let err = train(&mut st, &schedule, &sampler, 1, |_, _| true).unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(err, hyperprox_core::error::Error::Diverged { iteration: 3, .. })
-            || text.contains("NaN")
+        matches!(
+            err,
+            hyperprox_core::error::Error::Diverged { iteration: 3, .. }
+        ) || text.contains("NaN")
             || text.contains("finite"),
         "{text}"
     );
     assert_eq!((st.step, &st.net.params), (3, &good.net.params));
+    // Clean and noisy batches of different sizes are refused before any step.
+    let uneven = |_: u64| (randm(5, 2, 0), randm(4, 2, 1));
+    let mut st = TrainState::new(Icnn::new(cfg.clone(), 1).unwrap()).unwrap();
+    assert!(train(&mut st, &schedule, &uneven, 1, |_, _| true).is_err());
+    assert_eq!(st.step, 0);
     let wide = |_: u64| (randm(5, 3, 0), randm(5, 3, 1));
     let mut st = TrainState::new(Icnn::new(cfg, 1).unwrap()).unwrap();
     assert!(train(&mut st, &schedule, &wide, 1, |_, _| true).is_err());
@@ -993,7 +983,10 @@ fn dataset_sampler_validation_loss_and_errors_follow_their_definitions() {
     let s = dataset_sampler(data.clone(), 2000, 0.25, 9);
     let (x, y) = s.sample(5);
     assert_eq!(x.dim(), (2000, 3));
-    assert!(x.rows().into_iter().all(|r| data.rows().into_iter().any(|d| d == r)));
+    assert!(x
+        .rows()
+        .into_iter()
+        .all(|r| data.rows().into_iter().any(|d| d == r)));
     let (x2, y2) = s.sample(5);
     assert_eq!((&x2, &y2), (&x, &y), "a step's batch is reproducible");
     assert_ne!(s.sample(6).0, x, "another step draws another batch");
@@ -1003,9 +996,26 @@ fn dataset_sampler_validation_loss_and_errors_follow_their_definitions() {
     let mean = noise.sum() / n;
     let sd = (noise.mapv(|v| v * v).sum() / n).sqrt();
     // 6000 draws: the mean within 4 standard errors of 0, the spread within 5 % of σ.
-    assert!(mean.abs() < 4.0 * 0.25 / n.sqrt() && (sd / 0.25 - 1.0).abs() < 0.05, "{mean} {sd}");
+    assert!(
+        mean.abs() < 4.0 * 0.25 / n.sqrt() && (sd / 0.25 - 1.0).abs() < 0.05,
+        "{mean} {sd}"
+    );
+    // Each step draws its own batch, for any seed (the seed and the step are mixed so that
+    // none is lost).
+    for seed in [0, 9, u64::MAX] {
+        let s = dataset_sampler(data.clone(), 3, 0.25, seed);
+        let batches: Vec<Array2<f64>> = (0..20).map(|k| s.sample(k).1).collect();
+        for i in 0..20 {
+            for j in 0..i {
+                assert_ne!(batches[i], batches[j], "seed {seed}: steps {i} and {j}");
+            }
+        }
+    }
     // Every row of the data is drawn (40 rows, 2000 draws).
-    assert!(data.rows().into_iter().all(|d| x.rows().into_iter().any(|r| r == d)));
+    assert!(data
+        .rows()
+        .into_iter()
+        .all(|d| x.rows().into_iter().any(|r| r == d)));
 
     let net = small_net(0.1, 3);
     let (xv, yv) = (randm(6, 3, 1), randm(6, 3, 2));
@@ -1020,4 +1030,20 @@ fn dataset_sampler_validation_loss_and_errors_follow_their_definitions() {
     assert!((l2 - want).abs() <= 1e-14 * want, "{l2} {want}");
     let l1 = validation_loss(&net, Loss::L1, &xv, &yv).unwrap();
     assert!((l1 - (&f - &xv).mapv(f64::abs).sum() / 6.0).abs() <= 1e-14 * l1);
+}
+
+/// `regularizer_rows` is `regularizer` row by row (values and inversion residuals), and
+/// refuses rows of the wrong width.
+#[test]
+fn the_prior_of_rows_is_the_prior_of_each_row() {
+    let net = small_net(0.1, 5);
+    let xs = net.prox(randm(5, 3, 6).view()).unwrap();
+    let params = InvertParams::default();
+    let (vals, res) = regularizer_rows(&net, xs.view(), params).unwrap();
+    for b in 0..5 {
+        let (v, inv) = regularizer(&net, xs.row(b), params).unwrap();
+        assert_eq!((vals[b], res[b]), (v, inv.residual), "row {b}");
+        assert!(inv.residual <= 1e-8);
+    }
+    assert!(regularizer_rows(&net, randm(5, 4, 6).view(), params).is_err());
 }

@@ -401,6 +401,7 @@ pub fn train(
                 ));
             }
             hyperprox_core::linalg::check_len("resume", "parameters", np, s.params.len())?;
+            hyperprox_core::linalg::check_len("resume", "optimizer moments", np, s.adam.0.len())?;
             model.params_mut().copy_from_slice(&s.params);
             s
         }
@@ -427,10 +428,9 @@ pub fn train(
     while st.stage < stages.len() && st.step < stop_at {
         let (depth, steps, lr) = stages[st.stage];
         let (m, v, t) = std::mem::take(&mut st.adam);
+        // A stage starts from zero moments (a fresh optimizer), a resumed one from its own.
         let mut opt = match cfg.sgd_momentum {
-            None if t == 0 => Optimizer::Adam(Adam::new(np, lr)?),
             None => Optimizer::Adam(Adam::from_state(lr, m, v, t)?),
-            Some(mu) if t == 0 => Optimizer::Sgd(Sgd::new(np, lr, mu)?),
             Some(mu) => Optimizer::Sgd(Sgd::from_state(lr, mu, m)?),
         };
         let done_before: u64 = stages[..st.stage].iter().map(|s| s.1 as u64).sum();

@@ -1031,6 +1031,64 @@ fn training_replays_its_documented_schedule_step_by_step() {
         assert_eq!(model.params(), m.params(), "{what}");
         assert_eq!(st.history, history, "{what}");
         assert_eq!((st.step, st.stage, st.skipped), (27, stages.len(), 0));
-        assert!(st.stage_losses.is_empty() && st.adam.2 == 0 && st.adam.0.iter().all(|v| *v == 0.0));
+        assert!(
+            st.stage_losses.is_empty() && st.adam.2 == 0 && st.adam.0.iter().all(|v| *v == 0.0)
+        );
+    }
+}
+
+/// A minibatch with a non-finite loss is skipped and counted (the parameters do not move), a
+/// state that overflows stops training with an error naming the minibatch, and a run stopped
+/// in the middle of a stage keeps the optimizer's position there (Adam's step count, SGD's
+/// steps in the stage).
+#[test]
+fn training_skips_non_finite_losses_and_reports_divergence_at_its_minibatch() {
+    let pr = small(12, 24);
+    let cfg = TrainConfig {
+        steps_per_layer: 3,
+        final_steps: 2,
+        batch: 8,
+        val_size: 10,
+        ..Default::default()
+    };
+    // DU-ISTA's steps at 10²⁰⁰: after one layer the state is about 10²⁰⁰ (finite, with a
+    // finite gradient) and its squared error overflows; a second layer overflows the state.
+    let mut m = Unfolded::new(ModelSpec::new(ModelKind::DuIsta, 2), &pr).unwrap();
+    m.params_mut().fill(1e200);
+    let st = train(&mut m, &pr, &cfg, None, Some(3), &mut |_| {}).unwrap();
+    assert_eq!((st.step, st.stage, st.skipped), (3, 1, 3));
+    assert_eq!(
+        m.params(),
+        [1e200, 1e200],
+        "skipped minibatches take no step"
+    );
+    assert!(st.history[0].val_loss.is_infinite());
+    let err = train(&mut m, &pr, &cfg, Some(st), None, &mut |_| {}).unwrap_err();
+    match err {
+        hyperprox_core::error::Error::Diverged {
+            method,
+            iteration,
+            detail,
+        } => {
+            assert_eq!((method.as_str(), iteration), ("training (2 layers)", 4));
+            assert!(detail.contains("lower the learning rate"), "{detail}");
+        }
+        e => panic!("{e}"),
+    }
+    // Stopped after 5 minibatches: 2 into the second stage (3 per layer).
+    for sgd in [None, Some(0.5)] {
+        let cfg = TrainConfig {
+            sgd_momentum: sgd,
+            ..cfg.clone()
+        };
+        let mut m = Unfolded::new(ModelSpec::new(ModelKind::DuIsta, 2), &pr).unwrap();
+        let st = train(&mut m, &pr, &cfg, None, Some(5), &mut |_| {}).unwrap();
+        assert_eq!((st.step, st.stage, st.adam.2), (5, 1, 2), "{sgd:?}");
+        assert_eq!(st.adam.1.len(), if sgd.is_some() { 0 } else { 2 });
+        // A checkpoint whose optimizer state has the wrong length is refused.
+        let mut bad = st.clone();
+        bad.adam.0.push(0.0);
+        let mut m2 = Unfolded::new(ModelSpec::new(ModelKind::DuIsta, 2), &pr).unwrap();
+        assert!(train(&mut m2, &pr, &cfg, Some(bad), None, &mut |_| {}).is_err());
     }
 }

@@ -278,7 +278,7 @@ where
             None
         } else {
             match (self.f.conj_value_on(&s.tmp_n), self.g.conj_value_on(&s.y)) {
-                (Ok(fs), Ok(gs)) if (fs + gs).is_finite() => {
+                (Ok(fs), Ok(gs)) if fs.is_finite() && gs.is_finite() => {
                     Some((s.objective + fs + gs).max(T::zero()))
                 }
                 (Err(Error::Unsupported { .. }), _) | (_, Err(Error::Unsupported { .. })) => {
