@@ -81,12 +81,13 @@ fn problem_derivatives_match_finite_differences() {
     assert_derivatives(&lr, &x, &t, 1e-6);
 }
 
-/// A problem (the quadratic one unless stated) with three changes a test can make: `Jᵀq`
-/// scaled by `jt_scale` (a wrong cross derivative), the convexity statement of `g` replaced by
+/// A problem (the quadratic one unless stated) with three changes a test can make: its
+/// derivatives `∇ₓh`, `H v`, `Jᵀq`, `∇g` scaled by `scales` (wrong derivatives), the convexity statement of `g` replaced by
 /// `upper_convex`, and its constants passed through `edit`.
 struct Wrapped<P = QuadraticProblem> {
     inner: P,
-    jt_scale: f64,
+    /// Factors on `[∇ₓh, H v, Jᵀq, ∇g]` (1: unchanged).
+    scales: [f64; 4],
     upper_convex: bool,
     edit: fn(Constants) -> Constants,
 }
@@ -97,7 +98,7 @@ impl<P: BilevelProblem> Wrapped<P> {
         let upper_convex = inner.upper_convex();
         Self {
             inner,
-            jt_scale: 1.0,
+            scales: [1.0; 4],
             upper_convex,
             edit,
         }
@@ -129,20 +130,24 @@ impl<P: BilevelProblem> BilevelProblem for Wrapped<P> {
     }
     fn lower_grad_into(
         &self,
-        o: ndarray::ArrayViewMut1<'_, f64>,
+        mut o: ndarray::ArrayViewMut1<'_, f64>,
         x: ndarray::ArrayView1<'_, f64>,
         t: ndarray::ArrayView1<'_, f64>,
     ) -> hyperprox_core::Result<()> {
-        self.inner.lower_grad_into(o, x, t)
+        self.inner.lower_grad_into(o.view_mut(), x, t)?;
+        o.mapv_inplace(|v| self.scales[0] * v);
+        Ok(())
     }
     fn lower_hvp_into(
         &self,
-        o: ndarray::ArrayViewMut1<'_, f64>,
+        mut o: ndarray::ArrayViewMut1<'_, f64>,
         x: ndarray::ArrayView1<'_, f64>,
         t: ndarray::ArrayView1<'_, f64>,
         v: ndarray::ArrayView1<'_, f64>,
     ) -> hyperprox_core::Result<()> {
-        self.inner.lower_hvp_into(o, x, t, v)
+        self.inner.lower_hvp_into(o.view_mut(), x, t, v)?;
+        o.mapv_inplace(|w| self.scales[1] * w);
+        Ok(())
     }
     fn cross_jt_into(
         &self,
@@ -152,7 +157,7 @@ impl<P: BilevelProblem> BilevelProblem for Wrapped<P> {
         q: ndarray::ArrayView1<'_, f64>,
     ) -> hyperprox_core::Result<()> {
         self.inner.cross_jt_into(o.view_mut(), x, t, q)?;
-        o.mapv_inplace(|v| self.jt_scale * v);
+        o.mapv_inplace(|v| self.scales[2] * v);
         Ok(())
     }
     fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> hyperprox_core::Result<f64> {
@@ -160,10 +165,12 @@ impl<P: BilevelProblem> BilevelProblem for Wrapped<P> {
     }
     fn upper_grad_into(
         &self,
-        o: ndarray::ArrayViewMut1<'_, f64>,
+        mut o: ndarray::ArrayViewMut1<'_, f64>,
         x: ndarray::ArrayView1<'_, f64>,
     ) -> hyperprox_core::Result<()> {
-        self.inner.upper_grad_into(o, x)
+        self.inner.upper_grad_into(o.view_mut(), x)?;
+        o.mapv_inplace(|v| self.scales[3] * v);
+        Ok(())
     }
     fn upper_convex(&self) -> bool {
         self.upper_convex
@@ -177,23 +184,72 @@ impl<P: BilevelProblem> BilevelProblem for Wrapped<P> {
     }
 }
 
+/// Each entry of the derivative check flags a 1 % error planted in its own derivative, and no
+/// other entry does except those computed by differencing it (`H v` and `Jᵀq` difference
+/// `∇ₓh`); the quadratic problem's finite differences are exact to about 1e-9. The
+/// hypergradient checks (all coordinates, random directions) flag a wrong `Jᵀq`.
 #[test]
-fn derivative_check_catches_a_wrong_cross_derivative() {
-    // A problem whose Jᵀq is off by 1 %: the checker must flag it.
-    let w = Wrapped {
+fn derivative_check_catches_a_wrong_derivative_in_its_own_entry() {
+    let names = ["∇ₓh", "H v", "Jᵀq", "∇g"];
+    for k in 0..5 {
+        let mut scales = [1.0; 4];
+        if k < 4 {
+            scales[k] = 1.01;
+        }
+        let w = Wrapped {
+            inner: QuadraticProblem::new(50, 4, 1).unwrap(),
+            scales,
+            upper_convex: true,
+            edit: |c| c,
+        };
+        for seed in 0..2 {
+            let e = check_problem_derivatives(&w, w.x_start().view(), w.theta_start().view(), seed)
+                .unwrap();
+            for (j, ej) in e.iter().enumerate() {
+                if j == k || (k == 0 && j < 3) {
+                    // A 1 % error gives a relative error near 0.01/1.01.
+                    assert!(
+                        (5e-3..2e-2).contains(ej),
+                        "a 1 % error in {} reads {ej:e}",
+                        names[j]
+                    );
+                } else {
+                    assert!(
+                        *ej < 1e-6,
+                        "{} reads {ej:e} with an error in entry {k}",
+                        names[j]
+                    );
+                }
+            }
+        }
+    }
+    let wrong = Wrapped {
         inner: QuadraticProblem::new(50, 4, 1).unwrap(),
-        jt_scale: 1.01,
+        scales: [1.0, 1.0, 1.01, 1.0],
         upper_convex: true,
         edit: |c| c,
     };
-    let e = check_problem_derivatives(&w, w.x_start().view(), w.theta_start().view(), 0).unwrap();
+    let right = Wrapped::edited(QuadraticProblem::new(50, 4, 1).unwrap(), |c| c);
+    let t = right.theta_start();
+    let rel = check_hypergradient(&Oracle::new(&wrong), t.view(), 1e-4, 1e-10).unwrap();
     assert!(
-        e[2] > 5e-3,
-        "a 1 % error in Jᵀq must be detected, got {:e}",
-        e[2]
+        (5e-3..2e-2).contains(&rel),
+        "hypergradient check must fail, got {rel:e}"
     );
-    let rel = check_hypergradient(&Oracle::new(&w), w.theta_start().view(), 1e-4, 1e-10).unwrap();
-    assert!(rel > 5e-3, "hypergradient check must fail, got {rel:e}");
+    let rel = check_hypergradient(&Oracle::new(&right), t.view(), 1e-4, 1e-10).unwrap();
+    assert!(rel < 1e-6, "and pass on the right problem, got {rel:e}");
+    for seed in 0..2 {
+        let bad =
+            check_hypergradient_directions(&Oracle::new(&wrong), t.view(), 3, 1e-4, 1e-10, seed)
+                .unwrap();
+        let good =
+            check_hypergradient_directions(&Oracle::new(&right), t.view(), 3, 1e-4, 1e-10, seed)
+                .unwrap();
+        assert!(
+            bad > 1e-3 && good < 1e-6,
+            "directions: {bad:e} against {good:e}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- hypergradients
@@ -1153,7 +1209,7 @@ fn maid_keeps_the_eps_squared_term_of_the_lower_bound_unless_g_is_declared_conve
     // sign (dropping or flipping any one lowers ψ by at least m).
     let wrapped = |upper_convex: bool| Wrapped {
         inner: QuadraticProblem::well_conditioned(200, 5, 29).unwrap(),
-        jt_scale: 1.0,
+        scales: [1.0; 4],
         upper_convex,
         edit: |c| c,
     };
