@@ -250,6 +250,23 @@ fn derivative_check_catches_a_wrong_derivative_in_its_own_entry() {
             "directions: {bad:e} against {good:e}"
         );
     }
+    // With one hyperparameter the only unit direction is ±1, so the directional check is
+    // |z − z_fd|/|z| = 0.01/1.01 exactly where the full check is |z − z_fd|/|z_fd| = 0.01.
+    let one = Wrapped {
+        inner: QuadraticProblem::new(30, 1, 2).unwrap(),
+        scales: [1.0, 1.0, 1.01, 1.0],
+        upper_convex: true,
+        edit: |c| c,
+    };
+    let t = one.theta_start();
+    let o = Oracle::new(&one);
+    let full = check_hypergradient(&o, t.view(), 1e-4, 1e-12).unwrap();
+    let dir = check_hypergradient_directions(&o, t.view(), 2, 1e-4, 1e-12, 3).unwrap();
+    assert!((full - 0.01).abs() < 1e-6, "full check {full:e}");
+    assert!(
+        (dir - 0.01 / 1.01).abs() < 1e-6,
+        "directional check {dir:e}"
+    );
 }
 
 // ---------------------------------------------------------------- hypergradients
