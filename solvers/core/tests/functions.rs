@@ -541,3 +541,22 @@ fn fgp_certificate_follows_its_definition() {
         "primal {primal} vs {want_p}"
     );
 }
+
+/// With λ = 0 the ℓq prox is the identity, so its Jacobian is 1 everywhere, 0 included (where
+/// for λ > 0 the prox is flat at 0 and its Jacobian 0).
+#[test]
+fn lq_prox_jacobian_is_the_identity_for_lambda_zero() {
+    for q in [0.5, 2.0 / 3.0] {
+        let x = ndarray::array![0.0, 0.7, -1.3];
+        let v = ndarray::array![1.0, 2.0, -3.0];
+        let mut out = ndarray::Array1::zeros(3);
+        let id = NormLq::new(0.0, q).unwrap();
+        id.prox_jvp_into(out.view_mut(), x.view(), 0.8, v.view())
+            .unwrap();
+        assert_eq!(out, v, "q = {q}");
+        let lq = NormLq::new(0.5, q).unwrap();
+        lq.prox_jvp_into(out.view_mut(), x.view(), 0.8, v.view())
+            .unwrap();
+        assert_eq!(out[0], 0.0, "q = {q}");
+    }
+}
