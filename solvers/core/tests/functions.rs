@@ -560,3 +560,301 @@ fn lq_prox_jacobian_is_the_identity_for_lambda_zero() {
         assert_eq!(out[0], 0.0, "q = {q}");
     }
 }
+
+/// `½‖Ax − b‖²` with a diagonal `A` such that `I + γAᵀA = diag(10^{κ·i/(n−1)})`: its prox and
+/// prox Jacobian are solved by CG, which in floating point needs far more than `n` iterations
+/// on such a spread of eigenvalues (201 for n = 20, κ = 14; 596 for n = 30).
+fn ill_conditioned_least_squares(
+    n: usize,
+    kappa: f64,
+) -> (LeastSquares<f64, Diagonal<f64>>, Array1<f64>) {
+    let m: Array1<f64> =
+        Array1::from_iter((0..n).map(|i| 10f64.powf(kappa * i as f64 / (n - 1) as f64)));
+    let d = m.mapv(|mi| (mi - 1.0).sqrt());
+    (
+        LeastSquares::new(Diagonal::new(d).unwrap(), Array1::zeros(n)).unwrap(),
+        m,
+    )
+}
+
+#[test]
+fn least_squares_prox_solves_systems_that_need_more_cg_iterations_than_unknowns() {
+    // Its documented CG cap is 10n + 100 (300 for n = 20): the answer must be exact even when
+    // CG takes 201 iterations, and the cap must stop the 596 that n = 30 needs (400 allowed)
+    // with an error, not a silently inaccurate Jacobian.
+    let (ls, m) = ill_conditioned_least_squares(20, 14.0);
+    let v = Array1::from_elem(20, 1.0);
+    let exact = m.mapv(|mi| 1.0 / mi);
+    let jvp = |ls: &LeastSquares<f64, Diagonal<f64>>, v: &Array1<f64>| {
+        let mut out = Array1::zeros(v.len());
+        ls.prox_jvp_into(out.view_mut(), Array1::zeros(v.len()).view(), 1.0, v.view())
+            .map(|()| out)
+    };
+    let jv = jvp(&ls, &v).unwrap();
+    let p = ls.prox(v.view(), 1.0).unwrap();
+    for (name, got) in [("prox_jvp", &jv), ("prox", &p)] {
+        for i in 0..20 {
+            // Each component to 1e-6 of itself (the residual is 1e-12·‖v‖ = 4.5e-12).
+            assert!(
+                (got[i] - exact[i]).abs() <= 1e-6 * exact[i] + 4.5e-12,
+                "{name}[{i}] = {} vs {}",
+                got[i],
+                exact[i]
+            );
+        }
+    }
+    let (ls, _) = ill_conditioned_least_squares(30, 14.0);
+    let v = Array1::from_elem(30, 1.0);
+    for r in [jvp(&ls, &v), ls.prox(v.view(), 1.0)] {
+        match r {
+            Err(Error::NotConverged { iterations, .. }) => assert_eq!(iterations, 400),
+            other => panic!("expected CG to stop at its cap of 400 iterations: {other:?}"),
+        }
+    }
+}
+
+/// Checks the flags a function sets where they can be seen numerically, at random points of
+/// dimension `n`: an indicator takes only the values 0 and +∞; a separable `f` is the sum of
+/// its coordinates' values, `f(x) + (n − 1)·f(0) = Σᵢ f(xᵢeᵢ)`; a convex `f` satisfies the
+/// midpoint inequality `f((x + y)/2) ≤ (f(x) + f(y))/2`.
+fn check_stated_properties(f: &dyn Function<f64>, n: usize) {
+    let p = f.properties();
+    let rel = |a: f64, b: f64| (a - b).abs() <= 1e-10 * (1.0 + a.abs() + b.abs());
+    for s in 0..20u64 {
+        let scale = [0.1, 1.0, 3.0][s as usize % 3];
+        let x = random_point::<f64>(n, scale, 900 + s);
+        let y = random_point::<f64>(n, scale, 950 + s);
+        let fx = f.value(x.view()).unwrap();
+        if p.indicator {
+            assert!(fx == 0.0 || fx == f64::INFINITY, "{}: {fx}", f.name());
+        }
+        if p.separable {
+            let f0 = f.value(Array1::zeros(n).view()).unwrap();
+            let sum: f64 = (0..n)
+                .map(|i| {
+                    let mut e = Array1::zeros(n);
+                    e[i] = x[i];
+                    f.value(e.view()).unwrap()
+                })
+                .sum();
+            if fx.is_finite() && sum.is_finite() {
+                assert!(
+                    rel(fx + (n as f64 - 1.0) * f0, sum),
+                    "{}: not separable",
+                    f.name()
+                );
+            }
+        }
+        if p.convex {
+            let fy = f.value(y.view()).unwrap();
+            let fm = f.value(((&x + &y) / 2.0).view()).unwrap();
+            if fx.is_finite() && fy.is_finite() {
+                assert!(
+                    fm <= 0.5 * (fx + fy) + 1e-10 * (1.0 + fx.abs() + fy.abs()),
+                    "{}: midpoint inequality fails",
+                    f.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn functions_state_the_properties_of_their_mathematics() {
+    // The flags are the documented facts (convex, separable, an indicator, smooth with a
+    // Lipschitz gradient, a prox in closed form); `Conjugate::new` refuses a function that does
+    // not state convexity, `MoreauEnvelope` derives its smoothness from it, and the test kit
+    // runs the subgradient check only for convex functions.
+    let props = |convex, separable, indicator, smooth, exact_prox| Properties {
+        convex,
+        separable,
+        indicator,
+        smooth,
+        exact_prox,
+    };
+    let (t, f) = (true, false);
+    let a = DenseMatrix::<f64>::gaussian(8, 5, 3).unwrap();
+    let labels: Array1<f64> = (0..8)
+        .map(|i| if i % 3 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let feats = DenseMatrix::<f64>::gaussian(9, 3, 4)
+        .unwrap()
+        .matrix()
+        .to_owned();
+    let groups = || Groups::contiguous(&[2, 1, 2]).unwrap();
+    let cases: Vec<(Box<dyn Function<f64>>, usize, Properties)> = vec![
+        (
+            Box::new(LeastSquares::new(a.clone(), Array1::ones(8)).unwrap()),
+            5,
+            props(t, f, f, t, f),
+        ),
+        (
+            Box::new(Logistic::new(a, labels).unwrap()),
+            5,
+            props(t, f, f, t, f),
+        ),
+        (
+            Box::new(MultinomialLogistic::new(feats, (0..9).map(|i| i % 3).collect(), 3).unwrap()),
+            9,
+            props(t, f, f, t, f),
+        ),
+        (
+            Box::new(SmoothedTv::new(3, 4, 0.5, 0.1, TvKind::Isotropic).unwrap()),
+            12,
+            props(t, f, f, t, f),
+        ),
+        (
+            Box::new(TotalVariation::new(3, 4, 0.5, TvKind::Anisotropic).unwrap()),
+            12,
+            props(t, f, f, f, f),
+        ),
+        (
+            Box::new(NormL21::new(groups(), 0.5).unwrap()),
+            5,
+            props(t, f, f, f, t),
+        ),
+        (
+            Box::new(Wgsef::new(groups(), 2, Array1::ones(3), 0.7).unwrap()),
+            5,
+            props(t, f, f, f, t),
+        ),
+        (
+            Box::new(NuclearNorm::new(3, 2, 0.5).unwrap()),
+            6,
+            props(t, f, f, f, t),
+        ),
+        (
+            Box::new(SorsaOrthonormality::new(4, 2, 0.5).unwrap()),
+            8,
+            props(f, f, f, t, f),
+        ),
+        (
+            Box::new(IndBallL2::new(1.5).unwrap()),
+            4,
+            props(t, f, t, f, t),
+        ),
+        (
+            Box::new(IndBallL1::new(1.5).unwrap()),
+            4,
+            props(t, f, t, f, t),
+        ),
+        (
+            Box::new(IndSimplex::new(1.0).unwrap()),
+            4,
+            props(t, f, t, f, t),
+        ),
+        (
+            Box::new(IndBox::new(-0.5, 1.0).unwrap()),
+            4,
+            props(t, t, t, f, t),
+        ),
+        (Box::new(NormL1::new(0.7).unwrap()), 4, props(t, t, f, f, t)),
+        (Box::new(NormL0::new(0.7).unwrap()), 4, props(f, t, f, f, t)),
+        (
+            Box::new(Conjugate::new(NormL1::new(0.7).unwrap()).unwrap()),
+            4,
+            props(t, t, f, f, t),
+        ),
+        (
+            Box::new(Conjugate::new(IndBallL2::new(1.0).unwrap()).unwrap()),
+            4,
+            props(t, f, f, f, t),
+        ),
+        (
+            Box::new(MoreauEnvelope::new(NormL1::new(0.8).unwrap(), 0.5).unwrap()),
+            4,
+            props(t, t, f, t, t),
+        ),
+        (
+            Box::new(MoreauEnvelope::new(NormL0::new(0.8).unwrap(), 0.5).unwrap()),
+            4,
+            props(f, t, f, f, t),
+        ),
+        (
+            Box::new(
+                MoreauEnvelope::new(
+                    LeastSquares::new(
+                        DenseMatrix::<f64>::gaussian(3, 4, 5).unwrap(),
+                        Array1::ones(3),
+                    )
+                    .unwrap(),
+                    0.5,
+                )
+                .unwrap(),
+            ),
+            4,
+            props(t, f, f, t, f),
+        ),
+        (
+            Box::new(Precompose::new(IndBallL2::new(1.0).unwrap(), frame_2(2), 2.0).unwrap()),
+            4,
+            props(t, f, t, f, t),
+        ),
+        (
+            Box::new(Precompose::new(NormL0::new(1.0).unwrap(), frame_2(2), 2.0).unwrap()),
+            4,
+            props(f, f, f, f, t),
+        ),
+        (
+            Box::new(Translate::new(NormL1::new(0.7).unwrap(), Array1::ones(4)).unwrap()),
+            4,
+            props(t, t, f, f, t),
+        ),
+        (
+            Box::new(
+                SeparableSum::new(vec![
+                    (2, Box::new(NormL1::new(0.7).unwrap()) as Box<dyn Prox<f64>>),
+                    (2, Box::new(IndBox::new(-1.0, 1.0).unwrap())),
+                ])
+                .unwrap(),
+            ),
+            4,
+            props(t, t, f, f, t),
+        ),
+        (
+            Box::new(
+                SeparableSum::new(vec![
+                    (2, Box::new(IndNonnegative::new()) as Box<dyn Prox<f64>>),
+                    (2, Box::new(IndBox::new(-1.0, 1.0).unwrap())),
+                ])
+                .unwrap(),
+            ),
+            4,
+            props(t, t, t, f, t),
+        ),
+        (
+            Box::new(
+                SeparableSum::new(vec![
+                    (2, Box::new(NormL0::new(0.7).unwrap()) as Box<dyn Prox<f64>>),
+                    (
+                        2,
+                        Box::new(
+                            LeastSquares::new(
+                                DenseMatrix::<f64>::gaussian(3, 2, 7).unwrap(),
+                                Array1::ones(3),
+                            )
+                            .unwrap(),
+                        ),
+                    ),
+                ])
+                .unwrap(),
+            ),
+            4,
+            props(f, f, f, f, f),
+        ),
+    ];
+    for (fun, n, want) in &cases {
+        assert_eq!(fun.properties(), *want, "{}", fun.name());
+        check_stated_properties(&**fun, *n);
+    }
+}
+
+/// `[I I]` (`n × 2n`): a tight frame with `L Lᵀ = 2I`.
+fn frame_2(n: usize) -> DenseMatrix<f64> {
+    let mut a = Array2::zeros((n, 2 * n));
+    for i in 0..n {
+        a[(i, i)] = 1.0;
+        a[(i, n + i)] = 1.0;
+    }
+    DenseMatrix::new(a).unwrap()
+}
