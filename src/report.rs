@@ -189,14 +189,23 @@ where
     Ok(())
 }
 
-/// Writes a figure: a row of line plots, and below it (if any) a row of image panels.
+/// Writes a figure: a row of line plots, and below it (if any) a row of image panels (drawn in
+/// memory, then written atomically).
 pub fn write_figure(path: &Path, figure: &Figure) -> Res<()> {
     register_font();
     let (plots, images) = (&figure.plots, &figure.panels);
     let cols = plots.len().max(images.len()).max(1) as u32;
     let width = 520 * cols;
     let height = if images.is_empty() { 420 } else { 420 + 400 };
-    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    let mut rgb = vec![0u8; (width * height * 3) as usize];
+    draw_figure(&mut rgb, (width, height), figure)?;
+    hyperprox_core::io::write_png_rgb(path, width, height, rgb).map_err(|e| e.to_string())
+}
+
+/// Draws `figure` into an RGB buffer of `width × height` pixels.
+fn draw_figure(rgb: &mut [u8], (width, height): (u32, u32), figure: &Figure) -> Res<()> {
+    let (plots, images) = (&figure.plots, &figure.panels);
+    let root = BitMapBackend::with_buffer(rgb, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = if images.is_empty() {
         (root.clone(), None)
@@ -214,7 +223,6 @@ pub fn write_figure(path: &Path, figure: &Figure) -> Res<()> {
             draw_image(c, p)?;
         }
     }
-    root.present()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    root.present().map_err(err)?;
     Ok(())
 }

@@ -43,14 +43,37 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
     }
 }
 
+/// Checks, before any work, that an output folder can be created where asked: `dir` is a folder
+/// or does not exist yet, and its nearest existing ancestor is a folder. Nothing is created
+/// ([`create_dir`] does that once the inputs are validated and there is something to write).
+pub fn check_out_dir(dir: &Path) -> CliResult<()> {
+    let mut p = Some(dir);
+    while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+        if d.exists() {
+            if d.is_dir() {
+                return Ok(());
+            }
+            return usage(format!(
+                "{}: cannot create the output folder {}, {} is a file",
+                dir.display(),
+                dir.display(),
+                d.display()
+            ));
+        }
+        p = d.parent();
+    }
+    Ok(())
+}
+
 /// Creates an output folder (and its parents).
 pub fn create_dir(dir: &Path) -> CliResult<()> {
     std::fs::create_dir_all(dir).map_err(io_at(dir))
 }
 
-/// Writes a file.
+/// Writes a file atomically (temporary file, sync, rename: a killed run leaves the old file or
+/// the new one).
 pub fn write_text(path: &Path, text: &str) -> CliResult<()> {
-    std::fs::write(path, text).map_err(io_at(path))
+    Ok(hyperprox::core::io::write_atomic(path, text.as_bytes())?)
 }
 
 /// Writes `v` as pretty JSON.
@@ -154,5 +177,24 @@ mod tests {
         assert!(check_output_path(Path::new("x.txt"), &["npy", "png"]).is_err());
         let e = check_output_path(Path::new("/no/such/dir/x.npy"), &["npy"]).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn output_folders_are_checked_without_creating_them() {
+        let base = std::env::temp_dir().join(format!("hp-outdir-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let file = base.join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(check_out_dir(&base.join("new/deeper")).is_ok());
+        assert!(
+            !base.join("new").exists(),
+            "the check must not create anything"
+        );
+        assert!(check_out_dir(&base).is_ok());
+        for bad in [file.clone(), file.join("sub")] {
+            let e = check_out_dir(&bad).unwrap_err().to_string();
+            assert!(e.contains("is a file"), "{e}");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -1,8 +1,8 @@
 //! `hyperprox lpn …`: learned proximal networks.
 
 use super::common::{
-    create_dir, print_line, progress, read_text, usage, write_outputs, write_text, CliError,
-    CliResult,
+    check_out_dir, create_dir, print_line, progress, read_text, usage, write_outputs, write_text,
+    CliError, CliResult,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use hyperprox::core::diff::checkpointed;
@@ -249,6 +249,9 @@ fn run_training(
             step < target
         })
     };
+    // The inputs are validated (data, schedule, a checkpoint to resume): from here on there
+    // is something to write.
+    create_dir(&a.out)?;
     let ckpt = a.out.join("checkpoint.json");
     let save = |st: &TrainState| write_text(&ckpt, &st.to_json());
     let r = checkpointed(state, end, a.checkpoint_every, |s| s.step, advance, save);
@@ -257,11 +260,21 @@ fn run_training(
 }
 
 fn train_cmd(a: TrainArgs) -> CliResult<()> {
-    create_dir(&a.out)?;
+    check_out_dir(&a.out)?;
     match a.data {
         DataSet::Laplacian => train_laplacian(&a),
         DataSet::Digits => train_digits(&a),
     }
+}
+
+/// `--batch` in 1..=2²⁰ (a larger minibatch would not fit in memory with its activations).
+fn check_lpn_batch(batch: usize) -> CliResult<()> {
+    if batch == 0 || batch > 1 << 20 {
+        return usage(format!(
+            "--batch {batch}: use 1 to 1048576 samples per minibatch"
+        ));
+    }
+    Ok(())
 }
 
 fn train_laplacian(a: &TrainArgs) -> CliResult<()> {
@@ -275,9 +288,7 @@ fn train_laplacian(a: &TrainArgs) -> CliResult<()> {
         false => laplacian_schedule(loss, 1.0)?,
     };
     let batch = a.batch.unwrap_or(2000);
-    if batch == 0 {
-        return usage("--batch must be at least 1");
-    }
+    check_lpn_batch(batch)?;
     let mut state = start_state(a, IcnnConfig::paper_1d())?;
     if a.quick {
         let pop = laplace::Population::new(400, 561);
@@ -324,6 +335,7 @@ fn train_digits(a: &TrainArgs) -> CliResult<()> {
     let (train, test) = experiments::digits_split()?;
     let schedule = image_schedule(64, if a.quick { 600 } else { 4000 });
     let batch = a.batch.unwrap_or(64);
+    check_lpn_batch(batch)?;
     let cfg = match a.arch {
         ArchArg::Conv => digits::conv_config(),
         ArchArg::Dense => digits::config(),

@@ -47,9 +47,13 @@ pub struct SolveArgs {
     /// Group sizes for the group lasso, e.g. --groups 5,5,10 (must add up to p).
     #[arg(long, value_delimiter = ',')]
     groups: Vec<usize>,
-    /// Absolute duality-gap tolerance.
-    #[arg(long, default_value_t = 1e-8)]
+    /// Duality-gap tolerance (absolute; relative to P(0) with --relative). Finite and > 0.
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
     tol: f64,
+    /// Stop at a gap ≤ tol·P(0) (P(0) = ‖b‖²/2n, or log 2 for logistic-l1): the same
+    /// stopping point whatever the scale of b.
+    #[arg(long)]
+    relative: bool,
     /// Algorithm: cd (coordinate descent with gap-safe screening), fista (gap-certified) or
     /// admm (least squares only).
     #[arg(long, value_enum, default_value_t = SparseSolver::Cd)]
@@ -84,6 +88,7 @@ impl SolveArgs {
             tol: self.tol,
             max_iters: self.max_iters,
             working_sets: self.working_sets,
+            relative: self.relative,
         }
     }
 }
@@ -217,6 +222,12 @@ pub fn deblur(model: DeblurModel) -> CliResult<()> {
 
 /// `hyperprox opnorm`.
 pub fn opnorm(h: usize, w: usize) -> CliResult<()> {
+    // The power iteration holds a few images and gradients: at most 2²⁸ pixels.
+    if h.checked_mul(w).is_none_or(|p| p > 1 << 28) {
+        return usage(format!(
+            "--height {h} --width {w}: at most 268435456 pixels"
+        ));
+    }
     let grad = Gradient2d::new(h, w)?;
     let est: f64 = grad.opnorm_estimate(PowerIteration::default())?;
     println!(

@@ -1,6 +1,6 @@
 //! `hyperprox tune …` and `hyperprox demo`: bilevel learning of hyperparameters.
 
-use super::common::{create_dir, print_line, progress, write_outputs, CliResult};
+use super::common::{check_out_dir, create_dir, print_line, progress, write_outputs, CliResult};
 use clap::{Args, Subcommand};
 use hyperprox::bilevel::experiments::{self, noisy_images, OuterMethod, OuterSettings, Tuned};
 use hyperprox::bilevel::{LassoTuning, MultinomialLogistic, OuterRecord};
@@ -185,11 +185,13 @@ fn with_progress<R: Serialize, H: Serialize>(
     max_iters: usize,
     f: impl FnOnce(&ProgressBar) -> hyperprox::core::Result<Tuned<R, H>>,
 ) -> CliResult<R> {
-    create_dir(out)?;
+    check_out_dir(out)?;
     let pb = progress(max_iters as u64, "outer its");
     let t = f(&pb);
     pb.finish_and_clear();
     let t = t?;
+    // Created only now: bad input (an empty image folder, 0 images) leaves nothing behind.
+    create_dir(out)?;
     write_outputs(out, &t.report, Some(&t.history), &t.figure)?;
     print_line(&t.report);
     Ok(t.report)

@@ -199,6 +199,14 @@ impl TrainArgs {
 fn train_cmd(a: TrainArgs) -> CliResult<()> {
     let (problem, mut model, cfg) = a.setup()?;
     let test_sig = test_signal(&a.test, cfg.signal)?;
+    // Every batch size against the problem, before the output folder is created.
+    for (b, what) in [
+        (cfg.batch, "--batch"),
+        (cfg.val_size, "--val-size"),
+        (a.test.test_size, "--test-size"),
+    ] {
+        hyperprox::unfolded::data::check_batch_size(&problem, b, what)?;
+    }
     create_dir(&a.test.out)?;
     let ckpt_path = a.test.out.join("checkpoint.json");
     let resume = a.resume.then(|| read_checkpoint(&ckpt_path)).transpose()?;
@@ -282,6 +290,7 @@ fn eval_cmd(a: EvalArgs) -> CliResult<()> {
     let model = Unfolded::from_json(&v)?;
     let train_sig = model.spec().signal;
     let test_sig = test_signal(&a.test, train_sig)?;
+    hyperprox::unfolded::data::check_batch_size(model.problem(), a.test.test_size, "--test-size")?;
     create_dir(&a.test.out)?;
     // The training loss, from the report next to the model if there is one.
     let loss = a

@@ -294,7 +294,10 @@ pub fn noisy_images(
     if count == 0 {
         return Err(Error::param("images", 0, "must be at least 1"));
     }
-    let all = load_images(dir, skip + count, size)?;
+    let total = skip
+        .checked_add(count)
+        .ok_or_else(|| Error::param("skip", skip, "too many images to skip"))?;
+    let all = load_images(dir, total, size)?;
     let clean = all[skip..].to_vec();
     let noisy = add_noise(&clean, sigma, seed);
     Ok((clean, noisy))

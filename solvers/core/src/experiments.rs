@@ -63,12 +63,31 @@ impl LambdaChoice {
 pub struct SolveSettings {
     /// Algorithm.
     pub solver: SparseSolver,
-    /// Absolute duality-gap tolerance.
+    /// Duality-gap tolerance: absolute, or relative to `P(0)` if `relative`.
     pub tol: f64,
     /// Iteration (epoch) cap.
     pub max_iters: usize,
     /// Coordinate descent: celer-style working sets on top of gap-safe screening.
     pub working_sets: bool,
+    /// Stop at a gap `≤ tol·P(0)` (`P(0) = ‖b‖²/(2n)` for the Lasso family, `log 2` for
+    /// logistic regression) instead of `≤ tol`: the stopping test then does not depend on the
+    /// scale of the data (`b → s·b`, `λ → s·λ` scales `x` by `s` and stops at the same iterate).
+    pub relative: bool,
+}
+
+impl SolveSettings {
+    /// The absolute gap tolerance for an objective `P(0) = p0` at `x = 0`; `Err` for a tolerance
+    /// that is not finite and positive.
+    /// Also `Err` for `max_iters = 0`.
+    pub fn gap_tol(&self, p0: impl FnOnce() -> Result<f64>) -> Result<f64> {
+        check_tol(self.tol)?;
+        check_iters(self.max_iters)?;
+        Ok(if self.relative {
+            (self.tol * p0()?).max(f64::MIN_POSITIVE)
+        } else {
+            self.tol
+        })
+    }
 }
 
 impl Default for SolveSettings {
@@ -78,6 +97,7 @@ impl Default for SolveSettings {
             tol: 1e-8,
             max_iters: 100_000,
             working_sets: false,
+            relative: false,
         }
     }
 }
@@ -199,11 +219,13 @@ pub fn solve_penalized(
     name: &str,
     s: &SolveSettings,
 ) -> Result<(Array1<f64>, SolveReport)> {
+    let zero = Array1::zeros(prob.n_features());
+    let tol = s.gap_tol(|| prob.objective(zero.view()))?;
     let t0 = Instant::now();
     let sol = match s.solver {
         SparseSolver::Cd => {
             let params = CoordinateDescentParams::default()
-                .with_tol(s.tol)
+                .with_tol(tol)
                 .with_max_epochs(s.max_iters)
                 .with_working_sets(s.working_sets);
             strip(
@@ -211,8 +233,8 @@ pub fn solve_penalized(
                     .run(Array1::zeros(prob.n_features()).view(), NoObserver)?,
             )
         }
-        SparseSolver::Admm => lasso_admm(prob, s.tol, s.max_iters)?,
-        SparseSolver::Fista => lasso_fista(prob, s.tol, s.max_iters)?,
+        SparseSolver::Admm => lasso_admm(prob, tol, s.max_iters)?,
+        SparseSolver::Fista => lasso_fista(prob, tol, s.max_iters)?,
     };
     let mut r = SolveReport::new(name, s, &sol, t0.elapsed().as_secs_f64());
     r.lambda = prob.lambda();
@@ -228,6 +250,8 @@ pub fn solve_logistic(
     lambda: LambdaChoice,
     s: &SolveSettings,
 ) -> Result<(Array1<f64>, SolveReport)> {
+    // P(0) = log 2 whatever the data.
+    let tol = s.gap_tol(|| Ok(std::f64::consts::LN_2))?;
     let mapped = labels.iter().all(|&v| v == 0.0 || v == 1.0);
     if mapped {
         labels.mapv_inplace(|v| 2.0 * v - 1.0);
@@ -241,7 +265,7 @@ pub fn solve_logistic(
     let mut sol = match s.solver {
         SparseSolver::Cd => {
             let params = CoordinateDescentParams::default()
-                .with_tol(s.tol)
+                .with_tol(tol)
                 .with_max_epochs(s.max_iters);
             strip(LogisticCd::new(&prob, params)?.run(x0.view(), NoObserver)?)
         }
@@ -249,7 +273,7 @@ pub fn solve_logistic(
             let f = Logistic::new(DenseMatrix::new(a)?, labels)?;
             let g = NormL1::new(n as f64 * lambda)?;
             let params = FistaParams::default()
-                .with_tol(s.tol)
+                .with_tol(tol)
                 .with_max_iters(s.max_iters)
                 .with_certificate_every(10);
             let s = Fista::new(&f, &g, params)
@@ -300,6 +324,10 @@ pub struct TvReport {
     pub converged: bool,
     /// λ.
     pub lambda: f64,
+    /// Denoising: `λ̂(y) ≥ λ_max`, the weight from which the answer is the constant mean image
+    /// (returned at once, with a closed-form certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lambda_max_bound: Option<f64>,
     /// Image height.
     pub height: usize,
     /// Image width.
@@ -310,8 +338,22 @@ fn check_lambda_tol(lambda: f64, tol: f64) -> Result<()> {
     if !(lambda >= 0.0) || !lambda.is_finite() {
         return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
     }
-    if !(tol > 0.0) {
-        return Err(Error::param("tol", tol, "must be > 0"));
+    check_tol(tol)
+}
+
+/// `Err` for an iteration cap of 0 (nothing would run).
+fn check_iters(max_iters: usize) -> Result<()> {
+    if max_iters == 0 {
+        return Err(Error::param("max_iters", 0, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `Err` unless `tol` is finite and `> 0` (a tolerance of 0 would never be reached, a
+/// negative, NaN or infinite one is meaningless).
+pub fn check_tol(tol: f64) -> Result<()> {
+    if !(tol > 0.0) || !tol.is_finite() {
+        return Err(Error::param("tol", tol, "must be finite and > 0"));
     }
     Ok(())
 }
@@ -326,12 +368,14 @@ pub fn denoise_tv(
     max_iters: usize,
 ) -> Result<(Array2<f64>, TvReport)> {
     check_lambda_tol(lambda, tol)?;
+    check_iters(max_iters)?;
     let (h, w) = y.dim();
     let tv = TotalVariation::new(h, w, lambda, kind)?.with_tolerance(1e-6, max_iters)?;
     let flat = Array1::from_iter(y.iter().copied());
     let t0 = Instant::now();
     let r = tv.solve_rof(flat.view(), tol)?;
     let time_s = t0.elapsed().as_secs_f64();
+    let lambda_max_bound = tv.constant_threshold(flat.view())?;
     let objective = 0.5 * (&r.x - &flat).mapv(|v| v * v).sum() + tv.value(r.x.view())?;
     let report = TvReport {
         problem: "rof",
@@ -342,12 +386,18 @@ pub fn denoise_tv(
         solver: "fgp",
         objective,
         gap: r.gap,
-        relative_gap: r.gap / (objective - r.gap),
+        // 0/0 for a constant image (objective and gap 0): the gap is then exactly 0.
+        relative_gap: if r.gap == 0.0 {
+            0.0
+        } else {
+            r.gap / (objective - r.gap)
+        },
         certificate: "duality_gap",
         iterations: r.iterations,
         time_s,
         converged: true,
         lambda,
+        lambda_max_bound: Some(lambda_max_bound),
         height: h,
         width: w,
     };
@@ -371,6 +421,7 @@ pub fn deblur_tv(
     max_iters: usize,
 ) -> Result<(Array2<f64>, TvReport)> {
     check_lambda_tol(lambda, tol)?;
+    check_iters(max_iters)?;
     let (h, w) = y.dim();
     let n = h * w;
     let blur = Conv2d::new(h, w, kernel, boundary, ConvMethod::Auto)?;
@@ -403,6 +454,7 @@ pub fn deblur_tv(
         time_s: t0.elapsed().as_secs_f64(),
         converged: sol.reason == TerminationReason::Converged,
         lambda,
+        lambda_max_bound: None,
         height: h,
         width: w,
     };

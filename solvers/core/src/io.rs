@@ -29,7 +29,81 @@ fn check_finite_nd(path: &Path, a: &ArrayD<f64>) -> Result<()> {
     Ok(())
 }
 
-/// Reads a `.npy` file of `f64` (or `f32`, converted) values of any dimension; rejects NaN/Inf.
+/// Checks a `.npy` header against the file before any array is allocated: the magic string,
+/// a version 1–3 header, a shape of non-negative integers and an element size, and that the
+/// file holds exactly `Π shape × element size` bytes of data. A damaged or hostile header
+/// (a shape of 10¹⁸ elements in a 100-byte file) is an error here, not an attempt to allocate
+/// what it promises.
+fn check_npy_header(path: &Path, bytes: &[u8]) -> Result<()> {
+    let bad = |why: String| io_err(path, format!("not a valid .npy file: {why}"));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("no .npy magic string (write it with numpy.save)".into()));
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(bad(format!("unknown format version {v}"))),
+    };
+    let header = bytes
+        .get(start..start.saturating_add(len))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("the header is cut short or not text".into()))?;
+    // numpy writes exactly three keys, each once; anything else could make this check and the
+    // parser read different shapes.
+    let keys = ["'descr'", "'fortran_order'", "'shape'"];
+    if header.matches("':").count() != 3 || keys.iter().any(|k| header.matches(k).count() != 1) {
+        return Err(bad(
+            "the header must have the keys 'descr', 'fortran_order' and 'shape', once each".into(),
+        ));
+    }
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(key)? + key.len();
+        Some(header[at..].trim_start_matches([' ', ':']))
+    };
+    let descr = field("'descr'").ok_or_else(|| bad("no 'descr' in the header".into()))?;
+    let item: usize = descr
+        .trim_start_matches(['\'', '"'])
+        .chars()
+        .skip(2)
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .map_err(|_| bad("no element size in 'descr'".into()))?;
+    let shape = field("'shape'")
+        .and_then(|s| s.strip_prefix('('))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("no 'shape' tuple in the header".into()))?;
+    // `count` = Π dims; `nonzero` = Π of the non-zero dims, which ndarray needs ≤ isize::MAX
+    // even for an empty array.
+    let (mut count, mut nonzero): (usize, usize) = (1, 1);
+    for d in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: usize = d
+            .trim_end_matches('L')
+            .parse()
+            .map_err(|_| bad(format!("shape entry {d:?} is not a non-negative integer")))?;
+        count = count.saturating_mul(d);
+        nonzero = nonzero
+            .checked_mul(d.max(1))
+            .filter(|&p| p <= isize::MAX as usize)
+            .ok_or_else(|| bad("the shape's size overflows".into()))?;
+    }
+    let need = count
+        .checked_mul(item)
+        .ok_or_else(|| bad("the shape's size overflows".into()))?;
+    let have = bytes.len() - (start + len);
+    if need != have {
+        return Err(bad(format!(
+            "the header promises {need} bytes of data, the file holds {have} (truncated or damaged)"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a `.npy` file of `f64` (or `f32`, converted) values of any dimension; rejects NaN/Inf
+/// and files whose header does not match their size.
 pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
     let path = path.as_ref();
     if !path.exists() {
@@ -38,9 +112,12 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
         });
     }
-    let a: ArrayD<f64> = match ndarray_npy::read_npy::<_, ArrayD<f64>>(path) {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    check_npy_header(path, &bytes)?;
+    use ndarray_npy::ReadNpyExt;
+    let a: ArrayD<f64> = match ArrayD::<f64>::read_npy(&bytes[..]) {
         Ok(a) => a,
-        Err(e64) => match ndarray_npy::read_npy::<_, ArrayD<f32>>(path) {
+        Err(e64) => match ArrayD::<f32>::read_npy(&bytes[..]) {
             Ok(a) => a.mapv(f64::from),
             Err(_) => {
                 return Err(io_err(
@@ -86,13 +163,81 @@ pub fn read_npy_2d(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     })
 }
 
-/// Writes an `f64` array as `.npy`.
+/// Writes `bytes` to `path` atomically: into a temporary file in the same folder
+/// (`.NAME.PID-K.partial`), flushed to disk (`fsync`), then renamed over `path`, and the
+/// folder synced. A reader (or a run killed at any instant) sees the old file or the new
+/// one, never a torn one; a killed writer can leave its `.partial` file behind, never a
+/// damaged `path`. The folder must exist.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err(path, "not a file name: give a path that ends in a file"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        ".{}.{}-{k}.partial",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // The rename itself reaches the disk once the folder is synced (best effort: not every
+        // platform can open a folder).
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(e.kind(), format!("cannot write: {e}")),
+        }
+    })
+}
+
+/// Writes an `f64` array as `.npy` (atomically, see [`write_atomic`]).
 pub fn write_npy<D: ndarray::Dimension>(
     path: impl AsRef<Path>,
     a: &ndarray::Array<f64, D>,
 ) -> Result<()> {
+    use ndarray_npy::WriteNpyExt;
     let path = path.as_ref();
-    ndarray_npy::write_npy(path, a).map_err(|e| io_err(path, e))
+    let mut bytes = Vec::new();
+    a.write_npy(&mut bytes).map_err(|e| io_err(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes a `w × h` RGB image (rows of `3w` bytes) as PNG (atomically, see [`write_atomic`]).
+pub fn write_png_rgb(path: impl AsRef<Path>, w: u32, h: u32, rgb: Vec<u8>) -> Result<()> {
+    let path = path.as_ref();
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| {
+        io_err(
+            path,
+            format!("an RGB buffer of {w}×{h}×3 bytes was expected"),
+        )
+    })?;
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| io_err(path, e))?;
+    write_atomic(path, &bytes)
 }
 
 /// Reads a PNG (any color type, converted to 8-bit luma) as an `h × w` array in `[0, 1]`.
@@ -105,7 +250,8 @@ pub fn read_png_gray(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     }))
 }
 
-/// Writes an `h × w` array as an 8-bit grayscale PNG (values clipped to `[0, 1]`).
+/// Writes an `h × w` array as an 8-bit grayscale PNG (values clipped to `[0, 1]`; atomically,
+/// see [`write_atomic`]).
 pub fn write_png_gray(path: impl AsRef<Path>, a: &Array2<f64>) -> Result<()> {
     let path = path.as_ref();
     let (h, w) = a.dim();
@@ -113,7 +259,13 @@ pub fn write_png_gray(path: impl AsRef<Path>, a: &Array2<f64>) -> Result<()> {
         let v = a[(i as usize, j as usize)].clamp(0.0, 1.0);
         image::Luma([(v * 255.0).round() as u8])
     });
-    img.save(path).map_err(|e| io_err(path, e))
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| io_err(path, e))?;
+    write_atomic(path, &bytes)
 }
 
 /// Reads an image from `.npy` (2-D) or `.png` by extension.
@@ -207,6 +359,18 @@ pub fn shipped_data_dir() -> PathBuf {
 pub fn load_images(dir: &Path, count: usize, size: usize) -> Result<Vec<Array2<f64>>> {
     if size < 8 {
         return Err(Error::param("size", size, "images must be at least 8×8"));
+    }
+    // Refused before any pixel is allocated (2²⁸ pixels in all: 2 GiB of f64 per copy).
+    const MAX_PIXELS: usize = 1 << 28;
+    let pixels = size
+        .checked_mul(size)
+        .and_then(|p| p.checked_mul(count.max(1)));
+    if pixels.is_none_or(|p| p > MAX_PIXELS) {
+        return Err(Error::param(
+            "size",
+            size,
+            format!("{} images of {size}×{size} exceed {MAX_PIXELS} pixels; use fewer or smaller images", count.max(1)),
+        ));
     }
     let rd = std::fs::read_dir(dir)
         .map_err(|e| io_err(dir, format!("{e}; pass --data DIR with PNG images")))?;

@@ -911,3 +911,84 @@ impl<T: Real> crate::Vector<T> for HostVector<T> {
         self.0.iter().all(|v| v.is_finite())
     }
 }
+
+/// Mutates a JSON document for fuzzing readers of models and checkpoints: each edit
+/// `(path, kind)` picks a node (by `path`, modulo the number of nodes, in depth-first order)
+/// and replaces a number by an awkward one (0, −1, 10³⁰⁰, −10³⁰⁰, 2⁵³ + 1, 10⁻³⁰⁰, 3.5, a
+/// huge integer), replaces the node by `null`, a string, `true`, an empty array or object,
+/// removes an element of an array or a key of an object, or duplicates an array's element.
+/// Readers given the result must return `Ok` or `Err`, never panic.
+pub fn mutate_json(v: &serde_json::Value, edits: &[(u64, u8)]) -> serde_json::Value {
+    use serde_json::{json, Value};
+    fn count(v: &Value) -> u64 {
+        1 + match v {
+            Value::Array(a) => a.iter().map(count).sum(),
+            Value::Object(o) => o.values().map(count).sum(),
+            _ => 0,
+        }
+    }
+    /// The `k`-th node in depth-first order.
+    fn nth(v: &mut Value, k: u64) -> Option<&mut Value> {
+        if k == 0 {
+            return Some(v);
+        }
+        let mut k = k - 1;
+        let children: Vec<&mut Value> = match v {
+            Value::Array(a) => a.iter_mut().collect(),
+            Value::Object(o) => o.values_mut().collect(),
+            _ => return None,
+        };
+        for c in children {
+            let n = count(c);
+            if k < n {
+                return nth(c, k);
+            }
+            k -= n;
+        }
+        None
+    }
+    let mut out = v.clone();
+    for &(path, kind) in edits {
+        let k = path % count(&out);
+        let Some(node) = nth(&mut out, k) else {
+            continue;
+        };
+        let numbers = [
+            json!(0),
+            json!(-1),
+            json!(1e300),
+            json!(-1e300),
+            json!(9_007_199_254_740_993u64),
+            json!(1e-300),
+            json!(3.5),
+            json!(u64::MAX),
+        ];
+        match kind % 16 {
+            k @ 0..=7 => *node = numbers[k as usize].clone(),
+            8 => *node = Value::Null,
+            9 => *node = json!("x"),
+            10 => *node = json!(true),
+            11 => *node = json!([]),
+            12 => *node = json!({}),
+            _ => match node {
+                Value::Array(a) if !a.is_empty() => {
+                    let i = (path / 7) as usize % a.len();
+                    if kind % 2 == 0 {
+                        a.remove(i);
+                    } else {
+                        let e = a[i].clone();
+                        a.insert(i, e);
+                    }
+                }
+                Value::Object(o) if !o.is_empty() => {
+                    let key = o.keys().nth((path / 7) as usize % o.len()).cloned();
+                    if let Some(key) = key {
+                        o.remove(&key);
+                    }
+                }
+                _ => *node = Value::Null,
+            },
+        }
+    }
+    out
+}

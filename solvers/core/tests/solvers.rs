@@ -1250,3 +1250,102 @@ fn pdhg_certificate_follows_its_definition_at_each_check() {
         kinds[3]
     );
 }
+
+#[test]
+fn rof_above_the_constant_threshold_returns_the_mean_with_a_closed_form_certificate() {
+    // The piecewise image of the test above: each row is a 1-D problem whose plateaus meet at
+    // λ_max = 4·(0.56 − 0.2) = 1.44 (the cumulative sum of y − ȳ along a row), and the
+    // rows-first bound is exact when all rows are alike.
+    let (h, w) = (6usize, 10usize);
+    let y: Array1<f64> = Array1::from_shape_fn(h * w, |k| if k % w < 4 { 0.2 } else { 0.8 });
+    for kind in [TvKind::Isotropic, TvKind::Anisotropic] {
+        let tv = TotalVariation::new(h, w, 1.0, kind).unwrap();
+        let t = tv.constant_threshold(y.view()).unwrap();
+        assert!((t - 1.44).abs() < 1e-12, "{kind:?}: {t}");
+        let above = TotalVariation::new(h, w, 1.44 * (1.0 + 1e-9), kind).unwrap();
+        let sol = above.solve_rof(y.view(), 1e-12).unwrap();
+        assert_eq!(sol.iterations, 0);
+        assert!(
+            sol.x.iter().all(|&v| (v - 0.56).abs() < 1e-15),
+            "{:?}",
+            sol.x
+        );
+        assert!(sol.gap <= 1e-14, "{}", sol.gap);
+        // Just below, FGP runs and the plateaus have not met (0.2 + λ/4 < 0.8 − λ/6).
+        let below = TotalVariation::new(h, w, 1.4, kind).unwrap();
+        let sol = below.solve_rof(y.view(), 1e-12).unwrap();
+        assert!(sol.iterations > 0);
+        assert!((sol.x[0] - 0.55).abs() < 1e-5 && (sol.x[9] - (0.8 - 1.4 / 6.0)).abs() < 1e-5);
+    }
+    // Random images: at μ = λ̂ the returned dual point proves optimality of the mean (KKT:
+    // ‖q_p‖ ≤ μ and v − ∇ᵀq = x), and λ̂ is at least the necessary ‖v − v̄‖²/TV(v).
+    for (k, (h, w)) in [(7usize, 5usize), (1, 9), (9, 1), (6, 6)]
+        .into_iter()
+        .enumerate()
+    {
+        let v = random_point::<f64>(h * w, 1.0, 70 + k as u64);
+        let n = h * w;
+        let mean = v.sum() / n as f64;
+        let grad = Gradient2d::new(h, w).unwrap();
+        for kind in [TvKind::Isotropic, TvKind::Anisotropic] {
+            let tv1 = TotalVariation::new(h, w, 1.0, kind).unwrap();
+            let t = tv1.constant_threshold(v.view()).unwrap();
+            let dev = (&v - mean).mapv(|e| e * e).sum();
+            assert!(t >= dev / tv1.value(v.view()).unwrap() * (1.0 - 1e-12));
+            let tv = TotalVariation::new(h, w, t, kind).unwrap();
+            let sol = tv.prox_certified(v.view(), 1.0).unwrap();
+            assert_eq!(sol.iterations, 0, "{h}x{w} {kind:?}");
+            assert!(sol.x.iter().all(|&e| e == sol.x[0]) && (sol.x[0] - mean).abs() < 1e-15);
+            let q = &sol.q;
+            for p in 0..n {
+                let norm = match kind {
+                    TvKind::Isotropic => q[p].hypot(q[n + p]),
+                    TvKind::Anisotropic => q[p].abs().max(q[n + p].abs()),
+                };
+                assert!(
+                    norm <= t * (1.0 + 1e-12),
+                    "{h}x{w} {kind:?}: ‖q_{p}‖ = {norm} > {t}"
+                );
+            }
+            let resid = &v - &grad.adjoint(q.view()).unwrap() - &sol.x;
+            assert!(max_abs(resid.view()) < 1e-13, "{h}x{w} {kind:?}");
+            // In 1-D the bound is λ_max itself: slightly below it the solution is not constant.
+            if h == 1 || w == 1 {
+                // `‖x − x*‖ ≤ tol`, so a spread above 2·tol proves x* is not constant.
+                let tol = 1e-7;
+                let tv = TotalVariation::new(h, w, 0.99 * t, kind)
+                    .unwrap()
+                    .with_tolerance(tol, 1_000_000)
+                    .unwrap();
+                let sol = tv.prox_certified(v.view(), 1.0).unwrap();
+                let spread = sol.x.fold(f64::NEG_INFINITY, |m, &e| m.max(e))
+                    - sol.x.fold(f64::INFINITY, |m, &e| m.min(e));
+                assert!(
+                    sol.iterations > 0 && spread > 2.0 * tol,
+                    "{h}x{w} {kind:?}: {spread}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rof_with_a_huge_weight_is_the_mean_image_at_once() {
+    // `denoise tv --lambda 1e300` used to run 100 000 FGP iterations into overflow.
+    let (h, w) = (12usize, 9usize);
+    let y = random_point::<f64>(h * w, 1.0, 80);
+    let mean = y.sum() / (h * w) as f64;
+    for kind in [TvKind::Isotropic, TvKind::Anisotropic] {
+        for lam in [1e3, 1e300] {
+            let tv = TotalVariation::new(h, w, lam, kind).unwrap();
+            let sol = tv.solve_rof(y.view(), 1e-10).unwrap();
+            assert_eq!(sol.iterations, 0);
+            // Rounding only: the closed-form dual point is exact up to ~nε.
+            assert!(sol.gap.is_finite() && sol.gap < 1e-13, "{}", sol.gap);
+            assert!(sol.x.iter().all(|&e| (e - mean).abs() < 1e-15));
+            // The prox with a step γ uses μ = γλ: with μ = 0.01 (noise of std 1) FGP runs.
+            let p = tv.prox_certified(y.view(), 0.01 / lam).unwrap();
+            assert!(p.iterations > 0 && (p.x[0] - p.x[1]).abs() > 1e-6);
+        }
+    }
+}

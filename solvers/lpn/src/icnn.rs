@@ -178,7 +178,7 @@ impl IcnnConfig {
             kernel,
         } = self.arch
         {
-            if height * width != self.dim || kernel % 2 == 0 || kernel == 0 {
+            if height.checked_mul(width) != Some(self.dim) || kernel % 2 == 0 || kernel == 0 {
                 return Err(Error::param(
                     "convolutional architecture",
                     format!("{height}×{width}, kernel {kernel}, dim {}", self.dim),
@@ -186,9 +186,50 @@ impl IcnnConfig {
                 ));
             }
         }
+        // The parameter count of `Layout::new`, without overflow: a model file cannot make the
+        // reader allocate more than MAX_PARAMS numbers.
+        let m = |a: usize, b: usize| (a as u128).saturating_mul(b as u128);
+        let (px, kk) = match self.arch {
+            Arch::Dense => (1, 1),
+            Arch::Conv {
+                height,
+                width,
+                kernel,
+            } => (m(height, width), m(kernel, kernel)),
+        };
+        let mut total: u128 = 1 + 2 * self.dim as u128;
+        for (k, &wk) in self.widths.iter().enumerate() {
+            let inp = if k == 0 { 1 } else { self.widths[k - 1] };
+            let h_k = match self.arch {
+                Arch::Dense => m(wk, self.dim),
+                Arch::Conv { .. } => (wk as u128).saturating_mul(kk),
+            };
+            let w_k = if k == 0 {
+                0
+            } else {
+                m(wk, inp).saturating_mul(kk)
+            };
+            total = total
+                .saturating_add(h_k)
+                .saturating_add(w_k)
+                .saturating_add((wk as u128).saturating_mul(px).saturating_mul(2));
+        }
+        if total > MAX_PARAMS as u128 {
+            return Err(Error::param(
+                "architecture",
+                format!(
+                    "dim {}, widths {:?}, {:?}",
+                    self.dim, self.widths, self.arch
+                ),
+                format!("more than {MAX_PARAMS} parameters; use a smaller network"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The largest network accepted (parameters; 16 GiB of `f64`).
+const MAX_PARAMS: usize = 1 << 31;
 
 /// A linear map of a layer, acting on batches (rows are samples), with its parameters in a
 /// slice: dense `out × inp` (row-major) or a zero-padded convolution `cout × cin × k × k`.

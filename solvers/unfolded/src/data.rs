@@ -25,6 +25,9 @@ pub struct Problem {
     pub seed: u64,
 }
 
+/// The largest sensing matrix and the largest model accepted, in numbers (`2²⁸`: 2 GiB of `f64`).
+pub const MAX_ENTRIES: usize = 1 << 28;
+
 impl Problem {
     /// A Gaussian `A` (M × N) with entries `N(0, 1/M)` and normalized columns.
     pub fn gaussian(m: usize, n: usize, seed: u64) -> Result<Self> {
@@ -33,6 +36,13 @@ impl Problem {
                 "M, N",
                 format!("{m}, {n}"),
                 "the sensing matrix needs M ≥ 1 and N ≥ 1",
+            ));
+        }
+        if m.checked_mul(n).is_none_or(|e| e > MAX_ENTRIES) {
+            return Err(Error::param(
+                "M, N",
+                format!("{m}, {n}"),
+                format!("more than {MAX_ENTRIES} entries in A; use smaller sizes"),
             ));
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -183,12 +193,29 @@ impl Batch {
     }
 }
 
+/// `Err` unless `1 ≤ b` and a batch of `b` signals of length N has at most [`MAX_ENTRIES`]
+/// numbers (checked before a batch is drawn; `what` names the option in the message).
+pub fn check_batch_size(problem: &Problem, b: usize, what: &str) -> Result<()> {
+    if b == 0 {
+        return Err(Error::param(what, 0, "must be at least 1"));
+    }
+    if b.checked_mul(problem.n()).is_none_or(|e| e > MAX_ENTRIES) {
+        return Err(Error::param(
+            what,
+            b,
+            format!(
+                "{b} signals of length {} exceed {MAX_ENTRIES} numbers; use a smaller size",
+                problem.n()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Draws `b` samples from `signal` with the RNG seeded by `seed`.
 pub fn sample(problem: &Problem, signal: &Signal, b: usize, seed: u64) -> Result<Batch> {
     signal.check()?;
-    if b == 0 {
-        return Err(Error::param("batch size", 0, "must be at least 1"));
-    }
+    check_batch_size(problem, b, "batch size")?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = problem.n();
     let x = Array2::from_shape_simple_fn((b, n), || {

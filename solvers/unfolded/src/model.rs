@@ -134,13 +134,13 @@ impl ModelSpec {
         }
     }
 
-    /// `Err` on zero layers, a non-positive λ, or bad support-selection fractions.
+    /// `Err` on zero or more than 2²⁰ layers, a non-positive λ, or bad support-selection fractions.
     pub fn check(&self) -> Result<()> {
-        if self.layers == 0 {
+        if self.layers == 0 || self.layers > 1 << 20 {
             return Err(Error::param(
                 "layers",
-                0,
-                "use at least one layer (e.g. 16)",
+                self.layers,
+                "use 1 to 1048576 layers (e.g. 16)",
             ));
         }
         if !(self.lambda > 0.0 && self.lambda.is_finite()) {
@@ -223,6 +223,25 @@ impl Unfolded {
     pub fn new(spec: ModelSpec, problem: &Problem) -> Result<Self> {
         spec.check()?;
         let (m, n) = (problem.m(), problem.n());
+        // Parameters per layer (LISTA: W₂ N×N, W₁ N×M, θ; LISTA-CP(SS): W M×N, θ); refuse a
+        // model too large to allocate before allocating it.
+        let per_layer = match spec.kind {
+            ModelKind::Lista => (n as u128) * (n as u128 + m as u128) + 1,
+            ModelKind::ListaCp | ModelKind::ListaCpss => (m as u128) * (n as u128) + 1,
+            _ => 2,
+        };
+        if per_layer.saturating_mul(spec.layers as u128) > crate::data::MAX_ENTRIES as u128 {
+            return Err(Error::param(
+                "layers",
+                spec.layers,
+                format!(
+                    "{} with {} layers of {per_layer} parameters exceeds {} parameters",
+                    spec.kind.as_str(),
+                    spec.layers,
+                    crate::data::MAX_ENTRIES
+                ),
+            ));
+        }
         let a = problem.a.clone();
         let l = problem.lipschitz;
         let lam = spec.lambda;

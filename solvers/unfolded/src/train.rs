@@ -164,7 +164,8 @@ impl TrainConfig {
         }
     }
 
-    /// `Err` on an empty batch, no steps, or a bad learning rate.
+    /// `Err` on an empty batch, no steps, more than `2³²` minibatches per stage, or a bad
+    /// learning rate.
     pub fn check(&self) -> Result<()> {
         self.signal.check()?;
         if self.batch == 0 || self.val_size == 0 {
@@ -176,6 +177,19 @@ impl TrainConfig {
         }
         if self.steps_per_layer == 0 && self.final_steps == 0 {
             return Err(Error::param("steps", 0, "train for at least one minibatch"));
+        }
+        // With at most 2²⁰ layers (`ModelSpec::check`) the schedule's total stays below 2⁵³.
+        for (n, v) in [
+            ("steps_per_layer", self.steps_per_layer),
+            ("final_steps", self.final_steps),
+        ] {
+            if v > MAX_STEPS {
+                return Err(Error::param(
+                    n,
+                    v,
+                    format!("at most {MAX_STEPS} minibatches"),
+                ));
+            }
         }
         if let Some(mu) = self.sgd_momentum {
             if !(0.0..1.0).contains(&mu) {
@@ -278,6 +292,9 @@ impl TrainState {
         )
     }
 }
+
+/// The most minibatches per layer (and in the final stage): `2³²`.
+const MAX_STEPS: usize = 1 << 32;
 
 /// What the progress callback sees after each minibatch.
 #[derive(Clone, Copy, Debug)]

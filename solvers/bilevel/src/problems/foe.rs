@@ -63,11 +63,13 @@ impl FieldOfExperts {
         ks: usize,
         seed: u64,
     ) -> Result<Self> {
-        if n_filters == 0 || ks == 0 {
+        // At most 2²⁴ filter taps (the paper: 48·49 = 2352), checked before allocating θ.
+        let taps = n_filters.checked_mul(ks).and_then(|t| t.checked_mul(ks));
+        if n_filters == 0 || ks == 0 || taps.is_none_or(|t| t > 1 << 24) {
             return Err(Error::param(
                 "filters",
                 format!("{n_filters} of size {ks}"),
-                "need at least one filter of size ≥ 1 (the paper: 48 filters 7×7)",
+                "need at least one filter of size ≥ 1 and at most 2²⁴ filter taps (the paper: 48 filters 7×7)",
             ));
         }
         let (h, w) = crate::data::check_image_pairs("field of experts", clean, noisy, ks + 1)?;

@@ -28,7 +28,9 @@ pub enum TvKind {
 /// **certified** distance: the duality gap `G = μ‖∇x‖ − ⟨q, ∇x⟩ ≥ 0` bounds the error of the
 /// 1-strongly convex primal, `‖x − x*‖ ≤ √(2G)`; the iteration ends when `√(2G) ≤ tol`
 /// (default `tol = 1e-6`, at most `max_iters = 20 000` iterations, then
-/// [`Error::NotConverged`]).
+/// [`Error::NotConverged`]). For `μ ≥ λ̂(v)` ([`TotalVariation::constant_threshold`], a
+/// closed-form bound on the `λ_max` above which the answer is the constant mean image) the prox
+/// returns that constant with a closed-form dual certificate and no iteration.
 ///
 /// # References
 /// L. I. Rudin, S. Osher, E. Fatemi, "Nonlinear total variation based noise removal algorithms",
@@ -92,6 +94,117 @@ impl<T: Real> TotalVariation<T> {
             TvKind::Anisotropic => g.iter().map(|v| v.abs()).sum(),
         }
     }
+    /// A bound `λ̂(v) ≥ λ_max(v)` above which the ROF solution is the constant image: for
+    /// `μ ≥ λ̂(v)`, `argmin_x ½‖x − v‖² + μ‖∇x‖ = v̄·1` (`v̄` the mean of `v`).
+    ///
+    /// The constant `v̄·1` is optimal iff some dual point `q` with `‖q_p‖ ≤ μ` (per pixel:
+    /// 2-norm isotropic, ∞-norm anisotropic) has `∇ᵀq = v − v̄`, so `λ_max = min{max_p ‖q_p‖ :
+    /// ∇ᵀq = v − v̄}`. Two such `q` are known in closed form by cumulative sums (rows first:
+    /// each row's deviations from its mean carried by horizontal differences, the row means'
+    /// deviations by vertical ones; or columns first); `λ̂` is the smaller of their maxima,
+    /// computed in two passes over `v` without allocating an image. It is exact in 1-D
+    /// (`h = 1` or `w = 1`).
+    pub fn constant_threshold(&self, v: ArrayView1<'_, T>) -> Result<T> {
+        check_arg("TotalVariation::constant_threshold", "v", self.dim(), v)?;
+        let v = v.as_standard_layout();
+        let vs = v.as_slice().unwrap_or(&[]);
+        let mean = vs.iter().copied().sum::<T>() / T::c(vs.len() as f64);
+        Ok(self
+            .constant_dual(vs, mean, false, None)
+            .min(self.constant_dual(vs, mean, true, None)))
+    }
+
+    /// The closed-form dual point of [`Self::constant_threshold`] (rows first, or columns first
+    /// if `cols_first`) for `v` of mean `mean`: returns `max_p ‖q_p‖` and, if `q` is given
+    /// (length `2n`), writes `q`.
+    fn constant_dual(&self, v: &[T], mean: T, cols_first: bool, mut q: Option<&mut [T]>) -> T {
+        let (h, w) = self.grad.grid();
+        let n = h * w;
+        let coupled = |a: T, b: T| match self.kind {
+            TvKind::Isotropic => (a * a + b * b).sqrt(),
+            TvKind::Anisotropic => a.abs().max(b.abs()),
+        };
+        let mut bound = T::zero();
+        let mut put = |p: usize, qh: T, qv: T, bound: &mut T| {
+            *bound = bound.max(coupled(qh, qv));
+            if let Some(q) = q.as_deref_mut() {
+                q[p] = qh;
+                q[n + p] = qv;
+            }
+        };
+        if !cols_first {
+            // q_h(i, j) = −Σ_{k≤j} (v_ik − r_i), q_v(i, ·) = −Σ_{k≤i} (r_k − v̄), r_i the row mean.
+            let mut sv = T::zero();
+            for i in 0..h {
+                let row = &v[i * w..(i + 1) * w];
+                let r = row.iter().copied().sum::<T>() / T::c(w as f64);
+                sv += r - mean;
+                let qv = if i + 1 < h { -sv } else { T::zero() };
+                let mut sh = T::zero();
+                for (j, &vij) in row.iter().enumerate() {
+                    sh += vij - r;
+                    let qh = if j + 1 < w { -sh } else { T::zero() };
+                    put(i * w + j, qh, qv, &mut bound);
+                }
+            }
+        } else {
+            // q_v(i, j) = −Σ_{k≤i} (v_kj − c_j), q_h(·, j) = −Σ_{k≤j} (c_k − v̄), c_j the column mean.
+            let mut c = vec![T::zero(); w];
+            for row in v.chunks_exact(w) {
+                for (cj, &vij) in c.iter_mut().zip(row) {
+                    *cj += vij;
+                }
+            }
+            let mut qh_col = vec![T::zero(); w];
+            let mut sh = T::zero();
+            for j in 0..w {
+                c[j] /= T::c(h as f64);
+                sh += c[j] - mean;
+                qh_col[j] = if j + 1 < w { -sh } else { T::zero() };
+            }
+            let mut sv = vec![T::zero(); w];
+            for i in 0..h {
+                for j in 0..w {
+                    sv[j] += v[i * w + j] - c[j];
+                    let qv = if i + 1 < h { -sv[j] } else { T::zero() };
+                    put(i * w + j, qh_col[j], qv, &mut bound);
+                }
+            }
+        }
+        bound
+    }
+
+    /// For `μ ≥ λ̂(v)` ([`Self::constant_threshold`]): the constant solution `v̄·1`, its dual
+    /// point and its duality gap `P(v̄) − D(q) = v̄·Σeᵢ + ½‖e‖²` with `e = v − ∇ᵀq − v̄` (zero
+    /// in exact arithmetic; computed from the rounding residual `e`, so it stays small for any
+    /// `μ`, even `10³⁰⁰`). `None` for `μ < λ̂(v)`.
+    fn constant_solution(&self, v: &Array1<T>, mu: T) -> Option<(Array1<T>, Array1<T>, T, T)> {
+        let vs = v.as_slice()?;
+        let n = self.n();
+        let mean = v.sum() / T::c(n as f64);
+        // Rows first; the columns-first bound only if that one is not enough.
+        let cols_first = if mu >= self.constant_dual(vs, mean, false, None) {
+            false
+        } else if mu >= self.constant_dual(vs, mean, true, None) {
+            true
+        } else {
+            return None;
+        };
+        let mut q = Array1::zeros(2 * n);
+        self.constant_dual(vs, mean, cols_first, q.as_slice_mut());
+        let mut e = Array1::zeros(n);
+        self.grad.adjoint_unchecked(e.view_mut(), q.view());
+        let (mut sum_e, mut sq_e, mut primal) = (T::zero(), T::zero(), T::zero());
+        for (ei, &vi) in e.iter_mut().zip(v) {
+            *ei = vi - *ei - mean;
+            sum_e += *ei;
+            sq_e += *ei * *ei;
+            primal += (vi - mean) * (vi - mean);
+        }
+        let gap = (mean * sum_e + T::c(0.5) * sq_e).max(T::zero());
+        Some((Array1::from_elem(n, mean), q, gap, T::c(0.5) * primal))
+    }
+
     /// Projects `q` onto `{‖q_p‖ ≤ mu}`.
     fn project(&self, q: &mut Array1<T>, mu: T) {
         let n = self.n();
@@ -160,7 +273,21 @@ impl<T: Real> TotalVariation<T> {
                 iterations: 0,
             });
         }
-        if let Some(w) = self.warm.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some((xc, qc, gap, primal)) = self.constant_solution(&v, mu) {
+            // μ ≥ λ̂(v): the constant image, certified by a closed-form dual point (no FGP
+            // iteration; FGP would need ~μ/‖v‖ iterations and overflows for huge μ). If
+            // rounding keeps the gap above the tolerance, FGP continues from that dual point.
+            if stop(gap, primal) {
+                *self.warm.lock().unwrap_or_else(|e| e.into_inner()) = Some(qc.clone());
+                return Ok(TvProx {
+                    x: xc,
+                    q: qc,
+                    gap,
+                    iterations: 0,
+                });
+            }
+            q.assign(&qc);
+        } else if let Some(w) = self.warm.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             if w.len() == 2 * n {
                 q.assign(w);
                 self.project(&mut q, mu);
