@@ -366,3 +366,85 @@ fn demo_learns_tv_parameters_and_reports_test_psnr() {
     );
     assert!(pd > pn + 5.0, "test PSNR {pd} vs noisy {pn}");
 }
+
+/// `tune tv` killed with SIGKILL after its first checkpoint and resumed with `--resume` ends
+/// with the same θ (bit for bit) and the same history as an uninterrupted run; `--resume` with
+/// other options or without a checkpoint is a one-line error.
+#[test]
+fn tune_killed_after_a_checkpoint_resumes_bit_for_bit() {
+    let d = tmpdir("resume");
+    let (full, cut) = (d.join("full"), d.join("cut"));
+    let base = [
+        "tune",
+        "tv",
+        "--images",
+        "3",
+        "--size",
+        "24",
+        "--max-iters",
+        "10",
+    ];
+    let with_out = |out: &Path, extra: &[&str]| {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.extend(["--out".to_string(), out.display().to_string()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let args = with_out(&full, &[]);
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The interrupted run: killed as soon as its first checkpoint is on disk.
+    let mut child = bin()
+        .args(with_out(&cut, &[]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = cut.join("checkpoint.json");
+    let t0 = std::time::Instant::now();
+    while !ckpt.exists() {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint written");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cut.join("report.json").exists(),
+        "the run finished before it was killed"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    let done = state["state"]["history"].as_array().unwrap().len();
+    assert!(
+        (1..10).contains(&done),
+        "{done} iterations in the checkpoint"
+    );
+    // Resumed with other options: refused; with the same ones: the uninterrupted result.
+    let other = bin()
+        .args(with_out(&cut, &["--resume", "--eps0", "0.2"]))
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("other options"));
+    let args = with_out(&cut, &["--resume"]);
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (a, b) = (report(&full), report(&cut));
+    assert_eq!(
+        a["theta"], b["theta"],
+        "θ after resuming from iteration {done}"
+    );
+    assert_eq!(a["iterations_total"], b["iterations_total"]);
+    let history = |dir: &Path| std::fs::read_to_string(dir.join("history.json")).unwrap();
+    assert_eq!(history(&full), history(&cut));
+    // No checkpoint to resume from.
+    let none = bin()
+        .args(with_out(&d.join("empty"), &["--resume"]))
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.starts_with("error: ") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

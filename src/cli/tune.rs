@@ -1,8 +1,13 @@
 //! `hyperprox tune …` and `hyperprox demo`: bilevel learning of hyperparameters.
 
-use super::common::{check_out_dir, create_dir, print_line, progress, write_outputs, CliResult};
+use super::common::{
+    check_out_dir, create_dir, print_line, progress, read_json, usage, write_outputs, CliError,
+    CliResult,
+};
 use clap::{Args, Subcommand};
-use hyperprox::bilevel::experiments::{self, noisy_images, OuterMethod, OuterSettings, Tuned};
+use hyperprox::bilevel::experiments::{
+    self, noisy_images, Checkpointing, OuterMethod, OuterSettings, OuterState, Tuned,
+};
 use hyperprox::bilevel::{LassoTuning, MultinomialLogistic, OuterRecord};
 use hyperprox::core::io::{read_npy_1d, read_npy_2d, shipped_data_dir};
 use indicatif::ProgressBar;
@@ -10,7 +15,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Problems for `hyperprox tune`.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum TuneProblem {
     /// TV denoising: learn (log λ, log ν) of ½‖x − y‖² + λ Σ √(|∇x|² + ν²) on Kodak images.
     Tv(ImageArgs),
@@ -31,9 +36,14 @@ pub enum TuneProblem {
 pub struct OuterArgs {
     #[command(flatten)]
     settings: OuterSettings,
-    /// Output folder (created if missing): report.json, history.json, figure.png.
+    /// Output folder (created if missing): report.json, history.json, figure.png, and
+    /// checkpoint.json after every outer iteration.
     #[arg(long)]
     out: PathBuf,
+    /// Continue the run whose checkpoint.json is in the output folder (same options); the
+    /// result is bit for bit that of an uninterrupted run.
+    #[arg(long)]
+    resume: bool,
 }
 
 /// Image options (TV).
@@ -178,16 +188,74 @@ fn outer_progress(pb: &ProgressBar) -> impl FnMut(&OuterRecord) -> bool + '_ {
     }
 }
 
+const CHECKPOINT_FORMAT: &str = "hyperprox-tune-checkpoint-v1";
+
+/// The options of a run as its checkpoint records them (`--resume` aside).
+fn fingerprint(problem: &TuneProblem) -> String {
+    let mut p = problem.clone();
+    match &mut p {
+        TuneProblem::Tv(a) => a.outer.resume = false,
+        TuneProblem::Foe(a) => a.outer.resume = false,
+        TuneProblem::Logreg(a) => a.outer.resume = false,
+        TuneProblem::TvCompare(a) => a.run.resume = false,
+        TuneProblem::Lasso(_) => {}
+    }
+    format!("{p:?}")
+}
+
+/// Reads `out/checkpoint.json` for `--resume`, checking that it was written with the same
+/// options.
+fn read_checkpoint(out: &Path, options: &str) -> CliResult<OuterState> {
+    let path = out.join("checkpoint.json");
+    let v = read_json(&path, "run without --resume to start afresh")?;
+    if v["format"] != CHECKPOINT_FORMAT {
+        return usage(format!("{}: not a tune checkpoint", path.display()));
+    }
+    if v["options"] != options {
+        return usage(format!(
+            "{}: written with other options ({}); resume with the same options",
+            path.display(),
+            v["options"]
+        ));
+    }
+    serde_json::from_value(v["state"].clone())
+        .map_err(|e| CliError::Usage(format!("{}: damaged checkpoint ({e})", path.display())))
+}
+
 /// Runs an experiment with a progress bar over `max_iters` outer iterations and writes its
-/// outputs to `out`.
+/// outputs to `out`; with `ckpt = Some((options, resume))` it writes `out/checkpoint.json`
+/// after every outer iteration (creating `out` then) and, if `resume`, continues from it.
 fn with_progress<R: Serialize, H: Serialize>(
     out: &Path,
     max_iters: usize,
-    f: impl FnOnce(&ProgressBar) -> hyperprox::core::Result<Tuned<R, H>>,
+    ckpt: Option<(String, bool)>,
+    f: impl FnOnce(&ProgressBar, Option<Checkpointing<'_>>) -> hyperprox::core::Result<Tuned<R, H>>,
 ) -> CliResult<R> {
     check_out_dir(out)?;
+    let resume = match &ckpt {
+        Some((options, true)) => Some(read_checkpoint(out, options)?),
+        _ => None,
+    };
+    let path = out.join("checkpoint.json");
+    let options = ckpt.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+    let mut save = |state: &OuterState| -> hyperprox::core::Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| hyperprox::core::Error::Io {
+            path: out.display().to_string(),
+            source: e,
+        })?;
+        let v = serde_json::json!({
+            "format": CHECKPOINT_FORMAT,
+            "options": options,
+            "state": state,
+        });
+        hyperprox::core::io::write_atomic(&path, (v.to_string() + "\n").as_bytes())
+    };
+    let checkpointing = ckpt.is_some().then(|| Checkpointing {
+        resume,
+        save: &mut save,
+    });
     let pb = progress(max_iters as u64, "outer its");
-    let t = f(&pb);
+    let t = f(&pb, checkpointing);
     pb.finish_and_clear();
     let t = t?;
     // Created only now: bad input (an empty image folder, 0 images) leaves nothing behind.
@@ -201,7 +269,7 @@ fn with_progress<R: Serialize, H: Serialize>(
 fn compare(a: CompareArgs) -> CliResult<()> {
     let o = a.run.settings;
     let total = o.max_iters * a.methods.len();
-    with_progress(&a.run.out, total, |pb| {
+    with_progress(&a.run.out, total, None, |pb, _| {
         let pairs = a.set.pairs()?;
         let mut done = 0;
         let mut last = "";
@@ -221,37 +289,48 @@ fn compare(a: CompareArgs) -> CliResult<()> {
 
 /// Runs `hyperprox tune …`.
 pub fn tune(problem: TuneProblem) -> CliResult<()> {
+    let options = fingerprint(&problem);
+    if let TuneProblem::TvCompare(a) = &problem {
+        if a.run.resume {
+            return usage(
+                "tv-compare runs several methods and keeps no checkpoint: --resume applies to tv, foe and logreg",
+            );
+        }
+    }
     match problem {
         TuneProblem::Tv(a) => {
             let o = a.outer.settings;
-            with_progress(&a.outer.out, o.max_iters, |pb| {
+            let ckpt = Some((options, a.outer.resume));
+            with_progress(&a.outer.out, o.max_iters, ckpt, |pb, c| {
                 let pairs = a.set.pairs()?;
                 let tv = (a.set.sigma, a.set.reference_convention);
-                experiments::tune_tv(&pairs, tv, &o, outer_progress(pb))
+                experiments::tune_tv(&pairs, tv, &o, outer_progress(pb), c)
             })?;
         }
         TuneProblem::TvCompare(a) => compare(a)?,
         TuneProblem::Foe(a) => {
             let o = a.outer.settings;
-            with_progress(&a.outer.out, o.max_iters, |pb| {
+            let ckpt = Some((options, a.outer.resume));
+            with_progress(&a.outer.out, o.max_iters, ckpt, |pb, c| {
                 let dir = a
                     .data
                     .clone()
                     .unwrap_or_else(|| shipped_data_dir().join("kodak/gray256"));
                 let pairs = noisy_images(&dir, a.skip, a.images, a.size, a.sigma, a.seed)?;
                 let filters = (a.filters, a.filter_size, a.seed);
-                experiments::tune_foe(&pairs, filters, a.sigma, &o, outer_progress(pb))
+                experiments::tune_foe(&pairs, filters, a.sigma, &o, outer_progress(pb), c)
             })?;
         }
         TuneProblem::Logreg(a) => {
             let o = a.outer.settings;
-            with_progress(&a.outer.out, o.max_iters, |pb| {
+            let ckpt = Some((options, a.outer.resume));
+            with_progress(&a.outer.out, o.max_iters, ckpt, |pb, c| {
                 let path = a
                     .data
                     .clone()
                     .unwrap_or_else(|| shipped_data_dir().join("digits/digits.csv"));
                 let p = MultinomialLogistic::from_digits(&path, a.n_train, a.seed)?;
-                experiments::tune_logreg(&p, &o, outer_progress(pb))
+                experiments::tune_logreg(&p, &o, outer_progress(pb), c)
             })?;
         }
         TuneProblem::Lasso(a) => {
@@ -261,7 +340,7 @@ pub fn tune(problem: TuneProblem) -> CliResult<()> {
                 read_npy_2d(&a.a_val)?,
                 read_npy_1d(&a.b_val)?,
             )?;
-            with_progress(&a.out, a.max_iters, |pb| {
+            with_progress(&a.out, a.max_iters, None, |pb, _| {
                 pb.set_message("gradient descent on log λ");
                 experiments::tune_lasso(&t, a.max_iters, 50)
             })?;
@@ -277,7 +356,7 @@ pub fn demo(out: &Path, max_iters: usize) -> CliResult<()> {
         "Learning TV denoising parameters (λ, ν) with MAID on 6 Kodak images (96×96, σ = 0.1)…"
     );
     let dir = shipped_data_dir().join("kodak/gray96");
-    let r = with_progress(out, max_iters, |pb| {
+    let r = with_progress(out, max_iters, None, |pb, _| {
         experiments::demo(&dir, max_iters, outer_progress(pb))
     })?;
     let (theta, o) = (&r.outer.theta, &r.outer);

@@ -6,13 +6,14 @@
 
 use crate::data::{add_noise, load_images, psnr, unstack};
 use crate::{
-    AccuracySequence, BilevelProblem, FieldOfExperts, Hoag, HoagParams, LassoEval, LassoTuning,
-    Maid, MaidConstants, MaidParams, MultinomialLogistic, Oracle, OuterRecord, OuterResult,
-    OuterSolver, OuterStop, TvDenoising,
+    AccuracySequence, BilevelProblem, FieldOfExperts, Hoag, HoagParams, HoagState, LassoEval,
+    LassoTuning, Maid, MaidConstants, MaidParams, MaidState, MultinomialLogistic, Oracle,
+    OuterRecord, OuterResult, OuterSolver, OuterStop, TvDenoising,
 };
 use hyperprox_core::bench::BenchSink;
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::figure::{Figure, ImagePanel, LinePlot, Series};
+use hyperprox_core::solve::Iterative;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -124,6 +125,31 @@ fn run_of<S>(r: OuterResult<S>, t0: Instant) -> OuterRun {
     }
 }
 
+/// The state of an outer run after an outer iteration (θ, the lower-level warm start, ε, δ,
+/// the step, the estimates of unknown constants, the work counters and the history): what a
+/// checkpoint holds. It serializes (JSON numbers round-trip exactly), so a run resumed from it
+/// continues bit for bit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "solver", rename_all = "lowercase")]
+pub enum OuterState {
+    /// MAID's state.
+    Maid(Box<MaidState>),
+    /// HOAG's state.
+    Hoag(Box<HoagState>),
+}
+
+/// What a checkpointed run calls after every outer iteration.
+pub type SaveState<'a> = dyn FnMut(&OuterState) -> Result<()> + 'a;
+
+/// Checkpointing of an outer run: the state to continue from (`None`: start afresh) and what to
+/// do with the state after every outer iteration (write it; an `Err` ends the run with it).
+pub struct Checkpointing<'a> {
+    /// The state to continue from.
+    pub resume: Option<OuterState>,
+    /// Called after every outer iteration.
+    pub save: &'a mut SaveState<'a>,
+}
+
 /// Runs the chosen outer method from `p.theta_start()`; `observer` sees every record and may
 /// stop the run by returning `false`.
 pub fn run_outer<P: BilevelProblem>(
@@ -131,6 +157,60 @@ pub fn run_outer<P: BilevelProblem>(
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
 ) -> Result<OuterRun> {
+    run_outer_checkpointed(p, o, observer, None)
+}
+
+/// Runs `solver` from `state` (fresh or resumed), saving the state after every iteration.
+fn drive_outer<S: OuterSolver>(
+    solver: &S,
+    state: S::State,
+    wrap: fn(&S::State) -> OuterState,
+    mut observer: impl FnMut(&OuterRecord) -> bool,
+    save: Option<&mut SaveState<'_>>,
+) -> Result<OuterResult<S::State>> {
+    let mut failed = None;
+    let mut save = save;
+    let r = crate::outer::run_from(solver, state, |s, rec| {
+        if let Some(save) = save.as_mut() {
+            if let Err(e) = save(&wrap(s)) {
+                failed = Some(e);
+                return false;
+            }
+        }
+        observer(rec)
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(r),
+    }
+}
+
+/// [`run_outer`] with checkpoints: continues from `ckpt.resume` if given (the state must be of
+/// the method `o.method` names, and was written by a run with the same settings) and calls
+/// `ckpt.save` after every outer iteration.
+pub fn run_outer_checkpointed<P: BilevelProblem>(
+    p: &P,
+    o: &OuterSettings,
+    observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
+) -> Result<OuterRun> {
+    let (resume, save) = match ckpt {
+        Some(c) => (c.resume, Some(c.save)),
+        None => (None, None),
+    };
+    let wrong = |state: &OuterState| {
+        Error::param(
+            "checkpoint",
+            match state {
+                OuterState::Maid(_) => "maid",
+                OuterState::Hoag(_) => "hoag",
+            },
+            format!(
+                "written by another method than {}; resume with the same options",
+                o.method.name()
+            ),
+        )
+    };
     if !(o.eps0 > 0.0 && o.eps0.is_finite() && o.alpha0 > 0.0 && o.alpha0.is_finite()) {
         return Err(Error::param(
             "eps0, alpha0",
@@ -154,7 +234,14 @@ pub fn run_outer<P: BilevelProblem>(
                 .with_estimated_constants(o.estimated_constants)
                 .with_constants(o.maid)
                 .with_stationarity_tol(o.stationarity_tol);
-            let r = Maid::new(p, params)?.run(theta0.view(), observer)?;
+            let solver = Maid::new(p, params)?;
+            let state = match resume {
+                None => solver.start(&theta0)?,
+                Some(OuterState::Maid(s)) => *s,
+                Some(other) => return Err(wrong(&other)),
+            };
+            let wrap = |s: &MaidState| OuterState::Maid(Box::new(s.clone()));
+            let r = drive_outer(&solver, state, wrap, observer, save)?;
             return Ok(run_of(r, t0));
         }
         OuterMethod::HoagGeometric => AccuracySequence::Geometric(0.9),
@@ -172,7 +259,14 @@ pub fn run_outer<P: BilevelProblem>(
     .with_stationarity_tol(o.stationarity_tol);
     // HOAG's steps do not use ω; the reported ω and the stationarity test do.
     params.oracle.estimate_constants = o.estimated_constants;
-    let r = Hoag::new(p, params)?.run(theta0.view(), observer)?;
+    let solver = Hoag::new(p, params)?;
+    let state = match resume {
+        None => solver.start(&theta0)?,
+        Some(OuterState::Hoag(s)) => *s,
+        Some(other) => return Err(wrong(&other)),
+    };
+    let wrap = |s: &HoagState| OuterState::Hoag(Box::new(s.clone()));
+    let r = drive_outer(&solver, state, wrap, observer, save)?;
     Ok(run_of(r, t0))
 }
 
@@ -372,9 +466,10 @@ pub fn tune_tv(
     (sigma, reference): (f64, bool),
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
 ) -> Result<Tuned<TvTuning>> {
     let p = tv_problem(clean, noisy, reference)?;
-    let run = run_outer(&p, o, observer)?;
+    let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
     let (den, psnr_noisy, psnr_denoised) = tv_eval(&p, &run.theta)?;
     let report = TvTuning {
         problem: "tv",
@@ -582,9 +677,10 @@ pub fn tune_foe(
     sigma: f64,
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
 ) -> Result<Tuned<FoeTuning>> {
     let p = FieldOfExperts::new(clean, noisy, filters, filter_size, seed)?;
-    let run = run_outer(&p, o, observer)?;
+    let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
     let (_, ll) = Oracle::new(&p).value(run.theta.view(), p.noisy().view(), 1e-6)?;
     let (_, h, w, _, _) = p.shape();
     let den = unstack(&ll.x, h, w);
@@ -642,6 +738,7 @@ pub fn tune_logreg(
     p: &MultinomialLogistic,
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
 ) -> Result<Tuned<LogregTuning>> {
     let oracle = Oracle::new(p);
     let eval = |theta: ndarray::ArrayView1<'_, f64>| -> Result<(f64, f64)> {
@@ -649,7 +746,7 @@ pub fn tune_logreg(
         Ok((g, p.val_accuracy(ll.x.view())?))
     };
     let (g0, acc0) = eval(p.theta_start().view())?;
-    let run = run_outer(p, o, observer)?;
+    let run = run_outer_checkpointed(p, o, observer, ckpt)?;
     let (g, acc) = eval(run.theta.view())?;
     let (n_train, n_val, features, classes) = p.shape();
     let mut outer = OuterSummary::of(&run, o.method);

@@ -121,11 +121,13 @@ impl HoagParams {
 }
 
 /// HOAG's state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HoagState {
     /// Current hyperparameters.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub theta: Array1<f64>,
     /// Current lower-level point.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub x: Array1<f64>,
     /// Multiplier of the sequence (halved on rejections).
     pub scale: f64,

@@ -40,7 +40,7 @@ pub use oracle::{
     Estimates, FistaLower, Hypergradient, LbfgsLower, LowerObjective, LowerResult, LowerSolve,
     LowerSolver, Oracle, OracleParams,
 };
-pub use outer::{certified_stationarity, outer_stop};
+pub use outer::{certified_stationarity, outer_stop, run_from};
 pub use outer::{OuterRecord, OuterResult, OuterSolver, OuterStop};
 pub use problem::{check_theta, check_x, BilevelProblem, Constant, Constants};
 pub use problems::{FieldOfExperts, MultinomialLogistic, QuadraticProblem, TvDenoising};

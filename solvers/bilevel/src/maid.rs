@@ -305,11 +305,13 @@ impl MaidParams {
 }
 
 /// MAID's state (all a resumed run needs).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct MaidState {
     /// Current hyperparameters.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub theta: Array1<f64>,
     /// Current lower-level point (warm start).
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub x: Array1<f64>,
     /// Current accuracy `ε`.
     pub eps: f64,

@@ -56,15 +56,19 @@ pub struct LowerSolve {
 }
 
 /// An inexact hypergradient with its error bound.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Hypergradient {
     /// `z ≈ ∇f(θ)`.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub z: Array1<f64>,
     /// The lower-level point `x̃` it was computed at.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub x: Array1<f64>,
     /// The CG solution `q ≈ H(x̃)⁻¹∇g(x̃)`.
+    #[serde(with = "hyperprox_core::figure::serde_array")]
     pub q: Array1<f64>,
     /// Upper-level value `g(x̃)`.
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub upper: f64,
     /// `‖∇g(x̃)‖`.
     pub grad_g_norm: f64,
@@ -73,6 +77,7 @@ pub struct Hypergradient {
     /// Achieved CG residual `‖H q − ∇g‖`.
     pub delta: f64,
     /// The error bound `ω ≥ ‖z − ∇f(θ)‖` (certified if `certified`).
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub omega: f64,
     /// Whether every constant in `ω` is known (not estimated).
     pub certified: bool,
@@ -86,7 +91,7 @@ pub struct Hypergradient {
 
 /// Running estimates of the constants a problem does not know (part of a solver's state, so a
 /// checkpointed run resumes with them).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Estimates {
     /// Estimate of `‖J‖`.
     pub j_norm: f64,

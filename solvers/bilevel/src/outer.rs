@@ -5,8 +5,9 @@ use hyperprox_core::error::Result;
 use hyperprox_core::solve::{drive_with, CertificateKind, IterInfo, Iterative, TerminationReason};
 use ndarray::{Array1, ArrayView1};
 
-/// One outer iteration of MAID or HOAG.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// One outer iteration of MAID or HOAG (in reports and checkpoints; a number that is not finite
+/// is written as `null` and read back as NaN).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OuterRecord {
     /// Outer iteration (1 after the first).
     pub iter: usize,
@@ -20,14 +21,18 @@ pub struct OuterRecord {
     )]
     pub hypergrad_norm: f64,
     /// Its error bound `ω`.
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub omega: f64,
     /// Whether `ω` is certified (all constants known).
     pub certified: bool,
     /// Lower-level accuracy `ε` requested in this iteration.
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub eps: f64,
     /// CG accuracy `δ` requested in this iteration.
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub delta: f64,
     /// Step size taken (0 if rejected).
+    #[serde(with = "hyperprox_core::figure::serde_num")]
     pub step: f64,
     /// Whether a step was accepted.
     pub accepted: bool,
@@ -123,29 +128,56 @@ pub trait OuterSolver: Iterative<f64> {
         theta0: ArrayView1<'_, f64>,
         mut observer: impl FnMut(&OuterRecord) -> bool,
     ) -> Result<OuterResult<Self::State>> {
-        let mut s = self.start(&theta0.to_owned())?;
-        let (reason, _) = drive_with(self, &mut s, |s, _| {
-            self.history(s).last().is_none_or(&mut observer)
-        })?;
-        let stop = match reason {
-            TerminationReason::Converged => match self.stationary(&s) {
-                Some(b) => OuterStop::Stationary(b),
-                None => OuterStop::Converged,
-            },
-            TerminationReason::MaxIters => OuterStop::MaxIters,
-            TerminationReason::Budget => OuterStop::Budget,
-            TerminationReason::Observer => OuterStop::Observer,
-            TerminationReason::Stalled => {
-                OuterStop::Stalled(self.stalled(&s).unwrap_or("stalled").to_string())
-            }
-        };
-        Ok(OuterResult {
-            theta: self.estimate(&s).clone(),
-            history: self.history(&s).to_vec(),
-            stop,
-            state: s,
-        })
+        let s = self.start(&theta0.to_owned())?;
+        run_from(self, s, |_, r| observer(r))
     }
+}
+
+/// Continues an outer run from a state (a fresh one from [`Iterative::start`], or one saved by a
+/// checkpoint: the states serialize), with an observer that also sees the state after each
+/// iteration (to write a checkpoint). A state that already met a stop (the iteration limit,
+/// the work budget, a stall, stationarity) ends at once with that reason; otherwise the
+/// iterations continue exactly as in an uninterrupted run.
+pub fn run_from<S, St, F>(solver: &S, mut s: St, mut observer: F) -> Result<OuterResult<St>>
+where
+    S: OuterSolver + Iterative<f64, State = St> + ?Sized,
+    St: Clone,
+    F: FnMut(&St, &OuterRecord) -> bool,
+{
+    let done = solver.history(&s).last().and_then(|r| {
+        if r.iter >= solver.max_iters() {
+            Some(TerminationReason::MaxIters)
+        } else {
+            solver.stop(&s, &info(r))
+        }
+    });
+    let reason = match done {
+        Some(reason) => reason,
+        None => {
+            drive_with(solver, &mut s, |s, _| {
+                solver.history(s).last().is_none_or(|r| observer(s, r))
+            })?
+            .0
+        }
+    };
+    let stop = match reason {
+        TerminationReason::Converged => match solver.stationary(&s) {
+            Some(b) => OuterStop::Stationary(b),
+            None => OuterStop::Converged,
+        },
+        TerminationReason::MaxIters => OuterStop::MaxIters,
+        TerminationReason::Budget => OuterStop::Budget,
+        TerminationReason::Observer => OuterStop::Observer,
+        TerminationReason::Stalled => {
+            OuterStop::Stalled(solver.stalled(&s).unwrap_or("stalled").to_string())
+        }
+    };
+    Ok(OuterResult {
+        theta: solver.estimate(&s).clone(),
+        history: solver.history(&s).to_vec(),
+        stop,
+        state: s,
+    })
 }
 
 /// The outer solvers' stopping rule: a stall, certified stationarity, `‖z‖ ≤ tol`, or the work

@@ -15,7 +15,7 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 /// A constant of the error bound: known (an exact value or a proven upper bound, which keeps
 /// the bound certified) or unknown (then the oracle estimates it online and the bound is
 /// reported as *estimated*).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Constant {
     /// An exact value or a proven upper bound.
     Known(f64),
@@ -38,7 +38,7 @@ impl Constant {
 /// `mu`, `lipschitz` and `l_g` are required and must be valid (a lower bound for `mu`, upper
 /// bounds for the others): the lower-level certificate `‖∇ₓh(x̃)‖/μ ≥ ‖x̃ − x̂(θ)‖` and the line
 /// search of MAID rely on them.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Constants {
     /// Strong-convexity modulus of `h(·, θ)`.
     pub mu: f64,

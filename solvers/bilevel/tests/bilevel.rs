@@ -2381,3 +2381,91 @@ fn online_constant_estimates_follow_their_definitions() {
         assert!(got > 0.0 && other == 0.0, "{which}: {e:?}");
     }
 }
+
+/// A run stopped after 3 outer iterations and resumed from its serialized state (through JSON
+/// text, as the CLI's checkpoint.json) ends bit for bit where an uninterrupted run ends: θ, the
+/// history and the stop, for MAID and HOAG, with proven and with estimated constants (whose
+/// running estimates are part of the state).
+#[test]
+fn a_run_resumed_from_its_checkpoint_continues_bit_for_bit() {
+    use experiments::{
+        run_outer, run_outer_checkpointed, Checkpointing, OuterSettings, OuterState,
+    };
+    let p = tv_small(2, 16, 5);
+    for (method, estimated) in [
+        (OuterMethod::Maid, false),
+        (OuterMethod::Maid, true),
+        (OuterMethod::HoagGeometric, false),
+    ] {
+        let o = OuterSettings {
+            method,
+            max_iters: 7,
+            estimated_constants: estimated,
+            ..Default::default()
+        };
+        let full = run_outer(&p, &o, |_| true).unwrap();
+        assert_eq!(full.history.len(), 7, "{method:?}");
+        // Interrupted: the observer stops the run after iteration 3 (as a kill would, after
+        // the checkpoint of iteration 3 was written).
+        let mut saved = String::new();
+        let mut save = |s: &OuterState| {
+            saved = serde_json::to_string(s).unwrap();
+            Ok(())
+        };
+        let ckpt = Checkpointing {
+            resume: None,
+            save: &mut save,
+        };
+        let part = run_outer_checkpointed(&p, &o, |r| r.iter < 3, Some(ckpt)).unwrap();
+        assert_eq!(part.history.len(), 3);
+        let state: OuterState = serde_json::from_str(&saved).unwrap();
+        let mut ignore = |_: &OuterState| Ok(());
+        let ckpt = Checkpointing {
+            resume: Some(state.clone()),
+            save: &mut ignore,
+        };
+        let resumed = run_outer_checkpointed(&p, &o, |_| true, Some(ckpt)).unwrap();
+        let bits = |t: &Array1<f64>| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&resumed.theta), bits(&full.theta), "{method:?}");
+        assert_eq!(resumed.history, full.history, "{method:?}");
+        assert_eq!(resumed.stop, full.stop);
+        // The comparison can fail: the run continues from the state it is given (the same
+        // state with θ moved by 10⁻³ ends elsewhere), not from a fresh start.
+        let mut moved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        let t0 = moved["theta"][0].as_f64().unwrap();
+        moved["theta"][0] = serde_json::json!(t0 + 1e-3);
+        let mut ignore = |_: &OuterState| Ok(());
+        let ckpt = Checkpointing {
+            resume: Some(serde_json::from_value(moved).unwrap()),
+            save: &mut ignore,
+        };
+        let off = run_outer_checkpointed(&p, &o, |_| true, Some(ckpt)).unwrap();
+        assert_ne!(bits(&off.theta), bits(&full.theta), "{method:?}");
+        // A state of another method is refused.
+        let mut ignore = |_: &OuterState| Ok(());
+        let other = OuterSettings {
+            method: if method == OuterMethod::Maid {
+                OuterMethod::HoagGeometric
+            } else {
+                OuterMethod::Maid
+            },
+            ..o
+        };
+        let ckpt = Checkpointing {
+            resume: Some(state),
+            save: &mut ignore,
+        };
+        assert!(run_outer_checkpointed(&p, &other, |_| true, Some(ckpt)).is_err());
+    }
+    // A save that fails ends the run with its error.
+    let mut fail = |_: &OuterState| Err(hyperprox_core::Error::param("disk", "full", "test"));
+    let ckpt = Checkpointing {
+        resume: None,
+        save: &mut fail,
+    };
+    let o = OuterSettings {
+        max_iters: 3,
+        ..Default::default()
+    };
+    assert!(run_outer_checkpointed(&p, &o, |_| true, Some(ckpt)).is_err());
+}
