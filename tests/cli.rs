@@ -313,3 +313,93 @@ fn admm_and_logistic_and_deblur_commands() {
     assert!(err(&x) < err(&bl), "deblurring must reduce the error");
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `--threads 1` and `--threads 2` give the same bits on the long commands: TV denoising of a
+/// 256² image (the FGP sweep runs in row bands, one per thread), bilevel TV learning, unfolded
+/// and LPN training (their checkpoints hold every parameter and optimizer moment).
+#[test]
+fn results_are_the_same_bits_for_any_thread_count() {
+    let d = tmpdir("threads");
+    let y = ndarray::Array2::from_shape_fn((256, 256), |(i, j)| {
+        (((i * 13 + j * 7) % 17) as f64 / 17.0 + ((i / 32 + j / 32) % 2) as f64) / 2.0
+    });
+    hyperprox::core::io::write_npy(d.join("y.npy"), &y).unwrap();
+    let runs: [(&str, &[&str], &str); 4] = [
+        (
+            "denoise",
+            &[
+                "denoise", "tv", "--input", "y.npy", "--lambda", "0.1", "--tol", "1e-5",
+            ],
+            "x.npy",
+        ),
+        (
+            "tune",
+            &[
+                "tune",
+                "tv",
+                "--images",
+                "3",
+                "--size",
+                "64",
+                "--max-iters",
+                "2",
+            ],
+            "history.json",
+        ),
+        (
+            "unfold",
+            &[
+                "unfold",
+                "train",
+                "--model",
+                "lista",
+                "--quick",
+                "--max-steps",
+                "10",
+            ],
+            "checkpoint.json",
+        ),
+        (
+            "lpn",
+            &[
+                "lpn",
+                "train",
+                "--data",
+                "digits",
+                "--quick",
+                "--max-steps",
+                "4",
+            ],
+            "checkpoint.json",
+        ),
+    ];
+    for (name, args, file) in runs {
+        let mut outs = Vec::new();
+        for t in ["1", "2"] {
+            let out = format!("{name}-{t}");
+            let mut a: Vec<&str> = args.to_vec();
+            let target = if name == "denoise" {
+                format!("{out}.npy")
+            } else {
+                out.clone()
+            };
+            a.extend(["--out", &target, "--threads", t]);
+            let o = bin().args(&a).current_dir(&d).output().unwrap();
+            assert!(
+                o.status.success(),
+                "{a:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let path = if name == "denoise" {
+                d.join(&target)
+            } else {
+                d.join(&out).join(file)
+            };
+            outs.push(std::fs::read(path).unwrap());
+        }
+        assert!(outs[0] == outs[1], "{name}: --threads 1 and 2 differ");
+    }
+    let o = bin().args(["opnorm", "--threads", "0"]).output().unwrap();
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(&d);
+}

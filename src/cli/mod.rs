@@ -17,6 +17,10 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "hyperprox", version, about, long_about = None, arg_required_else_help = true)]
 pub struct Cli {
+    /// Worker threads of the parallel kernels (default: one per core). Results are the same bits
+    /// for any count (a test compares 1 and 2 threads on every long command).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,6 +92,15 @@ enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> CliResult<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 || n > 4096 {
+            return common::usage(format!("--threads {n}: use 1 to 4096 threads"));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| common::CliError::Usage(format!("--threads {n}: {e}")))?;
+    }
     match cli.command {
         Command::Solve { problem } => solve::solve(problem),
         Command::Denoise { model } => solve::denoise(model),
