@@ -28,6 +28,8 @@ pub mod error;
 pub mod experiments;
 pub mod figure;
 pub mod func;
+#[cfg(feature = "nalgebra")]
+pub mod interop;
 pub mod io;
 pub mod linalg;
 pub mod ops;
