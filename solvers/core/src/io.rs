@@ -231,6 +231,16 @@ pub fn write_png_rgb(path: impl AsRef<Path>, w: u32, h: u32, rgb: Vec<u8>) -> Re
             format!("an RGB buffer of {w}×{h}×3 bytes was expected"),
         )
     })?;
+    write_png_atomic(path, &img)
+}
+
+/// Encodes `img` as PNG in memory and writes it with [`write_atomic`].
+fn write_png_atomic<P, C>(path: &Path, img: &image::ImageBuffer<P, C>) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
@@ -259,13 +269,7 @@ pub fn write_png_gray(path: impl AsRef<Path>, a: &Array2<f64>) -> Result<()> {
         let v = a[(i as usize, j as usize)].clamp(0.0, 1.0);
         image::Luma([(v * 255.0).round() as u8])
     });
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| io_err(path, e))?;
-    write_atomic(path, &bytes)
+    write_png_atomic(path, &img)
 }
 
 /// Reads an image from `.npy` (2-D) or `.png` by extension.
