@@ -109,19 +109,11 @@ proptest! {
         payload in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let shape = dims.iter().map(|d| format!("{d}, ")).collect::<String>();
-        let mut header = format!(
-            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': ({shape}), }}",
+        let dict = format!(
+            "'descr': '{descr}', 'fortran_order': {}, 'shape': ({shape}), ",
             if order { "True" } else { "False" }
         );
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(&payload);
-        read_all("h.npy", &bytes);
+        read_all("h.npy", &npy_with_header(&dict, &payload));
     }
 }
 
