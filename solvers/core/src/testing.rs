@@ -992,3 +992,12 @@ pub fn mutate_json(v: &serde_json::Value, edits: &[(u64, u8)]) -> serde_json::Va
     }
     out
 }
+
+/// Cases per property of the fuzz tests: `HYPERPROX_FUZZ_CASES` (default 500, as CI runs them;
+/// the full count is 10 000).
+pub fn fuzz_cases() -> u32 {
+    std::env::var("HYPERPROX_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}

@@ -10,10 +10,7 @@ use proptest::prelude::*;
 use std::path::PathBuf;
 
 fn cases() -> u32 {
-    std::env::var("HYPERPROX_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500)
+    hyperprox_core::testing::fuzz_cases()
 }
 
 fn dir() -> PathBuf {

@@ -7,10 +7,7 @@ use hyperprox_lpn::*;
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("HYPERPROX_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500)
+    hyperprox_core::testing::fuzz_cases()
 }
 
 fn dense_model() -> Icnn {
