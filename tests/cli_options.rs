@@ -131,6 +131,9 @@ const CASES: &[Case] = &[
             ("--max-backtracks", false),
             ("--max-retries", false),
             ("--stationarity-tol", true),
+            ("--smoothing", true),
+            ("--lambda0", true),
+            ("--val-fraction", true),
         ],
     },
     Case {

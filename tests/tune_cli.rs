@@ -60,8 +60,8 @@ fn tune_tv_with_maid_and_hoag_improves_psnr() {
         assert_outputs(&d);
         let r = report(&d);
         let (pn, pd) = (
-            r["psnr_noisy"].as_f64().unwrap(),
-            r["psnr_denoised"].as_f64().unwrap(),
+            r["train"]["psnr_noisy"].as_f64().unwrap(),
+            r["train"]["psnr_denoised"].as_f64().unwrap(),
         );
         assert!(pd > pn + 3.0, "{method}: PSNR {pd} vs noisy {pn}");
         assert_eq!(r["theta"].as_array().unwrap().len(), 2);
@@ -447,4 +447,204 @@ fn tune_killed_after_a_checkpoint_resumes_bit_for_bit() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A user's own pairs (`.npy` stacks): isotropic TV with `ν` fixed, one pair held out; the
+/// report scores both splits; `denoise tv --params report.json` applies the learned λ and ν and
+/// gives the library's answer; bad pairs and options fail with one line and leave no folder.
+#[test]
+fn tune_tv_on_users_pairs_then_denoise_with_the_learned_params() {
+    use hyperprox::bilevel::experiments::denoise_learned_tv;
+    use hyperprox::core::func::TvKind;
+    use hyperprox::core::io::{
+        add_noise_all, load_images, read_npy_2d, shipped_data_dir, write_npy,
+    };
+    let d = tmpdir("byod");
+    let clean = load_images(&shipped_data_dir().join("kodak/gray96"), 3, 16).unwrap();
+    let noisy = add_noise_all(&clean, 0.1, 4);
+    let to3 = |v: &[ndarray::Array2<f64>]| {
+        let views: Vec<_> = v.iter().map(|a| a.view()).collect();
+        ndarray::stack(ndarray::Axis(0), &views).unwrap()
+    };
+    write_npy(d.join("c.npy"), &to3(&clean)).unwrap();
+    write_npy(d.join("y.npy"), &to3(&noisy)).unwrap();
+    write_npy(d.join("y2.npy"), &noisy[2]).unwrap();
+    let s = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let out = s("out");
+    let base = [
+        "tune",
+        "tv",
+        "--clean",
+        &s("c.npy"),
+        "--noisy",
+        &s("y.npy"),
+        "--tv",
+        "isotropic",
+        "--smoothing",
+        "0.05",
+        "--fix-smoothing",
+        "--val-fraction",
+        "0.34",
+        "--stationarity-tol",
+        "1e-6",
+        "--max-iters",
+        "60",
+        "--out",
+        &out,
+    ];
+    run_ok(&base);
+    assert_outputs(&d.join("out"));
+    let r = report(&d.join("out"));
+    assert_eq!(r["tv"], "isotropic");
+    assert_eq!(r["boundary"], "neumann");
+    assert_eq!(r["smoothing"].as_f64(), Some(0.05));
+    assert_eq!(r["smoothing_fixed"], true);
+    assert!(r["sigma"].is_null());
+    assert_eq!(r["theta"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            r["train"]["images"].as_u64(),
+            r["validation"]["images"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    for split in ["train", "validation"] {
+        let (pn, pd) = (
+            r[split]["psnr_noisy"].as_f64().unwrap(),
+            r[split]["psnr_denoised"].as_f64().unwrap(),
+        );
+        assert!(pd > pn + 3.0, "{split}: PSNR {pd} vs noisy {pn}");
+        assert!(r[split]["upper_loss"].as_f64().unwrap() > 0.0);
+    }
+    let lambda = r["lambda"].as_f64().unwrap();
+    assert_eq!(lambda, r["theta"][0].as_f64().unwrap().exp());
+    // The held-out pair, denoised with the report: the library's answer, bit for bit.
+    run_ok(&[
+        "denoise",
+        "tv",
+        "--input",
+        &s("y2.npy"),
+        "--params",
+        &s("out/report.json"),
+        "--tol",
+        "1e-8",
+        "--out",
+        &s("x2.npy"),
+        "--report",
+        &s("x2.json"),
+    ]);
+    let x2 = read_npy_2d(d.join("x2.npy")).unwrap();
+    let (want, rep) =
+        denoise_learned_tv(noisy[2].view(), TvKind::Isotropic, lambda, 0.05, 1e-8).unwrap();
+    assert_eq!(x2, want);
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("x2.json")).unwrap()).unwrap();
+    assert_eq!(j["problem"], "smoothed-tv");
+    assert_eq!(j["error_bound"].as_f64(), Some(rep.error_bound));
+    // Validation upper loss = ½‖x̂ − c‖² of the held-out pair (N = 1), to the solves' accuracy.
+    let v = r["validation"]["upper_loss"].as_f64().unwrap();
+    let direct = 0.5 * (&x2 - &clean[2]).mapv(|e| e * e).sum();
+    assert!((v - direct).abs() <= 1e-6 * direct, "{v} vs {direct}");
+
+    // Failures: one line on stderr, no output folder.
+    write_npy(d.join("y_short.npy"), &to3(&noisy[..2])).unwrap();
+    std::fs::write(d.join("garbage.json"), "{\"problem\": \"lasso\"}").unwrap();
+    let bad = s("bad");
+    let (c, y, ys, y2) = (s("c.npy"), s("y.npy"), s("y_short.npy"), s("y2.npy"));
+    let (outd, garbage, missing, rep, bnpy) = (
+        s("out"),
+        s("garbage.json"),
+        s("missing.json"),
+        s("out/report.json"),
+        s("bad.npy"),
+    );
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["tune", "tv", "--clean", &c, "--noisy", &ys, "--out", &bad],
+        vec![
+            "tune",
+            "tv",
+            "--clean",
+            &c,
+            "--noisy",
+            &y,
+            "--val-fraction",
+            "1",
+            "--out",
+            &bad,
+        ],
+        vec![
+            "tune",
+            "tv",
+            "--clean",
+            &c,
+            "--noisy",
+            &y,
+            "--val-fraction",
+            "0.1",
+            "--out",
+            &bad,
+        ],
+        vec![
+            "tune",
+            "tv",
+            "--clean",
+            &c,
+            "--noisy",
+            &y,
+            "--smoothing",
+            "0",
+            "--fix-smoothing",
+            "--out",
+            &bad,
+        ],
+        vec!["tune", "tv", "--clean", &c, "--noisy", &outd, "--out", &bad],
+        vec![
+            "tune",
+            "tv",
+            "--images",
+            "2",
+            "--size",
+            "16",
+            "--tv",
+            "isotropic",
+            "--reference-convention",
+            "--out",
+            &bad,
+        ],
+        vec![
+            "denoise", "tv", "--input", &y2, "--params", &garbage, "--out", &bnpy,
+        ],
+        vec![
+            "denoise", "tv", "--input", &y2, "--params", &missing, "--out", &bnpy,
+        ],
+        vec![
+            "denoise", "tv", "--input", &y2, "--params", &rep, "--tol", "0", "--out", &bnpy,
+        ],
+    ];
+    for c in cases {
+        let o = bin().args(&c).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{c:?} should fail");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.starts_with("error: ") && e.trim().lines().count() == 1,
+            "{c:?}: {e}"
+        );
+        assert!(
+            !d.join("bad").exists() && !d.join("bad.npy").exists(),
+            "{c:?} wrote output"
+        );
+    }
+    // Usage errors from the parser: --fix-smoothing needs --smoothing, --clean needs --noisy.
+    for c in [
+        vec!["tune", "tv", "--fix-smoothing", "--out", &bad],
+        vec!["tune", "tv", "--clean", &c, "--out", &bad],
+        vec![
+            "tune", "tv", "--clean", &c, "--noisy", &y, "--images", "2", "--out", &bad,
+        ],
+    ] {
+        let o = bin().args(&c).output().unwrap();
+        assert!(!o.status.success(), "{c:?} should fail");
+        assert!(!d.join("bad").exists());
+    }
+    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -1,7 +1,8 @@
 //! `hyperprox solve …`, `denoise tv`, `deblur tv` and `opnorm`.
 
-use super::common::{check_outputs, finish, usage, CliResult};
+use super::common::{check_outputs, finish, read_json, usage, CliResult};
 use clap::{Args, Subcommand};
+use hyperprox::bilevel::experiments::denoise_learned_tv;
 use hyperprox::core::experiments::{
     deblur_tv, denoise_tv, solve_logistic, solve_penalized, LambdaChoice, SolveSettings,
     SparseSolver,
@@ -129,7 +130,8 @@ pub struct DeblurArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DenoiseModel {
-    /// Total-variation (ROF) denoising by the dual FGP method, certified by the duality gap.
+    /// Total-variation (ROF) denoising by the dual FGP method, certified by the duality gap; or,
+    /// with --params, the smoothed TV model learned by `hyperprox tune tv`.
     Tv(TvArgs),
 }
 
@@ -139,13 +141,22 @@ pub struct TvArgs {
     #[arg(long)]
     input: PathBuf,
     /// Regularization λ.
-    #[arg(long, allow_negative_numbers = true)]
-    lambda: f64,
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        required_unless_present = "params",
+        conflicts_with = "params"
+    )]
+    lambda: Option<f64>,
     /// Anisotropic TV (ℓ1 of the differences) instead of isotropic.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "params")]
     aniso: bool,
-    /// Certified relative objective error.
-    #[arg(long, default_value_t = 1e-6)]
+    /// Apply learned parameters: the report.json of `hyperprox tune tv` (its λ, ν and TV), i.e.
+    /// solve ½‖x − y‖² + λ·TV_ν(x) to a certified ‖x − x̂‖ ≤ --tol.
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Certified relative objective error (with --params: certified distance ‖x − x̂‖).
+    #[arg(long, default_value_t = 1e-6, allow_negative_numbers = true)]
     tol: f64,
     /// Iteration cap of the FGP solver.
     #[arg(long, default_value_t = 100_000)]
@@ -198,15 +209,49 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
 pub fn denoise(model: DenoiseModel) -> CliResult<()> {
     let DenoiseModel::Tv(a) = model;
     check_outputs(&a.out, &a.report, &["npy", "png"])?;
+    if let Some(params) = &a.params {
+        let (kind, lambda, nu) = learned_tv(params)?;
+        let y = io::read_image(&a.input)?;
+        let (x, report) = denoise_learned_tv(y.view(), kind, lambda, nu, a.tol)?;
+        io::write_image(&a.out, &x)?;
+        return finish(&a.report, &report);
+    }
     let y = io::read_image(&a.input)?;
     let kind = if a.aniso {
         TvKind::Anisotropic
     } else {
         TvKind::Isotropic
     };
-    let (x, report) = denoise_tv(y.view(), a.lambda, kind, a.tol, a.max_iters)?;
+    let lambda = a.lambda.unwrap_or(f64::NAN); // required by clap without --params
+    let (x, report) = denoise_tv(y.view(), lambda, kind, a.tol, a.max_iters)?;
     io::write_image(&a.out, &x)?;
     finish(&a.report, &report)
+}
+
+/// The TV, `λ` and `ν` of a `hyperprox tune tv` (or `demo`) report.
+fn learned_tv(path: &std::path::Path) -> CliResult<(TvKind, f64, f64)> {
+    let v = read_json(path, "pass the report.json written by `hyperprox tune tv`")?;
+    let bad = |what: &str| {
+        usage(format!(
+            "{}: {what}; pass the report.json written by `hyperprox tune tv`",
+            path.display()
+        ))
+    };
+    if v["problem"] != "tv" {
+        return bad("not the report of a TV tuning run");
+    }
+    let (Some(lambda), Some(nu)) = (v["lambda"].as_f64(), v["smoothing"].as_f64()) else {
+        return bad("no numbers `lambda` and `smoothing`");
+    };
+    // Reports of the paper's model (and of `demo`) before the choice existed are anisotropic.
+    let kind = match v.get("tv") {
+        None => TvKind::Anisotropic,
+        Some(t) => match serde_json::from_value::<TvKind>(t.clone()) {
+            Ok(k) => k,
+            Err(_) => return bad("`tv` is neither \"anisotropic\" nor \"isotropic\""),
+        },
+    };
+    Ok((kind, lambda, nu))
 }
 
 /// `hyperprox deblur tv`.

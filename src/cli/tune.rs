@@ -4,11 +4,13 @@ use super::common::{
     check_out_dir, create_dir, print_line, progress, read_json, usage, write_outputs, CliError,
     CliResult,
 };
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use hyperprox::bilevel::experiments::{
-    self, noisy_images, Checkpointing, OuterMethod, OuterSettings, OuterState, Tuned,
+    self, noisy_images, Checkpointing, OuterMethod, OuterSettings, OuterState, Tuned, TvData,
+    TvSpec,
 };
-use hyperprox::bilevel::{LassoTuning, MultinomialLogistic, OuterRecord};
+use hyperprox::bilevel::{LassoTuning, MultinomialLogistic, OuterRecord, TvModel};
+use hyperprox::core::func::TvKind;
 use hyperprox::core::io::{read_npy_1d, read_npy_2d, shipped_data_dir};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -17,7 +19,8 @@ use std::path::{Path, PathBuf};
 /// Problems for `hyperprox tune`.
 #[derive(Subcommand, Debug, Clone)]
 pub enum TuneProblem {
-    /// TV denoising: learn (log λ, log ν) of ½‖x − y‖² + λ Σ √(|∇x|² + ν²) on Kodak images.
+    /// TV denoising: learn log λ (and log ν) of ½‖x − y‖² + λ·TV_ν(x) on Kodak images with
+    /// added noise, or on your own clean/noisy pairs (--clean, --noisy).
     Tv(ImageArgs),
     /// TV denoising: MAID against HOAG at equal work (the MAID paper's comparison), scored by
     /// the exact loss at the smallest total work of the runs.
@@ -52,7 +55,82 @@ pub struct ImageArgs {
     #[command(flatten)]
     set: ImageSet,
     #[command(flatten)]
+    model: TvModelArgs,
+    #[command(flatten)]
     outer: OuterArgs,
+}
+
+/// The TV model of `tune tv`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TvChoice {
+    /// Σ_p √((D_h x)_p² + ν²) + √((D_v x)_p² + ν²) over the differences inside the image (the
+    /// MAID paper's).
+    Anisotropic,
+    /// Σ_p √((D_h x)_p² + (D_v x)_p² + ν²), forward differences, Neumann boundary.
+    Isotropic,
+}
+
+/// Your own data and the lower-level model of `tune tv`.
+#[derive(Args, Debug, Clone)]
+pub struct TvModelArgs {
+    /// Clean images: an .npy stack (N × H × W) or a folder of PNG images (paired by file name
+    /// with --noisy). Replaces --data, --images, --size, --sigma and --seed.
+    #[arg(long, requires = "noisy", conflicts_with_all = ["data", "images", "size", "sigma", "seed"])]
+    clean: Option<PathBuf>,
+    /// Noisy (degraded) images, in the same form as --clean.
+    #[arg(long, requires = "clean")]
+    noisy: Option<PathBuf>,
+    /// The smoothed TV of the lower level.
+    #[arg(long = "tv", value_enum, default_value_t = TvChoice::Anisotropic)]
+    tv: TvChoice,
+    /// The starting smoothing ν (learned), or its value with --fix-smoothing (default e^-5).
+    #[arg(long, allow_negative_numbers = true)]
+    smoothing: Option<f64>,
+    /// Keep ν fixed at --smoothing and learn the weight λ only.
+    #[arg(long, requires = "smoothing")]
+    fix_smoothing: bool,
+    /// The starting weight λ (default e^-5, the paper's).
+    #[arg(long, allow_negative_numbers = true)]
+    lambda0: Option<f64>,
+    /// Hold out the last round(f·N) pairs (name or stack order) and report the upper loss and
+    /// PSNR on them.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    val_fraction: f64,
+}
+
+impl TvModelArgs {
+    /// The problem set-up (checked).
+    fn spec(&self, reference: bool) -> hyperprox::core::Result<TvSpec> {
+        let d = TvSpec::default();
+        let kind = match self.tv {
+            TvChoice::Anisotropic => TvKind::Anisotropic,
+            TvChoice::Isotropic => TvKind::Isotropic,
+        };
+        let smoothing0 = self.smoothing.unwrap_or(d.smoothing0);
+        Ok(TvSpec {
+            model: TvModel {
+                kind,
+                fixed_smoothing: self.fix_smoothing.then_some(smoothing0),
+            },
+            lambda0: self.lambda0.unwrap_or(d.lambda0),
+            smoothing0,
+            reference,
+        })
+    }
+
+    /// The pairs: the user's (--clean, --noisy) or the image set with added noise, split.
+    fn data(&self, set: &ImageSet) -> hyperprox::core::Result<TvData> {
+        let (pairs, sigma) = match (&self.clean, &self.noisy) {
+            (Some(c), Some(n)) => (experiments::load_image_pairs(c, n)?, None),
+            _ => (set.pairs()?, Some(set.sigma)),
+        };
+        let (train, validation) = experiments::split_pairs(pairs, self.val_fraction)?;
+        Ok(TvData {
+            train,
+            validation,
+            sigma,
+        })
+    }
 }
 
 /// TV comparison options.
@@ -301,10 +379,10 @@ pub fn tune(problem: TuneProblem) -> CliResult<()> {
         TuneProblem::Tv(a) => {
             let o = a.outer.settings;
             let ckpt = Some((options, a.outer.resume));
+            let spec = a.model.spec(a.set.reference_convention)?;
             with_progress(&a.outer.out, o.max_iters, ckpt, |pb, c| {
-                let pairs = a.set.pairs()?;
-                let tv = (a.set.sigma, a.set.reference_convention);
-                experiments::tune_tv(&pairs, tv, &o, outer_progress(pb), c)
+                let data = a.model.data(&a.set)?;
+                experiments::tune_tv(&data, &spec, &o, outer_progress(pb), c)
             })?;
         }
         TuneProblem::TvCompare(a) => compare(a)?,

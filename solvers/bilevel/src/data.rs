@@ -30,18 +30,20 @@ pub(crate) fn check_image_pairs(
             format!("{context} needs images of at least {min_side}×{min_side}"),
         ));
     }
-    for (i, im) in clean.iter().chain(noisy.iter()).enumerate() {
+    let labelled = (clean.iter().enumerate().map(|(i, im)| ("clean", i, im)))
+        .chain(noisy.iter().enumerate().map(|(i, im)| ("noisy", i, im)));
+    for (set, i, im) in labelled {
         if im.dim() != (h, w) {
             return Err(Error::shape(
                 context,
-                format!("image {i}"),
+                format!("{set} image {i}"),
                 format!("{h}×{w}"),
                 format!("{:?}", im.dim()),
             ));
         }
         if let Some(v) = im.iter().find(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
-                what: format!("image {i}"),
+                what: format!("{set} image {i}"),
                 index: 0,
                 value: v.to_string(),
             });

@@ -8,11 +8,12 @@ use crate::data::{add_noise, load_images, psnr, unstack};
 use crate::{
     AccuracySequence, BilevelProblem, FieldOfExperts, Hoag, HoagParams, HoagState, LassoEval,
     LassoTuning, Maid, MaidConstants, MaidParams, MaidState, MultinomialLogistic, Oracle,
-    OuterRecord, OuterResult, OuterSolver, OuterStop, TvDenoising,
+    OuterRecord, OuterResult, OuterSolver, OuterStop, TvDenoising, TvModel,
 };
 use hyperprox_core::bench::BenchSink;
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::figure::{Figure, ImagePanel, LinePlot, Series};
+use hyperprox_core::func::TvKind;
 use hyperprox_core::solve::Iterative;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -410,27 +411,266 @@ pub fn tv_eval(
     p: &TvDenoising,
     theta: &ndarray::Array1<f64>,
 ) -> Result<(Vec<Array2<f64>>, f64, f64)> {
-    let (_, h, w) = p.shape();
-    // Solved in the certified convention (its step and stopping test are the true ones).
-    let (p, theta) = p.certified_equivalent(theta.view());
-    let (_, ll) = Oracle::new(&p).value(theta.view(), p.noisy().view(), 1e-8)?;
-    let den = unstack(&ll.x, h, w);
-    let (pn, pd) = mean_psnr(&unstack(p.clean(), h, w), &unstack(p.noisy(), h, w), &den);
-    Ok((den, pn, pd))
+    let (den, s) = tv_score(p, theta)?;
+    Ok((den, s.psnr_noisy, s.psnr_denoised))
 }
 
-/// TV denoising on the pairs, in the reference code's convention if `reference`.
-fn tv_problem(
-    clean: &[Array2<f64>],
-    noisy: &[Array2<f64>],
-    reference: bool,
-) -> Result<TvDenoising> {
-    let p = TvDenoising::new(clean, noisy)?;
-    Ok(if reference {
-        p.with_reference_convention()
-    } else {
-        p
+/// The scores of learned TV parameters on one split of image pairs.
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitScore {
+    /// Image pairs in the split.
+    pub images: usize,
+    /// The upper loss `g(x̂(θ)) = (1/N)·Σᵢ ½‖x̂ᵢ(θ) − cᵢ‖²` (lower level solved to
+    /// `‖x̃ − x̂‖ ≤ 1e-8`).
+    pub upper_loss: f64,
+    /// Mean PSNR of the noisy images.
+    pub psnr_noisy: f64,
+    /// Mean PSNR of the denoised images.
+    pub psnr_denoised: f64,
+}
+
+/// Denoises with `θ` (lower level solved to `‖∇ₓh‖/μ ≤ 1e-8`, in the certified convention)
+/// and returns the denoised images with their [`SplitScore`].
+pub fn tv_score(
+    p: &TvDenoising,
+    theta: &ndarray::Array1<f64>,
+) -> Result<(Vec<Array2<f64>>, SplitScore)> {
+    let (n, h, w) = p.shape();
+    // Solved in the certified convention (its step and stopping test are the true ones).
+    let (p, theta) = p.certified_equivalent(theta.view());
+    let (upper_loss, ll) = Oracle::new(&p).value(theta.view(), p.noisy().view(), 1e-8)?;
+    let den = unstack(&ll.x, h, w);
+    let (pn, pd) = mean_psnr(&unstack(p.clean(), h, w), &unstack(p.noisy(), h, w), &den);
+    let score = SplitScore {
+        images: n,
+        upper_loss,
+        psnr_noisy: pn,
+        psnr_denoised: pd,
+    };
+    Ok((den, score))
+}
+
+/// How a TV problem is set up: the lower-level model, the start and the convention.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TvSpec {
+    /// Which TV, and whether `ν` is learned.
+    pub model: TvModel,
+    /// The starting weight `λ₀` (the paper: `e^{−5}`).
+    pub lambda0: f64,
+    /// The starting smoothing `ν₀` where learned (the paper: `e^{−5}`).
+    pub smoothing0: f64,
+    /// The MAID reference code's convention (the paper's model only).
+    pub reference: bool,
+}
+
+impl Default for TvSpec {
+    /// The paper's: anisotropic, `θ₀ = (−5, −5)`, this library's convention.
+    fn default() -> Self {
+        Self {
+            model: TvModel::default(),
+            lambda0: (-5f64).exp(),
+            smoothing0: (-5f64).exp(),
+            reference: false,
+        }
+    }
+}
+
+impl TvSpec {
+    /// The paper's setting, in the reference convention if `reference`.
+    pub fn paper(reference: bool) -> Self {
+        Self {
+            reference,
+            ..Self::default()
+        }
+    }
+
+    /// The problem on the pairs.
+    pub fn problem(&self, clean: &[Array2<f64>], noisy: &[Array2<f64>]) -> Result<TvDenoising> {
+        let p = TvDenoising::new(clean, noisy)?
+            .with_model(self.model)?
+            .with_start(self.lambda0, self.smoothing0)?;
+        if self.reference {
+            p.with_reference_convention()
+        } else {
+            Ok(p)
+        }
+    }
+}
+
+/// Reads pairs of clean and degraded images a user brings: both `.npy` files holding an
+/// `N × H × W` stack (or one `H × W` image), or both folders of PNG images paired by file name
+/// (every name in one folder must be in the other). Images are grayscale in `[0, 1]` for PNG
+/// (as stored for `.npy`); all must have one size and finite values.
+pub fn load_image_pairs(clean: &Path, noisy: &Path) -> Result<ImagePairs> {
+    let c = load_image_stack(clean)?;
+    let n = load_image_stack(noisy)?;
+    if c.folder != n.folder {
+        return Err(Error::param(
+            "image pairs",
+            format!("{} and {}", clean.display(), noisy.display()),
+            "pass both as .npy stacks or both as folders of PNG images",
+        ));
+    }
+    if c.folder && c.names != n.names {
+        let missing = c
+            .names
+            .iter()
+            .find(|x| !n.names.contains(x))
+            .map(|x| (x, noisy, clean))
+            .or_else(|| {
+                n.names
+                    .iter()
+                    .find(|x| !c.names.contains(x))
+                    .map(|x| (x, clean, noisy))
+            });
+        let why = match missing {
+            Some((name, lacks, has)) => format!(
+                "{name} of {} has no counterpart in {}",
+                has.display(),
+                lacks.display()
+            ),
+            None => format!("{} clean and {} noisy images", c.names.len(), n.names.len()),
+        };
+        return Err(Error::param(
+            "image pairs",
+            why,
+            "pass clean and noisy sets of the same images (.npy stacks of equal length, or PNG folders with the same file names)",
+        ));
+    }
+    crate::data::check_image_pairs("image pairs", &c.images, &n.images, 2)?;
+    Ok((c.images, n.images))
+}
+
+/// Images with the names that pair them (file names in a folder).
+struct ImageStack {
+    folder: bool,
+    names: Vec<String>,
+    images: Vec<Array2<f64>>,
+}
+
+/// At most 2²⁸ pixels in a set of image pairs (the problem holds several copies).
+const MAX_PAIR_PIXELS: usize = 1 << 28;
+
+fn load_image_stack(path: &Path) -> Result<ImageStack> {
+    let io_err = |e: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    if path.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .map_err(io_err)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.to_ascii_lowercase().ends_with(".png"))
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(Error::param(
+                "image folder",
+                path.display(),
+                "holds no .png image; pass a folder of PNG images or an .npy stack",
+            ));
+        }
+        let mut images = Vec::with_capacity(names.len());
+        let mut pixels = 0usize;
+        for name in &names {
+            let im = hyperprox_core::io::read_image(path.join(name))?;
+            pixels = pixels.saturating_add(im.len());
+            if pixels > MAX_PAIR_PIXELS {
+                return Err(Error::param(
+                    "image folder",
+                    path.display(),
+                    "more than 2²⁸ pixels in all: use fewer or smaller images",
+                ));
+            }
+            images.push(im);
+        }
+        return Ok(ImageStack {
+            folder: true,
+            names,
+            images,
+        });
+    }
+    let a = hyperprox_core::io::read_npy(path)?;
+    let a = match a.ndim() {
+        2 => a.insert_axis(ndarray::Axis(0)),
+        3 => a,
+        d => {
+            return Err(Error::param(
+                "image stack",
+                format!("{} ({d}-D)", path.display()),
+                "pass an N × H × W stack of images (or one H × W image) as .npy, or a folder of PNG images",
+            ))
+        }
+    };
+    if a.len() > MAX_PAIR_PIXELS {
+        return Err(Error::param(
+            "image stack",
+            path.display(),
+            "more than 2²⁸ pixels in all: use fewer or smaller images",
+        ));
+    }
+    let a = a
+        .into_dimensionality::<ndarray::Ix3>()
+        .map_err(|e| Error::param("image stack", path.display(), e.to_string()))?;
+    let images: Vec<Array2<f64>> = a.outer_iter().map(|im| im.to_owned()).collect();
+    if images.is_empty() {
+        return Err(Error::param(
+            "image stack",
+            path.display(),
+            "holds no image (N = 0)",
+        ));
+    }
+    Ok(ImageStack {
+        folder: false,
+        names: vec![],
+        images,
     })
+}
+
+/// Splits pairs into a training set and (for `fraction > 0`) a held-out validation set made of
+/// the last `round(fraction·N)` pairs (in name or stack order). `fraction` in `[0, 1)`; both
+/// sets must keep at least one pair.
+pub fn split_pairs(
+    (clean, noisy): ImagePairs,
+    fraction: f64,
+) -> Result<(ImagePairs, Option<ImagePairs>)> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::param(
+            "val-fraction",
+            fraction,
+            "pass a fraction in [0, 1) of the pairs to hold out",
+        ));
+    }
+    if fraction == 0.0 {
+        return Ok(((clean, noisy), None));
+    }
+    let n = clean.len();
+    let n_val = (fraction * n as f64).round() as usize;
+    if n_val == 0 || n_val >= n {
+        return Err(Error::param(
+            "val-fraction",
+            fraction,
+            format!(
+                "holds out {n_val} of {n} pairs: both splits need at least one pair (use more pairs or another fraction)"
+            ),
+        ));
+    }
+    let (mut clean, mut noisy) = (clean, noisy);
+    let val = (clean.split_off(n - n_val), noisy.split_off(n - n_val));
+    Ok(((clean, noisy), Some(val)))
+}
+
+/// The image pairs of a TV tuning run.
+#[derive(Clone, Debug)]
+pub struct TvData {
+    /// The pairs the parameters are learned on.
+    pub train: ImagePairs,
+    /// Held-out pairs, scored only.
+    pub validation: Option<ImagePairs>,
+    /// The noise level where the noise was added here (the report's `sigma`), `None` for a
+    /// user's pairs.
+    pub sigma: Option<f64>,
 }
 
 /// The report of TV-denoising tuning.
@@ -438,48 +678,72 @@ fn tv_problem(
 pub struct TvTuning {
     /// Always `tv`.
     pub problem: &'static str,
-    /// Images.
+    /// `anisotropic` (interior differences) or `isotropic` (Neumann boundary).
+    pub tv: TvKind,
+    /// `interior` or `neumann` (see [`TvModel::boundary`]).
+    pub boundary: hyperprox_core::func::TvBoundary,
+    /// Training images.
     pub images: usize,
-    /// Side of the (square) images.
-    pub size: usize,
-    /// Noise level.
-    pub sigma: f64,
-    /// The TV weight: `λ = e^θ₀` (`½e^θ₀` in the reference convention).
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Noise level (when the noise was added here).
+    pub sigma: Option<f64>,
+    /// The TV weight: `λ = e^θ₀` (`½e^θ₀` in the reference convention), so that
+    /// `½‖x − y‖² + λ·TV_ν(x)` is the denoising problem (`hyperprox denoise tv --params`).
     pub lambda: f64,
-    /// `ν = e^θ₁`.
+    /// `ν = e^θ₁`, or the fixed smoothing.
     pub smoothing: f64,
-    /// Mean PSNR of the noisy images.
-    pub psnr_noisy: f64,
-    /// Mean PSNR after denoising with the learned `θ`.
-    pub psnr_denoised: f64,
+    /// Whether `ν` was held fixed (only `λ` learned).
+    pub smoothing_fixed: bool,
+    /// The scores on the training pairs (upper loss from a tight solve at the learned `θ`).
+    pub train: SplitScore,
+    /// The scores on the held-out pairs.
+    pub validation: Option<SplitScore>,
     /// The outer run.
     #[serde(flatten)]
     pub outer: OuterSummary,
 }
 
-/// Learns `(log λ, log ν)` of TV denoising on the image pairs, in this library's convention or
-/// (`reference`) in the MAID reference code's ([`TvDenoising::with_reference_convention`]; the
-/// reported `λ` is then the TV weight `½e^θ₁`). The noise level `sigma` only goes into the
-/// report.
+/// Learns `log λ` (and `log ν` unless fixed) of TV denoising on the training pairs, in this
+/// library's convention or (`spec.reference`) in the MAID reference code's
+/// ([`TvDenoising::with_reference_convention`]; the reported `λ` is then the TV weight
+/// `½e^θ₁`), and scores the result on both splits.
 pub fn tune_tv(
-    (clean, noisy): &ImagePairs,
-    (sigma, reference): (f64, bool),
+    data: &TvData,
+    spec: &TvSpec,
     o: &OuterSettings,
     observer: impl FnMut(&OuterRecord) -> bool,
     ckpt: Option<Checkpointing<'_>>,
 ) -> Result<Tuned<TvTuning>> {
-    let p = tv_problem(clean, noisy, reference)?;
+    let (clean, noisy) = &data.train;
+    let p = spec.problem(clean, noisy)?;
+    let val = match &data.validation {
+        Some((c, n)) => Some(spec.problem(c, n)?),
+        None => None,
+    };
     let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
-    let (den, psnr_noisy, psnr_denoised) = tv_eval(&p, &run.theta)?;
+    let (den, train) = tv_score(&p, &run.theta)?;
+    let validation = match &val {
+        Some(v) => Some(tv_score(v, &run.theta)?.1),
+        None => None,
+    };
+    let (lambda, smoothing) = p.params(p.certified_theta(run.theta.view()).view());
+    let (_, h, w) = p.shape();
     let report = TvTuning {
         problem: "tv",
+        tv: spec.model.kind,
+        boundary: spec.model.boundary(),
         images: clean.len(),
-        size: clean[0].nrows(),
-        sigma,
-        lambda: p.certified_theta(run.theta.view())[0].exp(),
-        smoothing: run.theta[1].exp(),
-        psnr_noisy,
-        psnr_denoised,
+        height: h,
+        width: w,
+        sigma: data.sigma,
+        lambda,
+        smoothing,
+        smoothing_fixed: spec.model.fixed_smoothing.is_some(),
+        train,
+        validation,
         outer: OuterSummary::of(&run, o.method),
     };
     Ok(Tuned::of(
@@ -488,6 +752,80 @@ pub fn tune_tv(
         o.method,
         image_panels(&noisy[0], &den[0], &clean[0]),
     ))
+}
+
+/// The report of [`denoise_learned_tv`].
+#[derive(Clone, Debug, Serialize)]
+pub struct LearnedTvReport {
+    /// Always `smoothed-tv`.
+    pub problem: &'static str,
+    /// The TV of the learned model.
+    pub tv: TvKind,
+    /// The TV weight `λ`.
+    pub lambda: f64,
+    /// The smoothing `ν`.
+    pub smoothing: f64,
+    /// `½‖x̃ − y‖² + λ·TV_ν(x̃)`.
+    pub objective: f64,
+    /// Certified `‖x̃ − x̂‖ ≤ ‖∇h(x̃)‖` (the problem is 1-strongly convex).
+    pub error_bound: f64,
+    /// Always `gradient_norm`.
+    pub certificate: &'static str,
+    /// FISTA iterations.
+    pub iterations: usize,
+    /// Solve time in seconds.
+    pub time_s: f64,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+}
+
+/// Denoises `y` with learned smoothed-TV parameters: `argmin_x ½‖x − y‖² + λ·TV_ν(x)` (the
+/// lower level of [`TvDenoising`] for one image, the same solver), to a certified
+/// `‖x̃ − x̂‖ ≤ tol`.
+pub fn denoise_learned_tv(
+    y: ndarray::ArrayView2<'_, f64>,
+    kind: TvKind,
+    lambda: f64,
+    smoothing: f64,
+    tol: f64,
+) -> Result<(Array2<f64>, LearnedTvReport)> {
+    hyperprox_core::experiments::check_tol(tol)?;
+    if !(lambda > 0.0 && lambda.is_finite()) {
+        return Err(Error::param("lambda", lambda, "must be finite and > 0"));
+    }
+    let y = y.to_owned();
+    let spec = TvSpec {
+        model: TvModel {
+            kind,
+            fixed_smoothing: Some(smoothing),
+        },
+        ..TvSpec::default()
+    };
+    // The clean image is not used by the lower level.
+    let p = spec.problem(std::slice::from_ref(&y), std::slice::from_ref(&y))?;
+    let theta = ndarray::array![lambda.ln()];
+    let t0 = Instant::now();
+    let ll = Oracle::new(&p).solve_lower(theta.view(), p.noisy().view(), tol)?;
+    let time_s = t0.elapsed().as_secs_f64();
+    let objective = p.lower_value(ll.x.view(), theta.view())?;
+    let (h, w) = y.dim();
+    let report = LearnedTvReport {
+        problem: "smoothed-tv",
+        tv: kind,
+        lambda,
+        smoothing,
+        objective,
+        error_bound: ll.accuracy,
+        certificate: "gradient_norm",
+        iterations: ll.iterations,
+        time_s,
+        height: h,
+        width: w,
+    };
+    let x = unstack(&ll.x, h, w).pop().unwrap_or_default();
+    Ok((x, report))
 }
 
 /// One method of a [`compare_tv`] run.
@@ -559,7 +897,7 @@ pub fn compare_tv(
     if methods.is_empty() {
         return Err(Error::param("methods", "[]", "name at least one method"));
     }
-    let p = tv_problem(clean, noisy, reference)?;
+    let p = TvSpec::paper(reference).problem(clean, noisy)?;
     let mut runs = Vec::with_capacity(methods.len());
     for &m in methods {
         let om = OuterSettings { method: m, ..*o };

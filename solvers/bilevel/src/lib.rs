@@ -43,4 +43,6 @@ pub use oracle::{
 pub use outer::{certified_stationarity, outer_stop, run_from};
 pub use outer::{OuterRecord, OuterResult, OuterSolver, OuterStop};
 pub use problem::{check_theta, check_x, BilevelProblem, Constant, Constants};
-pub use problems::{FieldOfExperts, MultinomialLogistic, QuadraticProblem, TvDenoising};
+pub use problems::{
+    c3_isotropic, FieldOfExperts, MultinomialLogistic, QuadraticProblem, TvDenoising, TvModel,
+};

@@ -8,4 +8,4 @@ mod tv;
 pub use foe::FieldOfExperts;
 pub use logreg::MultinomialLogistic;
 pub use quadratic::QuadraticProblem;
-pub use tv::TvDenoising;
+pub use tv::{c3_isotropic, TvDenoising, TvModel};

@@ -1,24 +1,39 @@
 //! Learning the weight and smoothing of total-variation denoising (MAID paper §4.2).
 //!
-//! For `N` noisy images `yᵢ = xᵢ,true + σ·noise` stacked into `x`, with `λ = e^{θ₁}`,
-//! `ν = e^{θ₂}` and `φ_ν(t) = √(t² + ν²)`:
+//! For `N` noisy images `yᵢ` with clean counterparts `cᵢ`, stacked into `x`, `λ = e^{θ₁}` and
+//! `ν = e^{θ₂}` (or `ν` fixed and `θ = (θ₁)`, [`TvModel::fixed_smoothing`]):
 //!
 //! ```text
-//! h(x, θ) = (1/N) Σᵢ [ ½‖xᵢ − yᵢ‖² + λ Σ_p φ_ν((D_h xᵢ)_p) + λ Σ_p φ_ν((D_v xᵢ)_p) ],
-//! g(x)    = (1/N) Σᵢ ½‖xᵢ − xᵢ,true‖²,
+//! h(x, θ) = (1/N) Σᵢ [ ½‖xᵢ − yᵢ‖² + λ·TV_ν(xᵢ) ],      g(x) = (1/N) Σᵢ ½‖xᵢ − cᵢ‖²,
+//! anisotropic (the paper's): TV_ν(x) = Σ_p φ_ν((D_h x)_p) + φ_ν((D_v x)_p),  φ_ν(t) = √(t² + ν²),
+//! isotropic:                 TV_ν(x) = Σ_p √((D_h x)_p² + (D_v x)_p² + ν²),
 //! ```
 //!
-//! with forward differences `D_h`, `D_v` without boundary padding (as in the paper's code):
-//! the lower level is the data term plus the core [`SmoothedTv`] (anisotropic,
-//! [`TvBoundary::Interior`], one batch of `N` images), whose fused kernels also give the
-//! derivatives in `log λ` and `log ν`.
-//! Paper setting: the 25 Kodak images at 96×96, `σ = 0.1`, `θ₀ = (−5, −5)`.
+//! with forward differences `D_h`, `D_v`: the paper's anisotropic form sums the differences
+//! between two pixels of the image ([`TvBoundary::Interior`], as in its code); the isotropic
+//! form uses the Neumann boundary ([`TvBoundary::Neumann`]: the image is continued by its
+//! border, so a difference leaving it is 0). Both give the same `∇ₓh` (a difference that is
+//! always 0 only adds the constant `λν` to `h`), hence the same `x̂(θ)` and hypergradient.
+//! The lower level is the data term plus the core [`SmoothedTv`] over one batch of `N` images,
+//! whose fused kernels also give the derivatives in `log λ` and `log ν`.
+//! Paper setting: the 25 Kodak images at 96×96, `σ = 0.1`, `θ₀ = (−5, −5)`, anisotropic.
 //!
 //! **Constants (all proven, so the error bound is certified).** `μ = 1/N` (data term; the TV
-//! part is convex), `L = (1 + 8λ/ν)/N` (`φ_ν'' ≤ 1/ν`, `‖D‖² ≤ 8`), `L_g = 1/N`, `‖J(x̃)‖`
-//! exactly from its two columns, `L_J ≤ √2·8λ/(Nν)` (both `φ_ν'` and `∂_{θ₂}φ_ν'` are
-//! `1/ν`-Lipschitz), `L_{H⁻¹} ≤ L_H/μ²` with `L_H ≤ 8√2·c₃·λ/(Nν²)`, `c₃ = max|φ₁'''| =
-//! 1.5/1.25^{5/2}` (each row of `D` has two entries ±1, so `‖Dv‖_∞ ≤ √2‖v‖`).
+//! part is convex), `L = (1 + 8λ/ν)/N` (the Hessian of `φ_ν` — of `g ↦ √(|g|² + ν²)` on `ℝ²`
+//! for isotropic TV, eigenvalues `1/s` and `ν²/s³` — is at most `1/ν`; `‖D‖² ≤ 8`),
+//! `L_g = 1/N`, `‖J(x̃)‖` exactly from its columns, `L_J ≤ √2·8λ/(Nν)` (both `ψ(g) = g/s` and
+//! `∂_{log ν}ψ = −ν²g/s³` are `1/ν`-Lipschitz: the Jacobian of the latter has eigenvalues
+//! `ν²/s³` and `ν²(ν² − 2|g|²)/s⁵`; with `ν` fixed, one column and `8λ/(Nν)`),
+//! `L_{H⁻¹} ≤ L_H/μ²` with
+//! * anisotropic: `L_H ≤ 8√2·c₃·λ/(Nν²)`, `c₃ = max|φ₁'''| = 1.5/1.25^{5/2}` (each row of `D`
+//!   has two entries ±1, so `‖Dv‖_∞ ≤ √2‖v‖`);
+//! * isotropic: `L_H ≤ 8√3·c₃ᵢ·λ/(Nν²)`: `g_p` depends on three pixels through the form
+//!   `[[1, −1, 0], [−1, 2, −1], [0, −1, 1]]` of largest eigenvalue 3, so
+//!   `|g_p − g'_p| ≤ √3‖x − x'‖`; and the derivative of the Hessian of `φ₁(g) = √(1 + |g|²)`
+//!   along a unit `u`, written with `g = r·e₁`, `u = (cos a, sin a)`, `s² = 1 + r²`, is
+//!   `−(r/s³)·[[3cos a/s², sin a], [sin a, cos a]]`, of Frobenius norm at most
+//!   `(r/s³)·√(2 + 9/s⁴) = √(2r²/s⁶ + 9r²/s¹⁰) ≤ √(8/27 + 2304/3125) = c₃ᵢ ≈ 1.0167`
+//!   (each term maximized separately, at `r² = ½` and `r² = ¼`).
 //!
 //! **The reference code's convention** ([`TvDenoising::with_reference_convention`], to compare
 //! with the paper's figures; TV_denoising.py of github.com/MohammadSadeghSalehi/MAID at
@@ -28,11 +43,11 @@
 //! measures `‖∇ₓh‖` itself, `N` times less than the certified `‖x̃ − x̂‖` bound, and the
 //! FISTA step `1/L` is about `N` times shorter than `1/L_true`. `‖J‖`, `L_J` and `L_{H⁻¹}` are
 //! left to the oracle's online estimates, as in the reference code. The error bound is then
-//! *not* certified (every record says so).
+//! *not* certified (every record says so). Only for the paper's model (anisotropic, `ν` learned).
 
 use crate::data::{fill, slice};
 use crate::problem::{BilevelProblem, Constant, Constants};
-use hyperprox_core::error::Result;
+use hyperprox_core::error::{Error, Result};
 use hyperprox_core::func::{SmoothedTv, TvBoundary, TvKind};
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rayon::prelude::*;
@@ -40,6 +55,65 @@ use rayon::prelude::*;
 /// `max |d³/dt³ √(t² + 1)| = 1.5/1.25^{5/2}`, attained at `t = 1/2`.
 pub(crate) fn c3() -> f64 {
     1.5 / 1.25f64.powf(2.5)
+}
+
+/// `c₃ᵢ = √(8/27 + 2304/3125)`: a bound on the Lipschitz constant (spectral norm) of the
+/// Hessian of `g ↦ √(1 + |g|²)` on `ℝ²` (see the module docs).
+pub fn c3_isotropic() -> f64 {
+    (8.0 / 27.0 + 2304.0 / 3125.0f64).sqrt()
+}
+
+/// The lower-level model of [`TvDenoising`]: which TV, and whether `ν` is learned.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TvModel {
+    /// Anisotropic (the paper's, interior differences) or isotropic (Neumann boundary).
+    pub kind: TvKind,
+    /// `Some(ν)`: the smoothing is fixed at `ν` and `θ = (log λ)`; `None`: `θ = (log λ, log ν)`.
+    pub fixed_smoothing: Option<f64>,
+}
+
+impl Default for TvModel {
+    /// The paper's: anisotropic, `λ` and `ν` learned.
+    fn default() -> Self {
+        Self {
+            kind: TvKind::Anisotropic,
+            fixed_smoothing: None,
+        }
+    }
+}
+
+impl TvModel {
+    /// The differences summed: interior ones for anisotropic TV (the paper's), Neumann for
+    /// isotropic TV (the same `∇ₓh` either way, see the module docs).
+    pub fn boundary(&self) -> TvBoundary {
+        match self.kind {
+            TvKind::Anisotropic => TvBoundary::Interior,
+            TvKind::Isotropic => TvBoundary::Neumann,
+        }
+    }
+
+    /// The number of hyperparameters: 1 with `ν` fixed, else 2.
+    pub fn dim_theta(&self) -> usize {
+        if self.fixed_smoothing.is_some() {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// `θ` for the weight `λ` and smoothing `ν` (`ν` is dropped when fixed).
+    pub fn theta(&self, lambda: f64, nu: f64) -> Array1<f64> {
+        match self.fixed_smoothing {
+            Some(_) => ndarray::array![lambda.ln()],
+            None => ndarray::array![lambda.ln(), nu.ln()],
+        }
+    }
+
+    /// `(λ, ν)` at `θ`.
+    pub fn params(&self, theta: ArrayView1<'_, f64>) -> (f64, f64) {
+        let nu = self.fixed_smoothing.unwrap_or_else(|| theta[1].exp());
+        (theta[0].exp(), nu)
+    }
 }
 
 /// The TV-denoising bilevel problem (see the module docs).
@@ -52,10 +126,12 @@ pub struct TvDenoising {
     w: usize,
     theta0: Array1<f64>,
     reference: bool,
+    model: TvModel,
 }
 
 impl TvDenoising {
-    /// From clean and noisy images (equal sizes, at least 2×2, finite).
+    /// From clean and noisy images (equal sizes, at least 2×2, finite), with the paper's model
+    /// and start `θ₀ = (−5, −5)`.
     pub fn new(clean: &[Array2<f64>], noisy: &[Array2<f64>]) -> Result<Self> {
         let (h, w) = crate::data::check_image_pairs("TV denoising", clean, noisy, 2)?;
         Ok(Self {
@@ -66,14 +142,67 @@ impl TvDenoising {
             w,
             theta0: ndarray::array![-5.0, -5.0],
             reference: false,
+            model: TvModel::default(),
         })
     }
 
+    /// Another lower-level model (isotropic TV, a fixed smoothing `ν`: finite and `> 0`). The
+    /// start becomes `λ₀ = e^{−5}` and, where learned, the `ν₀` of the current start. Not with
+    /// the reference convention.
+    pub fn with_model(mut self, model: TvModel) -> Result<Self> {
+        if self.reference && model != TvModel::default() {
+            return Err(Error::param(
+                "TV model",
+                format!("{model:?}"),
+                "the reference code's convention is the paper's model only (anisotropic, ν learned)",
+            ));
+        }
+        if let Some(nu) = model.fixed_smoothing {
+            if !(nu > 0.0 && nu.is_finite()) {
+                return Err(Error::param("smoothing", nu, "must be finite and > 0"));
+            }
+        }
+        let (lam, nu) = self.model.params(self.theta0.view());
+        self.model = model;
+        self.theta0 = model.theta(lam, nu);
+        Ok(self)
+    }
+
+    /// Starts the outer method at the weight `λ₀` and (if learned) the smoothing `ν₀`, both
+    /// finite and `> 0`.
+    pub fn with_start(mut self, lambda0: f64, nu0: f64) -> Result<Self> {
+        for (name, v) in [("lambda0", lambda0), ("smoothing", nu0)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Error::param(name, v, "must be finite and > 0"));
+            }
+        }
+        self.theta0 = self.model.theta(lambda0, nu0);
+        Ok(self)
+    }
+
+    /// The lower-level model.
+    pub fn model(&self) -> TvModel {
+        self.model
+    }
+
+    /// `(λ, ν)` at `θ` (the TV weight is `½λ` in the reference convention).
+    pub fn params(&self, theta: ArrayView1<'_, f64>) -> (f64, f64) {
+        self.model.params(theta)
+    }
+
     /// The MAID reference code's convention (see the module docs): TV weight `½λ`, constants
-    /// `μ = 1`, `L = 1 + √8·λ/ν`, `L_g = 1`, the others estimated online. Not certified.
-    pub fn with_reference_convention(mut self) -> Self {
+    /// `μ = 1`, `L = 1 + √8·λ/ν`, `L_g = 1`, the others estimated online. Not certified. Only
+    /// for the paper's model.
+    pub fn with_reference_convention(mut self) -> Result<Self> {
+        if self.model != TvModel::default() {
+            return Err(Error::param(
+                "TV model",
+                format!("{:?}", self.model),
+                "the reference code's convention is the paper's model only (anisotropic, ν learned)",
+            ));
+        }
         self.reference = true;
-        self
+        Ok(self)
     }
 
     /// The hyperparameters that give the same lower-level problem in this library's convention:
@@ -117,10 +246,6 @@ impl TvDenoising {
         &self.x_true
     }
 
-    fn params(theta: ArrayView1<'_, f64>) -> (f64, f64) {
-        (theta[0].exp(), theta[1].exp())
-    }
-
     /// The weight of `TV_ν` in `h`: `λ`, or `½λ` in the reference convention (its derivative
     /// in `θ₁ = log λ` is the weight itself either way).
     fn tv_weight(&self, theta: ArrayView1<'_, f64>) -> f64 {
@@ -132,13 +257,11 @@ impl TvDenoising {
         }
     }
 
-    /// `λ·TV_ν` of one image at `θ` (anisotropic, interior differences).
+    /// `λ·TV_ν` of one image at `θ`.
     fn tv(&self, theta: ArrayView1<'_, f64>) -> Result<SmoothedTv<f64>> {
-        let (lam, nu) = (self.tv_weight(theta), theta[1].exp());
-        Ok(
-            SmoothedTv::new(self.h, self.w, lam, nu, TvKind::Anisotropic)?
-                .with_boundary(TvBoundary::Interior),
-        )
+        let (lam, nu) = (self.tv_weight(theta), self.params(theta).1);
+        Ok(SmoothedTv::new(self.h, self.w, lam, nu, self.model.kind)?
+            .with_boundary(self.model.boundary()))
     }
 
     fn npix(&self) -> usize {
@@ -174,7 +297,7 @@ impl BilevelProblem for TvDenoising {
         self.y.len()
     }
     fn dim_theta(&self) -> usize {
-        2
+        self.model.dim_theta()
     }
     fn x_start(&self) -> Array1<f64> {
         Array1::zeros(self.y.len())
@@ -266,7 +389,9 @@ impl BilevelProblem for TvDenoising {
             .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         let inv_n = 1.0 / self.n_img as f64;
         out[0] = j1 * inv_n;
-        out[1] = j2 * inv_n;
+        if self.model.fixed_smoothing.is_none() {
+            out[1] = j2 * inv_n;
+        }
         Ok(())
     }
     fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
@@ -281,7 +406,7 @@ impl BilevelProblem for TvDenoising {
         true
     }
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
-        let (lam, nu) = Self::params(theta);
+        let (lam, nu) = self.params(theta);
         if self.reference {
             return Ok(Constants {
                 mu: 1.0,
@@ -295,16 +420,28 @@ impl BilevelProblem for TvDenoising {
         let nn = self.n_img as f64;
         let mu = 1.0 / nn;
         let (c1, c2) = self.j_columns(x, theta)?;
-        let (a, b, c) = (c1.dot(&c1), c1.dot(&c2), c2.dot(&c2));
-        // Largest eigenvalue of the 2×2 Gram matrix [[a, b], [b, c]].
-        let lmax = 0.5 * (a + c) + (0.25 * (a - c) * (a - c) + b * b).sqrt();
-        let l_h = 8.0 * std::f64::consts::SQRT_2 * c3() * lam / (nn * nu * nu);
+        let (j_norm, l_j) = if self.model.fixed_smoothing.is_some() {
+            (c1.dot(&c1).sqrt(), 8.0 * lam / (nn * nu))
+        } else {
+            let (a, b, c) = (c1.dot(&c1), c1.dot(&c2), c2.dot(&c2));
+            // Largest eigenvalue of the 2×2 Gram matrix [[a, b], [b, c]].
+            let lmax = 0.5 * (a + c) + (0.25 * (a - c) * (a - c) + b * b).sqrt();
+            (
+                lmax.sqrt(),
+                std::f64::consts::SQRT_2 * 8.0 * lam / (nn * nu),
+            )
+        };
+        let l_h = match self.model.kind {
+            TvKind::Anisotropic => 8.0 * std::f64::consts::SQRT_2 * c3(),
+            TvKind::Isotropic => 8.0 * 3f64.sqrt() * c3_isotropic(),
+        } * lam
+            / (nn * nu * nu);
         Ok(Constants {
             mu,
             lipschitz: (1.0 + 8.0 * lam / nu) / nn,
             l_g: 1.0 / nn,
-            j_norm: Constant::Known(lmax.sqrt()),
-            l_j: Constant::Known(std::f64::consts::SQRT_2 * 8.0 * lam / (nn * nu)),
+            j_norm: Constant::Known(j_norm),
+            l_j: Constant::Known(l_j),
             l_hinv: Constant::Known(l_h / (mu * mu)),
         })
     }
