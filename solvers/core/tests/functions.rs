@@ -684,6 +684,26 @@ fn functions_state_the_properties_of_their_mathematics() {
     let groups = || Groups::contiguous(&[2, 1, 2]).unwrap();
     let cases: Vec<(Box<dyn Function<f64>>, usize, Properties)> = vec![
         (
+            Box::new(TotalVariation::new(3, 4, 0.7, TvKind::Isotropic).unwrap()),
+            12,
+            props(t, f, f, f, f),
+        ),
+        (
+            Box::new(TotalVariation::new(4, 3, 0.7, TvKind::Anisotropic).unwrap()),
+            12,
+            props(t, f, f, f, f),
+        ),
+        (
+            Box::new(SmoothedTv::new(3, 4, 0.7, 0.1, TvKind::Isotropic).unwrap()),
+            12,
+            props(t, f, f, t, f),
+        ),
+        (
+            Box::new(SmoothedTv::new(4, 3, 0.7, 0.1, TvKind::Anisotropic).unwrap()),
+            12,
+            props(t, f, f, t, f),
+        ),
+        (
             Box::new(LeastSquares::new(a.clone(), Array1::ones(8)).unwrap()),
             5,
             props(t, f, f, t, f),

@@ -1329,6 +1329,139 @@ fn rof_above_the_constant_threshold_returns_the_mean_with_a_closed_form_certific
     }
 }
 
+/// The two closed-form dual points of the constant solution written from their definitions on
+/// an `h × w` array (rows first: `q_h(i, j) = −Σ_{k≤j}(v_ik − r_i)`, `q_v(i, ·) = −Σ_{k≤i}(r_k −
+/// v̄)`; columns first the transposed construction), with zeros where no difference exists (last
+/// column of `q_h`, last row of `q_v`). Returned as `[q_h; q_v]` (length `2hw`).
+fn constant_duals_by_definition(v: &Array1<f64>, h: usize, w: usize) -> [Array1<f64>; 2] {
+    let img = Array2::from_shape_vec((h, w), v.to_vec()).unwrap();
+    let mean = img.mean().unwrap();
+    let stack = |qh: Array2<f64>, qv: Array2<f64>| {
+        let mut q = qh.into_iter().collect::<Vec<_>>();
+        q.extend(qv);
+        Array1::from(q)
+    };
+    let (mut rh, mut rv) = (Array2::zeros((h, w)), Array2::zeros((h, w)));
+    for i in 0..h {
+        let r = img.row(i).mean().unwrap();
+        let rows_above: f64 = (0..=i).map(|k| img.row(k).mean().unwrap() - mean).sum();
+        for j in 0..w {
+            if j + 1 < w {
+                rh[(i, j)] = -(0..=j).map(|k| img[(i, k)] - r).sum::<f64>();
+            }
+            if i + 1 < h {
+                rv[(i, j)] = -rows_above;
+            }
+        }
+    }
+    let (mut ch, mut cv) = (Array2::zeros((h, w)), Array2::zeros((h, w)));
+    for j in 0..w {
+        let c = img.column(j).mean().unwrap();
+        let cols_left: f64 = (0..=j).map(|k| img.column(k).mean().unwrap() - mean).sum();
+        for i in 0..h {
+            if i + 1 < h {
+                cv[(i, j)] = -(0..=i).map(|k| img[(k, j)] - c).sum::<f64>();
+            }
+            if j + 1 < w {
+                ch[(i, j)] = -cols_left;
+            }
+        }
+    }
+    [stack(rh, rv), stack(ch, cv)]
+}
+
+/// `max_p ‖q_p‖` (2-norm per pixel isotropic, ∞-norm anisotropic) of `q = [q_h; q_v]`.
+fn dual_norm_max(q: &Array1<f64>, kind: TvKind) -> f64 {
+    let n = q.len() / 2;
+    (0..n)
+        .map(|p| match kind {
+            TvKind::Isotropic => q[p].hypot(q[n + p]),
+            TvKind::Anisotropic => q[p].abs().max(q[n + p].abs()),
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn constant_threshold_and_its_dual_points_match_their_definitions() {
+    // Images made so that each construction is the smaller one: rows alike with a column
+    // trend favour rows first (the row means agree); the transpose favours columns first.
+    let trend = |h: usize, w: usize, by_rows: bool, seed: u64| {
+        let noise = random_point::<f64>(h * w, 0.05, seed);
+        Array1::from_shape_fn(h * w, |k| {
+            let (i, j) = (k / w, k % w);
+            let t = if by_rows { j } else { i } as f64;
+            0.3 + 0.1 * t + noise[k]
+        })
+    };
+    let mut used = [0usize; 2];
+    for (h, w, seed) in [
+        (5usize, 8usize, 1u64),
+        (8, 5, 2),
+        (6, 6, 3),
+        (1, 7, 4),
+        (7, 1, 5),
+    ] {
+        let n = h * w;
+        let grad = Gradient2d::new(h, w).unwrap();
+        for v in [
+            trend(h, w, true, 100 + seed),
+            trend(h, w, false, 200 + seed),
+            random_point::<f64>(n, 1.0, 300 + seed),
+        ] {
+            let mean = v.sum() / n as f64;
+            let duals = constant_duals_by_definition(&v, h, w);
+            for q in &duals {
+                // Both are dual points of the constant: ∇ᵀq = v − v̄.
+                let r = &grad.adjoint(q.view()).unwrap() - &(&v - mean);
+                assert!(max_abs(r.view()) < 1e-13);
+            }
+            for kind in [TvKind::Isotropic, TvKind::Anisotropic] {
+                let bounds = [
+                    dual_norm_max(&duals[0], kind),
+                    dual_norm_max(&duals[1], kind),
+                ];
+                let tv1 = TotalVariation::new(h, w, 1.0, kind).unwrap();
+                let t = tv1.constant_threshold(v.view()).unwrap();
+                assert!(
+                    (t - bounds[0].min(bounds[1])).abs() <= 1e-13 * (1.0 + t),
+                    "{h}x{w} {kind:?}: λ̂ = {t}, bounds {bounds:?}"
+                );
+                // At μ = λ̂ the smaller construction certifies (rows first in a tie, to
+                // rounding); at μ above both, rows first. μ = λ̂ exactly takes the closed form.
+                let which = if bounds[0] <= t * (1.0 + 1e-13) { 0 } else { 1 };
+                used[which] += 1;
+                for (mu, want) in [(t, which), (bounds[0].max(bounds[1]) * 1.5, 0)] {
+                    let tv = TotalVariation::new(h, w, mu, kind).unwrap();
+                    let sol = tv.prox_certified(v.view(), 1.0).unwrap();
+                    assert_eq!(sol.iterations, 0, "{h}x{w} {kind:?} μ = {mu}, {bounds:?}");
+                    let dq = &sol.q - &duals[want];
+                    assert!(max_abs(dq.view()) < 1e-13, "{h}x{w} {kind:?} μ = {mu}");
+                    // No value where no difference exists, exactly.
+                    for i in 0..h {
+                        assert_eq!(sol.q[i * w + w - 1], 0.0);
+                    }
+                    for j in 0..w {
+                        assert_eq!(sol.q[n + (h - 1) * w + j], 0.0);
+                    }
+                    // The gap against P(x) − D(q) = ½‖v − x‖² + μ·TV(x) − ½‖v‖² + ½‖v − ∇ᵀq‖².
+                    let atq = grad.adjoint(sol.q.view()).unwrap();
+                    let primal = 0.5 * (&v - &sol.x).mapv(|e| e * e).sum()
+                        + mu * tv1.value(sol.x.view()).unwrap();
+                    let dual = 0.5 * v.dot(&v) - 0.5 * (&v - &atq).mapv(|e| e * e).sum();
+                    assert!(
+                        sol.gap >= 0.0 && (sol.gap - (primal - dual)).abs() < 1e-13,
+                        "{h}x{w} {kind:?}: gap {} vs {}",
+                        sol.gap,
+                        primal - dual
+                    );
+                }
+            }
+        }
+    }
+    // Both constructions were the smaller one in some case (in 1-D they coincide).
+    assert!(used[0] > 0 && used[1] > 0, "{used:?}");
+}
+
 #[test]
 fn rof_with_a_huge_weight_is_the_mean_image_at_once() {
     // `denoise tv --lambda 1e300` used to run 100 000 FGP iterations into overflow.

@@ -108,10 +108,17 @@ impl<T: Real> TotalVariation<T> {
         check_arg("TotalVariation::constant_threshold", "v", self.dim(), v)?;
         let v = v.as_standard_layout();
         let vs = v.as_slice().unwrap_or(&[]);
-        let mean = vs.iter().copied().sum::<T>() / T::c(vs.len() as f64);
+        let mean = Self::mean(vs);
         Ok(self
             .constant_dual(vs, mean, false, None)
             .min(self.constant_dual(vs, mean, true, None)))
+    }
+
+    /// The mean of `v`, summed in order: [`Self::constant_threshold`] and
+    /// [`Self::constant_solution`] must get the same bits, so that `μ = λ̂(v)` takes the
+    /// closed form.
+    fn mean(v: &[T]) -> T {
+        v.iter().copied().sum::<T>() / T::c(v.len() as f64)
     }
 
     /// The closed-form dual point of [`Self::constant_threshold`] (rows first, or columns first
@@ -181,7 +188,7 @@ impl<T: Real> TotalVariation<T> {
     fn constant_solution(&self, v: &Array1<T>, mu: T) -> Option<(Array1<T>, Array1<T>, T, T)> {
         let vs = v.as_slice()?;
         let n = self.n();
-        let mean = v.sum() / T::c(n as f64);
+        let mean = Self::mean(vs);
         // Rows first; the columns-first bound only if that one is not enough.
         let cols_first = if mu >= self.constant_dual(vs, mean, false, None) {
             false
