@@ -324,7 +324,7 @@ fn results_are_the_same_bits_for_any_thread_count() {
         (((i * 13 + j * 7) % 17) as f64 / 17.0 + ((i / 32 + j / 32) % 2) as f64) / 2.0
     });
     hyperprox::core::io::write_npy(d.join("y.npy"), &y).unwrap();
-    let runs: [(&str, &[&str], &str); 4] = [
+    let runs: [(&str, &[&str], &str); 6] = [
         (
             "denoise",
             &[
@@ -344,6 +344,28 @@ fn results_are_the_same_bits_for_any_thread_count() {
                 "--max-iters",
                 "2",
             ],
+            "history.json",
+        ),
+        // FoE sums over its filters in parallel; logistic regression over samples.
+        (
+            "foe",
+            &[
+                "tune",
+                "foe",
+                "--images",
+                "2",
+                "--size",
+                "24",
+                "--filters",
+                "24",
+                "--max-iters",
+                "2",
+            ],
+            "history.json",
+        ),
+        (
+            "logreg",
+            &["tune", "logreg", "--max-iters", "2"],
             "history.json",
         ),
         (

@@ -134,7 +134,10 @@ impl FieldOfExperts {
         }
     }
 
-    /// `Σ_j` over filters (in parallel) of `f(j, k_j, a_j, ν_j) -> Vec` summed elementwise.
+    /// `Σ_j` over filters of `f(j, k_j, a_j, ν_j) -> Vec` summed elementwise: filters in fixed
+    /// groups of [`FILTERS_PER_TASK`] accumulated in parallel, the groups' sums added in order,
+    /// so the result is the same bits for any thread count and any run (a rayon `fold`/`reduce`
+    /// would group the filters by how the work happened to be stolen).
     fn sum_filters(
         &self,
         len: usize,
@@ -143,11 +146,12 @@ impl FieldOfExperts {
     ) -> Vec<f64> {
         let pt = self.parts(theta);
         let k2 = self.ks * self.ks;
-        (0..self.nf)
+        let groups = self.nf.div_ceil(FILTERS_PER_TASK);
+        let sums: Vec<Vec<f64>> = (0..groups)
             .into_par_iter()
-            .fold(
-                || vec![0.0; len],
-                |mut acc, j| {
+            .map(|g| {
+                let mut acc = vec![0.0; len];
+                for j in g * FILTERS_PER_TASK..((g + 1) * FILTERS_PER_TASK).min(self.nf) {
                     f(
                         j,
                         &pt.taps[j * k2..(j + 1) * k2],
@@ -155,22 +159,26 @@ impl FieldOfExperts {
                         pt.nu[j],
                         &mut acc,
                     );
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0.0; len],
-                |mut a, b| {
-                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            )
+                }
+                acc
+            })
+            .collect();
+        let mut sums = sums.into_iter();
+        let mut total = sums.next().unwrap_or_else(|| vec![0.0; len]);
+        for s in sums {
+            total.iter_mut().zip(s).for_each(|(x, y)| *x += y);
+        }
+        total
     }
 
     fn npix(&self) -> usize {
         self.h * self.w
     }
 }
+
+/// Filters per parallel task of [`FieldOfExperts::sum_filters`] (a constant, not the thread
+/// count, so the summation order never depends on the machine).
+const FILTERS_PER_TASK: usize = 4;
 
 fn th(theta: &ArrayView1<'_, f64>) -> Vec<f64> {
     theta.iter().cloned().collect()

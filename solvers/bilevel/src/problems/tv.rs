@@ -311,14 +311,16 @@ impl BilevelProblem for TvDenoising {
         let xc = x.as_standard_layout();
         let xs = slice(&xc)?;
         let ys = slice(&self.y)?;
-        let total: f64 = xs
+        // Per image in parallel, summed in image order (the same bits for any thread count).
+        let parts: Vec<f64> = xs
             .par_chunks(n)
             .zip(ys.par_chunks(n))
             .map(|(xi, yi)| {
                 let data = xi.iter().zip(yi).map(|(a, b)| (a - b) * (a - b));
                 0.5 * data.sum::<f64>() + tv.image_value(xi)
             })
-            .sum();
+            .collect();
+        let total: f64 = parts.iter().sum();
         Ok(total / self.n_img as f64)
     }
     fn lower_grad_into(
@@ -382,11 +384,12 @@ impl BilevelProblem for TvDenoising {
         let n = self.npix();
         let xc = x.as_standard_layout();
         let qc = q.as_standard_layout();
-        let (j1, j2) = slice(&xc)?
+        let parts: Vec<(f64, f64)> = slice(&xc)?
             .par_chunks(n)
             .zip(slice(&qc)?.par_chunks(n))
             .map(|(xi, qi)| tv.image_log_param_dots(xi, qi))
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+            .collect();
+        let (j1, j2) = parts.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         let inv_n = 1.0 / self.n_img as f64;
         out[0] = j1 * inv_n;
         if self.model.fixed_smoothing.is_none() {

@@ -618,11 +618,15 @@ impl<T: Real> SmoothedTv<T> {
         check_arg("SmoothedTv::log_param_dots", "q", self.dim(), q)?;
         let (xc, qc) = (x.as_standard_layout(), q.as_standard_layout());
         let (xs, qs) = (contiguous(&xc), contiguous(&qc));
-        Ok(xs
+        // Per image in parallel, summed in image order (the same bits for any thread count).
+        let parts: Vec<(T, T)> = xs
             .par_chunks(self.n())
             .zip(qs.par_chunks(self.n()))
             .map(|(xi, qi)| self.image_log_param_dots(xi, qi))
-            .reduce(|| (T::zero(), T::zero()), |a, b| (a.0 + b.0, a.1 + b.1)))
+            .collect();
+        Ok(parts
+            .into_iter()
+            .fold((T::zero(), T::zero()), |a, b| (a.0 + b.0, a.1 + b.1)))
     }
 
     /// The two columns `∂_{log λ}∇f(x)` and `∂_{log ν}∇f(x)` over all images.
