@@ -62,10 +62,11 @@ pub struct SolveArgs {
     /// Iteration (epoch) cap.
     #[arg(long, default_value_t = 100_000)]
     max_iters: usize,
-    /// Coordinate descent: use celer-style working sets (ℓ1 and elastic net) on top of
-    /// gap-safe screening.
+    /// Coordinate descent: plain screened epochs over all features instead of working sets
+    /// with Anderson and dual extrapolation (the default for ℓ1 and elastic net; the group
+    /// lasso always runs plain epochs).
     #[arg(long)]
-    working_sets: bool,
+    no_working_sets: bool,
     /// Output solution x (.npy).
     #[arg(long)]
     out: PathBuf,
@@ -88,7 +89,7 @@ impl SolveArgs {
             solver: self.solver,
             tol: self.tol,
             max_iters: self.max_iters,
-            working_sets: self.working_sets,
+            working_sets: !self.no_working_sets,
             relative: self.relative,
         }
     }

@@ -365,6 +365,135 @@ pub fn dot<T: Real>(a: ArrayView1<'_, T>, b: ArrayView1<'_, T>) -> T {
     a.dot(&b)
 }
 
+/// `Aᵀ` as a new row-major array (the columns of `A` become contiguous rows), copied in
+/// 32×32 tiles so that both the reads and the writes stay in cache: several times faster than
+/// `a.t().as_standard_layout()` on a row-major `A`.
+pub fn transpose_owned<T: Real>(a: ArrayView2<'_, T>) -> Array2<T> {
+    const B: usize = 32;
+    let (m, n) = a.dim();
+    let mut out = vec![T::zero(); m * n];
+    match a.as_slice() {
+        Some(src) if m > 0 && n > 0 => {
+            // Blocks of B output rows (B columns of A) on the rayon threads.
+            use rayon::prelude::*;
+            out.par_chunks_mut(B * m)
+                .enumerate()
+                .for_each(|(blk, dst)| {
+                    let j0 = blk * B;
+                    let jn = dst.len() / m;
+                    for i0 in (0..m).step_by(B) {
+                        for i in i0..(i0 + B).min(m) {
+                            let row = &src[i * n + j0..i * n + j0 + jn];
+                            for (jj, &v) in row.iter().enumerate() {
+                                dst[jj * m + i] = v;
+                            }
+                        }
+                    }
+                });
+        }
+        _ => {
+            for ((i, j), &v) in a.indexed_iter() {
+                out[j * m + i] = v;
+            }
+        }
+    }
+    Array2::from_shape_vec((n, m), out).expect("n·m entries")
+}
+
+/// `⟨a, b⟩` of two slices of equal length: sixteen partial sums with fused multiply-adds,
+/// compiled for AVX2+FMA and chosen at run time where the CPU has them (the default target
+/// of a Rust build is SSE2, half the width and no FMA). The summation order depends only on
+/// the length, so the result is the same bits on every call (not on every CPU: the baseline
+/// path rounds each product). The coordinate-descent kernels use it for `aⱼᵀr`.
+#[inline]
+pub fn dot_slices<T: Real>(a: &[T], b: &[T]) -> T {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { dot_fma(a, b) };
+        }
+    }
+    dot_body::<T, false>(a, b)
+}
+
+/// `y ← y + α·x` on slices of equal length (AVX2+FMA where available, as [`dot_slices`]).
+#[inline]
+pub fn axpy_slices<T: Real>(y: &mut [T], alpha: T, x: &[T]) {
+    debug_assert_eq!(y.len(), x.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { axpy_fma(y, alpha, x) };
+            return;
+        }
+    }
+    axpy_body::<T, false>(y, alpha, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_fma<T: Real>(a: &[T], b: &[T]) -> T {
+    dot_body::<T, true>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_fma<T: Real>(y: &mut [T], alpha: T, x: &[T]) {
+    axpy_body::<T, true>(y, alpha, x)
+}
+
+#[inline(always)]
+/// `FMA`: fused multiply-adds (only where the hardware has them: software `fma` is slow).
+fn dot_body<T: Real, const FMA: bool>(a: &[T], b: &[T]) -> T {
+    const W: usize = 16;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); W];
+    let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..W {
+            acc[k] = madd::<T, FMA>(x[k], y[k], acc[k]);
+        }
+    }
+    let mut tail = T::zero();
+    for (x, y) in ra.iter().zip(rb) {
+        tail = madd::<T, FMA>(*x, *y, tail);
+    }
+    // Pairwise over the partial sums.
+    let mut w = W;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            let v = acc[k + w];
+            acc[k] += v;
+        }
+    }
+    acc[0] + tail
+}
+
+#[inline(always)]
+fn axpy_body<T: Real, const FMA: bool>(y: &mut [T], alpha: T, x: &[T]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = madd::<T, FMA>(alpha, xi, *yi);
+    }
+}
+
+/// `a·b + c`, fused if `FMA`.
+#[inline(always)]
+fn madd<T: Real, const FMA: bool>(a: T, b: T, c: T) -> T {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
 /// Euclidean norm, computed without overflow for large entries: one pass summing the squares
 /// (eight partial sums on contiguous data, which vectorizes); where that sum is not finite or
 /// so small that a square may have underflowed (below `min_positive/ε`, so such terms change

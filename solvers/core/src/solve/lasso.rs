@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::func::{ElasticNet, Function, Groups, LeastSquares, NormL1, NormL21, Prox};
 use crate::linalg::{check_design, check_len, check_nonnegative, Real};
 use crate::ops::DenseMatrix;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 /// The penalty `Ω` of a [`LassoProblem`] (all scaled by `λ`).
 #[derive(Clone, Debug)]
@@ -226,7 +226,21 @@ impl<T: Real> LassoProblem<T> {
         r: ArrayView1<'_, T>,
     ) -> Result<(T, Array1<T>)> {
         let n = T::c(self.n_samples() as f64);
-        let mut atth = self.a.t().dot(&r.mapv(|v| v / n));
+        let atth = self.a.t().dot(&r.mapv(|v| v / n));
+        let (gap, scale, _) = self.gap_from_correlations(x, r, atth)?;
+        Ok((gap, r.mapv(|v| v * scale / n)))
+    }
+
+    /// The gap of [`Self::duality_gap_with_residual`] from the correlations `Aᵀr/n` computed by
+    /// the caller (coordinate descent reads its contiguous columns): `(gap, s, Aᵀθ)` with
+    /// `θ = s·r/n`.
+    pub(crate) fn gap_from_correlations(
+        &self,
+        x: ArrayView1<'_, T>,
+        r: ArrayView1<'_, T>,
+        mut atth: Array1<T>,
+    ) -> Result<(T, T, Array1<T>)> {
+        let n = T::c(self.n_samples() as f64);
         let mut scale = T::one();
         if !matches!(self.penalty, LassoPenalty::ElasticNet { alpha } if alpha < T::one()) {
             let dn = self.dual_norm_unit(atth.view());
@@ -238,18 +252,13 @@ impl<T: Real> LassoProblem<T> {
         let conj = self.penalty_function()?.conj_value(atth.view())?;
         let primal = self.objective_with_residual(x, r)?;
         let gap = gap_from_residual(primal, r, self.b.view(), scale, n, conj);
-        Ok((gap, r.mapv(|v| v * scale / n)))
+        Ok((gap, scale, atth))
     }
 
     /// Duality gap `P(x) − D(θ(x))`.
     pub fn duality_gap(&self, x: ArrayView1<'_, T>) -> Result<T> {
         let r = self.residual(x)?;
         Ok(self.duality_gap_with_residual(x, r.view())?.0)
-    }
-
-    /// Column norms `‖A_{:,j}‖`.
-    pub(crate) fn column_norms(&self) -> Array1<T> {
-        self.a.map_axis(Axis(0), |c| c.dot(&c).sqrt())
     }
 }
 

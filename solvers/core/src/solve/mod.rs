@@ -13,6 +13,7 @@ mod admm;
 mod argmin_adapter;
 mod batch;
 mod cd;
+pub mod cd_ws;
 mod dr;
 mod fista;
 mod lasso;
@@ -26,6 +27,9 @@ pub use batch::{lasso_gaps, BatchFista, BatchFistaParams, BatchFistaState};
 pub use cd::{
     run_epochs, CoordinateDescent, CoordinateDescentParams, CoordinateDescentState, EpochMethod,
     Epochs,
+};
+pub use cd_ws::{
+    anderson_extrapolate, AndersonRecord, DualSource, OuterRecord, WorkingSetTrace, EXTRAPOLATION_K,
 };
 pub use dr::{DouglasRachford, DouglasRachfordState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};

@@ -1,0 +1,574 @@
+//! Working-set coordinate descent for the ℓ1 and elastic-net penalties: working sets grown by
+//! the dual-constraint score, Anderson extrapolation of the coordinate-descent iterates, and
+//! dual extrapolation of the residuals, with the gap-safe certified stop of
+//! [`CoordinateDescent`].
+//!
+//! # The method
+//! Outer iteration `t` (at `x`, residual `r = b − Ax`):
+//! 1. **Dual point.** Candidates `θ_res = s·r/n` and, with dual extrapolation, `θ_acc = s·r_acc/n`
+//!    where `r_acc = Σᵢ cᵢ r⁽ⁱ⁾` extrapolates the last `K + 1 = 6` residuals of the inner epochs
+//!    (`c` solves `UᵀU z = 1`, `c = z/Σz`, `U` the residual differences); `s ≤ 1` scales each
+//!    into the dual domain `|aⱼᵀθ| ≤ λαwⱼ` over the remaining features. The dual value `D(θ)`
+//!    of a fixed `θ` does not change, so the best point seen so far stays a candidate. The gap
+//!    `G = P(x) − max D` certifies `P(x) − P* ≤ G` (the problem with screened features removed
+//!    has the same optimal value).
+//! 2. **Gap-safe screening** with the best `θ`, as in plain coordinate descent.
+//! 3. **Working set**: the support of `x` and the features of smallest score
+//!    `dⱼ = (λαwⱼ − |aⱼᵀθ|)/‖aⱼ‖` (closest to, or beyond, their dual constraint), of size
+//!    `max(ws_start, 2·|supp x|)`, doubled when the last outer iteration did not halve the gap.
+//! 4. **Inner solve** on the working set by cyclic coordinate descent until its own gap is
+//!    `≤ 0.3·G`. Every `K = 5` epochs an **Anderson** step extrapolates the last `K + 1`
+//!    iterates and is taken only if it lowers the objective.
+//!
+//! # References
+//! M. Massias, A. Gramfort, J. Salmon, "Celer: a fast solver for the Lasso with dual
+//! extrapolation", ICML 2018 (working sets, dual extrapolation, inner tolerance 0.3·G);
+//! Q. Bertrand, Q. Klopfenstein, P.-A. Bannier, G. Gidel, M. Massias, "Beyond L1: faster and
+//! better sparse models with skglm", NeurIPS 2022 (Anderson extrapolation of coordinate
+//! descent accepted on objective decrease, working sets of size `max(10, 2·|supp|)`);
+//! D. Scieur, A. d'Aspremont, F. Bach, "Regularized nonlinear acceleration", NeurIPS 2016.
+
+use super::cd::{CoordinateDescent, CoordinateDescentState};
+use super::{
+    check_divergence, CertificateKind, IterInfo, LassoPenalty, Observer, Solution,
+    TerminationReason,
+};
+use crate::error::Result;
+use crate::func::soft_threshold;
+use crate::linalg::{axpy_slices, dot_slices, Real};
+use ndarray::{Array1, ArrayView1};
+use rayon::prelude::*;
+use std::collections::VecDeque;
+
+/// Number of differences `K` in the Anderson and dual extrapolations.
+pub const EXTRAPOLATION_K: usize = 5;
+
+/// The inner solve stops at a working-set gap of this fraction of the outer gap (celer).
+const INNER_FRACTION: f64 = 0.3;
+
+/// Where the dual point of an outer iteration came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DualSource {
+    /// The rescaled residual `s·r/n`.
+    Residual,
+    /// The rescaled extrapolated residual.
+    Extrapolated,
+    /// A point of an earlier outer iteration (its dual value was higher).
+    Previous,
+}
+
+/// One outer iteration of the working-set solver.
+#[derive(Clone, Debug)]
+pub struct OuterRecord<T> {
+    /// Epochs done when it started.
+    pub epoch: usize,
+    /// The duality gap at its start (after screening).
+    pub gap: T,
+    /// The source of the dual point of that gap.
+    pub dual_source: DualSource,
+    /// The support of `x` when the working set was chosen.
+    pub support: Vec<usize>,
+    /// The working set (sorted); empty on the last record (the gap reached the tolerance).
+    pub working_set: Vec<usize>,
+}
+
+/// One Anderson step.
+#[derive(Clone, Copy, Debug)]
+pub struct AndersonRecord<T> {
+    /// Epochs done.
+    pub epoch: usize,
+    /// `P(x)` at the coordinate-descent iterate.
+    pub before: T,
+    /// `P` at the extrapolated point.
+    pub candidate: T,
+    /// Taken (`candidate < before`).
+    pub accepted: bool,
+}
+
+/// What the working-set solver did: one record per outer iteration and per Anderson step,
+/// and the final dual point (in [`CoordinateDescentState::trace`]).
+#[derive(Clone, Debug, Default)]
+pub struct WorkingSetTrace<T> {
+    /// Outer iterations.
+    pub outer: Vec<OuterRecord<T>>,
+    /// Anderson steps.
+    pub anderson: Vec<AndersonRecord<T>>,
+    /// The best dual point `θ` (length `n`), feasible for the features not screened.
+    pub theta: Array1<T>,
+    /// Its dual value `D(θ)`.
+    pub dual_value: T,
+}
+
+/// The extrapolation `Σᵢ cᵢ v⁽ⁱ⁺¹⁾` of `K + 1` vectors `v⁽⁰⁾…v⁽ᴷ⁾` (oldest first): `c` solves
+/// `UᵀU z = 1` with `U = [v⁽¹⁾ − v⁽⁰⁾, …, v⁽ᴷ⁾ − v⁽ᴷ⁻¹⁾]`, `c = z/Σz`. `None` if `UᵀU` is
+/// singular to working precision (the iterates stopped moving) or the result is not finite.
+pub fn anderson_extrapolate<T: Real>(hist: &[Array1<T>]) -> Option<Array1<T>> {
+    let k = hist.len().checked_sub(1).filter(|&k| k > 0)?;
+    let diffs: Vec<Array1<T>> = (0..k).map(|i| &hist[i + 1] - &hist[i]).collect();
+    let mut g = vec![vec![T::zero(); k + 1]; k];
+    for i in 0..k {
+        for j in 0..=i {
+            let v = diffs[i].dot(&diffs[j]);
+            g[i][j] = v;
+            g[j][i] = v;
+        }
+        g[i][k] = T::one();
+    }
+    let z = solve_spd_small(g)?;
+    let sum: T = z.iter().copied().sum();
+    if !(sum.abs() > T::zero()) || !sum.is_finite() {
+        return None;
+    }
+    let mut out = Array1::zeros(hist[0].len());
+    for (i, zi) in z.iter().enumerate() {
+        out.scaled_add(*zi / sum, &hist[i + 1]);
+    }
+    out.iter().all(|v| v.is_finite()).then_some(out)
+}
+
+/// Solves the `k × k` system in the augmented matrix `[G | rhs]` by Gaussian elimination with
+/// partial pivoting; `None` when a pivot falls below `ε²` times the largest diagonal entry (a
+/// Gram matrix of differences that is singular to working precision: the iterates stopped
+/// moving). Ill-conditioned systems are still solved: the weights may then be inaccurate, but
+/// an extrapolated primal point is only taken if it lowers the objective and a dual point is
+/// rescaled to feasibility, so neither can hurt the certificate.
+fn solve_spd_small<T: Real>(mut m: Vec<Vec<T>>) -> Option<Vec<T>> {
+    let k = m.len();
+    let scale = (0..k).fold(T::zero(), |a, i| a.max(m[i][i].abs()));
+    if !(scale > T::zero()) || !scale.is_finite() {
+        return None;
+    }
+    let floor = scale * T::epsilon() * T::epsilon();
+    for col in 0..k {
+        let piv = (col..k).max_by(|&a, &b| {
+            m[a][col]
+                .abs()
+                .partial_cmp(&m[b][col].abs())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })?;
+        if !(m[piv][col].abs() > floor) {
+            return None;
+        }
+        m.swap(col, piv);
+        let (top, rest) = m.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for row in rest.iter_mut() {
+            let f = row[col] / pivot_row[col];
+            for (r, &v) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *r -= f * v;
+            }
+        }
+    }
+    let mut z = vec![T::zero(); k];
+    for row in (0..k).rev() {
+        let mut v = m[row][k];
+        for c in row + 1..k {
+            v -= m[row][c] * z[c];
+        }
+        z[row] = v / m[row][row];
+    }
+    Some(z)
+}
+
+/// A dual point with `Aᵀθ` on the remaining features and its dual value.
+#[derive(Clone)]
+struct DualPoint<T> {
+    /// The scale `s` applied to `v/n`.
+    scale: T,
+    theta: Array1<T>,
+    /// `aⱼᵀθ` for every feature `j` (entries of screened features unused).
+    at_theta: Array1<T>,
+    value: T,
+}
+
+impl<T: Real> CoordinateDescent<'_, T> {
+    /// `(α, λ(1 − α))` of the ℓ1 / elastic-net penalty.
+    fn l1_l2(&self) -> (T, T) {
+        match self.problem().penalty() {
+            LassoPenalty::ElasticNet { alpha } => {
+                (*alpha, self.problem().lambda() * (T::one() - *alpha))
+            }
+            _ => (T::one(), T::zero()),
+        }
+    }
+
+    /// `P(x)` from `‖r‖²` (the ℓ1/EN objective over the features in `idx`, all others zero).
+    fn objective_on(&self, x: &Array1<T>, r: &Array1<T>, idx: &[usize]) -> T {
+        let p = self.problem();
+        let (alpha, l2) = self.l1_l2();
+        let (lam, w) = (p.lambda(), p.weights());
+        let n = T::c(p.n_samples() as f64);
+        let mut pen = T::zero();
+        for &j in idx {
+            pen += lam * alpha * w[j] * x[j].abs() + T::c(0.5) * l2 * x[j] * x[j];
+        }
+        r.dot(r) / (T::c(2.0) * n) + pen
+    }
+
+    /// The dual points `s·v/n` built from residual-like vectors `v` (one pass over the columns
+    /// `idx` for all of them: each column is read once), each feasible on the features `idx`
+    /// (for the elastic net every `θ` is feasible and `s = 1`), with its dual value
+    /// `θᵀb − (n/2)‖θ‖² − Σ_{j∈idx} Ω*ⱼ(aⱼᵀθ)`.
+    fn dual_points(&self, vs: &[&Array1<T>], idx: &[usize]) -> Vec<DualPoint<T>> {
+        let p = self.problem();
+        let n = T::c(p.n_samples() as f64);
+        let slices: Vec<&[T]> = vs
+            .iter()
+            .map(|v| v.as_slice().expect("contiguous"))
+            .collect();
+        let k = slices.len();
+        // Column blocks on the rayon threads: every product is computed alone, so the result
+        // is the same bits for any thread count.
+        const BLOCK: usize = 64;
+        let mut vals = vec![T::zero(); idx.len() * k];
+        vals.par_chunks_mut(BLOCK * k)
+            .zip(idx.par_chunks(BLOCK))
+            .for_each(|(out, js)| {
+                for (o, &j) in out.chunks_mut(k).zip(js) {
+                    let col = self.column_slice(j);
+                    for (oo, v) in o.iter_mut().zip(&slices) {
+                        *oo = dot_slices(col, v) / n;
+                    }
+                }
+            });
+        let mut ats: Vec<Array1<T>> = vec![Array1::zeros(p.n_features()); k];
+        for (o, &j) in vals.chunks(k).zip(idx) {
+            for (at, &v) in ats.iter_mut().zip(o) {
+                at[j] = v;
+            }
+        }
+        vs.iter()
+            .zip(ats)
+            .map(|(v, at)| self.finish_dual(v, at, idx))
+            .collect()
+    }
+
+    /// The dual point of [`Self::dual_points`] from `v` and `aⱼᵀv/n` (`j ∈ idx`).
+    fn finish_dual(&self, v: &Array1<T>, mut at_theta: Array1<T>, idx: &[usize]) -> DualPoint<T> {
+        let p = self.problem();
+        let (alpha, l2) = self.l1_l2();
+        let (lam, w) = (p.lambda(), p.weights());
+        let n = T::c(p.n_samples() as f64);
+        let mut worst = T::zero();
+        if l2 == T::zero() {
+            for &j in idx {
+                let bound = lam * alpha * w[j];
+                if bound > T::zero() {
+                    worst = worst.max(at_theta[j].abs() / bound);
+                } else if at_theta[j] != T::zero() {
+                    worst = T::infinity();
+                }
+            }
+        }
+        let s = if worst > T::one() {
+            T::one() / worst
+        } else {
+            T::one()
+        };
+        let theta = v.mapv(|e| e * s / n);
+        let mut conj = T::zero();
+        if l2 > T::zero() {
+            for &j in idx {
+                let e = (at_theta[j].abs() - lam * alpha * w[j]).max(T::zero());
+                conj += e * e / (T::c(2.0) * l2);
+            }
+        } else {
+            at_theta.mapv_inplace(|c| c * s);
+        }
+        let value = if s.is_finite() && s > T::zero() {
+            theta.dot(&p.b()) - T::c(0.5) * n * theta.dot(&theta) - conj
+        } else {
+            T::neg_infinity()
+        };
+        DualPoint {
+            scale: s,
+            theta,
+            at_theta,
+            value,
+        }
+    }
+
+    /// The KKT violation of feature `j` at `x` from `cⱼ = aⱼᵀr/n`: the distance of
+    /// `cⱼ − λ(1 − α)xⱼ` (minus the smooth part's gradient) to `∂(λαwⱼ|·|)(xⱼ)`; zero for every
+    /// `j` exactly at a solution.
+    fn violation(&self, j: usize, xj: T, cj: T) -> T {
+        let (alpha, l2) = self.l1_l2();
+        let bound = self.problem().lambda() * alpha * self.problem().weights()[j];
+        let g = cj - l2 * xj;
+        if xj == T::zero() {
+            (g.abs() - bound).max(T::zero())
+        } else {
+            (g - bound * xj.signum()).abs()
+        }
+    }
+
+    /// `aⱼᵀr/n` for `j ∈ idx` (zero elsewhere).
+    fn correlations(&self, r: &Array1<T>, idx: &[usize]) -> Array1<T> {
+        let n = T::c(self.problem().n_samples() as f64);
+        let rs = r.as_slice().expect("contiguous");
+        let mut c = Array1::zeros(self.problem().n_features());
+        for &j in idx {
+            c[j] = dot_slices(self.column_slice(j), rs) / n;
+        }
+        c
+    }
+
+    /// The working-set solver (see the [module documentation](self)).
+    pub(super) fn run_ws(
+        &self,
+        x0: ArrayView1<'_, T>,
+        mut observer: impl Observer<T>,
+    ) -> Result<Solution<T, CoordinateDescentState<T>>> {
+        let prob = self.problem();
+        let params = *self.params();
+        let (alpha, l2) = self.l1_l2();
+        let (lam, w) = (prob.lambda(), prob.weights());
+        let n = T::c(prob.n_samples() as f64);
+        let mut s = self.init(x0)?;
+        let mut trace = WorkingSetTrace {
+            theta: Array1::zeros(prob.n_samples()),
+            dual_value: T::neg_infinity(),
+            ..Default::default()
+        };
+        let mut best: Option<DualPoint<T>> = None;
+        let mut r_hist: VecDeque<Array1<T>> = VecDeque::with_capacity(EXTRAPOLATION_K + 2);
+        let mut k_ws = 0usize;
+        let mut prev_gap = T::infinity();
+        let screening = params.screening && l2 == T::zero();
+        // A relative margin keeps features whose constraint is active up to rounding.
+        let lam_screen = lam * (T::one() - T::c(1e3) * T::epsilon());
+        let reason = loop {
+            // 1. The dual point and the gap.
+            let mut source = DualSource::Previous;
+            let r_acc = if params.dual_extrapolation && r_hist.len() == EXTRAPOLATION_K + 1 {
+                r_hist.make_contiguous();
+                anderson_extrapolate(r_hist.as_slices().0)
+            } else {
+                None
+            };
+            let vs: Vec<&Array1<T>> = std::iter::once(&s.r).chain(r_acc.as_ref()).collect();
+            let sources = [DualSource::Residual, DualSource::Extrapolated];
+            let cands = self.dual_points(&vs, &s.active);
+            // aⱼᵀr/n (undo the scale of the residual's dual point; 0 < s ≤ 1 where finite).
+            let res = &cands[0];
+            let corr = if res.scale > T::zero() && res.scale.is_finite() && l2 == T::zero() {
+                res.at_theta.mapv(|c| c / res.scale)
+            } else if l2 > T::zero() {
+                res.at_theta.clone()
+            } else {
+                self.correlations(&s.r, &s.active)
+            };
+            for (cand, src) in cands.into_iter().zip(sources) {
+                if best.as_ref().is_none_or(|b| cand.value > b.value) {
+                    best = Some(cand);
+                    source = src;
+                }
+            }
+            let dual = best.as_ref().expect("set above");
+            let mut primal = self.objective_on(&s.x, &s.r, &s.active);
+            check_divergence("coordinate descent", s.epoch, "objective", primal)?;
+            let mut gap = (primal - dual.value).max(T::zero());
+            // 2. Gap-safe screening with the best dual point.
+            if screening {
+                let radius = (T::c(2.0) * gap / n).sqrt();
+                let mut changed = false;
+                let (x, r) = (&mut s.x, &mut s.r);
+                s.active.retain(|&j| {
+                    let keep = dual.at_theta[j].abs() + self.col_sq()[j].sqrt() * radius
+                        >= lam_screen * alpha * w[j];
+                    if !keep && x[j] != T::zero() {
+                        axpy_slices(
+                            r.as_slice_mut().expect("contiguous"),
+                            x[j],
+                            self.column_slice(j),
+                        );
+                        x[j] = T::zero();
+                        changed = true;
+                    }
+                    keep
+                });
+                if changed {
+                    primal = self.objective_on(&s.x, &s.r, &s.active);
+                    gap = (primal - dual.value).max(T::zero());
+                    r_hist.clear();
+                }
+            }
+            s.gap = gap;
+            s.objective = primal;
+            let info = IterInfo {
+                iter: s.epoch,
+                objective: primal,
+                certificate: gap,
+                kind: CertificateKind::DualityGap,
+            };
+            let support: Vec<usize> = s
+                .active
+                .iter()
+                .copied()
+                .filter(|&j| s.x[j] != T::zero())
+                .collect();
+            let mut record = OuterRecord {
+                epoch: s.epoch,
+                gap,
+                dual_source: source,
+                support: support.clone(),
+                working_set: Vec::new(),
+            };
+            if gap <= params.tol {
+                trace.outer.push(record);
+                break TerminationReason::Converged;
+            }
+            if !observer.observe(&info) {
+                trace.outer.push(record);
+                break TerminationReason::Observer;
+            }
+            if s.epoch >= params.max_epochs {
+                trace.outer.push(record);
+                break TerminationReason::MaxIters;
+            }
+            // 3. The working set.
+            let grow = if gap > T::c(0.5) * prev_gap {
+                2 * k_ws
+            } else {
+                k_ws
+            };
+            prev_gap = gap;
+            k_ws = params
+                .ws_start
+                .max(2 * support.len())
+                .max(grow)
+                .min(s.active.len());
+            // Largest KKT violation first; the support always.
+            let mut kkt = T::zero();
+            let mut scored: Vec<(T, usize)> = s
+                .active
+                .iter()
+                .map(|&j| {
+                    let v = self.violation(j, s.x[j], corr[j]);
+                    kkt = kkt.max(v);
+                    let d = if s.x[j] != T::zero() {
+                        T::neg_infinity()
+                    } else {
+                        -v
+                    };
+                    (d, j)
+                })
+                .collect();
+            if k_ws < scored.len() {
+                scored.select_nth_unstable_by(k_ws - 1, |a, b| {
+                    a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal)
+                });
+                scored.truncate(k_ws);
+            }
+            let mut ws: Vec<usize> = scored.into_iter().map(|(_, j)| j).collect();
+            ws.sort_unstable();
+            record.working_set = ws.clone();
+            trace.outer.push(record);
+            // 4. The inner solve.
+            let inner_tol = T::c(INNER_FRACTION) * kkt;
+            let mut x_hist: Vec<Array1<T>> = Vec::with_capacity(EXTRAPOLATION_K + 1);
+            let mut since_check = 0usize;
+            while s.epoch < params.max_epochs {
+                for &j in &ws {
+                    let c = self.col_sq()[j];
+                    if c == T::zero() {
+                        continue;
+                    }
+                    let aj = self.column_slice(j);
+                    let rs = s.r.as_slice_mut().expect("contiguous");
+                    let old = s.x[j];
+                    let z = old + dot_slices(aj, rs) / c;
+                    let new =
+                        soft_threshold(z, n * lam * alpha * w[j] / c) / (T::one() + n * l2 / c);
+                    let d = new - old;
+                    if d != T::zero() {
+                        s.x[j] = new;
+                        axpy_slices(rs, -d, aj);
+                    }
+                }
+                s.epoch += 1;
+                since_check += 1;
+                if params.dual_extrapolation {
+                    if r_hist.len() == EXTRAPOLATION_K + 1 {
+                        r_hist.pop_front();
+                    }
+                    r_hist.push_back(s.r.clone());
+                }
+                if params.anderson {
+                    x_hist.push(ws.iter().map(|&j| s.x[j]).collect());
+                    if x_hist.len() == EXTRAPOLATION_K + 1 {
+                        self.anderson_step(&mut s, &ws, &x_hist, &mut trace.anderson);
+                        x_hist.clear();
+                    }
+                }
+                if since_check >= params.check_every {
+                    since_check = 0;
+                    let c = self.correlations(&s.r, &ws);
+                    let worst = ws
+                        .iter()
+                        .fold(T::zero(), |m, &j| m.max(self.violation(j, s.x[j], c[j])));
+                    check_divergence("coordinate descent", s.epoch, "KKT violation", worst)?;
+                    if worst <= inner_tol {
+                        break;
+                    }
+                }
+            }
+        };
+        if let Some(b) = best {
+            trace.theta = b.theta;
+            trace.dual_value = b.value;
+        }
+        s.trace = trace;
+        Ok(Solution {
+            x: s.x.clone(),
+            iterations: s.epoch,
+            objective: s.objective,
+            certificate: s.gap,
+            kind: CertificateKind::DualityGap,
+            reason,
+            state: s,
+        })
+    }
+
+    /// One Anderson step on the working set `ws` from the last `K + 1` iterates: the
+    /// extrapolated point replaces `x` (and `r`) only if its objective is lower.
+    fn anderson_step(
+        &self,
+        s: &mut CoordinateDescentState<T>,
+        ws: &[usize],
+        x_hist: &[Array1<T>],
+        log: &mut Vec<AndersonRecord<T>>,
+    ) {
+        let Some(x_acc) = anderson_extrapolate(x_hist) else {
+            return;
+        };
+        let mut r_acc = s.r.clone();
+        for (k, &j) in ws.iter().enumerate() {
+            let d = x_acc[k] - s.x[j];
+            if d != T::zero() {
+                axpy_slices(
+                    r_acc.as_slice_mut().expect("contiguous"),
+                    -d,
+                    self.column_slice(j),
+                );
+            }
+        }
+        let before = self.objective_on(&s.x, &s.r, ws);
+        let mut x_new = s.x.clone();
+        for (k, &j) in ws.iter().enumerate() {
+            x_new[j] = x_acc[k];
+        }
+        let candidate = self.objective_on(&x_new, &r_acc, ws);
+        let accepted = candidate < before;
+        if accepted {
+            s.x = x_new;
+            s.r = r_acc;
+        }
+        log.push(AndersonRecord {
+            epoch: s.epoch,
+            before,
+            candidate,
+            accepted,
+        });
+    }
+}
