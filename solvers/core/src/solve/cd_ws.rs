@@ -1,5 +1,5 @@
 //! Working-set coordinate descent for the ℓ1 and elastic-net penalties: working sets grown by
-//! the dual-constraint score, Anderson extrapolation of the coordinate-descent iterates, and
+//! the KKT-violation score, Anderson extrapolation of the coordinate-descent iterates, and
 //! dual extrapolation of the residuals, with the gap-safe certified stop of
 //! [`CoordinateDescent`].
 //!
@@ -13,16 +13,20 @@
 //!    `G = P(x) − max D` certifies `P(x) − P* ≤ G` (the problem with screened features removed
 //!    has the same optimal value).
 //! 2. **Gap-safe screening** with the best `θ`, as in plain coordinate descent.
-//! 3. **Working set**: the support of `x` and the features of smallest score
-//!    `dⱼ = (λαwⱼ − |aⱼᵀθ|)/‖aⱼ‖` (closest to, or beyond, their dual constraint), of size
+//! 3. **Working set**: the support of `x` and the features of largest KKT violation
+//!    `vⱼ = dist(aⱼᵀr/n − λ(1−α)xⱼ, ∂(λαwⱼ|·|)(xⱼ))` (skglm's score), of size
 //!    `max(ws_start, 2·|supp x|)`, doubled when the last outer iteration did not halve the gap.
-//! 4. **Inner solve** on the working set by cyclic coordinate descent until its own gap is
-//!    `≤ 0.3·G`. Every `K = 5` epochs an **Anderson** step extrapolates the last `K + 1`
-//!    iterates and is taken only if it lowers the objective.
+//! 4. **Inner solve** on the working set by cyclic coordinate descent until its largest KKT
+//!    violation is `≤ 0.3·max_j vⱼ` (checked every `check_every` epochs; a tolerance on the
+//!    violation, unlike one on the gap, is not loosened by the features outside the working
+//!    set that make the rescaled residual a poor dual point). Every `K = 5` epochs an
+//!    **Anderson** step extrapolates the last `K + 1` iterates and is taken only if it lowers
+//!    the objective.
 //!
 //! # References
 //! M. Massias, A. Gramfort, J. Salmon, "Celer: a fast solver for the Lasso with dual
-//! extrapolation", ICML 2018 (working sets, dual extrapolation, inner tolerance 0.3·G);
+//! extrapolation", ICML 2018 (working sets, dual extrapolation, inner tolerance 0.3 of the
+//! outer criterion, first working set of 100);
 //! Q. Bertrand, Q. Klopfenstein, P.-A. Bannier, G. Gidel, M. Massias, "Beyond L1: faster and
 //! better sparse models with skglm", NeurIPS 2022 (Anderson extrapolation of coordinate
 //! descent accepted on objective decrease, working sets of size `max(10, 2·|supp|)`);
@@ -43,7 +47,7 @@ use std::collections::VecDeque;
 /// Number of differences `K` in the Anderson and dual extrapolations.
 pub const EXTRAPOLATION_K: usize = 5;
 
-/// The inner solve stops at a working-set gap of this fraction of the outer gap (celer).
+/// The inner solve stops at this fraction of the outer KKT violation (celer's and skglm's 0.3).
 const INNER_FRACTION: f64 = 0.3;
 
 /// Where the dual point of an outer iteration came from.
