@@ -131,6 +131,66 @@ fn solve_lasso_writes_solution_and_certified_report() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// `solve lasso --path N`: N rows of x from λ_max down, each certified, the last equal (to
+/// the two gaps) to a single solve at the smallest λ; bad path options fail with one line.
+#[test]
+fn solve_lasso_path_writes_every_solution_certified() {
+    let d = tmpdir("path");
+    lasso_files(&d);
+    let run = |extra: &[&str], out: &str| {
+        bin()
+            .args(["solve", "lasso", "--a"])
+            .arg(d.join("A.npy"))
+            .arg("--b")
+            .arg(d.join("b.npy"))
+            .args(["--tol", "1e-10", "--out"])
+            .arg(d.join(format!("{out}.npy")))
+            .arg("--report")
+            .arg(d.join(format!("{out}.json")))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--path", "8", "--lambda-min-ratio", "0.05"], "path");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("path.json")).unwrap()).unwrap();
+    let pts = rep["path"].as_array().unwrap();
+    assert_eq!(pts.len(), 8);
+    assert_eq!(rep["converged"], true);
+    let lmax = rep["lambda_max"].as_f64().unwrap();
+    let last = pts[7]["lambda"].as_f64().unwrap();
+    assert!((last / lmax - 0.05).abs() < 1e-12);
+    for pt in pts {
+        assert!(pt["gap"].as_f64().unwrap() <= 1e-10);
+    }
+    let xs = hyperprox::core::io::read_npy_2d(d.join("path.npy")).unwrap();
+    assert_eq!(xs.dim(), (8, 60));
+    assert!(xs.row(0).iter().all(|&v| v == 0.0));
+    let o = run(&["--lambda", &format!("{last:e}")], "single");
+    assert!(o.status.success());
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("single.json")).unwrap()).unwrap();
+    let (p1, p2) = (
+        pts[7]["objective"].as_f64().unwrap(),
+        single["objective"].as_f64().unwrap(),
+    );
+    assert!((p1 - p2).abs() <= 2e-10, "{p1} vs {p2}");
+    for bad in [
+        vec!["--path", "0"],
+        vec!["--path", "5", "--lambda-min-ratio", "1.5"],
+        vec!["--path", "5", "--lambda", "0.1"],
+        vec!["--path", "5", "--solver", "fista"],
+    ] {
+        let o = run(&bad, "bad");
+        assert!(!o.status.success(), "{bad:?}");
+        assert!(!d.join("bad.npy").exists(), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("error:"), "{bad:?}: {err}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
 #[test]
 fn solve_rejects_bad_input_without_writing_output() {
     let d = tmpdir("bad");

@@ -4,8 +4,8 @@ use super::common::{check_outputs, finish, read_json, usage, CliResult};
 use clap::{Args, Subcommand};
 use hyperprox::bilevel::experiments::denoise_learned_tv;
 use hyperprox::core::experiments::{
-    deblur_tv, denoise_tv, solve_logistic, solve_penalized, LambdaChoice, SolveSettings,
-    SparseSolver,
+    deblur_tv, denoise_tv, solve_logistic, solve_path, solve_penalized, LambdaChoice,
+    SolveSettings, SparseSolver,
 };
 use hyperprox::core::io;
 use hyperprox::prelude::*;
@@ -34,14 +34,27 @@ pub struct SolveArgs {
     /// Regularization λ.
     #[arg(
         long,
-        conflicts_with = "lambda_ratio",
-        required_unless_present = "lambda_ratio",
+        conflicts_with_all = ["lambda_ratio", "path"],
+        required_unless_present_any = ["lambda_ratio", "path"],
         allow_negative_numbers = true
     )]
     lambda: Option<f64>,
     /// λ as a fraction of λ_max (the smallest λ with solution 0).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "path")]
     lambda_ratio: Option<f64>,
+    /// Solve a path of N values of λ, from λ_max down to --lambda-min-ratio·λ_max evenly in
+    /// log λ, with warm starts and the strong rule (coordinate descent; not logistic-l1). The
+    /// output holds one row of x per λ (N × p) and the report one entry per λ.
+    #[arg(long)]
+    path: Option<usize>,
+    /// Smallest λ of --path as a fraction of λ_max.
+    #[arg(
+        long,
+        default_value_t = 1e-3,
+        allow_negative_numbers = true,
+        requires = "path"
+    )]
+    lambda_min_ratio: f64,
     /// ℓ1 ratio α of the elastic net.
     #[arg(long, default_value_t = 0.5)]
     alpha: f64,
@@ -182,6 +195,9 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
     let a = io::read_npy_2d(&args.a)?;
     let b = io::read_npy_1d(&args.b)?;
     let (x, report) = match &problem {
+        SolveProblem::LogisticL1(_) if args.path.is_some() => {
+            return usage("--path is for lasso, elastic-net and group-lasso (coordinate descent); logistic-l1 solves one λ");
+        }
         SolveProblem::LogisticL1(_) => solve_logistic(a, b, args.lambda()?, &args.settings())?,
         _ => {
             let penalty = match &problem {
@@ -195,6 +211,19 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
                 },
                 _ => LassoPenalty::L1 { weights: None },
             };
+            if let Some(n) = args.path {
+                let (xs, report) = solve_path(
+                    a,
+                    b,
+                    penalty,
+                    n,
+                    args.lambda_min_ratio,
+                    name,
+                    &args.settings(),
+                )?;
+                io::write_npy(&args.out, &xs)?;
+                return finish(&args.report, &report);
+            }
             let lambda = args
                 .lambda()?
                 .resolve(|| LassoProblem::lambda_max(a.view(), b.view(), &penalty))?;

@@ -11,9 +11,9 @@ use crate::func::{
 };
 use crate::ops::{Boundary, Conv2d, ConvMethod, DenseMatrix, Gradient2d, Stack};
 use crate::solve::{
-    Admm, AdmmParams, CertificateKind, CoordinateDescent, CoordinateDescentParams, Fista,
-    FistaParams, LassoProblem, LogisticCd, LogisticL1Problem, NoObserver, Pdhg, PdhgParams,
-    Solution, TerminationReason,
+    lambda_grid, lasso_path, Admm, AdmmParams, CertificateKind, CoordinateDescent,
+    CoordinateDescentParams, Fista, FistaParams, LassoPenalty, LassoProblem, LogisticCd,
+    LogisticL1Problem, NoObserver, Pdhg, PdhgParams, Solution, TerminationReason,
 };
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,113 @@ impl SolveReport {
             n_features: sol.x.len(),
         }
     }
+}
+
+/// One point of a [`PathReport`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PathPointReport {
+    /// `λ`.
+    pub lambda: f64,
+    /// `P(x)`.
+    pub objective: f64,
+    /// The certified duality gap.
+    pub gap: f64,
+    /// Epochs of this solve.
+    pub epochs: usize,
+    /// Nonzero coefficients.
+    pub nnz: usize,
+    /// Whether the gap reached the tolerance.
+    pub converged: bool,
+}
+
+/// The report of a regularization path ([`solve_path`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct PathReport {
+    /// Problem name (`lasso`, `elastic-net`, `group-lasso`).
+    pub problem: String,
+    /// Always coordinate descent.
+    pub solver: SparseSolver,
+    /// Always `duality_gap`.
+    pub certificate: &'static str,
+    /// `λ_max` (the first point; x = 0 there).
+    pub lambda_max: f64,
+    /// The smallest λ as a fraction of `λ_max`.
+    pub lambda_min_ratio: f64,
+    /// Wall-clock seconds of the whole path.
+    pub time_s: f64,
+    /// Total epochs.
+    pub epochs: usize,
+    /// Whether every point reached the tolerance.
+    pub converged: bool,
+    /// Rows of `A`.
+    pub n_samples: usize,
+    /// Columns of `A`.
+    pub n_features: usize,
+    /// The points, from `λ_max` down.
+    pub path: Vec<PathPointReport>,
+}
+
+/// The path of a Lasso-type problem on `n` values of `λ` from `λ_max` down to
+/// `min_ratio·λ_max` ([`crate::solve::lasso_path`]: warm starts, strong rule, working sets),
+/// each point certified to the settings' gap. Returns the solutions (one row per `λ`) and the
+/// report. Only coordinate descent computes paths.
+pub fn solve_path(
+    a: Array2<f64>,
+    b: Array1<f64>,
+    penalty: LassoPenalty<f64>,
+    n: usize,
+    min_ratio: f64,
+    name: &str,
+    s: &SolveSettings,
+) -> Result<(Array2<f64>, PathReport)> {
+    if s.solver != SparseSolver::Cd {
+        return Err(Error::param(
+            "solver",
+            format!("{:?}", s.solver).to_lowercase(),
+            "a path is computed by coordinate descent (--solver cd)",
+        ));
+    }
+    let (n_samples, p) = a.dim();
+    let lmax = LassoProblem::lambda_max(a.view(), b.view(), &penalty)?;
+    let lambdas = lambda_grid(lmax, n, min_ratio)?;
+    let zero_obj = 0.5 * b.dot(&b) / n_samples.max(1) as f64;
+    let tol = s.gap_tol(|| Ok(zero_obj))?;
+    let params = CoordinateDescentParams::default()
+        .with_tol(tol)
+        .with_max_epochs(s.max_iters)
+        .with_working_sets(s.working_sets);
+    let t0 = Instant::now();
+    let pts = lasso_path(a, b, penalty, &lambdas, params)?;
+    let time_s = t0.elapsed().as_secs_f64();
+    let mut xs = Array2::zeros((pts.len(), p));
+    for (mut row, pt) in xs.rows_mut().into_iter().zip(&pts) {
+        row.assign(&pt.x);
+    }
+    let path: Vec<PathPointReport> = pts
+        .iter()
+        .map(|pt| PathPointReport {
+            lambda: pt.lambda,
+            objective: pt.objective,
+            gap: pt.gap,
+            epochs: pt.epochs,
+            nnz: pt.x.iter().filter(|v| **v != 0.0).count(),
+            converged: pt.converged,
+        })
+        .collect();
+    let report = PathReport {
+        problem: name.into(),
+        solver: SparseSolver::Cd,
+        certificate: "duality_gap",
+        lambda_max: lmax,
+        lambda_min_ratio: min_ratio,
+        time_s,
+        epochs: path.iter().map(|p| p.epochs).sum(),
+        converged: path.iter().all(|p| p.converged),
+        n_samples,
+        n_features: p,
+        path,
+    };
+    Ok((xs, report))
 }
 
 fn strip<S>(s: Solution<f64, S>) -> Solution<f64, ()> {

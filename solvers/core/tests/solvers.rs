@@ -927,6 +927,91 @@ fn coordinate_descent_is_layout_blind_and_the_transpose_is_exact() {
     }
 }
 
+/// The path: a geometric grid from λ_max (where x = 0) down to `min_ratio·λ_max`; each point
+/// certified to the tolerance and equal to a cold solve at the same λ (objectives within the
+/// two gaps), for the Lasso, a weighted Lasso, the elastic net (warm starts and the strong
+/// rule) and the group lasso (warm starts); for a row-major and a column-major design alike.
+#[test]
+fn lasso_path_matches_cold_solves_at_every_lambda() {
+    let (n, p) = (40, 120);
+    let a = DenseMatrix::<f64>::gaussian(n, p, 59)
+        .unwrap()
+        .normalize_columns()
+        .matrix()
+        .to_owned();
+    let xt = Array1::from_shape_fn(p, |j| if j % 11 == 2 { 1.0 } else { 0.0 });
+    let b = a.dot(&xt) + random_point::<f64>(n, 0.05, 60);
+    let grid: Vec<f64> = lambda_grid(2.0, 5, 0.01).unwrap();
+    assert_eq!(grid.len(), 5);
+    assert!((grid[0] - 2.0).abs() < 1e-15 && (grid[4] - 0.02).abs() < 1e-15);
+    for k in 1..5 {
+        assert!((grid[k] / grid[k - 1] - 0.01f64.powf(0.25)).abs() < 1e-12);
+    }
+    assert!(lambda_grid(1.0f64, 0, 0.1).is_err() && lambda_grid(1.0f64, 3, 1.0).is_err());
+    assert!(lambda_grid(0.0f64, 3, 0.1).is_err() && lambda_grid(1.0, 3, f64::NAN).is_err());
+    let tol = 1e-10;
+    let params = CoordinateDescentParams::default().with_tol(tol);
+    for pen in [
+        LassoPenalty::L1 { weights: None },
+        LassoPenalty::L1 {
+            weights: Some(Array1::from_shape_fn(p, |j| 0.5 + (j % 5) as f64 * 0.25)),
+        },
+        LassoPenalty::ElasticNet { alpha: 0.6 },
+        LassoPenalty::Group {
+            groups: Groups::contiguous(&[4; 30]).unwrap(),
+            weights: None,
+        },
+    ] {
+        let lmax = LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
+        let lambdas = lambda_grid(lmax, 12, 0.01).unwrap();
+        let mut f = Array2::zeros((n, p).f());
+        f.assign(&a);
+        let path = lasso_path(a.clone(), b.clone(), pen.clone(), &lambdas, params).unwrap();
+        let path_f = lasso_path(f, b.clone(), pen.clone(), &lambdas, params).unwrap();
+        assert_eq!(path.len(), 12);
+        assert!(path[0].x.iter().all(|&v| v == 0.0), "{pen:?}: x(λ_max) ≠ 0");
+        for (k, (pt, pf)) in path.iter().zip(&path_f).enumerate() {
+            assert_eq!(pt.x, pf.x, "{pen:?}: layouts differ at {k}");
+            assert!(
+                pt.converged && pt.gap <= tol,
+                "{pen:?} λ{k}: gap {}",
+                pt.gap
+            );
+            let prob = LassoProblem::new(a.clone(), b.clone(), lambdas[k], pen.clone()).unwrap();
+            assert!((prob.objective(pt.x.view()).unwrap() - pt.objective).abs() < 1e-14);
+            let cold = CoordinateDescent::new(&prob, params)
+                .unwrap()
+                .run(Array1::zeros(p).view(), NoObserver)
+                .unwrap();
+            assert!(
+                (pt.objective - cold.objective).abs() <= pt.gap + cold.certificate + 1e-15,
+                "{pen:?} λ{k}: {} vs {}",
+                pt.objective,
+                cold.objective
+            );
+        }
+        // Smaller λ, more nonzeros at the end than at the start.
+        let nnz = |x: &Array1<f64>| x.iter().filter(|v| **v != 0.0).count();
+        assert!(nnz(&path[11].x) > nnz(&path[1].x));
+    }
+    assert!(lasso_path(
+        a.clone(),
+        b.clone(),
+        LassoPenalty::L1 { weights: None },
+        &[],
+        params
+    )
+    .is_err());
+    assert!(lasso_path(
+        a,
+        b,
+        LassoPenalty::L1 { weights: None },
+        &[0.1, -1.0],
+        params
+    )
+    .is_err());
+}
+
 /// `anderson_extrapolate` on a linear contraction `x ← Mx + c` (`M` symmetric, eigenvalues
 /// in [0.9, 0.95], dimension 30): from `K + 1` iterates it lands far closer to the fixed point
 /// than the last iterate; it commutes with affine maps `x ↦ αx + β` (the weights add up to

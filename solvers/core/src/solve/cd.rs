@@ -202,7 +202,7 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         &self.col_sq
     }
     /// `Aᵀr/n` over all features, from the contiguous columns.
-    fn correlations_all(&self, r: &Array1<T>) -> Array1<T> {
+    pub(crate) fn correlations_all(&self, r: &Array1<T>) -> Array1<T> {
         let n = T::c(self.problem.n_samples() as f64);
         let rs = r.as_slice().expect("contiguous");
         (0..self.problem.n_features())
@@ -349,8 +349,8 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                     _ => T::one(),
                 };
                 s.active.retain(|&j| {
-                    let keep = at_theta[j].abs() + self.col_sq[j].sqrt() * radius
-                        >= lam * alpha * w[j];
+                    let keep =
+                        at_theta[j].abs() + self.col_sq[j].sqrt() * radius >= lam * alpha * w[j];
                     if !keep {
                         zeroed.push(j);
                     }
@@ -387,7 +387,25 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         let ws_ok = self.params.working_sets
             && !matches!(self.problem.penalty(), LassoPenalty::Group { .. });
         if ws_ok {
-            self.run_ws(x0, observer)
+            self.run_ws(x0, None, observer)
+        } else {
+            self.run_plain(x0, observer)
+        }
+    }
+
+    /// [`Self::run`] from a warm start `x0`, with the first working set (working-set solver
+    /// only) made of `first_ws` and the support of `x0` (a path passes the features its
+    /// strong rule keeps). The stopping test is unchanged: the certified gap over all features.
+    pub fn run_from(
+        &self,
+        x0: ArrayView1<'_, T>,
+        first_ws: Option<&[usize]>,
+        observer: impl Observer<T>,
+    ) -> Result<Solution<T, CoordinateDescentState<T>>> {
+        let ws_ok = self.params.working_sets
+            && !matches!(self.problem.penalty(), LassoPenalty::Group { .. });
+        if ws_ok {
+            self.run_ws(x0, first_ws, observer)
         } else {
             self.run_plain(x0, observer)
         }

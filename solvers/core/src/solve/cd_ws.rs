@@ -307,7 +307,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
     }
 
     /// `aⱼᵀr/n` for `j ∈ idx` (zero elsewhere).
-    fn correlations(&self, r: &Array1<T>, idx: &[usize]) -> Array1<T> {
+    fn correlations_on(&self, r: &Array1<T>, idx: &[usize]) -> Array1<T> {
         let n = T::c(self.problem().n_samples() as f64);
         let rs = r.as_slice().expect("contiguous");
         let mut c = Array1::zeros(self.problem().n_features());
@@ -321,9 +321,11 @@ impl<T: Real> CoordinateDescent<'_, T> {
     pub(super) fn run_ws(
         &self,
         x0: ArrayView1<'_, T>,
+        first_ws: Option<&[usize]>,
         mut observer: impl Observer<T>,
     ) -> Result<Solution<T, CoordinateDescentState<T>>> {
         let prob = self.problem();
+        let mut first_ws = first_ws;
         let params = *self.params();
         let (alpha, l2) = self.l1_l2();
         let (lam, w) = (prob.lambda(), prob.weights());
@@ -360,7 +362,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
             } else if l2 > T::zero() {
                 res.at_theta.clone()
             } else {
-                self.correlations(&s.r, &s.active)
+                self.correlations_on(&s.r, &s.active)
             };
             for (cand, src) in cands.into_iter().zip(sources) {
                 if best.as_ref().is_none_or(|b| cand.value > b.value) {
@@ -464,7 +466,19 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 });
                 scored.truncate(k_ws);
             }
-            let mut ws: Vec<usize> = scored.into_iter().map(|(_, j)| j).collect();
+            let mut ws: Vec<usize> = match first_ws.take() {
+                // The caller's first working set (a path's strong rule) and the support.
+                Some(hint) => {
+                    let mut keep = vec![false; prob.n_features()];
+                    for &j in hint.iter().chain(&support) {
+                        keep[j] = true;
+                    }
+                    let ws: Vec<usize> = s.active.iter().copied().filter(|&j| keep[j]).collect();
+                    k_ws = ws.len().max(1);
+                    ws
+                }
+                None => scored.into_iter().map(|(_, j)| j).collect(),
+            };
             ws.sort_unstable();
             record.working_set = ws.clone();
             trace.outer.push(record);
@@ -507,7 +521,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 }
                 if since_check >= params.check_every {
                     since_check = 0;
-                    let c = self.correlations(&s.r, &ws);
+                    let c = self.correlations_on(&s.r, &ws);
                     let worst = ws
                         .iter()
                         .fold(T::zero(), |m, &j| m.max(self.violation(j, s.x[j], c[j])));

@@ -160,6 +160,12 @@ impl<T: Real> LassoProblem<T> {
     pub fn lambda(&self) -> T {
         self.lambda
     }
+    /// Sets `λ` (a path solves the same design for several values without copying it).
+    pub fn set_lambda(&mut self, lambda: T) -> Result<()> {
+        check_nonnegative("lambda", lambda)?;
+        self.lambda = lambda;
+        Ok(())
+    }
     /// The penalty.
     pub fn penalty(&self) -> &LassoPenalty<T> {
         &self.penalty

@@ -19,6 +19,7 @@ mod fista;
 mod lasso;
 mod lbfgs;
 mod logreg;
+mod path;
 mod pdhg;
 
 pub use admm::{Admm, AdmmParams, AdmmState};
@@ -36,6 +37,7 @@ pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{gap_from_residual, LassoPenalty, LassoProblem};
 pub use lbfgs::{Lbfgs, LbfgsParams, LbfgsState};
 pub use logreg::{LogisticCd, LogisticCdState, LogisticL1Problem};
+pub use path::{lambda_grid, lasso_path, PathPoint};
 pub use pdhg::{Pdhg, PdhgParams, PdhgState};
 
 use crate::error::{Error, Result};
