@@ -69,6 +69,8 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-8)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--path", type=int, default=0,
+                    help="compare paths of this many λ (from λ_max down to 1e-3·λ_max) instead")
     ap.add_argument("--solvers", default="cd,cd@2,cd-no-working-sets",
                     help="hyperprox solvers, comma separated; @K runs with K threads (default 1)")
     args = ap.parse_args()
@@ -77,6 +79,8 @@ def main():
     # scikit-learn, skglm and hyperprox all use such an array without copying it (hyperprox
     # reads the .npy's fortran_order flag); a row-major A costs each of them a transposed copy.
     a = np.asfortranarray(a)
+    if args.path:
+        return run_path(a, b, args)
     n = args.n
     lam = args.ratio * np.abs(a.T @ b).max() / n
     rows = {}
@@ -144,6 +148,60 @@ def main():
     omin = min(objs.values())
     for k, (t, x) in rows.items():
         print(f"| {k} | {t / base:.2f} | {objs[k] - omin:.1e} | {gap(a, b, lam, x):.1e} |")
+
+
+def run_path(a, b, args):
+    """λ paths: skglm (a warm-started Lasso per λ, its loosest tolerance that is within the gap
+    tolerance of the optimum at every λ), scikit-learn's lasso_path (coordinate descent with
+    warm starts, its own gap tolerance), and `hyperprox solve lasso --path`."""
+    n = len(b)
+    lmax = np.abs(a.T @ b).max() / n
+    lambdas = lmax * np.geomspace(1.0, 1e-3, args.path)
+    rows = {}
+    from skglm import Lasso as SkglmLasso
+    from sklearn.linear_model import lasso_path
+
+    def skglm_path(tol):
+        m = SkglmLasso(alpha=lambdas[0], fit_intercept=False, tol=tol, warm_start=True,
+                       max_iter=1000)
+        xs = []
+        for lam in lambdas:
+            m.alpha = lam
+            xs.append(m.fit(a, b).coef_.copy())
+        return np.array(xs)
+
+    def objs(xs):
+        return np.array([objective(a, b, l, x) for l, x in zip(lambdas, xs)])
+
+    ref = objs(skglm_path(1e-14))
+    kkt = next((t for t in 10.0 ** -np.arange(4, 15)
+                if (objs(skglm_path(t)) - ref).max() <= args.tol), 1e-14)
+    print(f"skglm tol = {kkt:g}")
+    rows["skglm (warm-started fits)"] = best_of(args.repeat, lambda: skglm_path(kkt))
+    rows["scikit-learn lasso_path"] = best_of(args.repeat, lambda: lasso_path(
+        a, b, alphas=lambdas, tol=args.tol * n / (b @ b), max_iter=100000)[1].T)
+    with tempfile.TemporaryDirectory() as d:
+        np.save(os.path.join(d, "a.npy"), a)
+        np.save(os.path.join(d, "b.npy"), b)
+        for threads in ["1", "2"]:
+            times, xs = [], None
+            for _ in range(args.repeat):
+                rep, out = os.path.join(d, "r.json"), os.path.join(d, "x.npy")
+                subprocess.run([args.bin, "solve", "lasso", "--a", os.path.join(d, "a.npy"),
+                                "--b", os.path.join(d, "b.npy"), "--path", str(args.path),
+                                "--lambda-min-ratio", "1e-3", "--tol", repr(args.tol),
+                                "--out", out, "--report", rep, "--threads", threads],
+                               check=True, stdout=subprocess.DEVNULL)
+                times.append(json.load(open(rep))["time_s"])
+                xs = np.load(out)
+            rows[f"hyperprox --path, {threads} thread(s)"] = (min(times), xs)
+    base = rows["skglm (warm-started fits)"][0]
+    print(f"Lasso path {n}×{a.shape[1]}, {args.path} values of λ down to 1e-3·λ_max, "
+          f"gap ≤ {args.tol:g}, best of {args.repeat} (baseline {base * 1e3:.1f} ms)")
+    print("| solver | time / skglm | max over λ of objective − reference |")
+    print("|---|---|---|")
+    for k, (t, xs) in rows.items():
+        print(f"| {k} | {t / base:.2f} | {(objs(xs) - ref).max():.1e} |")
 
 
 if __name__ == "__main__":

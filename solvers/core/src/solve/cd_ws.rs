@@ -15,7 +15,7 @@
 //! 2. **Gap-safe screening** with the best `θ`, as in plain coordinate descent.
 //! 3. **Working set**: the support of `x` and the features of largest KKT violation
 //!    `vⱼ = dist(aⱼᵀr/n − λ(1−α)xⱼ, ∂(λαwⱼ|·|)(xⱼ))` (skglm's score), of size
-//!    `max(ws_start, 2·|supp x|)`, doubled when the last outer iteration did not halve the gap.
+//!    `max(ws_start, 2·|supp x|)`, doubled when the last outer iteration did not lower the gap.
 //! 4. **Inner solve** on the working set by cyclic coordinate descent until its largest KKT
 //!    violation is `≤ 0.3·max_j vⱼ` (checked every `check_every` epochs; a tolerance on the
 //!    violation, unlike one on the gap, is not loosened by the features outside the working
@@ -43,6 +43,11 @@ use crate::linalg::{axpy_slices, dot_slices, Real};
 use ndarray::{Array1, ArrayView1};
 use rayon::prelude::*;
 use std::collections::VecDeque;
+
+/// The slice of a vector this module built (always contiguous).
+fn contiguous<T>(v: &Array1<T>) -> &[T] {
+    v.as_slice().expect("a contiguous vector")
+}
 
 /// Number of differences `K` in the Anderson and dual extrapolations.
 pub const EXTRAPOLATION_K: usize = 5;
@@ -112,7 +117,7 @@ pub fn anderson_extrapolate<T: Real>(hist: &[Array1<T>]) -> Option<Array1<T>> {
     let mut g = vec![vec![T::zero(); k + 1]; k];
     for i in 0..k {
         for j in 0..=i {
-            let v = diffs[i].dot(&diffs[j]);
+            let v = dot_slices(contiguous(&diffs[i]), contiguous(&diffs[j]));
             g[i][j] = v;
             g[j][i] = v;
         }
@@ -206,7 +211,8 @@ impl<T: Real> CoordinateDescent<'_, T> {
         for &j in idx {
             pen += lam * alpha * w[j] * x[j].abs() + T::c(0.5) * l2 * x[j] * x[j];
         }
-        r.dot(r) / (T::c(2.0) * n) + pen
+        let rs = contiguous(r);
+        dot_slices(rs, rs) / (T::c(2.0) * n) + pen
     }
 
     /// The dual points `s·v/n` built from residual-like vectors `v` (one pass over the columns
@@ -280,7 +286,8 @@ impl<T: Real> CoordinateDescent<'_, T> {
             at_theta.mapv_inplace(|c| c * s);
         }
         let value = if s.is_finite() && s > T::zero() {
-            theta.dot(&p.b()) - T::c(0.5) * n * theta.dot(&theta) - conj
+            let ts = contiguous(&theta);
+            theta.dot(&p.b()) - T::c(0.5) * n * dot_slices(ts, ts) - conj
         } else {
             T::neg_infinity()
         };
@@ -433,11 +440,10 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 break TerminationReason::MaxIters;
             }
             // 3. The working set.
-            let grow = if gap > T::c(0.5) * prev_gap {
-                2 * k_ws
-            } else {
-                k_ws
-            };
+            // skglm's size; doubled only if the last outer iteration made no progress (a
+            // safeguard: doubling whenever the gap did not halve measured 14 % slower on the
+            // 50-λ path of the bench Lasso, with the same epochs per solve elsewhere).
+            let grow = if gap >= prev_gap { 2 * k_ws } else { k_ws };
             prev_gap = gap;
             k_ws = params
                 .ws_start
