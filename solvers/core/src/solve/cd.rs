@@ -279,31 +279,39 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                     }
                 }
             }
-            pen => {
-                let (alpha, l2) = match pen {
-                    LassoPenalty::ElasticNet { alpha } => (*alpha, lam * (T::one() - *alpha)),
-                    _ => (T::one(), T::zero()),
-                };
-                for &j in &s.active {
-                    let c = self.col_sq[j];
-                    if c == T::zero() {
-                        continue;
-                    }
-                    let aj = self.column_slice(j);
-                    let rs = s.r.as_slice_mut().expect("contiguous");
-                    let old = s.x[j];
-                    let z = old + dot_slices(aj, rs) / c;
-                    let new =
-                        soft_threshold(z, n * lam * alpha * w[j] / c) / (T::one() + n * l2 / c);
-                    let d = new - old;
-                    if d != T::zero() {
-                        s.x[j] = new;
-                        axpy_slices(rs, -d, aj);
-                    }
-                }
-            }
+            _ => self.sweep(&mut s.x, &mut s.r, &s.active),
         }
         s.epoch += 1;
+    }
+
+    /// One cyclic pass of exact coordinate minimization (ℓ1 / elastic net) over the features
+    /// `idx`, updating `x` and the residual `r = b − Ax` in place:
+    /// `xⱼ ← S(xⱼ + aⱼᵀr/‖aⱼ‖², nλαwⱼ/‖aⱼ‖²)/(1 + nλ(1−α)/‖aⱼ‖²)`.
+    pub(super) fn sweep(&self, x: &mut Array1<T>, r: &mut Array1<T>, idx: &[usize]) {
+        let p = self.problem;
+        let n = T::c(p.n_samples() as f64);
+        let lam = p.lambda();
+        let w = p.weights();
+        let (alpha, l2) = match p.penalty() {
+            LassoPenalty::ElasticNet { alpha } => (*alpha, lam * (T::one() - *alpha)),
+            _ => (T::one(), T::zero()),
+        };
+        let rs = r.as_slice_mut().expect("contiguous");
+        for &j in idx {
+            let c = self.col_sq[j];
+            if c == T::zero() {
+                continue;
+            }
+            let aj = self.column_slice(j);
+            let old = x[j];
+            let z = old + dot_slices(aj, rs) / c;
+            let new = soft_threshold(z, n * lam * alpha * w[j] / c) / (T::one() + n * l2 / c);
+            let d = new - old;
+            if d != T::zero() {
+                x[j] = new;
+                axpy_slices(rs, -d, aj);
+            }
+        }
     }
 
     /// Computes the gap at the current iterate and screens.

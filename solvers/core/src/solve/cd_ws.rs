@@ -38,7 +38,6 @@ use super::{
     TerminationReason,
 };
 use crate::error::Result;
-use crate::func::soft_threshold;
 use crate::linalg::{axpy_slices, dot_slices, Real};
 use ndarray::{Array1, ArrayView1};
 use rayon::prelude::*;
@@ -493,23 +492,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
             let mut x_hist: Vec<Array1<T>> = Vec::with_capacity(EXTRAPOLATION_K + 1);
             let mut since_check = 0usize;
             while s.epoch < params.max_epochs {
-                for &j in &ws {
-                    let c = self.col_sq()[j];
-                    if c == T::zero() {
-                        continue;
-                    }
-                    let aj = self.column_slice(j);
-                    let rs = s.r.as_slice_mut().expect("contiguous");
-                    let old = s.x[j];
-                    let z = old + dot_slices(aj, rs) / c;
-                    let new =
-                        soft_threshold(z, n * lam * alpha * w[j] / c) / (T::one() + n * l2 / c);
-                    let d = new - old;
-                    if d != T::zero() {
-                        s.x[j] = new;
-                        axpy_slices(rs, -d, aj);
-                    }
-                }
+                self.sweep(&mut s.x, &mut s.r, &ws);
                 s.epoch += 1;
                 since_check += 1;
                 if params.dual_extrapolation {
