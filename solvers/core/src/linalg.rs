@@ -65,6 +65,10 @@ pub trait Real:
 
     /// Lower Cholesky factor `L` (`A = L Lᵀ`) of a symmetric positive definite matrix, by faer.
     fn cholesky_lower(a: ArrayView2<'_, Self>) -> Result<Array2<Self>>;
+
+    /// Eigenvalues of a symmetric matrix (its lower triangle is read), non-decreasing, by
+    /// faer's self-adjoint eigensolver.
+    fn sym_eigenvalues(a: ArrayView2<'_, Self>) -> Result<Array1<Self>>;
 }
 
 /// Work above which faer is allowed to use the rayon thread pool.
@@ -173,6 +177,19 @@ macro_rules! impl_real {
                 let v = svd.V().into_ndarray().to_owned();
                 let s = Array1::from_iter(svd.S().column_vector().iter().copied());
                 Ok((u, s, v))
+            }
+            fn sym_eigenvalues(a: ArrayView2<'_, Self>) -> Result<Array1<Self>> {
+                use faer_ext::IntoFaer;
+                let m = a.into_faer();
+                let ev = m.self_adjoint_eigenvalues(faer::Side::Lower).map_err(|e| {
+                    Error::NotConverged {
+                        method: format!("faer self-adjoint eigenvalues ({e:?})"),
+                        iterations: 0,
+                        residual: f64::NAN,
+                        tol: 0.0,
+                    }
+                })?;
+                Ok(Array1::from(ev))
             }
             fn cholesky_lower(a: ArrayView2<'_, Self>) -> Result<Array2<Self>> {
                 use faer_ext::{IntoFaer, IntoNdarray};
@@ -363,6 +380,68 @@ impl<T: Real> Vector<T> for Array1<T> {
 pub fn dot<T: Real>(a: ArrayView1<'_, T>, b: ArrayView1<'_, T>) -> T {
     debug_assert_eq!(a.len(), b.len());
     a.dot(&b)
+}
+
+/// `out ← A·x` for a row-major or column-major `A` with contiguous `x` and `out`, by the SIMD
+/// kernels of [`dot_slices`] (rows: one dot per entry) or [`axpy_slices`] (columns: one axpy
+/// per column, over blocks of rows): one pass over `A`, no copy. Blocks of rows go to the
+/// rayon threads when `A` is large; every entry is summed in an order fixed by the shape, so
+/// the result is the same bits for any thread count. Other layouts go to faer's GEMM.
+pub fn gemv_into<T: Real>(
+    mut out: ArrayViewMut1<'_, T>,
+    a: ArrayView2<'_, T>,
+    x: ArrayView1<'_, T>,
+) {
+    use rayon::prelude::*;
+    let (m, n) = a.dim();
+    debug_assert_eq!((out.len(), x.len()), (m, n));
+    // Rows per task: about 256 KiB of A each.
+    let rows_per_task = ((32 * 1024) / n.max(1)).max(8);
+    let parallel = m * n >= 1 << 18;
+    match (out.as_slice_mut(), x.as_slice()) {
+        (Some(o), Some(xs)) if a.is_standard_layout() => {
+            let src = a.as_slice().expect("standard layout");
+            let task = |(blk, ob): (usize, &mut [T])| {
+                for (k, oi) in ob.iter_mut().enumerate() {
+                    let i = blk * rows_per_task + k;
+                    *oi = dot_slices(&src[i * n..(i + 1) * n], xs);
+                }
+            };
+            if parallel {
+                o.par_chunks_mut(rows_per_task).enumerate().for_each(task);
+            } else {
+                o.chunks_mut(rows_per_task).enumerate().for_each(task);
+            }
+        }
+        (Some(o), Some(xs)) if a.t().is_standard_layout() => {
+            // Column j of A is row j of the standard-layout Aᵀ.
+            let at = a.t();
+            let src = at.as_slice().expect("standard layout");
+            // Long axpys: blocks of 1024 entries of `out` (8 KiB in f64, in L1).
+            let rows_per_task = 1024;
+            let task = |(blk, ob): (usize, &mut [T])| {
+                let r0 = blk * rows_per_task;
+                ob.iter_mut().for_each(|v| *v = T::zero());
+                for (j, &xj) in xs.iter().enumerate() {
+                    if xj != T::zero() {
+                        axpy_slices(ob, xj, &src[j * m + r0..j * m + r0 + ob.len()]);
+                    }
+                }
+            };
+            if parallel {
+                o.par_chunks_mut(rows_per_task).enumerate().for_each(task);
+            } else {
+                o.chunks_mut(rows_per_task).enumerate().for_each(task);
+            }
+        }
+        _ => T::gemm(
+            out.view_mut().insert_axis(ndarray::Axis(1)),
+            a,
+            x.insert_axis(ndarray::Axis(1)),
+            T::one(),
+            false,
+        ),
+    }
 }
 
 /// `Aᵀ` as a new row-major array (the columns of `A` become contiguous rows), copied in

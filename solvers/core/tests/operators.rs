@@ -202,3 +202,28 @@ fn auto_method_picks_fft_for_large_kernels() {
     .unwrap();
     assert!(!small.uses_fft() && large.uses_fft());
 }
+
+/// A dense matrix's operator norm is its largest singular value (from faer's SVD, computed
+/// independently) to rounding, for tall, wide and square shapes; the power iteration only
+/// approaches it from below.
+#[test]
+fn dense_opnorm_is_the_largest_singular_value() {
+    for (m, n, seed) in [
+        (40usize, 130usize, 1u64),
+        (130, 40, 2),
+        (64, 64, 3),
+        (1, 9, 4),
+    ] {
+        let d = DenseMatrix::<f64>::gaussian(m, n, seed).unwrap();
+        let got = d.opnorm_estimate(PowerIteration::default()).unwrap();
+        let (_, s, _) = <f64 as hyperprox_core::linalg::Real>::thin_svd(d.matrix()).unwrap();
+        assert!(
+            (got - s[0]).abs() <= 1e-12 * s[0],
+            "{m}x{n}: {got} vs {}",
+            s[0]
+        );
+        let x = hyperprox_core::testing::random_point::<f64>(n, 1.0, seed + 10);
+        let ax = d.apply(x.view()).unwrap();
+        assert!(ax.dot(&ax).sqrt() <= got * x.dot(&x).sqrt() * (1.0 + 1e-12));
+    }
+}

@@ -71,22 +71,40 @@ impl<T: Real> LinearOperator<T> for DenseMatrix<T> {
         format!("DenseMatrix({}x{})", self.a.nrows(), self.a.ncols())
     }
     fn apply_unchecked(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
-        T::gemm(
-            out.insert_axis(Axis(1)),
-            self.a.view(),
-            x.insert_axis(Axis(1)),
-            T::one(),
-            false,
-        );
+        crate::linalg::gemv_into(out, self.a.view(), x);
     }
     fn adjoint_unchecked(&self, out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
-        T::gemm(
-            out.insert_axis(Axis(1)),
-            self.a.t(),
-            y.insert_axis(Axis(1)),
-            T::one(),
-            false,
-        );
+        crate::linalg::gemv_into(out, self.a.t(), y);
+    }
+    /// `‖A‖₂` **exactly** (to rounding) when `min(m, n) ≤ 2048`: `√λ_max` of the smaller Gram
+    /// matrix (`AAᵀ` or `AᵀA`, one GEMM) by faer's symmetric eigensolver — for a 500×2000
+    /// Gaussian matrix 0.1 s where the power iteration took 1.3 s (about 1700 products with
+    /// `A` and `Aᵀ`: the top singular values of such matrices are close) and still approached
+    /// from below. Larger matrices, or an eigensolver failure, use the power iteration.
+    fn opnorm_estimate(&self, params: super::PowerIteration) -> Result<T> {
+        let (m, n) = self.a.dim();
+        let k = m.min(n);
+        if k == 0 {
+            return Ok(T::zero());
+        }
+        if k <= 2048 {
+            let mut g = Array2::zeros((k, k));
+            if m <= n {
+                T::gemm(g.view_mut(), self.a.view(), self.a.t(), T::one(), false);
+            } else {
+                T::gemm(g.view_mut(), self.a.t(), self.a.view(), T::one(), false);
+            }
+            if let Ok(ev) = T::sym_eigenvalues(g.view()) {
+                if let Some(&top) = ev.last() {
+                    if top.is_finite() {
+                        return Ok(top.max(T::zero()).sqrt());
+                    }
+                }
+            }
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
+        let x: ndarray::Array1<T> = crate::linalg::randn(n, &mut rng);
+        super::power_iteration_on(self, x, ndarray::Array1::zeros(m), params)
     }
     fn apply_batch_into(&self, out: ArrayViewMut2<'_, T>, x: ArrayView2<'_, T>) -> Result<()> {
         let (m, n) = self.shape();

@@ -210,7 +210,9 @@ impl<T: Real> LassoProblem<T> {
     /// Residual `b − Ax`.
     pub fn residual(&self, x: ArrayView1<'_, T>) -> Result<Array1<T>> {
         check_len("LassoProblem", "x", self.n_features(), x.len())?;
-        Ok(&self.b - &self.a.dot(&x))
+        let mut ax = Array1::zeros(self.n_samples());
+        crate::linalg::gemv_into(ax.view_mut(), self.a.view(), x.as_standard_layout().view());
+        Ok(&self.b - &ax)
     }
 
     /// `P(x)` from a residual `r = b − Ax`.
@@ -232,7 +234,8 @@ impl<T: Real> LassoProblem<T> {
         r: ArrayView1<'_, T>,
     ) -> Result<(T, Array1<T>)> {
         let n = T::c(self.n_samples() as f64);
-        let atth = self.a.t().dot(&r.mapv(|v| v / n));
+        let mut atth = Array1::zeros(self.n_features());
+        crate::linalg::gemv_into(atth.view_mut(), self.a.t(), r.mapv(|v| v / n).view());
         let (gap, scale, _) = self.gap_from_correlations(x, r, atth)?;
         Ok((gap, r.mapv(|v| v * scale / n)))
     }
