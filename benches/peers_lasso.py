@@ -71,6 +71,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--path", type=int, default=0,
                     help="compare paths of this many λ (from λ_max down to 1e-3·λ_max) instead")
+    ap.add_argument("--fista", action="store_true",
+                    help="compare FISTA with jaxopt's at the same iteration count instead")
     ap.add_argument("--solvers", default="cd,cd@2,cd-no-working-sets",
                     help="hyperprox solvers, comma separated; @K runs with K threads (default 1)")
     args = ap.parse_args()
@@ -81,6 +83,8 @@ def main():
     a = np.asfortranarray(a)
     if args.path:
         return run_path(a, b, args)
+    if args.fista:
+        return run_fista(a, b, args)
     n = args.n
     lam = args.ratio * np.abs(a.T @ b).max() / n
     rows = {}
@@ -148,6 +152,64 @@ def main():
     omin = min(objs.values())
     for k, (t, x) in rows.items():
         print(f"| {k} | {t / base:.2f} | {objs[k] - omin:.1e} | {gap(a, b, lam, x):.1e} |")
+
+
+def run_fista(a, b, args):
+    """FISTA: `hyperprox solve lasso --solver fista` (stops on its certified gap, checked every
+    10 iterations) against jaxopt's ProximalGradient with acceleration run for the same number
+    of iterations (tol 0, so it runs them all; one XLA thread; compiled before timing)."""
+    import os as _os
+    _os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                           "intra_op_parallelism_threads=1")
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jaxopt import ProximalGradient
+    from jaxopt.prox import prox_lasso
+    n = len(b)
+    lam = args.ratio * np.abs(a.T @ b).max() / n
+    rows = {}
+    with tempfile.TemporaryDirectory() as d:
+        np.save(os.path.join(d, "a.npy"), a)
+        np.save(os.path.join(d, "b.npy"), b)
+        for threads in ["1", "2"]:
+            times, its, x = [], 0, None
+            for _ in range(args.repeat):
+                rep, out = os.path.join(d, "r.json"), os.path.join(d, "x.npy")
+                subprocess.run([args.bin, "solve", "lasso", "--a", os.path.join(d, "a.npy"),
+                                "--b", os.path.join(d, "b.npy"), "--lambda", repr(float(lam)),
+                                "--tol", repr(args.tol), "--solver", "fista", "--out", out,
+                                "--report", rep, "--threads", threads],
+                               check=True, stdout=subprocess.DEVNULL)
+                r = json.load(open(rep))
+                times.append(r["time_s"])
+                its = r["iterations"]
+                x = np.load(out)
+            rows[f"hyperprox fista, {threads} thread(s)"] = (min(times), x, its)
+    aj, bj = jnp.asarray(a), jnp.asarray(b)
+
+    def fun(w):
+        r = aj @ w - bj
+        return 0.5 * (r @ r) / n
+
+    pg = ProximalGradient(fun=fun, prox=prox_lasso, maxiter=its, tol=0.0, acceleration=True,
+                          jit=True)
+    w0 = jnp.zeros(a.shape[1])
+    pg.run(w0, hyperparams_prox=lam).params.block_until_ready()  # compile
+
+    def jax_run():
+        return np.asarray(pg.run(w0, hyperparams_prox=lam).params.block_until_ready())
+
+    t, xj = best_of(args.repeat, jax_run)
+    rows["jaxopt ProximalGradient (accelerated, backtracking)"] = (t, xj, its)
+    base = t
+    p_ref = min(objective(a, b, lam, v[1]) for v in rows.values())
+    print(f"FISTA on the Lasso {n}×{a.shape[1]}, {its} iterations (hyperprox's count at gap "
+          f"≤ {args.tol:g}), best of {args.repeat} (baseline jaxopt {base * 1e3:.1f} ms)")
+    print("| solver | time / jaxopt | objective − best |")
+    print("|---|---|---|")
+    for k, (tt, x, _) in rows.items():
+        print(f"| {k} | {tt / base:.2f} | {objective(a, b, lam, x) - p_ref:.1e} |")
 
 
 def run_path(a, b, args):
