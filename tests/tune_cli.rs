@@ -558,45 +558,27 @@ fn tune_tv_on_users_pairs_then_denoise_with_the_learned_params() {
         s("out/report.json"),
         s("bad.npy"),
     );
-    let cases: Vec<Vec<&str>> = vec![
+    // `tune tv` on the pairs (c, y) with the given options, into `bad`.
+    let pairs = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["tune", "tv", "--clean", &c, "--noisy", &y]
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        a.extend(extra.iter().map(|v| v.to_string()));
+        a.extend(["--out".to_string(), bad.clone()]);
+        a
+    };
+    let owned = [
+        pairs(&["--val-fraction", "1"]),
+        pairs(&["--val-fraction", "0.1"]),
+        pairs(&["--smoothing", "0", "--fix-smoothing"]),
+    ];
+    let mut cases: Vec<Vec<&str>> = owned
+        .iter()
+        .map(|a| a.iter().map(String::as_str).collect())
+        .collect();
+    cases.extend(vec![
         vec!["tune", "tv", "--clean", &c, "--noisy", &ys, "--out", &bad],
-        vec![
-            "tune",
-            "tv",
-            "--clean",
-            &c,
-            "--noisy",
-            &y,
-            "--val-fraction",
-            "1",
-            "--out",
-            &bad,
-        ],
-        vec![
-            "tune",
-            "tv",
-            "--clean",
-            &c,
-            "--noisy",
-            &y,
-            "--val-fraction",
-            "0.1",
-            "--out",
-            &bad,
-        ],
-        vec![
-            "tune",
-            "tv",
-            "--clean",
-            &c,
-            "--noisy",
-            &y,
-            "--smoothing",
-            "0",
-            "--fix-smoothing",
-            "--out",
-            &bad,
-        ],
         vec!["tune", "tv", "--clean", &c, "--noisy", &outd, "--out", &bad],
         vec![
             "tune",
@@ -620,7 +602,7 @@ fn tune_tv_on_users_pairs_then_denoise_with_the_learned_params() {
         vec![
             "denoise", "tv", "--input", &y2, "--params", &rep, "--tol", "0", "--out", &bnpy,
         ],
-    ];
+    ]);
     for c in cases {
         let o = bin().args(&c).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "{c:?} should fail");
