@@ -757,6 +757,71 @@ fn working_sets_reach_the_same_certified_solution() {
     }
 }
 
+/// A weighted Lasso with unpenalized features (`wⱼ = 0`, e.g. an intercept column): plain
+/// coordinate descent, working sets and FISTA reach one objective, and the gap certifies it
+/// (the dual point is the residual projected off the unpenalized columns, so `A_Zᵀθ = 0`).
+/// Without the projection the gap stays at `P(x)` or infinity and no solver ever stops. The
+/// returned point satisfies the KKT conditions written out here.
+#[test]
+fn unpenalized_features_are_certified_by_the_gap() {
+    let (n, p) = (50, 300);
+    let mut a = DenseMatrix::<f64>::gaussian(n, p, 61)
+        .unwrap()
+        .normalize_columns()
+        .matrix()
+        .to_owned();
+    a.column_mut(0).fill(1.0 / (n as f64).sqrt()); // an intercept
+    let b = random_point::<f64>(n, 1.0, 62) + 3.0;
+    let w = Array1::from_shape_fn(p, |j| if j % 50 == 0 || j == 7 { 0.0 } else { 1.0 });
+    let pen = LassoPenalty::L1 {
+        weights: Some(w.clone()),
+    };
+    let lmax = LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
+    assert!(lmax.is_finite() && lmax > 0.0);
+    let prob = LassoProblem::new(a.clone(), b.clone(), 0.1 * lmax, pen).unwrap();
+    let run = |ws: bool| {
+        CoordinateDescent::new(
+            &prob,
+            CoordinateDescentParams::default()
+                .with_tol(1e-10)
+                .with_working_sets(ws),
+        )
+        .unwrap()
+        .run(Array1::zeros(p).view(), NoObserver)
+        .unwrap()
+    };
+    let (with, without) = (run(true), run(false));
+    for sol in [&with, &without] {
+        assert_eq!(sol.reason, TerminationReason::Converged);
+        assert!(sol.certificate <= 1e-10, "{}", sol.certificate);
+        let r = &b - &a.dot(&sol.x);
+        let c = a.t().dot(&r) / n as f64;
+        for j in 0..p {
+            let bound = 0.1 * lmax * w[j];
+            if sol.x[j] == 0.0 {
+                assert!(c[j].abs() <= bound + 1e-4, "feature {j}: {} > {bound}", c[j]);
+            } else {
+                let want = bound * sol.x[j].signum();
+                assert!((c[j] - want).abs() <= 1e-4, "feature {j}: {} vs {want}", c[j]);
+            }
+        }
+        assert!(sol.x[0] != 0.0 && sol.x[7] != 0.0, "unpenalized features are used");
+    }
+    assert!((with.objective - without.objective).abs() <= 1e-10);
+    let f = prob.smooth_part().unwrap();
+    let g = prob.penalty_function().unwrap();
+    let fista = Fista::new(
+        &f,
+        &*g,
+        FistaParams::default().with_tol(1e-10).with_max_iters(200_000),
+    )
+    .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
+    .run(Array1::zeros(p).view(), NoObserver)
+    .unwrap();
+    assert_eq!(fista.reason, TerminationReason::Converged);
+    assert!((fista.objective - with.objective).abs() <= 2e-10);
+}
+
 /// The working-set solver's guarantees, on a Lasso, a weighted Lasso and an elastic net with
 /// every combination of Anderson and dual extrapolation: the same objective as plain screened
 /// coordinate descent to 1e-12 relative; every working set holds the support of its iterate;
@@ -1377,8 +1442,23 @@ fn lambda_max_follows_its_definition_for_weights_and_the_elastic_net() {
     let weighted = LassoPenalty::L1 {
         weights: Some(w.clone()),
     };
+    // An unpenalized feature: λ_max is decided by the residual of b fitted on it alone, and at
+    // λ_max the solution is that fit.
     let l = LassoProblem::lambda_max(a.view(), b.view(), &weighted).unwrap();
-    assert_eq!(l, f64::INFINITY, "an unpenalized feature correlated with b");
+    let a5 = a.column(5).to_owned();
+    let fit = a5.dot(&b) / a5.dot(&a5);
+    let r = &b - &(&a5 * fit);
+    let cr = a.t().dot(&r) / 20.0;
+    let want = (0..5).map(|j| cr[j].abs() / w[j]).fold(0.0f64, f64::max);
+    assert!((l - want).abs() <= 1e-13 * want, "{l} vs {want}");
+    let prob = LassoProblem::new(a.clone(), b.clone(), l, weighted.clone()).unwrap();
+    let sol = CoordinateDescent::new(&prob, CoordinateDescentParams::default().with_tol(1e-14))
+        .unwrap()
+        .run(Array1::zeros(6).view(), NoObserver)
+        .unwrap();
+    assert_eq!(sol.reason, TerminationReason::Converged);
+    assert!(max_abs(sol.x.slice(ndarray::s![..5])) <= 1e-7, "{}", sol.x);
+    assert!((sol.x[5] - fit).abs() <= 1e-7 * fit.abs(), "{} vs {fit}", sol.x[5]);
     a.column_mut(5).fill(0.0);
     let c = a.t().dot(&b) / 20.0;
     let want = (0..5).map(|j| c[j].abs() / w[j]).fold(0.0f64, f64::max);

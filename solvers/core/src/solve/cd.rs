@@ -318,7 +318,7 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
     pub fn check(&self, s: &mut CoordinateDescentState<T>) -> Result<()> {
         let p = self.problem;
         let atr = self.correlations_all(&s.r);
-        let (gap, _, at_theta) = p.gap_from_correlations(s.x.view(), s.r.view(), atr)?;
+        let (gap, _, at_theta, _) = p.gap_from_correlations(s.x.view(), s.r.view(), atr)?;
         s.gap = gap;
         s.objective = p.objective_with_residual(s.x.view(), s.r.view())?;
         check_divergence("coordinate descent", s.epoch, "objective", s.objective)?;

@@ -255,9 +255,15 @@ impl<T: Real> CoordinateDescent<'_, T> {
     /// The dual point of [`Self::dual_points`] from `v` and `aⱼᵀv/n` (`j ∈ idx`).
     fn finish_dual(&self, v: &Array1<T>, mut at_theta: Array1<T>, idx: &[usize]) -> DualPoint<T> {
         let p = self.problem();
+        let n = T::c(p.n_samples() as f64);
+        let projected = p.unpenalized().map(|z| {
+            let mut v = v.clone();
+            z.project(&mut v, &mut at_theta, T::one() / n);
+            v
+        });
+        let v = projected.as_ref().unwrap_or(v);
         let (alpha, l2) = self.l1_l2();
         let (lam, w) = (p.lambda(), p.weights());
-        let n = T::c(p.n_samples() as f64);
         let mut worst = T::zero();
         if l2 == T::zero() {
             for &j in idx {

@@ -48,6 +48,67 @@ pub struct LassoProblem<T: Real> {
     penalty: LassoPenalty<T>,
     /// Per-feature (L1/EN) or per-group weights, resolved.
     w: Array1<T>,
+    /// The span of the unpenalized columns (weighted ℓ1 with some `wⱼ = 0`), `None` otherwise.
+    unpenalized: Option<Unpenalized<T>>,
+}
+
+/// The unpenalized columns `A_Z` (`wⱼ = 0`) of a weighted Lasso: an orthonormal basis `U` of
+/// their span and `AᵀU`. A dual point must satisfy `A_Zᵀθ = 0` exactly, which a scaled residual
+/// does only at the optimum; projecting it onto `span(A_Z)^⊥` (`r ← r − U Uᵀr`) makes every
+/// dual point feasible, so the gap certifies problems with unpenalized features (an intercept
+/// column, features the user wants kept).
+#[derive(Clone, Debug)]
+pub(crate) struct Unpenalized<T> {
+    idx: Vec<usize>,
+    /// `n × k` orthonormal columns (`k = rank A_Z`).
+    u: Array2<T>,
+    /// `AᵀU`, `p × k`.
+    atu: Array2<T>,
+}
+
+impl<T: Real> Unpenalized<T> {
+    /// The basis of the columns `idx` of `a` by Gram–Schmidt applied twice (orthogonal to
+    /// working precision); a column whose remainder is below `√ε` of its norm is dependent on
+    /// the previous ones and dropped.
+    fn new(a: ArrayView2<'_, T>, idx: Vec<usize>) -> Self {
+        let n = a.nrows();
+        let mut basis: Vec<Array1<T>> = Vec::new();
+        for &j in &idx {
+            let mut q = a.column(j).to_owned();
+            let norm0 = q.dot(&q).sqrt();
+            for _ in 0..2 {
+                for u in &basis {
+                    let c = u.dot(&q);
+                    q.scaled_add(-c, u);
+                }
+            }
+            let nq = q.dot(&q).sqrt();
+            if norm0 > T::zero() && nq > T::epsilon().sqrt() * norm0 {
+                q.mapv_inplace(|v| v / nq);
+                basis.push(q);
+            }
+        }
+        let mut u = Array2::zeros((n, basis.len()));
+        for (k, q) in basis.iter().enumerate() {
+            u.column_mut(k).assign(q);
+        }
+        let atu = a.t().dot(&u);
+        Self { idx, u, atu }
+    }
+
+    /// `v ← v − U Uᵀv` and, for the correlations `c = Aᵀv·f` held by the caller (any factor
+    /// `f`, e.g. `1/n`), `c ← c − f·AᵀU Uᵀv`, with `cⱼ = 0` exactly on the unpenalized columns
+    /// (zero up to rounding after the projection).
+    pub(crate) fn project(&self, v: &mut Array1<T>, c: &mut Array1<T>, f: T) {
+        let coef = self.u.t().dot(v);
+        for (k, &ck) in coef.iter().enumerate() {
+            v.scaled_add(-ck, &self.u.column(k));
+            c.scaled_add(-ck * f, &self.atu.column(k));
+        }
+        for &j in &self.idx {
+            c[j] = T::zero();
+        }
+    }
 }
 
 impl<T: Real> LassoProblem<T> {
@@ -100,13 +161,24 @@ impl<T: Real> LassoProblem<T> {
                 }
             }
         };
+        let zero: Vec<usize> = match &penalty {
+            LassoPenalty::L1 { .. } => (0..p).filter(|&j| w[j] == T::zero()).collect(),
+            _ => Vec::new(),
+        };
+        let unpenalized = (!zero.is_empty()).then(|| Unpenalized::new(a.view(), zero));
         Ok(Self {
             a,
             b,
             lambda,
             penalty,
             w,
+            unpenalized,
         })
+    }
+
+    /// The projector of the unpenalized columns, if any (see [`Unpenalized`]).
+    pub(crate) fn unpenalized(&self) -> Option<&Unpenalized<T>> {
+        self.unpenalized.as_ref()
     }
 
     /// `λ_max`: the smallest `λ` for which `x = 0` is optimal.
@@ -117,7 +189,12 @@ impl<T: Real> LassoProblem<T> {
     ) -> Result<T> {
         let probe = Self::new(a.to_owned(), b.to_owned(), T::one(), penalty.clone())?;
         let n = T::c(a.nrows() as f64);
-        let atb = a.t().dot(&b).mapv(|v| v / n);
+        let mut atb = a.t().dot(&b).mapv(|v| v / n);
+        if let Some(z) = probe.unpenalized() {
+            // With unpenalized columns the solution at λ_max fits them alone: the correlations
+            // of the residual of that fit decide.
+            z.project(&mut b.to_owned(), &mut atb, T::one() / n);
+        }
         Ok(probe.dual_norm_unit(atb.view()))
     }
 
@@ -236,20 +313,28 @@ impl<T: Real> LassoProblem<T> {
         let n = T::c(self.n_samples() as f64);
         let mut atth = Array1::zeros(self.n_features());
         crate::linalg::gemv_into(atth.view_mut(), self.a.t(), r.mapv(|v| v / n).view());
-        let (gap, scale, _) = self.gap_from_correlations(x, r, atth)?;
+        let (gap, scale, _, projected) = self.gap_from_correlations(x, r, atth)?;
+        let r = projected.as_ref().map_or(r, |v| v.view());
         Ok((gap, r.mapv(|v| v * scale / n)))
     }
 
     /// The gap of [`Self::duality_gap_with_residual`] from the correlations `Aᵀr/n` computed by
-    /// the caller (coordinate descent reads its contiguous columns): `(gap, s, Aᵀθ)` with
-    /// `θ = s·r/n`.
+    /// the caller (coordinate descent reads its contiguous columns): `(gap, s, Aᵀθ, r̃)` with
+    /// `θ = s·r̃/n`, `r̃` the residual projected off the unpenalized columns when there are any
+    /// (`None`: `r̃ = r`).
+    #[allow(clippy::type_complexity)]
     pub(crate) fn gap_from_correlations(
         &self,
         x: ArrayView1<'_, T>,
         r: ArrayView1<'_, T>,
         mut atth: Array1<T>,
-    ) -> Result<(T, T, Array1<T>)> {
+    ) -> Result<(T, T, Array1<T>, Option<Array1<T>>)> {
         let n = T::c(self.n_samples() as f64);
+        let projected = self.unpenalized().map(|z| {
+            let mut v = r.to_owned();
+            z.project(&mut v, &mut atth, T::one() / n);
+            v
+        });
         let mut scale = T::one();
         if !matches!(self.penalty, LassoPenalty::ElasticNet { alpha } if alpha < T::one()) {
             let dn = self.dual_norm_unit(atth.view());
@@ -260,8 +345,9 @@ impl<T: Real> LassoProblem<T> {
         }
         let conj = self.penalty_function()?.conj_value(atth.view())?;
         let primal = self.objective_with_residual(x, r)?;
-        let gap = gap_from_residual(primal, r, self.b.view(), scale, n, conj);
-        Ok((gap, scale, atth))
+        let rd = projected.as_ref().map_or(r, |v| v.view());
+        let gap = gap_from_residual(primal, rd, self.b.view(), scale, n, conj);
+        Ok((gap, scale, atth, projected))
     }
 
     /// Duality gap `P(x) − D(θ(x))`.
