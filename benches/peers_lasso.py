@@ -20,6 +20,10 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
 
 import numpy as np
 
@@ -73,6 +77,8 @@ def main():
                     help="compare paths of this many λ (from λ_max down to 1e-3·λ_max) instead")
     ap.add_argument("--fista", action="store_true",
                     help="compare FISTA with jaxopt's at the same iteration count instead")
+    ap.add_argument("--logistic", action="store_true",
+                    help="compare ℓ1-logistic regression (labels sign(Ax + noise)) instead")
     ap.add_argument("--solvers", default="cd,cd@2,cd-no-working-sets",
                     help="hyperprox solvers, comma separated; @K runs with K threads (default 1)")
     args = ap.parse_args()
@@ -85,6 +91,8 @@ def main():
         return run_path(a, b, args)
     if args.fista:
         return run_fista(a, b, args)
+    if args.logistic:
+        return run_logistic(a, b, args)
     n = args.n
     lam = args.ratio * np.abs(a.T @ b).max() / n
     rows = {}
@@ -210,6 +218,78 @@ def run_fista(a, b, args):
     print("|---|---|---|")
     for k, (tt, x, _) in rows.items():
         print(f"| {k} | {tt / base:.2f} | {objective(a, b, lam, x) - p_ref:.1e} |")
+
+
+def logistic_objective(a, y, lam, x):
+    return np.logaddexp(0.0, -y * (a @ x)).mean() + lam * np.abs(x).sum()
+
+
+def run_logistic(a, b, args):
+    """ℓ1-logistic regression (1/n)Σ log(1 + exp(−yᵢaᵢᵀx)) + λ‖x‖₁ with yᵢ = sign(bᵢ) (b the
+    Lasso instance's response) and λ = ratio·λ_max: skglm's SparseLogisticRegression (prox-Newton
+    with working sets) at its loosest tolerance within the gap tolerance of the optimum,
+    scikit-learn's LogisticRegression (liblinear, ℓ1; its C = 1/(nλ)), and `hyperprox solve
+    logistic-l1 --solver cd` (certified gap)."""
+    n = len(b)
+    y = np.where(b >= 0, 1.0, -1.0)
+    lam = args.ratio * np.abs(a.T @ y).max() / (2 * n)
+    rows = {}
+    from skglm import SparseLogisticRegression
+
+    def skglm_fit(tol):
+        m = SparseLogisticRegression(alpha=lam, fit_intercept=False, tol=tol, max_iter=1000)
+        return m.fit(a, y).coef_.ravel()
+
+    p_ref = logistic_objective(a, y, lam, skglm_fit(1e-14))
+    kkt = next((t for t in 10.0 ** -np.arange(4, 15)
+                if logistic_objective(a, y, lam, skglm_fit(t)) - p_ref <= args.tol), 1e-14)
+    print(f"skglm tol = {kkt:g}")
+    rows["skglm SparseLogisticRegression"] = best_of(args.repeat, lambda: skglm_fit(kkt))
+    try:
+        from sklearn.linear_model import LogisticRegression
+
+        def sk_fit(tol):
+            m = LogisticRegression(penalty="l1", C=1.0 / (n * lam), solver="liblinear",
+                                   fit_intercept=False, tol=tol, max_iter=100000)
+            return m.fit(a, y).coef_.ravel()
+
+        tol_sk = next((t for t in 10.0 ** -np.arange(4, 15)
+                       if logistic_objective(a, y, lam, sk_fit(t)) - p_ref <= args.tol), 1e-14)
+        rows[f"scikit-learn liblinear (tol {tol_sk:g})"] = best_of(args.repeat,
+                                                                   lambda: sk_fit(tol_sk))
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory() as d:
+        np.save(os.path.join(d, "a.npy"), a)
+        np.save(os.path.join(d, "y.npy"), y)
+        for spec in args.solvers.split(","):
+            spec, _, threads = spec.partition("@")
+            threads = threads or "1"
+            solver, extra = spec, []
+            if spec.startswith("cd-"):
+                extra = ["--" + spec[3:]]
+                solver = "cd"
+            times, x = [], None
+            for _ in range(args.repeat):
+                rep, out = os.path.join(d, "r.json"), os.path.join(d, "x.npy")
+                subprocess.run([args.bin, "solve", "logistic-l1", "--a", os.path.join(d, "a.npy"),
+                                "--b", os.path.join(d, "y.npy"), "--lambda", repr(float(lam)),
+                                "--tol", repr(args.tol), "--solver", solver, "--out", out,
+                                "--report", rep, "--threads", threads, *extra],
+                               check=True, stdout=subprocess.DEVNULL)
+                times.append(json.load(open(rep))["time_s"])
+                x = np.load(out)
+            label = " ".join([solver, *extra]) + ("" if threads == "1" else f", {threads} threads")
+            rows["hyperprox " + label] = (min(times), x)
+    base = rows["skglm SparseLogisticRegression"][0]
+    print(f"ℓ1-logistic {n}×{a.shape[1]}, λ = {args.ratio}·λ_max, gap ≤ {args.tol:g}, best of "
+          f"{args.repeat} (baseline {base * 1e3:.2f} ms on this machine)")
+    print("| solver | time / skglm | objective − min |")
+    print("|---|---|---|")
+    objs = {k: logistic_objective(a, y, lam, x) for k, (_, x) in rows.items()}
+    omin = min(objs.values())
+    for k, (t, x) in rows.items():
+        print(f"| {k} | {t / base:.2f} | {objs[k] - omin:.1e} |")
 
 
 def run_path(a, b, args):

@@ -67,8 +67,8 @@ pub struct SolveSettings {
     pub tol: f64,
     /// Iteration (epoch) cap.
     pub max_iters: usize,
-    /// Coordinate descent: working sets with Anderson and dual extrapolation (ℓ1 and elastic
-    /// net; see [`CoordinateDescentParams::working_sets`]).
+    /// Coordinate descent: working sets (with Anderson and dual extrapolation for ℓ1 and
+    /// elastic net, prox-Newton for logistic-l1; see [`CoordinateDescentParams::working_sets`]).
     pub working_sets: bool,
     /// Stop at a gap `≤ tol·P(0)` (`P(0) = ‖b‖²/(2n)` for the Lasso family, `log 2` for
     /// logistic regression) instead of `≤ tol`: the stopping test then does not depend on the
@@ -380,7 +380,8 @@ pub fn solve_logistic(
         SparseSolver::Cd => {
             let params = CoordinateDescentParams::default()
                 .with_tol(tol)
-                .with_max_epochs(s.max_iters);
+                .with_max_epochs(s.max_iters)
+                .with_working_sets(s.working_sets);
             strip(LogisticCd::new(&prob, params)?.run(x0.view(), NoObserver)?)
         }
         SparseSolver::Fista => {

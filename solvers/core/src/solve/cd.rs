@@ -25,7 +25,9 @@ pub struct CoordinateDescentParams<T> {
     pub screening: bool,
     /// Working sets (ℓ1 and elastic net; the group lasso always runs plain epochs): solve
     /// subproblems on the support and the features closest to their dual constraint, with
-    /// Anderson and dual extrapolation ([`cd_ws`](super::cd_ws)).
+    /// Anderson and dual extrapolation ([`cd_ws`](super::cd_ws)); for
+    /// [`LogisticCd`](super::LogisticCd), prox-Newton on working sets
+    /// ([`logreg_ws`](super::logreg_ws)).
     pub working_sets: bool,
     /// Anderson extrapolation of the working-set iterates (every 5 epochs, taken only when it
     /// lowers the objective).

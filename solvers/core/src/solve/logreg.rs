@@ -5,10 +5,11 @@ use super::{check_divergence, CoordinateDescentParams, Observer, Solution};
 use crate::error::{Error, Result};
 use crate::func::soft_threshold;
 use crate::linalg::{check_design, check_finite, check_len, Real};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
+use crate::linalg::{dot_slices, transpose_owned};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, CowArray, Ix2};
 
 #[inline]
-fn log1pexp<T: Real>(z: T) -> T {
+pub(super) fn log1pexp<T: Real>(z: T) -> T {
     if z > T::zero() {
         z + (-z).exp().ln_1p()
     } else {
@@ -17,7 +18,7 @@ fn log1pexp<T: Real>(z: T) -> T {
 }
 
 #[inline]
-fn sigmoid<T: Real>(z: T) -> T {
+pub(super) fn sigmoid<T: Real>(z: T) -> T {
     if z >= T::zero() {
         T::one() / (T::one() + (-z).exp())
     } else {
@@ -92,8 +93,20 @@ impl<T: Real> LogisticL1Problem<T> {
     pub fn n_features(&self) -> usize {
         self.a.ncols()
     }
+    /// The design.
+    pub fn a(&self) -> ArrayView2<'_, T> {
+        self.a.view()
+    }
+    /// The labels (±1).
+    pub fn y(&self) -> ArrayView1<'_, T> {
+        self.y.view()
+    }
+    /// Number of samples.
+    pub fn n_samples(&self) -> usize {
+        self.a.nrows()
+    }
     /// `P(x)` from the margins `z = Ax`.
-    fn objective_z(&self, x: ArrayView1<'_, T>, z: ArrayView1<'_, T>) -> T {
+    pub(super) fn objective_z(&self, x: ArrayView1<'_, T>, z: ArrayView1<'_, T>) -> T {
         let n = T::c(self.a.nrows() as f64);
         let loss: T = z
             .iter()
@@ -106,6 +119,24 @@ impl<T: Real> LogisticL1Problem<T> {
     pub fn objective(&self, x: ArrayView1<'_, T>) -> Result<T> {
         check_len("LogisticL1Problem", "x", self.n_features(), x.len())?;
         Ok(self.objective_z(x, self.a.dot(&x).view()))
+    }
+    /// The dual value `D(θ) = (1/n) Σ H(c·sᵢ)` of `θ = c·y ⊙ s/n` (`sᵢ = σ(−yᵢzᵢ)`) where `c ≤ 1`
+    /// is the largest scale with `c·‖Aᵀ(y ⊙ s)/n‖∞ ≤ λ`, from `‖Aᵀ(y ⊙ s)/n‖∞ = ‖∇F(x)‖∞` (the
+    /// caller's gradient): `(D, c)`.
+    pub(super) fn dual_from_gradient_norm(&self, z: ArrayView1<'_, T>, grad_inf: T) -> (T, T) {
+        let n = T::c(self.a.nrows() as f64);
+        let c = if grad_inf > self.lambda {
+            self.lambda / grad_inf
+        } else {
+            T::one()
+        };
+        let dual: T = z
+            .iter()
+            .zip(&self.y)
+            .map(|(&zi, &yi)| entropy(c * sigmoid(-yi * zi)))
+            .sum::<T>()
+            / n;
+        (dual, c)
     }
     /// Duality gap and dual point from the margins `z = Ax`.
     fn gap_z(&self, x: ArrayView1<'_, T>, z: ArrayView1<'_, T>) -> (T, Array1<T>) {
@@ -148,7 +179,9 @@ impl<T: Real> LogisticL1Problem<T> {
 pub struct LogisticCd<'a, T: Real> {
     problem: &'a LogisticL1Problem<T>,
     params: CoordinateDescentParams<T>,
-    at: Array2<T>,
+    /// `Aᵀ` in standard layout: column `j` of `A` is row `j` (borrowed when `A` is
+    /// column-major).
+    at: CowArray<'a, T, Ix2>,
     lip: Array1<T>,
 }
 
@@ -167,6 +200,8 @@ pub struct LogisticCdState<T> {
     pub gap: T,
     /// Objective at the last check.
     pub objective: T,
+    /// The outer iterations of the working-set prox-Newton solver (empty for plain CD).
+    pub trace: Vec<super::logreg_ws::ProxNewtonRecord<T>>,
 }
 
 impl<'a, T: Real> LogisticCd<'a, T> {
@@ -179,11 +214,18 @@ impl<'a, T: Real> LogisticCd<'a, T> {
             return Err(Error::param("check_every", 0, "must be >= 1"));
         }
         let n = T::c(problem.a.nrows() as f64);
-        let at = problem.a.t().as_standard_layout().to_owned();
+        let at: CowArray<'a, T, Ix2> = if problem.a.t().is_standard_layout() {
+            CowArray::from(problem.a.view().reversed_axes())
+        } else {
+            CowArray::from(transpose_owned(problem.a.view()))
+        };
         let lip = at
             .rows()
             .into_iter()
-            .map(|r| r.dot(&r) / (T::c(4.0) * n))
+            .map(|r| {
+                let r = r.to_slice().expect("contiguous");
+                dot_slices(r, r) / (T::c(4.0) * n)
+            })
             .collect();
         Ok(Self {
             problem,
@@ -280,22 +322,49 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         check_finite("LogisticCd::init x0", x0)?;
         Ok(LogisticCdState {
             x: x0.to_owned(),
-            z: self.problem.a.dot(&x0),
+            z: {
+                let mut z = Array1::zeros(self.problem.n_samples());
+                if x0.iter().any(|v| *v != T::zero()) {
+                    crate::linalg::gemv_into(
+                        z.view_mut(),
+                        self.problem.a.view(),
+                        x0.as_standard_layout().view(),
+                    );
+                }
+                z
+            },
             active: (0..self.problem.n_features()).collect(),
             epoch: 0,
             gap: T::infinity(),
             objective: T::infinity(),
+            trace: Vec::new(),
         })
     }
 
-    /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops (the
-    /// shared coordinate-descent loop, [`run_epochs`](super::cd::run_epochs)).
+    /// Runs from `x0` until the gap is `≤ tol`, `max_epochs`, or the observer stops: by
+    /// working-set prox-Newton ([`super::logreg_ws`]) when `params.working_sets` (the default),
+    /// else by plain screened epochs (the shared loop [`run_epochs`](super::cd::run_epochs)).
     pub fn run(
         &self,
         x0: ArrayView1<'_, T>,
         observer: impl Observer<T>,
     ) -> Result<Solution<T, LogisticCdState<T>>> {
-        super::cd::run_epochs(self, x0, observer)
+        if self.params.working_sets {
+            self.run_ws(x0, observer)
+        } else {
+            super::cd::run_epochs(self, x0, observer)
+        }
+    }
+
+    /// Column `j` of `A` (contiguous).
+    pub(super) fn column_slice(&self, j: usize) -> &[T] {
+        let n = self.at.ncols();
+        &self.at.as_slice().expect("standard layout")[j * n..(j + 1) * n]
+    }
+
+    /// The problem.
+    pub fn problem(&self) -> &LogisticL1Problem<T> {
+        self.problem
     }
 }
 

@@ -19,6 +19,7 @@ mod fista;
 mod lasso;
 mod lbfgs;
 mod logreg;
+pub mod logreg_ws;
 mod path;
 mod pdhg;
 
