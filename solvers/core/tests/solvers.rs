@@ -702,7 +702,8 @@ fn logistic_l1_cd_matches_fista_and_certifies_with_the_gap() {
 /// holds the support of the iterate it starts from; every step it takes lowers the objective by
 /// at least the decrease its line search proved, and a refused one (step 0) leaves it unchanged; the gaps it reports follow the definition
 /// (the dual point `θ = c·y ⊙ σ(−y ⊙ Ax)/n` with `c = min(1, λ/‖Aᵀθ₁‖∞)` is feasible over all
-/// features, written out here), and its working sets stay far smaller than `p`.
+/// features, written out here), its working sets stay far smaller than `p`, and gap-safe
+/// screening keeps every feature of the solution found without screening.
 #[test]
 fn logistic_working_sets_keep_their_guarantees() {
     let (n, p) = (100, 800);
@@ -739,13 +740,33 @@ fn logistic_working_sets_keep_their_guarantees() {
             with.objective,
             without.objective
         );
+        // Screening (on in both) removed no feature of the solution found without it.
+        let unscreened = LogisticCd::new(
+            &prob,
+            CoordinateDescentParams::default()
+                .with_tol(1e-10)
+                .with_screening(false),
+        )
+        .unwrap()
+        .run(Array1::zeros(p).view(), NoObserver)
+        .unwrap();
+        assert!((unscreened.objective - with.objective).abs() <= 1e-10);
+        assert!(with.state.active.len() < p, "screening removed features");
+        for j in 0..p {
+            if unscreened.x[j].abs() > 1e-6 {
+                assert!(with.state.active.contains(&j), "feature {j} screened out");
+            }
+        }
         let trace = &with.state.trace;
         assert!(trace.len() >= 2);
         let mut steps = 0;
         for rec in &trace[..trace.len() - 1] {
             assert!(rec.working_set.len() < p / 2, "{}", rec.working_set.len());
             for j in &rec.support {
-                assert!(rec.working_set.binary_search(j).is_ok(), "support {j} dropped");
+                assert!(
+                    rec.working_set.binary_search(j).is_ok(),
+                    "support {j} dropped"
+                );
             }
             for st in &rec.steps {
                 if st.step > 0.0 {
@@ -767,14 +788,30 @@ fn logistic_working_sets_keep_their_guarantees() {
         let z = a.dot(&with.x);
         let sig = Array1::from_shape_fn(n, |i| 1.0 / (1.0 + (y[i] * z[i]).exp()));
         let theta1 = Array1::from_shape_fn(n, |i| y[i] * sig[i] / n as f64);
-        let c = (lam / a.t().dot(&theta1).iter().fold(0.0f64, |m, v| m.max(v.abs()))).min(1.0);
+        let c = (lam
+            / a.t()
+                .dot(&theta1)
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs())))
+        .min(1.0);
         let theta = &theta1 * c;
-        assert!(a.t().dot(&theta).iter().all(|v| v.abs() <= lam * (1.0 + 1e-12)));
+        assert!(a
+            .t()
+            .dot(&theta)
+            .iter()
+            .all(|v| v.abs() <= lam * (1.0 + 1e-12)));
         let h = |q: f64| if q > 0.0 { -q * q.ln() } else { 0.0 };
-        let dual = (0..n).map(|i| h(c * sig[i]) + h(1.0 - c * sig[i])).sum::<f64>() / n as f64;
+        let dual = (0..n)
+            .map(|i| h(c * sig[i]) + h(1.0 - c * sig[i]))
+            .sum::<f64>()
+            / n as f64;
         let primal = prob.objective(with.x.view()).unwrap();
         let gap = (primal - dual).max(0.0);
-        assert!((gap - with.certificate).abs() <= 1e-12, "{gap} vs {}", with.certificate);
+        assert!(
+            (gap - with.certificate).abs() <= 1e-12,
+            "{gap} vs {}",
+            with.certificate
+        );
         assert!(with.certificate <= 1e-10);
     }
 }
@@ -893,13 +930,24 @@ fn unpenalized_features_are_certified_by_the_gap() {
         for j in 0..p {
             let bound = 0.1 * lmax * w[j];
             if sol.x[j] == 0.0 {
-                assert!(c[j].abs() <= bound + 1e-4, "feature {j}: {} > {bound}", c[j]);
+                assert!(
+                    c[j].abs() <= bound + 1e-4,
+                    "feature {j}: {} > {bound}",
+                    c[j]
+                );
             } else {
                 let want = bound * sol.x[j].signum();
-                assert!((c[j] - want).abs() <= 1e-4, "feature {j}: {} vs {want}", c[j]);
+                assert!(
+                    (c[j] - want).abs() <= 1e-4,
+                    "feature {j}: {} vs {want}",
+                    c[j]
+                );
             }
         }
-        assert!(sol.x[0] != 0.0 && sol.x[7] != 0.0, "unpenalized features are used");
+        assert!(
+            sol.x[0] != 0.0 && sol.x[7] != 0.0,
+            "unpenalized features are used"
+        );
     }
     assert!((with.objective - without.objective).abs() <= 1e-10);
     let f = prob.smooth_part().unwrap();
@@ -907,7 +955,9 @@ fn unpenalized_features_are_certified_by_the_gap() {
     let fista = Fista::new(
         &f,
         &*g,
-        FistaParams::default().with_tol(1e-10).with_max_iters(200_000),
+        FistaParams::default()
+            .with_tol(1e-10)
+            .with_max_iters(200_000),
     )
     .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
     .run(Array1::zeros(p).view(), NoObserver)
@@ -1552,7 +1602,11 @@ fn lambda_max_follows_its_definition_for_weights_and_the_elastic_net() {
         .unwrap();
     assert_eq!(sol.reason, TerminationReason::Converged);
     assert!(max_abs(sol.x.slice(ndarray::s![..5])) <= 1e-7, "{}", sol.x);
-    assert!((sol.x[5] - fit).abs() <= 1e-7 * fit.abs(), "{} vs {fit}", sol.x[5]);
+    assert!(
+        (sol.x[5] - fit).abs() <= 1e-7 * fit.abs(),
+        "{} vs {fit}",
+        sol.x[5]
+    );
     a.column_mut(5).fill(0.0);
     let c = a.t().dot(&b) / 20.0;
     let want = (0..5).map(|j| c[j].abs() / w[j]).fold(0.0f64, f64::max);

@@ -356,6 +356,11 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         }
     }
 
+    /// The coordinate Lipschitz constant `‖aⱼ‖²/(4n)`.
+    pub(super) fn lip_of(&self, j: usize) -> T {
+        self.lip[j]
+    }
+
     /// Column `j` of `A` (contiguous).
     pub(super) fn column_slice(&self, j: usize) -> &[T] {
         let n = self.at.ncols();

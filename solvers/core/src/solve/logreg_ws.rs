@@ -8,6 +8,8 @@
 //!    columns. The dual point `θ = −c·u` (`c = min(1, λ/‖∇F‖∞)`) is feasible by construction
 //!    and gives `G = P(x) − D(θ) ≥ P(x) − P*` ([`LogisticL1Problem`]'s gap, with the same
 //!    gradient reused). Stop when `G ≤ tol`.
+//!    With screening on, the gap-safe sphere around `θ` removes features for good (as in
+//!    plain [`LogisticCd`]), and later gradient passes skip them.
 //! 2. **Working set**: the support of `x` and the features of largest violation
 //!    `vⱼ = dist(−∇ⱼF, λ∂|xⱼ|)`, of size `max(ws_start, 2·|supp x|)`, doubled when the last
 //!    outer iteration did not lower the gap.
@@ -124,7 +126,9 @@ impl<T: Real> LogisticCd<'_, T> {
             }
         };
         if parallel_worth_it(idx.len() * us.len()) {
-            out.par_chunks_mut(64).zip(idx.par_chunks(64)).for_each(kernel);
+            out.par_chunks_mut(64)
+                .zip(idx.par_chunks(64))
+                .for_each(kernel);
         } else {
             out.chunks_mut(64).zip(idx.chunks(64)).for_each(kernel);
         }
@@ -141,24 +145,60 @@ impl<T: Real> LogisticCd<'_, T> {
         let params = *self.params();
         let lam = prob.lambda();
         let p = prob.n_features();
-        let all: Vec<usize> = (0..p).collect();
+        let n = prob.n_samples();
         let mut s = self.init(x0)?;
         let mut k_ws = 0usize;
         let mut prev_gap = T::infinity();
         let mut scaled: Vec<T> = Vec::new();
         let reason = loop {
-            // 1. Gradient, dual point and gap.
+            // 1. Gradient, dual point and gap (over the features not screened out).
             let u = self.margin_gradient(&s.z);
-            let grad = self.correlations(&u, &all);
-            let grad_inf = grad.iter().fold(T::zero(), |m, g| m.max(g.abs()));
-            let (dual, _) = prob.dual_from_gradient_norm(s.z.view(), grad_inf);
-            let primal = prob.objective_z(s.x.view(), s.z.view());
+            let g_active = self.correlations(&u, &s.active);
+            let mut grad = vec![T::zero(); p];
+            for (&j, &g) in s.active.iter().zip(&g_active) {
+                grad[j] = g;
+            }
+            let grad_inf = g_active.iter().fold(T::zero(), |m, g| m.max(g.abs()));
+            let (dual, c) = prob.dual_from_gradient_norm(s.z.view(), grad_inf);
+            let mut primal = prob.objective_z(s.x.view(), s.z.view());
             check_divergence("logistic prox-Newton", s.epoch, "objective", primal)?;
-            let gap = (primal - dual).max(T::zero());
+            let mut gap = (primal - dual).max(T::zero());
+            s.epoch += 1;
+            // 2. Gap-safe screening with θ = −c·u (`Aᵀθ = −c∇F`): the features it removes are
+            // zero at the solution, so θ stays feasible for the remaining problem, which has
+            // the same optimal value.
+            if params.screening {
+                let radius = (gap / (T::c(2.0) * T::c(n as f64))).sqrt();
+                let lam_screen = lam * (T::one() - T::c(1e3) * T::epsilon());
+                let mut changed = false;
+                let (x, z) = (&mut s.x, &mut s.z);
+                s.active.retain(|&j| {
+                    let norm = (self.lip_of(j) * T::c(4.0 * n as f64)).sqrt();
+                    let keep = c * grad[j].abs() + norm * radius >= lam_screen;
+                    if !keep && x[j] != T::zero() {
+                        axpy_slices(
+                            z.as_slice_mut().expect("contiguous"),
+                            -x[j],
+                            self.column_slice(j),
+                        );
+                        x[j] = T::zero();
+                        changed = true;
+                    }
+                    keep
+                });
+                if changed {
+                    primal = prob.objective_z(s.x.view(), s.z.view());
+                    gap = (primal - dual).max(T::zero());
+                }
+            }
             s.gap = gap;
             s.objective = primal;
-            s.epoch += 1;
-            let support: Vec<usize> = (0..p).filter(|&j| s.x[j] != T::zero()).collect();
+            let support: Vec<usize> = s
+                .active
+                .iter()
+                .copied()
+                .filter(|&j| s.x[j] != T::zero())
+                .collect();
             let mut record = ProxNewtonRecord {
                 epoch: s.epoch,
                 gap,
@@ -191,10 +231,12 @@ impl<T: Real> LogisticCd<'_, T> {
                 .ws_start
                 .max(2 * support.len())
                 .max(grow)
-                .clamp(1, p);
+                .clamp(1, s.active.len().max(1));
             let mut kkt = T::zero();
-            let mut scored: Vec<(T, usize)> = (0..p)
-                .map(|j| {
+            let mut scored: Vec<(T, usize)> = s
+                .active
+                .iter()
+                .map(|&j| {
                     let v = violation(s.x[j], grad[j], lam);
                     kkt = kkt.max(v);
                     let key = if s.x[j] != T::zero() {
@@ -264,15 +306,14 @@ impl<T: Real> LogisticCd<'_, T> {
         let nn = T::c(n as f64);
         let objective_before = prob.objective_z(s.x.view(), s.z.view());
         // The curvature H = diag(σ(1 − σ)/n) and the scaled columns √H aⱼ of the working set.
-        let sqrt_h: Vec<T> = s
-            .z
-            .iter()
-            .zip(y.iter())
-            .map(|(&zi, &yi)| {
-                let sg = sigmoid(-yi * zi);
-                (sg * (T::one() - sg) / nn).sqrt()
-            })
-            .collect();
+        let sqrt_h: Vec<T> =
+            s.z.iter()
+                .zip(y.iter())
+                .map(|(&zi, &yi)| {
+                    let sg = sigmoid(-yi * zi);
+                    (sg * (T::one() - sg) / nn).sqrt()
+                })
+                .collect();
         // Filled in place: the buffer is the caller's, reused across steps (no zeroing pass).
         scaled.clear();
         if parallel_worth_it(ws.len() * n) {
@@ -287,7 +328,12 @@ impl<T: Real> LogisticCd<'_, T> {
                 });
         } else {
             for &j in ws {
-                scaled.extend(self.column_slice(j).iter().zip(&sqrt_h).map(|(&a, &h)| a * h));
+                scaled.extend(
+                    self.column_slice(j)
+                        .iter()
+                        .zip(&sqrt_h)
+                        .map(|(&a, &h)| a * h),
+                );
             }
         }
         let lip: Vec<T> = scaled.chunks(n).map(|c| dot_slices(c, c)).collect();
@@ -367,7 +413,10 @@ impl<T: Real> LogisticCd<'_, T> {
             axpy_slices(s.z.as_slice_mut().expect("contiguous"), dt, &a_delta);
             let u = self.margin_gradient(&s.z);
             let g = self.correlations(&u, ws);
-            let slope = g.iter().zip(&delta).fold(T::zero(), |a, (&gi, &di)| a + gi * di);
+            let slope = g
+                .iter()
+                .zip(&delta)
+                .fold(T::zero(), |a, (&gi, &di)| a + gi * di);
             grad_ws.copy_from_slice(&g);
             let crit = lam * pen_change + step * slope;
             if crit < T::zero() {
