@@ -397,7 +397,7 @@ pub fn gemv_into<T: Real>(
     debug_assert_eq!((out.len(), x.len()), (m, n));
     // Rows per task: about 256 KiB of A each.
     let rows_per_task = ((32 * 1024) / n.max(1)).max(8);
-    let parallel = m * n >= 1 << 18;
+    let parallel = parallel_worth_it(m * n) && m * n >= 1 << 18;
     match (out.as_slice_mut(), x.as_slice()) {
         (Some(o), Some(xs)) if a.is_standard_layout() => {
             let src = a.as_slice().expect("standard layout");
@@ -442,6 +442,12 @@ pub fn gemv_into<T: Real>(
             false,
         ),
     }
+}
+
+/// Whether `work` multiply-adds are worth handing to the rayon pool: waking its threads costs
+/// tens of microseconds, and with one thread only costs.
+pub(crate) fn parallel_worth_it(work: usize) -> bool {
+    rayon::current_num_threads() > 1 && work >= 1 << 16
 }
 
 /// `Aᵀ` as a new row-major array (the columns of `A` become contiguous rows), copied in

@@ -38,7 +38,7 @@ use super::{
     TerminationReason,
 };
 use crate::error::Result;
-use crate::linalg::{axpy_slices, dot_slices, Real};
+use crate::linalg::{axpy_slices, dot_slices, parallel_worth_it, Real};
 use ndarray::{Array1, ArrayView1};
 use rayon::prelude::*;
 use std::collections::VecDeque;
@@ -230,16 +230,23 @@ impl<T: Real> CoordinateDescent<'_, T> {
         // is the same bits for any thread count.
         const BLOCK: usize = 64;
         let mut vals = vec![T::zero(); idx.len() * k];
-        vals.par_chunks_mut(BLOCK * k)
-            .zip(idx.par_chunks(BLOCK))
-            .for_each(|(out, js)| {
-                for (o, &j) in out.chunks_mut(k).zip(js) {
-                    let col = self.column_slice(j);
-                    for (oo, v) in o.iter_mut().zip(&slices) {
-                        *oo = dot_slices(col, v) / n;
-                    }
+        let kernel = |(out, js): (&mut [T], &[usize])| {
+            for (o, &j) in out.chunks_mut(k).zip(js) {
+                let col = self.column_slice(j);
+                for (oo, v) in o.iter_mut().zip(&slices) {
+                    *oo = dot_slices(col, v) / n;
                 }
-            });
+            }
+        };
+        if parallel_worth_it(idx.len() * k * p.n_samples()) {
+            vals.par_chunks_mut(BLOCK * k)
+                .zip(idx.par_chunks(BLOCK))
+                .for_each(kernel);
+        } else {
+            vals.chunks_mut(BLOCK * k)
+                .zip(idx.chunks(BLOCK))
+                .for_each(kernel);
+        }
         let mut ats: Vec<Array1<T>> = vec![Array1::zeros(p.n_features()); k];
         for (o, &j) in vals.chunks(k).zip(idx) {
             for (at, &v) in ats.iter_mut().zip(o) {

@@ -43,7 +43,7 @@ use super::logreg::{sigmoid, LogisticCd, LogisticCdState};
 use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution, TerminationReason};
 use crate::error::Result;
 use crate::func::soft_threshold;
-use crate::linalg::{axpy_slices, dot_slices, Real};
+use crate::linalg::{axpy_slices, dot_slices, parallel_worth_it, Real};
 use ndarray::{Array1, ArrayView1};
 use rayon::prelude::*;
 
@@ -86,12 +86,6 @@ pub struct ProxNewtonRecord<T> {
     pub working_set: Vec<usize>,
     /// Its prox-Newton steps.
     pub steps: Vec<ProxNewtonStep<T>>,
-}
-
-/// Whether `work` multiply-adds are worth handing to the rayon pool (waking its threads costs
-/// tens of microseconds; with one thread it only costs).
-fn parallel_worth_it(work: usize) -> bool {
-    rayon::current_num_threads() > 1 && work >= 1 << 16
 }
 
 /// `dist(−g, λ∂|x|)`: how far the coordinate is from its optimality condition.
