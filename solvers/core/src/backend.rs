@@ -73,6 +73,51 @@ pub trait ProxOn<T: Real, V>: FunctionOn<T, V> {
         out.xpay(x, -gamma);
         Ok(())
     }
+    /// PDHG's dual update `y_old ← y` (when `save_old`), `y ← prox_{σf*}(y + σt)`, `t = Kx̄`
+    /// (overwritten); see [`Prox::pdhg_dual_update_into`](crate::func::Prox::pdhg_dual_update_into),
+    /// which the CPU vectors use. The default is the generic operations.
+    fn pdhg_dual_update_on(
+        &self,
+        y: &mut V,
+        y_old: &mut V,
+        save_old: bool,
+        t: &mut V,
+        sigma: T,
+    ) -> Result<()>
+    where
+        V: Vector<T>,
+    {
+        if save_old {
+            y_old.copy_from(y);
+        }
+        t.xpay(y, sigma);
+        self.conj_prox_on(y, t, sigma)
+    }
+    /// PDHG's primal update `x_old ← x`, `x ← prox_{τf}(x − τu)` (`u = Kᵀy`),
+    /// `x̄ ← x + θ(x − x_old)`; `tmp` is scratch. The default is the generic operations (and
+    /// always saves `x_old`); the CPU vectors fuse it where the function allows
+    /// ([`Prox::pdhg_primal_update_into`](crate::func::Prox::pdhg_primal_update_into)).
+    #[allow(clippy::too_many_arguments)]
+    fn pdhg_primal_update_on(
+        &self,
+        x: &mut V,
+        x_old: &mut V,
+        save_old: bool,
+        xbar: &mut V,
+        u: &V,
+        tmp: &mut V,
+        (tau, theta): (T, T),
+    ) -> Result<()>
+    where
+        V: Vector<T>,
+    {
+        let _ = save_old;
+        x_old.copy_from(x);
+        tmp.set_axpy(x_old, -tau, u);
+        self.prox_on(x, tmp, tau)?;
+        xbar.set_extrapolation(x, x_old, theta);
+        Ok(())
+    }
 }
 
 /// A linear map with its adjoint on a backend's vectors.
@@ -118,6 +163,44 @@ impl<T: Real, F: Prox<T> + ?Sized> ProxOn<T, Array1<T>> for F {
     }
     fn conj_prox_on(&self, out: &mut Array1<T>, x: &Array1<T>, gamma: T) -> Result<()> {
         self.conj_prox_into(out.view_mut(), x.view(), gamma)
+    }
+    fn pdhg_dual_update_on(
+        &self,
+        y: &mut Array1<T>,
+        y_old: &mut Array1<T>,
+        save_old: bool,
+        t: &mut Array1<T>,
+        sigma: T,
+    ) -> Result<()> {
+        self.pdhg_dual_update_into(
+            y.view_mut(),
+            y_old.view_mut(),
+            save_old,
+            t.view_mut(),
+            sigma,
+            None,
+        )
+    }
+    fn pdhg_primal_update_on(
+        &self,
+        x: &mut Array1<T>,
+        x_old: &mut Array1<T>,
+        save_old: bool,
+        xbar: &mut Array1<T>,
+        u: &Array1<T>,
+        tmp: &mut Array1<T>,
+        steps: (T, T),
+    ) -> Result<()> {
+        self.pdhg_primal_update_into(
+            x.view_mut(),
+            x_old.view_mut(),
+            save_old,
+            xbar.view_mut(),
+            u.view(),
+            tmp.view_mut(),
+            steps,
+            None,
+        )
     }
 }
 

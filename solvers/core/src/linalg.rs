@@ -450,6 +450,19 @@ pub(crate) fn parallel_worth_it(work: usize) -> bool {
     rayon::current_num_threads() > 1 && work >= 1 << 16
 }
 
+/// Whether an elementwise sweep over `len` entries is worth splitting over the rayon threads:
+/// a sweep is memory-bound and waking the pool costs tens of microseconds per call, which
+/// measured slower on 256² and 512² images (five sweeps per PDHG iteration); only images of a
+/// megapixel and more are split.
+pub(crate) fn parallel_sweep_worth_it(len: usize) -> bool {
+    rayon::current_num_threads() > 1 && len >= 1 << 20
+}
+
+/// The chunk length that splits `len` items into one chunk per rayon thread (at least 1).
+pub(crate) fn chunk_per_thread(len: usize) -> usize {
+    len.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
 /// `Aᵀ` as a new row-major array (the columns of `A` become contiguous rows), copied in
 /// 32×32 tiles so that both the reads and the writes stay in cache: several times faster than
 /// `a.t().as_standard_layout()` on a row-major `A`.

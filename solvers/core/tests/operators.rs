@@ -5,15 +5,33 @@ use hyperprox_core::ops::*;
 use hyperprox_core::Error;
 use ndarray::{array, Array1, Array2};
 
+/// The gradient's norm is exact: the largest singular value of its matrix (built column by
+/// column, SVD by faer) on square, wide, tall and degenerate grids; on 256² it is
+/// `2√2·sin(255π/512)`, within 1e-3 of √8.
 #[test]
-fn gradient_norm_on_256_grid_is_sqrt8() {
-    // Acceptance criterion: power iteration within 1e-3 of √8 on a 256 × 256 grid.
+fn gradient_norm_is_the_largest_singular_value() {
+    for (h, w) in [(1usize, 1usize), (1, 6), (5, 1), (4, 4), (5, 7), (9, 3)] {
+        let g = Gradient2d::new(h, w).unwrap();
+        let n = h * w;
+        let mut m = Array2::<f64>::zeros((2 * n, n));
+        for j in 0..n {
+            let mut e = Array1::zeros(n);
+            e[j] = 1.0;
+            m.column_mut(j).assign(&g.apply(e.view()).unwrap());
+        }
+        let (_, s, _) = f64::thin_svd(m.view()).unwrap();
+        let got: f64 = g.opnorm_estimate(PowerIteration::default()).unwrap();
+        assert!(
+            (got - s[0]).abs() <= 1e-12 * s[0].max(1.0),
+            "{h}x{w}: {got} vs {}",
+            s[0]
+        );
+    }
     let grad = Gradient2d::new(256, 256).unwrap();
     let est: f64 = grad.opnorm_estimate(PowerIteration::default()).unwrap();
-    let exact_max = (8.0 * (std::f64::consts::PI * 255.0 / 512.0).sin().powi(2)).sqrt();
+    let exact = (8.0 * (std::f64::consts::PI * 255.0 / 512.0).sin().powi(2)).sqrt();
+    assert!((est - exact).abs() <= 1e-14 * exact, "{est} vs {exact}");
     assert!((est - 8f64.sqrt()).abs() < 1e-3, "estimate {est}");
-    // It is a lower bound of the true norm 2√2·sin(255π/512).
-    assert!(est <= exact_max + 1e-12, "{est} > {exact_max}");
 }
 
 #[test]

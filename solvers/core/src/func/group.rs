@@ -10,6 +10,10 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 pub struct Groups {
     n: usize,
     groups: Vec<Vec<usize>>,
+    /// `Some(k)` when group `g` is `{g, g + m, …, g + (k−1)m}` (`m` groups, `n = k·m`): the
+    /// layout of a stacked image gradient, where loops over the groups run over contiguous
+    /// slices.
+    stacked: Option<usize>,
 }
 
 impl Groups {
@@ -49,7 +53,31 @@ impl Groups {
                 "groups must cover every coordinate; add a singleton group for it",
             ));
         }
-        Ok(Self { n, groups })
+        let m = groups.len();
+        let k = groups.first().map_or(0, |g| g.len());
+        let stacked = (m > 0
+            && k * m == n
+            && groups.iter().enumerate().all(|(g, idx)| {
+                idx.len() == k && idx.iter().enumerate().all(|(c, &i)| i == g + c * m)
+            }))
+        .then_some(k);
+        Ok(Self { n, groups, stacked })
+    }
+    /// `m` groups of `k` coordinates each, group `g = {g, g + m, …, g + (k−1)m}`: a vector of
+    /// `k` stacked blocks of length `m` (an image gradient `[D_h x; D_v x]` with `k = 2`, one
+    /// group per pixel).
+    pub fn stacked(m: usize, k: usize) -> Result<Self> {
+        Self::new(
+            m * k,
+            (0..m)
+                .map(|g| (0..k).map(|c| g + c * m).collect())
+                .collect(),
+        )
+    }
+    /// `Some(k)` if the groups have the [`Groups::stacked`] layout (detected by
+    /// [`Groups::new`] too).
+    pub fn stacked_components(&self) -> Option<usize> {
+        self.stacked
     }
     /// Consecutive groups of the given sizes (each ≥ 1).
     pub fn contiguous(sizes: &[usize]) -> Result<Self> {
@@ -134,6 +162,16 @@ impl<T: Real> Function<T> for NormL21<T> {
     }
     fn value(&self, x: ArrayView1<'_, T>) -> Result<T> {
         check_arg("NormL21", "x", self.dim(), x)?;
+        if let (Some(2), Some(xs)) = (self.groups.stacked, x.as_slice()) {
+            let (a, b) = xs.split_at(self.groups.len());
+            let s = a
+                .iter()
+                .zip(b)
+                .zip(&self.w)
+                .map(|((&a, &b), &w)| (a * a + b * b).sqrt() * w)
+                .sum::<T>();
+            return Ok(self.lambda * s);
+        }
         let nr = self.groups.norms(x);
         Ok(self.lambda * nr.iter().zip(&self.w).map(|(&n, &w)| n * w).sum::<T>())
     }
@@ -146,6 +184,13 @@ impl<T: Real> Function<T> for NormL21<T> {
     }
     fn conj_value(&self, y: ArrayView1<'_, T>) -> Result<T> {
         check_arg("NormL21", "y", self.dim(), y)?;
+        if let (Some(2), Some(ys)) = (self.groups.stacked, y.as_slice()) {
+            let (a, b) = ys.split_at(self.groups.len());
+            let ok = a.iter().zip(b).zip(&self.w).all(|((&a, &b), &w)| {
+                (a * a + b * b).sqrt() <= self.lambda * w + set_tol(self.lambda * w)
+            });
+            return Ok(if ok { T::zero() } else { T::infinity() });
+        }
         let nr = self.groups.norms(y);
         let ok = nr
             .iter()
@@ -155,7 +200,137 @@ impl<T: Real> Function<T> for NormL21<T> {
     }
 }
 
+impl<T: Real> NormL21<T> {
+    /// `v ← Π(v)` group by group, with `Π` the projection onto `{‖v_g‖ ≤ λw_g}`, where
+    /// `load(i)` gives `vᵢ` (read once, written through `store`).
+    fn project_groups(&self, mut load: impl FnMut(usize) -> T, mut store: impl FnMut(usize, T)) {
+        let two = self.groups.stacked == Some(2);
+        if two {
+            let m = self.groups.len();
+            for g in 0..m {
+                let (a, b) = (load(g), load(g + m));
+                let nr = (a * a + b * b).sqrt();
+                let r = self.lambda * self.w[g];
+                let s = if nr > r { r / nr } else { T::one() };
+                store(g, s * a);
+                store(g + m, s * b);
+            }
+            return;
+        }
+        let mut buf: Vec<T> = Vec::new();
+        for (g, idx) in self.groups.iter().enumerate() {
+            buf.clear();
+            buf.extend(idx.iter().map(|&i| load(i)));
+            let nr = buf.iter().map(|&v| v * v).sum::<T>().sqrt();
+            let r = self.lambda * self.w[g];
+            let s = if nr > r { r / nr } else { T::one() };
+            for (&i, &v) in idx.iter().zip(&buf) {
+                store(i, s * v);
+            }
+        }
+    }
+}
+
 impl<T: Real> Prox<T> for NormL21<T> {
+    /// The projection onto `{‖y_g‖ ≤ λw_g}` (independent of `γ`), without Moreau's detour.
+    fn conj_prox_into(
+        &self,
+        mut out: ArrayViewMut1<'_, T>,
+        x: ArrayView1<'_, T>,
+        gamma: T,
+    ) -> Result<()> {
+        check_prox_args("NormL21", self.dim(), out.len(), x, gamma)?;
+        self.project_groups(|i| x[i], |i, v| out[i] = v);
+        Ok(())
+    }
+    /// One sweep: `y_old ← y`, `y ← Π(y + σ(t − z))` group by group (contiguous halves for
+    /// the stacked pairs of an image gradient).
+    fn pdhg_dual_update_into(
+        &self,
+        mut y: ArrayViewMut1<'_, T>,
+        mut y_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        mut t: ArrayViewMut1<'_, T>,
+        sigma: T,
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        let zs = shift.as_ref().map(|z| z.as_slice());
+        match (y.as_slice_mut(), y_old.as_slice_mut(), t.as_slice_mut(), zs) {
+            (Some(ys), Some(yo), Some(ts), zs) if zs != Some(None) => {
+                let zs = zs.flatten();
+                let z = |i: usize| zs.map_or(T::zero(), |z| z[i]);
+                if self.groups.stacked == Some(2) {
+                    let m = self.groups.len();
+                    let (ya, yb) = ys.split_at_mut(m);
+                    let (oa, ob) = yo.split_at_mut(m);
+                    let (ta, tb) = ts.split_at_mut(m);
+                    if let Some(z) = zs {
+                        // v = y + σ(t − z) in t: the shift folded in, then the same sweep.
+                        for (t, &z) in ta.iter_mut().chain(tb.iter_mut()).zip(z) {
+                            *t -= z;
+                        }
+                    }
+                    let w = self.w.as_slice();
+                    let lam = self.lambda;
+                    if save_old {
+                        oa.copy_from_slice(ya);
+                        ob.copy_from_slice(yb);
+                    }
+                    let uniform = w.is_some_and(|w| w.iter().all(|&v| v == w[0]));
+                    match (uniform, m > 0 && self.w[0] * lam > T::zero()) {
+                        (true, true) => {
+                            // Pixel by pixel, branch-free (s = r/max(‖v‖, r), r > 0) so that
+                            // it vectorizes.
+                            let r = lam * self.w[0];
+                            let sweep = |ya: &mut [T], yb: &mut [T], ta: &[T], tb: &[T]| {
+                                for g in 0..ya.len() {
+                                    let a = ya[g] + sigma * ta[g];
+                                    let b = yb[g] + sigma * tb[g];
+                                    let s = r / (a * a + b * b).sqrt().max(r);
+                                    ya[g] = s * a;
+                                    yb[g] = s * b;
+                                }
+                            };
+                            if crate::linalg::parallel_sweep_worth_it(m) {
+                                // Pixels are independent: the same numbers in chunks.
+                                use rayon::prelude::*;
+                                let c_len = crate::linalg::chunk_per_thread(m);
+                                ya.par_chunks_mut(c_len)
+                                    .zip(yb.par_chunks_mut(c_len))
+                                    .zip(ta.par_chunks(c_len).zip(tb.par_chunks(c_len)))
+                                    .for_each(|((ya, yb), (ta, tb))| sweep(ya, yb, ta, tb));
+                            } else {
+                                sweep(ya, yb, ta, tb);
+                            }
+                        }
+                        _ => {
+                            for g in 0..m {
+                                let a = ya[g] + sigma * ta[g];
+                                let b = yb[g] + sigma * tb[g];
+                                let nr = (a * a + b * b).sqrt();
+                                let r = lam * self.w[g];
+                                let s = if nr > r { r / nr } else { T::one() };
+                                ya[g] = s * a;
+                                yb[g] = s * b;
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
+                // v = y + σ(t − z) into t (and y_old ← y), then the projection into y.
+                for i in 0..ys.len() {
+                    let yi = ys[i];
+                    if save_old {
+                        yo[i] = yi;
+                    }
+                    ts[i] = yi + sigma * (ts[i] - z(i));
+                }
+                self.project_groups(|i| ts[i], |i, v| ys[i] = v);
+                Ok(())
+            }
+            _ => super::pdhg_dual_generic(self, y, y_old, save_old, t, sigma, shift),
+        }
+    }
     fn prox_into(
         &self,
         mut out: ArrayViewMut1<'_, T>,

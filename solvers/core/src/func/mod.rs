@@ -141,6 +141,43 @@ pub trait Prox<T: Real>: Function<T> {
         Ok(())
     }
 
+    /// One dual update of PDHG for `g = f(· − z)` (`z = shift`, or 0), fused into one sweep
+    /// where the function allows it: `y_old ← y` when `save_old`, then
+    /// `y ← prox_{σg*}(y + σt) = prox_{σf*}(y + σ(t − z))` with `t = K x̄` (overwritten).
+    /// Lengths are the caller's (PDHG checks them once). The default runs the generic
+    /// operations; separable functions, [`NormL21`], [`SeparableSum`] and [`Translate`] fuse
+    /// them (the same numbers up to rounding, one pass over the arrays).
+    fn pdhg_dual_update_into(
+        &self,
+        y: ArrayViewMut1<'_, T>,
+        y_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        t: ArrayViewMut1<'_, T>,
+        sigma: T,
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        pdhg_dual_generic(self, y, y_old, save_old, t, sigma, shift)
+    }
+
+    /// One primal update of PDHG for `g = f(· − z)` (`z = shift`, or 0), fused where the
+    /// function allows it: `x_old ← x` when `save_old`,
+    /// `x ← prox_{τg}(x − τu) = z + prox_{τf}(x − τu − z)` with `u = Kᵀy`, and the
+    /// extrapolation `x̄ ← x + θ(x − x_prev)` (`x_prev` the `x` on entry); `tmp` is scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn pdhg_primal_update_into(
+        &self,
+        x: ArrayViewMut1<'_, T>,
+        x_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        xbar: ArrayViewMut1<'_, T>,
+        u: ArrayView1<'_, T>,
+        tmp: ArrayViewMut1<'_, T>,
+        (tau, theta): (T, T),
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        pdhg_primal_generic(self, x, x_old, save_old, xbar, u, tmp, (tau, theta), shift)
+    }
+
     /// `out ← J v`, `J` the Jacobian of `x ↦ prox_{γf}(x)` (where it exists; a.e. for the
     /// piecewise-smooth proxes of this crate).
     fn prox_jvp_into(
@@ -164,6 +201,72 @@ pub trait Prox<T: Real>: Function<T> {
     ) -> Result<()> {
         self.prox_jvp_into(out, x, gamma, w)
     }
+}
+
+/// [`Prox::pdhg_dual_update_into`] by the generic operations (any function).
+pub(crate) fn pdhg_dual_generic<T: Real, F: Prox<T> + ?Sized>(
+    f: &F,
+    y: ArrayViewMut1<'_, T>,
+    mut y_old: ArrayViewMut1<'_, T>,
+    save_old: bool,
+    mut t: ArrayViewMut1<'_, T>,
+    sigma: T,
+    shift: Option<ArrayView1<'_, T>>,
+) -> Result<()> {
+    if save_old {
+        y_old.assign(&y);
+    }
+    match shift {
+        Some(z) => Zip::from(&mut t)
+            .and(&y)
+            .and(&z)
+            .for_each(|t, &y, &z| *t = y + sigma * (*t - z)),
+        None => Zip::from(&mut t)
+            .and(&y)
+            .for_each(|t, &y| *t = y + sigma * *t),
+    }
+    f.conj_prox_into(y, t.view(), sigma)
+}
+
+/// [`Prox::pdhg_primal_update_into`] by the generic operations (any function).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pdhg_primal_generic<T: Real, F: Prox<T> + ?Sized>(
+    f: &F,
+    mut x: ArrayViewMut1<'_, T>,
+    mut x_old: ArrayViewMut1<'_, T>,
+    save_old: bool,
+    mut xbar: ArrayViewMut1<'_, T>,
+    u: ArrayView1<'_, T>,
+    mut tmp: ArrayViewMut1<'_, T>,
+    (tau, theta): (T, T),
+    shift: Option<ArrayView1<'_, T>>,
+) -> Result<()> {
+    xbar.assign(&x);
+    match shift {
+        Some(z) => {
+            Zip::from(&mut tmp)
+                .and(&x)
+                .and(&u)
+                .and(&z)
+                .for_each(|t, &x, &u, &z| *t = x - tau * u - z);
+            f.prox_into(x.view_mut(), tmp.view(), tau)?;
+            x += &z;
+        }
+        None => {
+            Zip::from(&mut tmp)
+                .and(&x)
+                .and(&u)
+                .for_each(|t, &x, &u| *t = x - tau * u);
+            f.prox_into(x.view_mut(), tmp.view(), tau)?;
+        }
+    }
+    if save_old {
+        x_old.assign(&xbar);
+    }
+    Zip::from(&mut xbar)
+        .and(&x)
+        .for_each(|b, &x| *b = x + theta * (x - *b));
+    Ok(())
 }
 
 /// Validates the arguments of a prox: lengths, finiteness of `x`, `γ > 0`.

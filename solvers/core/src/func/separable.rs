@@ -127,6 +127,124 @@ macro_rules! separable_impl {
                 }
                 Ok(())
             }
+            /// One sweep: Moreau's identity per coordinate on `v = y + σ(t − z)`.
+            fn pdhg_dual_update_into(
+                &self,
+                mut y: ArrayViewMut1<'_, T>,
+                mut y_old: ArrayViewMut1<'_, T>,
+                save_old: bool,
+                mut t: ArrayViewMut1<'_, T>,
+                sigma: T,
+                shift: Option<ArrayView1<'_, T>>,
+            ) -> Result<()> {
+                let z = shift.as_ref().map(|z| z.as_slice());
+                match (y.as_slice_mut(), y_old.as_slice_mut(), t.as_slice_mut(), z) {
+                    (Some(ys), Some(yo), Some(ts), z) if z != Some(None) => {
+                        if save_old {
+                            yo.copy_from_slice(ys);
+                        }
+                        let inv = T::one() / sigma;
+                        if let Some(Some(z)) = z {
+                            for (t, &z) in ts.iter_mut().zip(z) {
+                                *t -= z;
+                            }
+                        }
+                        let sweep = |i0: usize, ys: &mut [T], ts: &[T]| {
+                            for (k, (y, &t)) in ys.iter_mut().zip(ts).enumerate() {
+                                let v = *y + sigma * t;
+                                *y = v - sigma * self.prox1(i0 + k, v / sigma, inv);
+                            }
+                        };
+                        if crate::linalg::parallel_sweep_worth_it(ys.len()) {
+                            // Coordinates are independent: the same numbers in chunks.
+                            use rayon::prelude::*;
+                            let c_len = crate::linalg::chunk_per_thread(ys.len());
+                            ys.par_chunks_mut(c_len)
+                                .zip(ts.par_chunks(c_len))
+                                .enumerate()
+                                .for_each(|(c, (ys, ts))| sweep(c * c_len, ys, ts));
+                        } else {
+                            sweep(0, ys, ts);
+                        }
+                        Ok(())
+                    }
+                    _ => crate::func::pdhg_dual_generic(self, y, y_old, save_old, t, sigma, shift),
+                }
+            }
+            /// One sweep: `x ← z + prox(x − τu − z)` per coordinate, then the extrapolation.
+            fn pdhg_primal_update_into(
+                &self,
+                mut x: ArrayViewMut1<'_, T>,
+                mut x_old: ArrayViewMut1<'_, T>,
+                save_old: bool,
+                mut xbar: ArrayViewMut1<'_, T>,
+                u: ArrayView1<'_, T>,
+                tmp: ArrayViewMut1<'_, T>,
+                (tau, theta): (T, T),
+                shift: Option<ArrayView1<'_, T>>,
+            ) -> Result<()> {
+                let z = shift.as_ref().map(|z| z.as_slice());
+                match (
+                    x.as_slice_mut(),
+                    x_old.as_slice_mut(),
+                    xbar.as_slice_mut(),
+                    u.as_slice(),
+                    z,
+                ) {
+                    (Some(xs), Some(xo), Some(xb), Some(us), z) if z != Some(None) => {
+                        if save_old {
+                            xo.copy_from_slice(xs);
+                        }
+                        let z = z.flatten();
+                        let sweep = |i0: usize, xs: &mut [T], xb: &mut [T], us: &[T]| match z {
+                            Some(z) => {
+                                for (k, ((x, b), &u)) in
+                                    xs.iter_mut().zip(xb.iter_mut()).zip(us).enumerate()
+                                {
+                                    let (i, prev) = (i0 + k, *x);
+                                    let new = z[i] + self.prox1(i, prev - tau * u - z[i], tau);
+                                    *x = new;
+                                    *b = new + theta * (new - prev);
+                                }
+                            }
+                            None => {
+                                for (k, ((x, b), &u)) in
+                                    xs.iter_mut().zip(xb.iter_mut()).zip(us).enumerate()
+                                {
+                                    let (i, prev) = (i0 + k, *x);
+                                    let new = self.prox1(i, prev - tau * u, tau);
+                                    *x = new;
+                                    *b = new + theta * (new - prev);
+                                }
+                            }
+                        };
+                        if crate::linalg::parallel_sweep_worth_it(xs.len()) {
+                            // Coordinates are independent: the same numbers in chunks.
+                            use rayon::prelude::*;
+                            let c_len = crate::linalg::chunk_per_thread(xs.len());
+                            xs.par_chunks_mut(c_len)
+                                .zip(xb.par_chunks_mut(c_len))
+                                .zip(us.par_chunks(c_len))
+                                .enumerate()
+                                .for_each(|(c, ((xs, xb), us))| sweep(c * c_len, xs, xb, us));
+                        } else {
+                            sweep(0, xs, xb, us);
+                        }
+                        Ok(())
+                    }
+                    _ => crate::func::pdhg_primal_generic(
+                        self,
+                        x,
+                        x_old,
+                        save_old,
+                        xbar,
+                        u,
+                        tmp,
+                        (tau, theta),
+                        shift,
+                    ),
+                }
+            }
             fn prox_jvp_into(
                 &self,
                 mut out: ArrayViewMut1<'_, T>,

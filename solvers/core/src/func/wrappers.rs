@@ -30,6 +30,13 @@ macro_rules! forward_function {
             fn prox_vjp_into(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>, gamma: T, w: ArrayView1<'_, T>) -> Result<()> {
                 (**self).prox_vjp_into(out, x, gamma, w)
             }
+            fn pdhg_dual_update_into(&self, y: ArrayViewMut1<'_, T>, y_old: ArrayViewMut1<'_, T>, save_old: bool, t: ArrayViewMut1<'_, T>, sigma: T, shift: Option<ArrayView1<'_, T>>) -> Result<()> {
+                (**self).pdhg_dual_update_into(y, y_old, save_old, t, sigma, shift)
+            }
+            #[allow(clippy::too_many_arguments)]
+            fn pdhg_primal_update_into(&self, x: ArrayViewMut1<'_, T>, x_old: ArrayViewMut1<'_, T>, save_old: bool, xbar: ArrayViewMut1<'_, T>, u: ArrayView1<'_, T>, tmp: ArrayViewMut1<'_, T>, steps: (T, T), shift: Option<ArrayView1<'_, T>>) -> Result<()> {
+                (**self).pdhg_primal_update_into(x, x_old, save_old, xbar, u, tmp, steps, shift)
+            }
         }
     )*};
 }
@@ -150,7 +157,45 @@ impl<T: Real, F: Prox<T>> Function<T> for Translate<T, F> {
     }
 }
 
+impl<T: Real, F: Prox<T>> Translate<T, F> {
+    /// `z` plus a caller's shift (a translated translate).
+    fn total_shift(&self, shift: Option<ArrayView1<'_, T>>) -> Option<Array1<T>> {
+        shift.map(|s| &s + &self.z)
+    }
+}
+
 impl<T: Real, F: Prox<T>> Prox<T> for Translate<T, F> {
+    /// `f(· − z)`'s update is `f`'s with the shift `z` (fused if `f`'s is).
+    fn pdhg_dual_update_into(
+        &self,
+        y: ArrayViewMut1<'_, T>,
+        y_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        t: ArrayViewMut1<'_, T>,
+        sigma: T,
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        let total = self.total_shift(shift);
+        let z = total.as_ref().map_or(self.z.view(), |z| z.view());
+        self.f
+            .pdhg_dual_update_into(y, y_old, save_old, t, sigma, Some(z))
+    }
+    fn pdhg_primal_update_into(
+        &self,
+        x: ArrayViewMut1<'_, T>,
+        x_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        xbar: ArrayViewMut1<'_, T>,
+        u: ArrayView1<'_, T>,
+        tmp: ArrayViewMut1<'_, T>,
+        steps: (T, T),
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        let total = self.total_shift(shift);
+        let z = total.as_ref().map_or(self.z.view(), |z| z.view());
+        self.f
+            .pdhg_primal_update_into(x, x_old, save_old, xbar, u, tmp, steps, Some(z))
+    }
     fn prox_into(
         &self,
         mut out: ArrayViewMut1<'_, T>,
@@ -357,6 +402,54 @@ impl<T: Real> Function<T> for SeparableSum<T> {
 }
 
 impl<T: Real> Prox<T> for SeparableSum<T> {
+    /// Each block's own (fused) update on its slices.
+    fn pdhg_dual_update_into(
+        &self,
+        mut y: ArrayViewMut1<'_, T>,
+        mut y_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        mut t: ArrayViewMut1<'_, T>,
+        sigma: T,
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        for (a, b, f) in self.blocks() {
+            f.pdhg_dual_update_into(
+                y.slice_mut(s![a..b]),
+                y_old.slice_mut(s![a..b]),
+                save_old,
+                t.slice_mut(s![a..b]),
+                sigma,
+                shift.as_ref().map(|z| z.slice(s![a..b])),
+            )?;
+        }
+        Ok(())
+    }
+    /// Each block's own (fused) update on its slices.
+    fn pdhg_primal_update_into(
+        &self,
+        mut x: ArrayViewMut1<'_, T>,
+        mut x_old: ArrayViewMut1<'_, T>,
+        save_old: bool,
+        mut xbar: ArrayViewMut1<'_, T>,
+        u: ArrayView1<'_, T>,
+        mut tmp: ArrayViewMut1<'_, T>,
+        steps: (T, T),
+        shift: Option<ArrayView1<'_, T>>,
+    ) -> Result<()> {
+        for (a, b, f) in self.blocks() {
+            f.pdhg_primal_update_into(
+                x.slice_mut(s![a..b]),
+                x_old.slice_mut(s![a..b]),
+                save_old,
+                xbar.slice_mut(s![a..b]),
+                u.slice(s![a..b]),
+                tmp.slice_mut(s![a..b]),
+                steps,
+                shift.as_ref().map(|z| z.slice(s![a..b])),
+            )?;
+        }
+        Ok(())
+    }
     fn prox_into(
         &self,
         mut out: ArrayViewMut1<'_, T>,

@@ -220,40 +220,51 @@ impl<T: Real + FftNum> Conv2d<T> {
         }
     }
 
-    fn valid_direct(&self, mut out: ArrayViewMut1<'_, T>, xp: &[T]) {
+    /// Valid convolution by direct summation, written as one contiguous multiply-add per
+    /// kernel tap and output row (`out_i += k[a, b]·xp[i + kh − 1 − a, kw − 1 − b ..]`), which
+    /// vectorizes; the taps are added in the same order for every pixel.
+    fn valid_direct(&self, out: ArrayViewMut1<'_, T>, xp: &[T]) {
         let (kh, kw) = self.kernel.dim();
         let (_, wp) = self.padded_dims();
+        let (h, w) = (self.h, self.w);
         let k = self.kernel.as_standard_layout();
         let k = k.as_slice().expect("standard layout");
-        for i in 0..self.h {
-            for j in 0..self.w {
-                let mut acc = T::zero();
+        super::grad::with_slices(out, ArrayView1::from(xp), |o, xp| {
+            for (i, orow) in o.chunks_mut(w).enumerate().take(h) {
+                orow.fill(T::zero());
                 for a in 0..kh {
-                    let base = (i + kh - 1 - a) * wp + j + kw - 1;
-                    let krow = &k[a * kw..(a + 1) * kw];
-                    for (b, &kv) in krow.iter().enumerate() {
-                        acc += kv * xp[base - b];
+                    let r0 = (i + kh - 1 - a) * wp;
+                    for b in 0..kw {
+                        let kv = k[a * kw + b];
+                        let src = &xp[r0 + kw - 1 - b..r0 + kw - 1 - b + w];
+                        for (o, &v) in orow.iter_mut().zip(src) {
+                            *o += kv * v;
+                        }
                     }
                 }
-                out[i * self.w + j] = acc;
             }
-        }
+        });
     }
 
+    /// The adjoint of [`Self::valid_direct`]: each output row scattered back tap by tap, one
+    /// contiguous multiply-add each.
     fn valid_direct_adjoint(&self, zp: &mut [T], y: ArrayView1<'_, T>) {
         let (kh, kw) = self.kernel.dim();
         let (_, wp) = self.padded_dims();
+        let w = self.w;
         zp.fill(T::zero());
         let k = self.kernel.as_standard_layout();
         let k = k.as_slice().expect("standard layout");
-        for i in 0..self.h {
-            for j in 0..self.w {
-                let yv = y[i * self.w + j];
-                for a in 0..kh {
-                    let base = (i + kh - 1 - a) * wp + j + kw - 1;
-                    let krow = &k[a * kw..(a + 1) * kw];
-                    for (b, &kv) in krow.iter().enumerate() {
-                        zp[base - b] += kv * yv;
+        let ys = y.as_standard_layout();
+        let ys = ys.as_slice().expect("standard layout");
+        for (i, yrow) in ys.chunks(w).enumerate().take(self.h) {
+            for a in 0..kh {
+                let r0 = (i + kh - 1 - a) * wp;
+                for b in 0..kw {
+                    let kv = k[a * kw + b];
+                    let dst = &mut zp[r0 + kw - 1 - b..r0 + kw - 1 - b + w];
+                    for (z, &v) in dst.iter_mut().zip(yrow) {
+                        *z += kv * v;
                     }
                 }
             }

@@ -238,17 +238,15 @@ where
     /// One iteration.
     pub fn step(&self, s: &mut PdhgState<T, V>) -> Result<IterInfo<T>> {
         let (tau, sigma) = (s.tau, s.sigma);
-        // Dual step.
+        // The previous iterates are kept only where the certificate needs them.
+        let every = self.params.check_every.max(1);
+        let save_old = (s.iter + 1) % every == 0 || s.iter + 1 >= self.params.max_iters;
+        // Dual step: y ← prox_{σg*}(y + σKx̄) (one fused sweep where g allows it).
         self.k.apply_on(&mut s.tmp_m, &s.xbar);
-        s.y_old.copy_from(&s.y);
-        s.tmp_m.xpay(&s.y_old, sigma);
-        self.g.conj_prox_on(&mut s.y, &s.tmp_m, sigma)?;
-        // Primal step.
+        self.g
+            .pdhg_dual_update_on(&mut s.y, &mut s.y_old, save_old, &mut s.tmp_m, sigma)?;
+        // Primal step and extrapolation: x ← prox_{τf}(x − τKᵀy), x̄ ← x + θ(x − x_old).
         self.k.adjoint_on(&mut s.kty, &s.y);
-        s.x_old.copy_from(&s.x);
-        s.tmp_n.set_axpy(&s.x_old, -tau, &s.kty);
-        self.f.prox_on(&mut s.x, &s.tmp_n, tau)?;
-        // Step sizes and extrapolation.
         let theta = match self.params.strong_convexity {
             Some(g) => {
                 let th = T::one() / (T::one() + T::c(2.0) * g * tau).sqrt();
@@ -258,7 +256,15 @@ where
             }
             None => self.params.theta,
         };
-        s.xbar.set_extrapolation(&s.x, &s.x_old, theta);
+        self.f.pdhg_primal_update_on(
+            &mut s.x,
+            &mut s.x_old,
+            save_old,
+            &mut s.xbar,
+            &s.kty,
+            &mut s.tmp_n,
+            (tau, theta),
+        )?;
         s.iter += 1;
         if s.iter % self.params.check_every.max(1) != 0 && s.iter < self.params.max_iters {
             return Ok(IterInfo {
