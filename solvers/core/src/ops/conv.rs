@@ -186,38 +186,43 @@ impl<T: Real + FftNum> Conv2d<T> {
         (self.h + kh - 1, self.w + kw - 1)
     }
 
-    /// `xp ← P x`.
+    /// `xp ← P x` (row by row through the row and column maps, on slices).
     fn pad(&self, xp: &mut [T], x: ArrayView1<'_, T>) {
         let (_, wp) = self.padded_dims();
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
         for (pi, r) in self.rows.iter().enumerate() {
             let row = &mut xp[pi * wp..(pi + 1) * wp];
             match r {
                 None => row.fill(T::zero()),
                 Some(r) => {
-                    for (pj, c) in self.cols.iter().enumerate() {
-                        row[pj] = match c {
-                            Some(c) => x[r * self.w + c],
-                            None => T::zero(),
-                        };
+                    let src = &xs[r * self.w..(r + 1) * self.w];
+                    for (o, c) in row.iter_mut().zip(&self.cols) {
+                        *o = c.map_or(T::zero(), |c| src[c]);
                     }
                 }
             }
         }
     }
 
-    /// `out ← Pᵀ zp`.
-    fn unpad(&self, mut out: ArrayViewMut1<'_, T>, zp: &[T]) {
+    /// `out ← Pᵀ zp` (each padded entry added back to the pixel it copies).
+    fn unpad(&self, out: ArrayViewMut1<'_, T>, zp: &[T]) {
         let (_, wp) = self.padded_dims();
-        out.fill(T::zero());
-        for (pi, r) in self.rows.iter().enumerate() {
-            if let Some(r) = r {
-                for (pj, c) in self.cols.iter().enumerate() {
-                    if let Some(c) = c {
-                        out[r * self.w + c] += zp[pi * wp + pj];
+        let w = self.w;
+        super::grad::with_slices(out, ArrayView1::from(&zp[..0]), |o, _| {
+            o.fill(T::zero());
+            for (pi, r) in self.rows.iter().enumerate() {
+                if let Some(r) = r {
+                    let dst = &mut o[r * w..(r + 1) * w];
+                    let src = &zp[pi * wp..(pi + 1) * wp];
+                    for (&v, c) in src.iter().zip(&self.cols) {
+                        if let Some(c) = c {
+                            dst[*c] += v;
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Valid convolution by direct summation, written as one contiguous multiply-add per

@@ -104,7 +104,7 @@ impl<T: Real> LinearOperator<T> for DenseMatrix<T> {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
         let x: ndarray::Array1<T> = crate::linalg::randn(n, &mut rng);
-        super::power_iteration_on(self, x, ndarray::Array1::zeros(m), params)
+        super::lanczos_norm_on(self, x, ndarray::Array1::zeros(m), params)
     }
     fn apply_batch_into(&self, out: ArrayViewMut2<'_, T>, x: ArrayView2<'_, T>) -> Result<()> {
         let (m, n) = self.shape();

@@ -17,7 +17,7 @@ mod mask;
 mod sparse;
 
 /// The backend-generic view of [`LinearOperator`] the solvers use (see [`crate::backend`]).
-pub use crate::backend::{power_iteration_on, OperatorOn};
+pub use crate::backend::{lanczos_norm_on, power_iteration_on, OperatorOn};
 pub use combinators::{Compose, Diagonal, Identity, Scaled, Stack, Sum, Transpose};
 pub use conv::{Boundary, Conv2d, ConvMethod};
 pub use correlation::ValidCorrelation2d;
@@ -34,7 +34,8 @@ use crate::linalg::{check_len, randn, Real};
 use ndarray::{Array1, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rand::SeedableRng;
 
-/// Settings of the power iteration behind [`LinearOperator::opnorm_estimate`].
+/// Settings of the iterative norm estimate behind [`LinearOperator::opnorm_estimate`] (the
+/// Lanczos process, [`lanczos_norm_on`]; the same settings drive [`power_iteration_on`]).
 #[derive(Clone, Copy, Debug)]
 pub struct PowerIteration {
     /// Maximum number of `AᵀA` products.
@@ -132,11 +133,11 @@ pub trait LinearOperator<T: Real>: Send + Sync {
         Ok(())
     }
 
-    /// Estimate of the operator norm ‖A‖₂ = σ_max(A) by the power iteration on `AᵀA`.
-    ///
-    /// With `xₖ` of unit norm, `zₖ = AᵀA xₖ`, the estimate is `√‖zₖ‖`, a lower bound of
-    /// σ_max that increases to it; iteration stops when it changes by less than `tol`
-    /// (relative) or after `max_iters` products.
+    /// Estimate of the operator norm ‖A‖₂ = σ_max(A) by the Lanczos process on `AᵀA` from a
+    /// seeded random start ([`lanczos_norm_on`]): a lower bound of σ_max that increases to
+    /// it; it stops when it changes by less than `tol` (relative) or after `max_iters`
+    /// products. Operators with a closed form (the 2-D gradient) or a cheaper exact route
+    /// (small dense matrices) override it.
     fn opnorm_estimate(&self, params: PowerIteration) -> Result<T> {
         let (m, n) = self.shape();
         if n == 0 || m == 0 {
@@ -144,7 +145,7 @@ pub trait LinearOperator<T: Real>: Send + Sync {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
         let x: Array1<T> = randn(n, &mut rng);
-        power_iteration_on(self, x, Array1::zeros(m), params)
+        lanczos_norm_on(self, x, Array1::zeros(m), params)
     }
 }
 
