@@ -331,17 +331,17 @@ fn tridiagonal_max_eigenvalue(a: &[f64], b: &[f64]) -> f64 {
         (if i > 0 { b[i - 1].abs() } else { 0.0 }) + (if i + 1 < k { b[i].abs() } else { 0.0 })
     };
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for i in 0..k {
-        lo = lo.min(a[i] - off(i));
-        hi = hi.max(a[i] + off(i));
+    for (i, &ai) in a.iter().enumerate() {
+        lo = lo.min(ai - off(i));
+        hi = hi.max(ai + off(i));
     }
     // Eigenvalues below x.
     let below = |x: f64| -> usize {
         let mut count = 0;
         let mut d = 1.0f64;
-        for i in 0..k {
+        for (i, &ai) in a.iter().enumerate() {
             let bb = if i > 0 { b[i - 1] * b[i - 1] } else { 0.0 };
-            d = a[i] - x - if i > 0 { bb / d } else { 0.0 };
+            d = ai - x - if i > 0 { bb / d } else { 0.0 };
             if d == 0.0 {
                 d = -f64::EPSILON * (x.abs() + 1.0);
             }
