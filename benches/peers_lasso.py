@@ -5,12 +5,12 @@ Instance (the issue's): A Gaussian 500×2000 with unit-norm columns, 5 % of the 
 coefficients nonzero (±1), noise 0.01, λ = 0.1·λ_max, stop at an absolute duality gap of 1e-8
 for P(x) = ‖Ax − b‖²/(2n) + λ‖x‖₁, best of 5. The peers run with one BLAS thread.
 
-The script writes the instance as .npy (seeded), runs scikit-learn and skglm (each if
+The script writes the instance as .npy (seeded), runs scikit-learn, skglm and celer (each if
 installed) and the hyperprox binary (`solve lasso --solver cd`, its report's `time_s`), checks
 that every solver reached the same objective, and prints time ratios to skglm.
 
 Usage (a local venv; CI does not need it):
-    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install numpy scikit-learn skglm
+    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install numpy scikit-learn skglm celer jax jaxopt
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 /tmp/peers/bin/python benches/peers_lasso.py \
         [--bin target/release/hyperprox] [--n 500 --p 2000] [--repeat 5]
 """
@@ -111,6 +111,18 @@ def main():
                     if objective(a, b, lam, skglm_fit(t)) - p_ref <= args.tol), 1e-14)
         print(f"skglm tol = {kkt:g}")
         rows["skglm"] = best_of(args.repeat, lambda: skglm_fit(kkt))
+    except ImportError:
+        pass
+    try:
+        from celer import Lasso as CelerLasso
+
+        def celer_fit():
+            # celer stops on its duality gap ≤ tol·‖b‖²/n (its objective is ours).
+            m = CelerLasso(alpha=lam, fit_intercept=False, tol=args.tol * n / (b @ b),
+                           max_iter=1000)
+            return m.fit(a, b).coef_
+
+        rows["celer"] = best_of(args.repeat, celer_fit)
     except ImportError:
         pass
     try:
@@ -245,6 +257,20 @@ def run_logistic(a, b, args):
                 if logistic_objective(a, y, lam, skglm_fit(t)) - p_ref <= args.tol), 1e-14)
     print(f"skglm tol = {kkt:g}")
     rows["skglm SparseLogisticRegression"] = best_of(args.repeat, lambda: skglm_fit(kkt))
+    try:
+        from celer import LogisticRegression as CelerLogistic
+
+        def celer_fit(tol):
+            # celer: Σᵢ log(1 + exp(−yᵢaᵢᵀx)) + ‖x‖₁/C, so C = 1/(nλ).
+            m = CelerLogistic(C=1.0 / (n * lam), penalty="l1", fit_intercept=False, tol=tol,
+                              max_iter=1000)
+            return m.fit(a, y).coef_.ravel()
+
+        tol_c = next((t for t in 10.0 ** -np.arange(4, 15)
+                      if logistic_objective(a, y, lam, celer_fit(t)) - p_ref <= args.tol), 1e-14)
+        rows[f"celer (tol {tol_c:g})"] = best_of(args.repeat, lambda: celer_fit(tol_c))
+    except ImportError:
+        pass
     try:
         from sklearn.linear_model import LogisticRegression
 
