@@ -76,8 +76,8 @@ pub struct SolveArgs {
     #[arg(long, default_value_t = 100_000)]
     max_iters: usize,
     /// Coordinate descent: plain screened epochs over all features instead of working sets
-    /// (the default: with Anderson and dual extrapolation for ℓ1 and elastic net, prox-Newton
-    /// for logistic-l1; the group lasso always runs plain epochs).
+    /// (the default: with Anderson and dual extrapolation for ℓ1, elastic net and the group
+    /// lasso, prox-Newton for logistic-l1).
     #[arg(long)]
     no_working_sets: bool,
     /// Output solution x (.npy).

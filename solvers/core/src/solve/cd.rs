@@ -23,9 +23,9 @@ pub struct CoordinateDescentParams<T> {
     pub check_every: usize,
     /// Gap-safe screening on/off.
     pub screening: bool,
-    /// Working sets (ℓ1 and elastic net; the group lasso always runs plain epochs): solve
-    /// subproblems on the support and the features closest to their dual constraint, with
-    /// Anderson and dual extrapolation ([`cd_ws`](super::cd_ws)); for
+    /// Working sets: solve subproblems on the support and the features (groups) closest to
+    /// their dual constraint, with Anderson and dual extrapolation ([`cd_ws`](super::cd_ws)
+    /// for ℓ1 and the elastic net, block steps for the group lasso); for
     /// [`LogisticCd`](super::LogisticCd), prox-Newton on working sets
     /// ([`logreg_ws`](super::logreg_ws)).
     pub working_sets: bool,
@@ -212,6 +212,11 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
             .collect()
     }
 
+    /// The block Lipschitz constant `L_g = ‖A_g‖²/n` of group `g` (group lasso only).
+    pub(super) fn group_lipschitz(&self, g: usize) -> T {
+        self.group_l[g]
+    }
+
     /// Column `j` of `A` as a slice.
     pub(super) fn column_slice(&self, j: usize) -> &[T] {
         let n = self.at.ncols();
@@ -394,12 +399,11 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         x0: ArrayView1<'_, T>,
         observer: impl Observer<T>,
     ) -> Result<Solution<T, CoordinateDescentState<T>>> {
-        let ws_ok = self.params.working_sets
-            && !matches!(self.problem.penalty(), LassoPenalty::Group { .. });
-        if ws_ok {
-            self.run_ws(x0, None, observer)
-        } else {
-            self.run_plain(x0, observer)
+        let group = matches!(self.problem.penalty(), LassoPenalty::Group { .. });
+        match (self.params.working_sets, group) {
+            (true, true) => self.run_group_ws(x0, observer),
+            (true, false) => self.run_ws(x0, None, observer),
+            (false, _) => self.run_plain(x0, observer),
         }
     }
 
@@ -412,12 +416,12 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         first_ws: Option<&[usize]>,
         observer: impl Observer<T>,
     ) -> Result<Solution<T, CoordinateDescentState<T>>> {
-        let ws_ok = self.params.working_sets
-            && !matches!(self.problem.penalty(), LassoPenalty::Group { .. });
-        if ws_ok {
-            self.run_ws(x0, first_ws, observer)
-        } else {
-            self.run_plain(x0, observer)
+        let group = matches!(self.problem.penalty(), LassoPenalty::Group { .. });
+        match (self.params.working_sets, group) {
+            // The group solver picks its own first working set (support and violations).
+            (true, true) => self.run_group_ws(x0, observer),
+            (true, false) => self.run_ws(x0, first_ws, observer),
+            (false, _) => self.run_plain(x0, observer),
         }
     }
 

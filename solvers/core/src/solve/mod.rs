@@ -13,6 +13,7 @@ mod admm;
 mod argmin_adapter;
 mod batch;
 mod cd;
+mod cd_group;
 pub mod cd_ws;
 mod dr;
 mod fista;
