@@ -9,6 +9,11 @@ The script writes the instance as .npy (seeded), runs scikit-learn, skglm and ce
 installed) and the hyperprox binary (`solve lasso --solver cd`, its report's `time_s`), checks
 that every solver reached the same objective, and prints time ratios to skglm.
 
+Scaling study (the same instance family, one size per call):
+    for s in "500 2000" "1000 5000" "2000 20000" "5000 50000"; do set -- $s
+        OMP_NUM_THREADS=1 /tmp/peers/bin/python benches/peers_lasso.py --n $1 --p $2 \
+            --solvers cd,cd@2 --repeat 3; done
+
 Usage (a local venv; CI does not need it):
     python3 -m venv /tmp/peers && /tmp/peers/bin/pip install numpy scikit-learn skglm celer jax jaxopt
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 /tmp/peers/bin/python benches/peers_lasso.py \
@@ -81,6 +86,8 @@ def main():
                     help="compare the group lasso with consecutive groups of this size instead")
     ap.add_argument("--logistic", action="store_true",
                     help="compare ℓ1-logistic regression (labels sign(Ax + noise)) instead")
+    ap.add_argument("--peers", default="skglm,celer,scikit-learn",
+                    help="peers to run on the single Lasso (comma separated)")
     ap.add_argument("--solvers", default="cd,cd@2,cd-no-working-sets",
                     help="hyperprox solvers, comma separated; @K runs with K threads (default 1)")
     args = ap.parse_args()
@@ -100,7 +107,10 @@ def main():
     n = args.n
     lam = args.ratio * np.abs(a.T @ b).max() / n
     rows = {}
+    peers = set(args.peers.split(","))
     try:
+        if "skglm" not in peers:
+            raise ImportError
         from skglm import Lasso as SkglmLasso
 
         def skglm_fit(tol):
@@ -118,6 +128,8 @@ def main():
     except ImportError:
         pass
     try:
+        if "celer" not in peers:
+            raise ImportError
         from celer import Lasso as CelerLasso
 
         def celer_fit():
@@ -130,6 +142,8 @@ def main():
     except ImportError:
         pass
     try:
+        if "scikit-learn" not in peers:
+            raise ImportError
         from sklearn.linear_model import Lasso as SkLasso
 
         def sk_fit():

@@ -78,8 +78,8 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         max_iters: usize,
     },
-    /// Estimate the operator norm of the 2-D finite-difference gradient on an h × w grid
-    /// (power iteration) and compare it with its limit √8.
+    /// The operator norm of the 2-D finite-difference gradient on an h × w grid (exact:
+    /// √(4 sin²(π(h−1)/2h) + 4 sin²(π(w−1)/2w))) and its limit √8.
     Opnorm {
         /// Grid height.
         #[arg(long, default_value_t = 256)]

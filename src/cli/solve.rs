@@ -297,7 +297,7 @@ pub fn deblur(model: DeblurModel) -> CliResult<()> {
 
 /// `hyperprox opnorm`.
 pub fn opnorm(h: usize, w: usize) -> CliResult<()> {
-    // The power iteration holds a few images and gradients: at most 2²⁸ pixels.
+    // The grid size is a product that must not overflow: at most 2²⁸ pixels.
     if h.checked_mul(w).is_none_or(|p| p > 1 << 28) {
         return usage(format!(
             "--height {h} --width {w}: at most 268435456 pixels"
