@@ -74,7 +74,7 @@ pub trait ProxOn<T: Real, V>: FunctionOn<T, V> {
         Ok(())
     }
     /// PDHG's dual update `y_old ← y` (when `save_old`), `y ← prox_{σf*}(y + σt)`, `t = Kx̄`
-    /// (overwritten); see [`Prox::pdhg_dual_update_into`](crate::func::Prox::pdhg_dual_update_into),
+    /// (overwritten); see [`Prox::pdhg_dual_update_into`],
     /// which the CPU vectors use. The default is the generic operations.
     fn pdhg_dual_update_on(
         &self,
@@ -96,7 +96,7 @@ pub trait ProxOn<T: Real, V>: FunctionOn<T, V> {
     /// PDHG's primal update `x_old ← x`, `x ← prox_{τf}(x − τu)` (`u = Kᵀy`),
     /// `x̄ ← x + θ(x − x_old)`; `tmp` is scratch. The default is the generic operations (and
     /// always saves `x_old`); the CPU vectors fuse it where the function allows
-    /// ([`Prox::pdhg_primal_update_into`](crate::func::Prox::pdhg_primal_update_into)).
+    /// ([`Prox::pdhg_primal_update_into`]).
     #[allow(clippy::too_many_arguments)]
     fn pdhg_primal_update_on(
         &self,

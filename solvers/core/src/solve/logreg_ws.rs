@@ -6,7 +6,7 @@
 //! (margins `z = Ax`):
 //! 1. **Gradient and gap.** `∇F(x) = Aᵀu` with `uᵢ = −yᵢσ(−yᵢzᵢ)/n`, one pass over all
 //!    columns. The dual point `θ = −c·u` (`c = min(1, λ/‖∇F‖∞)`) is feasible by construction
-//!    and gives `G = P(x) − D(θ) ≥ P(x) − P*` ([`LogisticL1Problem`]'s gap, with the same
+//!    and gives `G = P(x) − D(θ) ≥ P(x) − P*` ([`LogisticL1Problem`](super::LogisticL1Problem)'s gap, with the same
 //!    gradient reused). Stop when `G ≤ tol`.
 //!    With screening on, the gap-safe sphere around `θ` removes features for good (as in
 //!    plain [`LogisticCd`]), and later gradient passes skip them.
