@@ -68,6 +68,37 @@ def best_of(repeat, f):
     return best, out
 
 
+def hyperprox_rows(args, problem, a, b, lam, extra_args=()):
+    """Runs `hyperprox solve PROBLEM` for each of `--solvers` (e.g. cd, cd-no-working-sets,
+    cd@2: two threads, default one) on A, b written as .npy, best of `--repeat` of its
+    reported solve time: {label: (seconds, x)}."""
+    rows = {}
+    with tempfile.TemporaryDirectory() as d:
+        fa, fb = os.path.join(d, "a.npy"), os.path.join(d, "b.npy")
+        np.save(fa, a)
+        np.save(fb, b)
+        for spec in args.solvers.split(","):
+            spec, _, threads = spec.partition("@")
+            threads = threads or "1"
+            solver, extra = spec, []
+            if spec.startswith("cd-"):
+                extra = ["--" + spec[3:]]
+                solver = "cd"
+            times, x = [], None
+            for _ in range(args.repeat):
+                rep, out = os.path.join(d, "r.json"), os.path.join(d, "x.npy")
+                subprocess.run([args.bin, "solve", problem, "--a", fa, "--b", fb,
+                                "--lambda", repr(float(lam)), *extra_args,
+                                "--tol", repr(args.tol), "--solver", solver, "--out", out,
+                                "--report", rep, "--threads", threads, *extra],
+                               check=True, stdout=subprocess.DEVNULL)
+                times.append(json.load(open(rep))["time_s"])
+                x = np.load(out)
+            label = " ".join([solver, *extra]) + ("" if threads == "1" else f", {threads} threads")
+            rows["hyperprox " + label] = (min(times), x)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/hyperprox")
@@ -155,30 +186,7 @@ def main():
         rows["scikit-learn"] = best_of(args.repeat, sk_fit)
     except ImportError:
         pass
-    with tempfile.TemporaryDirectory() as d:
-        np.save(os.path.join(d, "a.npy"), a)
-        np.save(os.path.join(d, "b.npy"), b)
-        for spec in args.solvers.split(","):
-            # e.g. cd, cd-no-working-sets, cd@2 (two threads; default one).
-            spec, _, threads = spec.partition("@")
-            threads = threads or "1"
-            solver, extra = spec, []
-            if spec.startswith("cd-"):
-                extra = ["--" + spec[3:]]
-                solver = "cd"
-            times, x = [], None
-            for _ in range(args.repeat):
-                rep = os.path.join(d, "r.json")
-                out = os.path.join(d, "x.npy")
-                subprocess.run([args.bin, "solve", "lasso", "--a", os.path.join(d, "a.npy"),
-                                "--b", os.path.join(d, "b.npy"), "--lambda", repr(float(lam)),
-                                "--tol", repr(args.tol), "--solver", solver, "--out", out,
-                                "--report", rep, "--threads", threads, *extra],
-                               check=True, stdout=subprocess.DEVNULL)
-                times.append(json.load(open(rep))["time_s"])
-                x = np.load(out)
-            label = " ".join([solver, *extra]) + ("" if threads == "1" else f", {threads} threads")
-            rows["hyperprox " + label] = (min(times), x)
+    rows.update(hyperprox_rows(args, "lasso", a, b, lam))
     base = rows.get("skglm", next(iter(rows.values())))[0]
     print(f"Lasso {n}×{args.p}, λ = {args.ratio}·λ_max, gap ≤ {args.tol:g}, best of {args.repeat}"
           f" (baseline {base * 1e3:.2f} ms on this machine)")
@@ -279,29 +287,8 @@ def run_group(a, b, args):
                 if group_objective(a, b, lam, skglm_fit(t), size) - p_ref <= args.tol), 1e-14)
     print(f"skglm tol = {kkt:g}")
     rows["skglm GroupLasso"] = best_of(args.repeat, lambda: skglm_fit(kkt))
-    with tempfile.TemporaryDirectory() as d:
-        np.save(os.path.join(d, "a.npy"), a)
-        np.save(os.path.join(d, "b.npy"), b)
-        for spec in args.solvers.split(","):
-            spec, _, threads = spec.partition("@")
-            threads = threads or "1"
-            solver, extra = spec, []
-            if spec.startswith("cd-"):
-                extra = ["--" + spec[3:]]
-                solver = "cd"
-            times, x = [], None
-            for _ in range(args.repeat):
-                rep, out = os.path.join(d, "r.json"), os.path.join(d, "x.npy")
-                subprocess.run([args.bin, "solve", "group-lasso", "--a", os.path.join(d, "a.npy"),
-                                "--b", os.path.join(d, "b.npy"), "--lambda", repr(float(lam)),
-                                "--groups", ",".join([str(size)] * m), "--tol", repr(args.tol),
-                                "--solver", solver, "--out", out, "--report", rep,
-                                "--threads", threads, *extra],
-                               check=True, stdout=subprocess.DEVNULL)
-                times.append(json.load(open(rep))["time_s"])
-                x = np.load(out)
-            label = " ".join([solver, *extra]) + ("" if threads == "1" else f", {threads} threads")
-            rows["hyperprox " + label] = (min(times), x)
+    rows.update(hyperprox_rows(args, "group-lasso", a, b, lam,
+                               ["--groups", ",".join([str(size)] * m)]))
     base = rows["skglm GroupLasso"][0]
     print(f"group lasso {n}×{p}, groups of {size}, λ = {args.ratio}·λ_max, gap ≤ {args.tol:g}, "
           f"best of {args.repeat} (baseline {base * 1e3:.2f} ms on this machine)")
@@ -366,28 +353,7 @@ def run_logistic(a, b, args):
                                                                    lambda: sk_fit(tol_sk))
     except ImportError:
         pass
-    with tempfile.TemporaryDirectory() as d:
-        np.save(os.path.join(d, "a.npy"), a)
-        np.save(os.path.join(d, "y.npy"), y)
-        for spec in args.solvers.split(","):
-            spec, _, threads = spec.partition("@")
-            threads = threads or "1"
-            solver, extra = spec, []
-            if spec.startswith("cd-"):
-                extra = ["--" + spec[3:]]
-                solver = "cd"
-            times, x = [], None
-            for _ in range(args.repeat):
-                rep, out = os.path.join(d, "r.json"), os.path.join(d, "x.npy")
-                subprocess.run([args.bin, "solve", "logistic-l1", "--a", os.path.join(d, "a.npy"),
-                                "--b", os.path.join(d, "y.npy"), "--lambda", repr(float(lam)),
-                                "--tol", repr(args.tol), "--solver", solver, "--out", out,
-                                "--report", rep, "--threads", threads, *extra],
-                               check=True, stdout=subprocess.DEVNULL)
-                times.append(json.load(open(rep))["time_s"])
-                x = np.load(out)
-            label = " ".join([solver, *extra]) + ("" if threads == "1" else f", {threads} threads")
-            rows["hyperprox " + label] = (min(times), x)
+    rows.update(hyperprox_rows(args, "logistic-l1", a, y, lam))
     base = rows["skglm SparseLogisticRegression"][0]
     print(f"ℓ1-logistic {n}×{a.shape[1]}, λ = {args.ratio}·λ_max, gap ≤ {args.tol:g}, best of "
           f"{args.repeat} (baseline {base * 1e3:.2f} ms on this machine)")

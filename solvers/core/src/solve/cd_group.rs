@@ -26,12 +26,10 @@
 
 use super::cd::{CoordinateDescent, CoordinateDescentState};
 use super::cd_ws::{
-    anderson_extrapolate, AndersonRecord, DualSource, OuterRecord, WorkingSetTrace, EXTRAPOLATION_K,
+    anderson_extrapolate, outer_stop, pick_working_set, working_set_size, AndersonRecord,
+    DualSource, OuterRecord, WorkingSetTrace, EXTRAPOLATION_K,
 };
-use super::{
-    check_divergence, CertificateKind, IterInfo, LassoPenalty, Observer, Solution,
-    TerminationReason,
-};
+use super::{check_divergence, CertificateKind, LassoPenalty, Observer, Solution};
 use crate::error::Result;
 use crate::linalg::{axpy_slices, dot_slices, Real};
 use ndarray::{Array1, ArrayView1};
@@ -156,7 +154,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
         // The best dual point: (θ, D(θ)).
         let mut best: Option<(Array1<T>, T)> = None;
         let mut r_hist: VecDeque<Array1<T>> = VecDeque::with_capacity(EXTRAPOLATION_K + 2);
-        let (mut k_ws, mut prev_gap) = (0usize, T::infinity());
+        let mut prev = (0usize, T::infinity());
         let mut buf = Vec::new();
         let lam_screen = lam * (T::one() - T::c(1e3) * T::epsilon());
         let reason = loop {
@@ -232,35 +230,20 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 support: support.clone(),
                 working_set: Vec::new(),
             };
-            let info = IterInfo {
-                iter: s.epoch,
-                objective: primal,
-                certificate: gap,
-                kind: CertificateKind::DualityGap,
-            };
-            if gap <= params.tol {
+            if let Some(reason) = outer_stop(gap, primal, s.epoch, &params, &mut observer) {
                 trace.outer.push(record);
-                break TerminationReason::Converged;
-            }
-            if !observer.observe(&info) {
-                trace.outer.push(record);
-                break TerminationReason::Observer;
-            }
-            if s.epoch >= params.max_epochs {
-                trace.outer.push(record);
-                break TerminationReason::MaxIters;
+                break reason;
             }
             // 3. The working set: the support, then the largest violations.
-            let grow = if gap >= prev_gap { 2 * k_ws } else { k_ws };
-            prev_gap = gap;
-            k_ws = params
-                .ws_start
-                .div_ceil(mean_size)
-                .max(2 * support.len())
-                .max(grow)
-                .clamp(1, s.active.len().max(1));
+            let k_ws = working_set_size(
+                params.ws_start.div_ceil(mean_size),
+                support.len(),
+                gap,
+                &mut prev,
+                s.active.len(),
+            );
             let mut kkt = T::zero();
-            let mut scored: Vec<(T, usize)> = s
+            let scored: Vec<(T, usize)> = s
                 .active
                 .iter()
                 .map(|&g| {
@@ -270,14 +253,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
                     (if in_support { T::neg_infinity() } else { -v }, g)
                 })
                 .collect();
-            if k_ws < scored.len() {
-                scored.select_nth_unstable_by(k_ws - 1, |a, b| {
-                    a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal)
-                });
-                scored.truncate(k_ws);
-            }
-            let mut ws: Vec<usize> = scored.into_iter().map(|(_, g)| g).collect();
-            ws.sort_unstable();
+            let ws = pick_working_set(scored, k_ws);
             record.working_set = ws.clone();
             trace.outer.push(record);
             let ws_features: Vec<usize> =

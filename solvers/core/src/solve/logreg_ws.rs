@@ -39,8 +39,9 @@
 //! `max(p0, 2·|supp|)`); J. D. Lee, Y. Sun, M. A. Saunders, "Proximal Newton-type methods for
 //! minimizing composite functions", SIAM J. Optim. 24 (2014).
 
+use super::cd_ws::{outer_stop, pick_working_set, working_set_size};
 use super::logreg::{sigmoid, LogisticCd, LogisticCdState};
-use super::{check_divergence, CertificateKind, IterInfo, Observer, Solution, TerminationReason};
+use super::{check_divergence, CertificateKind, Observer, Solution};
 use crate::error::Result;
 use crate::func::soft_threshold;
 use crate::linalg::{axpy_slices, dot_slices, parallel_worth_it, Real};
@@ -141,8 +142,7 @@ impl<T: Real> LogisticCd<'_, T> {
         let p = prob.n_features();
         let n = prob.n_samples();
         let mut s = self.init(x0)?;
-        let mut k_ws = 0usize;
-        let mut prev_gap = T::infinity();
+        let mut prev = (0usize, T::infinity());
         let mut scaled: Vec<T> = Vec::new();
         let reason = loop {
             // 1. Gradient, dual point and gap (over the features not screened out).
@@ -200,34 +200,20 @@ impl<T: Real> LogisticCd<'_, T> {
                 working_set: Vec::new(),
                 steps: Vec::new(),
             };
-            let info = IterInfo {
-                iter: s.epoch,
-                objective: primal,
-                certificate: gap,
-                kind: CertificateKind::DualityGap,
-            };
-            if gap <= params.tol {
+            if let Some(reason) = outer_stop(gap, primal, s.epoch, &params, &mut observer) {
                 s.trace.push(record);
-                break TerminationReason::Converged;
-            }
-            if !observer.observe(&info) {
-                s.trace.push(record);
-                break TerminationReason::Observer;
-            }
-            if s.epoch >= params.max_epochs {
-                s.trace.push(record);
-                break TerminationReason::MaxIters;
+                break reason;
             }
             // 2. The working set: the support, then the largest violations.
-            let grow = if gap >= prev_gap { 2 * k_ws } else { k_ws };
-            prev_gap = gap;
-            k_ws = params
-                .ws_start
-                .max(2 * support.len())
-                .max(grow)
-                .clamp(1, s.active.len().max(1));
+            let k_ws = working_set_size(
+                params.ws_start,
+                support.len(),
+                gap,
+                &mut prev,
+                s.active.len(),
+            );
             let mut kkt = T::zero();
-            let mut scored: Vec<(T, usize)> = s
+            let scored: Vec<(T, usize)> = s
                 .active
                 .iter()
                 .map(|&j| {
@@ -241,14 +227,7 @@ impl<T: Real> LogisticCd<'_, T> {
                     (key, j)
                 })
                 .collect();
-            if k_ws < scored.len() {
-                scored.select_nth_unstable_by(k_ws - 1, |a, b| {
-                    a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal)
-                });
-                scored.truncate(k_ws);
-            }
-            let mut ws: Vec<usize> = scored.into_iter().map(|(_, j)| j).collect();
-            ws.sort_unstable();
+            let ws = pick_working_set(scored, k_ws);
             record.working_set = ws.clone();
             // 3. Prox-Newton on the working set.
             let inner_tol = T::c(INNER_FRACTION) * kkt;
