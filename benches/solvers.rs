@@ -20,8 +20,9 @@ fn bench_lasso(c: &mut Criterion) {
     // Working sets with Anderson and dual extrapolation (the default), against plain
     // screened epochs (the baseline of the same run), on A row-major (a transposed copy per
     // solve) and column-major (no copy).
-    let mut fortran = ndarray::Array2::zeros(prob.a().dim().f());
-    fortran.assign(&prob.a());
+    let dense = prob.a().expect("the bench case is dense");
+    let mut fortran = ndarray::Array2::zeros(dense.dim().f());
+    fortran.assign(&dense);
     let prob_f = LassoProblem::new(
         fortran,
         prob.b().to_owned(),
@@ -55,10 +56,10 @@ fn bench_lasso(c: &mut Criterion) {
             black_box(s)
         })
     });
-    let a_op = DenseMatrix::new(prob.a().to_owned()).unwrap();
+    let a_op = DenseMatrix::new(dense.to_owned()).unwrap();
     let n = prob.n_samples() as f64;
     let scaled = LassoProblem::new(
-        prob.a().to_owned(),
+        dense.to_owned(),
         prob.b().to_owned(),
         n * prob.lambda(),
         prob.penalty().clone(),

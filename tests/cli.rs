@@ -485,3 +485,75 @@ fn results_are_the_same_bits_for_any_thread_count() {
     assert!(!o.status.success());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `solve lasso|logistic-l1 --a A.npz` (a scipy sparse file) gives the dense run's answer;
+/// ADMM, which factors a dense matrix, refuses with one line saying what to use.
+#[test]
+fn solve_reads_sparse_npz_designs() {
+    use hyperprox::prelude::*;
+    let d = tmpdir("sparse");
+    lasso_files(&d);
+    let a = hyperprox::core::io::read_npy_2d(d.join("A.npy")).unwrap();
+    // Keep about a third of the entries.
+    let a = ndarray::Array2::from_shape_fn(a.dim(), |(i, j)| {
+        if (i * 7 + j * 3) % 3 == 0 {
+            a[(i, j)]
+        } else {
+            0.0
+        }
+    });
+    hyperprox::core::io::write_npy(d.join("As.npy"), &a).unwrap();
+    let csr = CsrMatrix::from_dense(a.view(), 0.0).unwrap();
+    hyperprox::core::io::write_csr_npz(d.join("As.npz"), &csr).unwrap();
+    let labels = hyperprox::core::io::read_npy_1d(d.join("b.npy"))
+        .unwrap()
+        .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
+    hyperprox::core::io::write_npy(d.join("y.npy"), &labels).unwrap();
+    for (problem, b) in [("lasso", "b.npy"), ("logistic-l1", "y.npy")] {
+        let mut objective = Vec::new();
+        for file in ["As.npy", "As.npz"] {
+            let rep = d.join(format!("r_{problem}_{file}.json"));
+            let out = bin()
+                .args(["solve", problem, "--a"])
+                .arg(d.join(file))
+                .arg("--b")
+                .arg(d.join(b))
+                .args(["--lambda-ratio", "0.1", "--tol", "1e-11", "--out"])
+                .arg(d.join(format!("x_{problem}_{file}.npy")))
+                .arg("--report")
+                .arg(&rep)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let rep = std::fs::read_to_string(&rep).unwrap();
+            assert_eq!(field(&rep, "converged"), "true", "{rep}");
+            objective.push(field(&rep, "objective").parse::<f64>().unwrap());
+        }
+        assert!(
+            (objective[0] - objective[1]).abs() <= 2e-11,
+            "{problem}: dense {} vs sparse {}",
+            objective[0],
+            objective[1]
+        );
+    }
+    let out = bin()
+        .args(["solve", "lasso", "--a"])
+        .arg(d.join("As.npz"))
+        .arg("--b")
+        .arg(d.join("b.npy"))
+        .args(["--lambda-ratio", "0.1", "--solver", "admm", "--out"])
+        .arg(d.join("x_admm.npy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("dense") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!d.join("x_admm.npy").exists());
+    std::fs::remove_dir_all(&d).ok();
+}

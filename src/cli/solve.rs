@@ -25,7 +25,9 @@ pub enum SolveProblem {
 
 #[derive(Args, Debug)]
 pub struct SolveArgs {
-    /// Design matrix A (n × p, .npy float64).
+    /// Design matrix A (n × p): a .npy (dense, float64 or float32) or a sparse matrix saved by
+    /// scipy.sparse.save_npz (.npz, CSR or CSC; coordinate descent and FISTA run on its
+    /// nonzeros, ADMM needs a dense A).
     #[arg(long)]
     a: PathBuf,
     /// Response b (length n, .npy).
@@ -192,7 +194,7 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
         SolveProblem::LogisticL1(a) => ("logistic-l1", a),
     };
     check_outputs(&args.out, &args.report, &["npy"])?;
-    let a = io::read_npy_2d(&args.a)?;
+    let a = io::read_design(&args.a)?;
     let b = io::read_npy_1d(&args.b)?;
     let (x, report) = match &problem {
         SolveProblem::LogisticL1(_) if args.path.is_some() => {
@@ -226,8 +228,8 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
             }
             let lambda = args
                 .lambda()?
-                .resolve(|| LassoProblem::lambda_max(a.view(), b.view(), &penalty))?;
-            let prob = LassoProblem::new(a, b, lambda, penalty)?;
+                .resolve(|| LassoProblem::lambda_max(&a, b.view(), &penalty))?;
+            let prob = LassoProblem::with_design(a, b, lambda, penalty)?;
             solve_penalized(&prob, name, &args.settings())?
         }
     };

@@ -204,7 +204,7 @@ pub struct PathReport {
 /// each point certified to the settings' gap. Returns the solutions (one row per `λ`) and the
 /// report. Only coordinate descent computes paths.
 pub fn solve_path(
-    a: Array2<f64>,
+    a: impl Into<crate::solve::Design<f64>>,
     b: Array1<f64>,
     penalty: LassoPenalty<f64>,
     n: usize,
@@ -219,8 +219,9 @@ pub fn solve_path(
             "a path is computed by coordinate descent (--solver cd)",
         ));
     }
+    let a: crate::solve::Design<f64> = a.into().into_column_major();
     let (n_samples, p) = a.dim();
-    let lmax = LassoProblem::lambda_max(a.view(), b.view(), &penalty)?;
+    let lmax = LassoProblem::lambda_max(&a, b.view(), &penalty)?;
     let lambdas = lambda_grid(lmax, n, min_ratio)?;
     let zero_obj = 0.5 * b.dot(&b) / n_samples.max(1) as f64;
     let tol = s.gap_tol(|| Ok(zero_obj))?;
@@ -282,9 +283,16 @@ pub fn lasso_admm(
     max_iters: usize,
 ) -> Result<Solution<f64, ()>> {
     let n = prob.n_samples() as f64;
-    let a_op = DenseMatrix::new(prob.a().to_owned())?;
+    let Some(dense) = prob.a() else {
+        return Err(Error::param(
+            "solver",
+            "admm",
+            "ADMM factors a dense A^T A + rho I; with a sparse design use --solver cd or fista",
+        ));
+    };
+    let a_op = DenseMatrix::new(dense.to_owned())?;
     let scaled = LassoProblem::new(
-        prob.a().to_owned(),
+        dense.to_owned(),
         prob.b().to_owned(),
         n * prob.lambda(),
         prob.penalty().clone(),
@@ -357,9 +365,10 @@ pub fn solve_penalized(
 }
 
 /// Sparse logistic regression `(1/n)Σ log(1 + exp(−bᵢaᵢᵀx)) + λ‖x‖₁` to a certified duality
-/// gap. Labels in {−1, +1}, or in {0, 1} (mapped, and said so in the report).
+/// gap. Labels in {−1, +1}, or in {0, 1} (mapped, and said so in the report). `a`: a dense
+/// `Array2` or a sparse [`Design`](crate::solve::Design).
 pub fn solve_logistic(
-    a: Array2<f64>,
+    a: impl Into<crate::solve::Design<f64>>,
     mut labels: Array1<f64>,
     lambda: LambdaChoice,
     s: &SolveSettings,
@@ -370,10 +379,11 @@ pub fn solve_logistic(
     if mapped {
         labels.mapv_inplace(|v| 2.0 * v - 1.0);
     }
-    crate::linalg::check_len("logistic-l1", "labels (rows of A)", a.nrows(), labels.len())?;
-    let lambda = lambda.resolve(|| Ok(LogisticL1Problem::lambda_max(a.view(), labels.view())))?;
+    let a: crate::solve::Design<f64> = a.into().into_column_major();
     let (n, p) = a.dim();
-    let prob = LogisticL1Problem::new(a.clone(), labels.clone(), lambda)?;
+    crate::linalg::check_len("logistic-l1", "labels (rows of A)", n, labels.len())?;
+    let lambda = lambda.resolve(|| Ok(LogisticL1Problem::lambda_max(&a, labels.view())))?;
+    let prob = LogisticL1Problem::with_design(a, labels.clone(), lambda)?;
     let t0 = Instant::now();
     let x0 = Array1::zeros(p);
     let mut sol = match s.solver {
@@ -385,7 +395,7 @@ pub fn solve_logistic(
             strip(LogisticCd::new(&prob, params)?.run(x0.view(), NoObserver)?)
         }
         SparseSolver::Fista => {
-            let f = Logistic::new(DenseMatrix::new(a)?, labels)?;
+            let f = Logistic::new(prob.design().clone(), labels)?;
             let g = NormL1::new(n as f64 * lambda)?;
             let params = FistaParams::default()
                 .with_tol(tol)

@@ -163,6 +163,180 @@ pub fn read_npy_2d(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     })
 }
 
+/// Reads a design matrix: a 2-D `.npy` (dense) or a sparse matrix saved by
+/// `scipy.sparse.save_npz` (`.npz`, CSR or CSC, compressed or not; indices int32 or int64,
+/// values float64 or float32). An `.npz` written by `numpy.savez` with the arrays `data`,
+/// `indices`, `indptr` and `shape` is read as CSR. Rejects NaN/Inf, malformed index arrays and
+/// damaged archives with an error naming the file.
+pub fn read_design(path: impl AsRef<Path>) -> Result<crate::solve::Design<f64>> {
+    let path = path.as_ref();
+    let is_npz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    if !is_npz {
+        return Ok(crate::solve::Design::from(read_npy_2d(path)?));
+    }
+    if !path.exists() {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+        });
+    }
+    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
+        io_err(
+            path,
+            format!("not a readable .npz archive ({e}); write it with scipy.sparse.save_npz"),
+        )
+    })?;
+    let mut member = |name: &str| -> Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let mut f = match zip.by_name(&format!("{name}.npy")) {
+            Ok(f) => f,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(io_err(path, format!("{name}.npy: {e}"))),
+        };
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .map_err(|e| io_err(path, format!("{name}.npy: {e}")))?;
+        check_npy_header(path, &bytes)?;
+        Ok(Some(bytes))
+    };
+    let need = |v: Option<Vec<u8>>, name: &str| {
+        v.ok_or_else(|| {
+            io_err(
+                path,
+                format!("no array `{name}`: a sparse .npz holds data, indices, indptr and shape (scipy.sparse.save_npz)"),
+            )
+        })
+    };
+    let data = need(member("data")?, "data")?;
+    let indices = need(member("indices")?, "indices")?;
+    let indptr = need(member("indptr")?, "indptr")?;
+    let shape = need(member("shape")?, "shape")?;
+    // `format` is a numpy byte string (`|S3`): its data are the last bytes of the member.
+    let format = match member("format")? {
+        None => "csr".to_string(),
+        Some(b) => String::from_utf8_lossy(&b[b.len().saturating_sub(3)..]).into_owned(),
+    };
+    use ndarray_npy::ReadNpyExt;
+    let ints = |bytes: &[u8], name: &str| -> Result<Vec<usize>> {
+        let v: Vec<i64> = match Array1::<i64>::read_npy(bytes) {
+            Ok(a) => a.to_vec(),
+            Err(_) => match Array1::<i32>::read_npy(bytes) {
+                Ok(a) => a.iter().map(|&v| i64::from(v)).collect(),
+                Err(e) => {
+                    return Err(io_err(
+                        path,
+                        format!("`{name}` is not a 1-D int32/int64 array ({e})"),
+                    ))
+                }
+            },
+        };
+        v.iter()
+            .map(|&k| usize::try_from(k))
+            .collect::<std::result::Result<Vec<usize>, _>>()
+            .map_err(|_| io_err(path, format!("`{name}` holds a negative index")))
+    };
+    let shape = ints(&shape, "shape")?;
+    let [nrows, ncols] = shape[..] else {
+        return Err(io_err(
+            path,
+            format!("`shape` has {} entries, not 2", shape.len()),
+        ));
+    };
+    let values: Vec<f64> = match Array1::<f64>::read_npy(&data[..]) {
+        Ok(a) => a.to_vec(),
+        Err(e64) => match Array1::<f32>::read_npy(&data[..]) {
+            Ok(a) => a.iter().map(|&v| f64::from(v)).collect(),
+            Err(_) => {
+                return Err(io_err(
+                    path,
+                    format!("`data` is not a 1-D float64/float32 array ({e64})"),
+                ))
+            }
+        },
+    };
+    check_finite_nd(path, &Array1::from(values.clone()).into_dyn())?;
+    let (indices, indptr) = (ints(&indices, "indices")?, ints(&indptr, "indptr")?);
+    let what = |e: Error| io_err(path, format!("not a valid {format} matrix: {e}"));
+    let csr = match format.as_str() {
+        "csr" => crate::ops::CsrMatrix::from_csr_parts(nrows, ncols, indptr, indices, values)
+            .map_err(what)?,
+        "csc" => {
+            // Compressed columns are the CSR arrays of the transpose: read them so, then
+            // transpose through triplets.
+            let t = crate::ops::CsrMatrix::from_csr_parts(ncols, nrows, indptr, indices, values)
+                .map_err(what)?;
+            let mut trip = Vec::with_capacity(t.nnz());
+            for j in 0..ncols {
+                for k in t.indptr()[j]..t.indptr()[j + 1] {
+                    trip.push((t.indices()[k], j, t.data()[k]));
+                }
+            }
+            crate::ops::CsrMatrix::from_triplets(nrows, ncols, &trip).map_err(what)?
+        }
+        other => {
+            return Err(io_err(
+                path,
+                format!(
+                "sparse format {other:?} is not supported: convert with .tocsr() before save_npz"
+            ),
+            ))
+        }
+    };
+    Ok(crate::solve::Design::from(csr))
+}
+
+/// Writes a sparse matrix as scipy's `save_npz` does (uncompressed; `format` b"csr", int64
+/// indices, float64 values): `scipy.sparse.load_npz` reads it back.
+pub fn write_csr_npz(path: impl AsRef<Path>, a: &crate::ops::CsrMatrix<f64>) -> Result<()> {
+    use ndarray_npy::WriteNpyExt;
+    let path = path.as_ref();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let mut put = |name: &str, bytes: Vec<u8>| -> Result<()> {
+            use std::io::Write;
+            zip.start_file(format!("{name}.npy"), opts)
+                .map_err(|e| io_err(path, e))?;
+            zip.write_all(&bytes).map_err(|e| io_err(path, e))
+        };
+        let npy =
+            |w: &dyn Fn(&mut Vec<u8>) -> std::result::Result<(), ndarray_npy::WriteNpyError>| {
+                let mut v = Vec::new();
+                w(&mut v).map_err(|e| io_err(path, e))?;
+                Ok::<_, Error>(v)
+            };
+        let as_i64 = |v: &[usize]| Array1::from_iter(v.iter().map(|&k| k as i64));
+        put("indices", npy(&|v| as_i64(a.indices()).write_npy(v))?)?;
+        put("indptr", npy(&|v| as_i64(a.indptr()).write_npy(v))?)?;
+        put(
+            "shape",
+            npy(&|v| Array1::from(vec![a.nrows() as i64, a.ncols() as i64]).write_npy(v))?,
+        )?;
+        put(
+            "data",
+            npy(&|v| Array1::from(a.data().to_vec()).write_npy(v))?,
+        )?;
+        // numpy's header for a 0-d byte string of length 3, then its bytes.
+        let mut fmt = b"\x93NUMPY\x01\x00".to_vec();
+        let mut header = "{'descr': '|S3', 'fortran_order': False, 'shape': (), }".to_string();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        fmt.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        fmt.extend_from_slice(header.as_bytes());
+        fmt.extend_from_slice(b"csr");
+        put("format", fmt)?;
+        zip.finish().map_err(|e| io_err(path, e))?;
+    }
+    write_atomic(path, &buf.into_inner())
+}
+
 /// Writes `bytes` to `path` atomically: into a temporary file in the same folder
 /// (`.NAME.PID-K.partial`), flushed to disk (`fsync`), then renamed over `path`, and the
 /// folder synced. A reader (or a run killed at any instant) sees the old file or the new

@@ -78,9 +78,108 @@ impl<T: Real> CsrMatrix<T> {
         Self::from_triplets(a.nrows(), a.ncols(), &t)
     }
 
+    /// Builds from the three CSR arrays (scipy's `csr_matrix((data, indices, indptr))`): row
+    /// `i` holds `data[indptr[i]..indptr[i+1]]` at columns `indices[..]`. The arrays are
+    /// validated (lengths, `indptr` non-decreasing from 0 to `nnz`, column indices in range,
+    /// finite values); indices need not be sorted within a row and duplicates are summed, as
+    /// scipy does.
+    pub fn from_csr_parts(
+        nrows: usize,
+        ncols: usize,
+        indptr: Vec<usize>,
+        indices: Vec<usize>,
+        data: Vec<T>,
+    ) -> Result<Self> {
+        if indptr.len() != nrows + 1 {
+            return Err(Error::param(
+                "indptr",
+                format!("length {}", indptr.len()),
+                format!(
+                    "a CSR matrix with {nrows} rows needs nrows + 1 = {} row pointers",
+                    nrows + 1
+                ),
+            ));
+        }
+        if indices.len() != data.len() {
+            return Err(Error::param(
+                "indices",
+                format!("length {}", indices.len()),
+                format!("one column index per stored value ({} values)", data.len()),
+            ));
+        }
+        if indptr[0] != 0 || indptr[nrows] != data.len() || indptr.windows(2).any(|w| w[0] > w[1]) {
+            return Err(Error::param(
+                "indptr",
+                "not a row-pointer array",
+                format!(
+                    "indptr must start at 0, never decrease and end at nnz = {}",
+                    data.len()
+                ),
+            ));
+        }
+        let sorted = (0..nrows).all(|i| {
+            indices[indptr[i]..indptr[i + 1]]
+                .windows(2)
+                .all(|w| w[0] < w[1])
+        });
+        if sorted && indices.iter().all(|&j| j < ncols) && data.iter().all(|v| v.is_finite()) {
+            return Ok(Self {
+                nrows,
+                ncols,
+                indptr,
+                indices,
+                data,
+            });
+        }
+        // Unsorted rows, duplicates or bad entries: the triplet path sorts, sums and reports.
+        let mut t = Vec::with_capacity(data.len());
+        for i in 0..nrows {
+            for k in indptr[i]..indptr[i + 1] {
+                t.push((i, indices[k], data[k]));
+            }
+        }
+        Self::from_triplets(nrows, ncols, &t)
+    }
+
     /// Number of stored entries.
     pub fn nnz(&self) -> usize {
         self.data.len()
+    }
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.nrows
+    }
+    /// Number of columns.
+    pub fn ncols(&self) -> usize {
+        self.ncols
+    }
+    /// Row pointers (`nrows + 1` entries).
+    pub fn indptr(&self) -> &[usize] {
+        &self.indptr
+    }
+    /// Column index of each stored value (sorted within each row).
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+    /// Stored values.
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+    /// The matrix with every entry multiplied by `s`.
+    pub fn scaled(&self, s: T) -> Self {
+        let mut m = self.clone();
+        m.data.iter_mut().for_each(|v| *v *= s);
+        m
+    }
+    /// The dense matrix.
+    pub fn to_dense(&self) -> ndarray::Array2<T> {
+        let mut a = ndarray::Array2::zeros((self.nrows, self.ncols));
+        for i in 0..self.nrows {
+            for k in self.indptr[i]..self.indptr[i + 1] {
+                a[(i, self.indices[k])] = self.data[k];
+            }
+        }
+        a
     }
 }
 

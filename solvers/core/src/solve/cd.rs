@@ -2,15 +2,16 @@
 //! group lasso ([`LassoProblem`]).
 
 use super::cd_ws::WorkingSetTrace;
+use super::design::{ColumnSubset, Columns};
 use super::{
     check_divergence, CertificateKind, IterInfo, Iterative, LassoPenalty, LassoProblem, Observer,
     Solution, TerminationReason,
 };
 use crate::error::{Error, Result};
 use crate::func::soft_threshold;
-use crate::linalg::{axpy_slices, check_finite, check_len, dot_slices, transpose_owned, Real};
-use crate::ops::{DenseMatrix, LinearOperator, PowerIteration};
-use ndarray::{Array1, ArrayView1, Axis, CowArray, Ix2};
+use crate::linalg::{check_finite, check_len, Real};
+use crate::ops::{LinearOperator, PowerIteration};
+use ndarray::{Array1, ArrayView1};
 
 /// Parameters of [`CoordinateDescent`].
 #[derive(Clone, Copy, Debug)]
@@ -128,10 +129,10 @@ pub struct CoordinateDescentState<T> {
 pub struct CoordinateDescent<'a, T: Real> {
     problem: &'a LassoProblem<T>,
     params: CoordinateDescentParams<T>,
-    /// Columns of A (contiguous), their squared norms and group Lipschitz constants.
-    /// `Aᵀ` in standard layout: a view of `A` when `A` is column-major (Fortran order), no
-    /// copy; otherwise a transposed copy.
-    at: CowArray<'a, T, Ix2>,
+    /// Columns of A, their squared norms and group Lipschitz constants. Dense: `Aᵀ` in
+    /// standard layout, a view of `A` when `A` is column-major (Fortran order), no copy;
+    /// otherwise a transposed copy. Sparse: compressed columns.
+    cols: Columns<'a, T>,
     col_sq: Array1<T>,
     group_l: Vec<T>,
 }
@@ -149,26 +150,21 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                 "coordinate descent needs lambda > 0",
             ));
         }
-        let at: CowArray<'a, T, Ix2> = if problem.a().t().is_standard_layout() {
-            CowArray::from(problem.a().reversed_axes())
-        } else {
-            CowArray::from(transpose_owned(problem.a()))
-        };
-        let col_sq: Array1<T> = at
-            .rows()
-            .into_iter()
-            .map(|c| {
-                let c = c.to_slice().expect("contiguous");
-                dot_slices(c, c)
-            })
-            .collect();
+        let cols = Columns::of(problem.design());
+        let col_sq = problem.design().col_sq_norms().clone();
         let n = T::c(problem.n_samples() as f64);
         let group_l = match problem.penalty() {
             LassoPenalty::Group { groups, .. } => groups
                 .iter()
                 .map(|g| {
-                    let sub = problem.a().select(Axis(1), g);
-                    let op = DenseMatrix::new(sub).expect("finite");
+                    if let [j] = g {
+                        // One column: ‖aⱼ‖² exactly.
+                        return col_sq[*j] / n;
+                    }
+                    let op = ColumnSubset {
+                        cols: &cols,
+                        idx: g,
+                    };
                     let s = op
                         .opnorm_estimate(PowerIteration {
                             max_iters: 500,
@@ -185,7 +181,7 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         Ok(Self {
             problem,
             params,
-            at,
+            cols,
             col_sq,
             group_l,
         })
@@ -203,12 +199,12 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
     pub(super) fn col_sq(&self) -> &Array1<T> {
         &self.col_sq
     }
-    /// `Aᵀr/n` over all features, from the contiguous columns.
+    /// `Aᵀr/n` over all features, from the columns.
     pub(crate) fn correlations_all(&self, r: &Array1<T>) -> Array1<T> {
         let n = T::c(self.problem.n_samples() as f64);
         let rs = r.as_slice().expect("contiguous");
         (0..self.problem.n_features())
-            .map(|j| dot_slices(self.column_slice(j), rs) / n)
+            .map(|j| self.cols.dot(j, rs) / n)
             .collect()
     }
 
@@ -217,10 +213,9 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
         self.group_l[g]
     }
 
-    /// Column `j` of `A` as a slice.
-    pub(super) fn column_slice(&self, j: usize) -> &[T] {
-        let n = self.at.ncols();
-        &self.at.as_slice().expect("standard layout")[j * n..(j + 1) * n]
+    /// The columns of `A`.
+    pub(super) fn columns(&self) -> &Columns<'a, T> {
+        &self.cols
     }
 
     /// Initial state at `x0`.
@@ -269,9 +264,10 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                     }
                     let gi = idx[g];
                     let old: Vec<T> = gi.iter().map(|&j| s.x[j]).collect();
+                    let rs = s.r.as_slice().expect("contiguous");
                     let mut z: Vec<T> = gi
                         .iter()
-                        .map(|&j| s.x[j] + self.at.row(j).dot(&s.r) / (n * l))
+                        .map(|&j| s.x[j] + self.cols.dot(j, rs) / (n * l))
                         .collect();
                     let nz = z.iter().map(|v| *v * *v).sum::<T>().sqrt();
                     let t = lam * w[g] / l;
@@ -281,7 +277,7 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                         let d = z[k] - old[k];
                         if d != T::zero() {
                             s.x[j] = z[k];
-                            s.r.scaled_add(-d, &self.at.row(j));
+                            self.cols.axpy_into(j, -d, &mut s.r);
                         }
                     }
                 }
@@ -309,14 +305,13 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
             if c == T::zero() {
                 continue;
             }
-            let aj = self.column_slice(j);
             let old = x[j];
-            let z = old + dot_slices(aj, rs) / c;
+            let z = old + self.cols.dot(j, rs) / c;
             let new = soft_threshold(z, n * lam * alpha * w[j] / c) / (T::one() + n * l2 / c);
             let d = new - old;
             if d != T::zero() {
                 x[j] = new;
-                axpy_slices(rs, -d, aj);
+                self.cols.axpy(j, -d, rs);
             }
         }
     }
@@ -380,7 +375,7 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
             let d = s.x[j];
             if d != T::zero() {
                 s.x[j] = T::zero();
-                s.r.scaled_add(d, &self.at.row(j));
+                self.cols.axpy_into(j, d, &mut s.r);
                 changed = true;
             }
         }

@@ -31,7 +31,7 @@ use super::cd_ws::{
 };
 use super::{check_divergence, CertificateKind, LassoPenalty, Observer, Solution};
 use crate::error::Result;
-use crate::linalg::{axpy_slices, dot_slices, Real};
+use crate::linalg::{dot_slices, Real};
 use ndarray::{Array1, ArrayView1};
 use std::collections::VecDeque;
 
@@ -89,7 +89,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
         let mut c = Array1::zeros(self.problem().n_features());
         for &g in gs {
             for &j in lists[g] {
-                c[j] = dot_slices(self.column_slice(j), vs) / n;
+                c[j] = self.columns().dot(j, vs) / n;
             }
         }
         c
@@ -117,7 +117,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
             buf.clear();
             buf.extend(
                 idx.iter()
-                    .map(|&j| x[j] + dot_slices(self.column_slice(j), rs) / (n * l)),
+                    .map(|&j| x[j] + self.columns().dot(j, rs) / (n * l)),
             );
             let nz = buf.iter().map(|v| *v * *v).sum::<T>().sqrt();
             let t = lam * w[g] / l;
@@ -127,7 +127,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 let d = new - x[j];
                 if d != T::zero() {
                     x[j] = new;
-                    axpy_slices(rs, -d, self.column_slice(j));
+                    self.columns().axpy(j, -d, rs);
                 }
             }
         }
@@ -196,10 +196,10 @@ impl<T: Real> CoordinateDescent<'_, T> {
                         if !keep {
                             for &j in lists[g] {
                                 if x[j] != T::zero() {
-                                    axpy_slices(
-                                        r.as_slice_mut().expect("contiguous"),
+                                    self.columns().axpy(
+                                        j,
                                         x[j],
-                                        self.column_slice(j),
+                                        r.as_slice_mut().expect("contiguous"),
                                     );
                                     x[j] = T::zero();
                                     changed = true;
@@ -364,11 +364,8 @@ impl<T: Real> CoordinateDescent<'_, T> {
         for (k, &j) in idx.iter().enumerate() {
             let d = x_acc[k] - s.x[j];
             if d != T::zero() {
-                axpy_slices(
-                    r_acc.as_slice_mut().expect("contiguous"),
-                    -d,
-                    self.column_slice(j),
-                );
+                self.columns()
+                    .axpy(j, -d, r_acc.as_slice_mut().expect("contiguous"));
                 x_new[j] = x_acc[k];
             }
         }

@@ -38,7 +38,7 @@ use super::{
     TerminationReason,
 };
 use crate::error::Result;
-use crate::linalg::{axpy_slices, dot_slices, parallel_worth_it, Real};
+use crate::linalg::{dot_slices, parallel_worth_it, Real};
 use ndarray::{Array1, ArrayView1};
 use rayon::prelude::*;
 use std::collections::VecDeque;
@@ -290,13 +290,12 @@ impl<T: Real> CoordinateDescent<'_, T> {
         let mut vals = vec![T::zero(); idx.len() * k];
         let kernel = |(out, js): (&mut [T], &[usize])| {
             for (o, &j) in out.chunks_mut(k).zip(js) {
-                let col = self.column_slice(j);
                 for (oo, v) in o.iter_mut().zip(&slices) {
-                    *oo = dot_slices(col, v) / n;
+                    *oo = self.columns().dot(j, v) / n;
                 }
             }
         };
-        if parallel_worth_it(idx.len() * k * p.n_samples()) {
+        if parallel_worth_it(idx.len() * k * self.columns().column_cost()) {
             vals.par_chunks_mut(BLOCK * k)
                 .zip(idx.par_chunks(BLOCK))
                 .for_each(kernel);
@@ -389,7 +388,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
         let rs = r.as_slice().expect("contiguous");
         let mut c = Array1::zeros(self.problem().n_features());
         for &j in idx {
-            c[j] = dot_slices(self.column_slice(j), rs) / n;
+            c[j] = self.columns().dot(j, rs) / n;
         }
         c
     }
@@ -459,11 +458,8 @@ impl<T: Real> CoordinateDescent<'_, T> {
                     let keep = dual.at_theta[j].abs() + self.col_sq()[j].sqrt() * radius
                         >= lam_screen * alpha * w[j];
                     if !keep && x[j] != T::zero() {
-                        axpy_slices(
-                            r.as_slice_mut().expect("contiguous"),
-                            x[j],
-                            self.column_slice(j),
-                        );
+                        self.columns()
+                            .axpy(j, x[j], r.as_slice_mut().expect("contiguous"));
                         x[j] = T::zero();
                         changed = true;
                     }
@@ -600,11 +596,8 @@ impl<T: Real> CoordinateDescent<'_, T> {
         for (k, &j) in ws.iter().enumerate() {
             let d = x_acc[k] - s.x[j];
             if d != T::zero() {
-                axpy_slices(
-                    r_acc.as_slice_mut().expect("contiguous"),
-                    -d,
-                    self.column_slice(j),
-                );
+                self.columns()
+                    .axpy(j, -d, r_acc.as_slice_mut().expect("contiguous"));
             }
         }
         let before = self.objective_on(&s.x, &s.r, ws);

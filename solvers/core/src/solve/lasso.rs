@@ -1,10 +1,10 @@
 //! Penalized least-squares problems `P(x) = ‖Ax − b‖²/(2n) + Ω(x)` (Lasso, weighted Lasso,
 //! elastic net, group lasso) with their duality gap.
 
+use super::design::{Design, DesignRef};
 use crate::error::{Error, Result};
 use crate::func::{ElasticNet, Function, Groups, LeastSquares, NormL1, NormL21, Prox};
-use crate::linalg::{check_design, check_len, check_nonnegative, Real};
-use crate::ops::DenseMatrix;
+use crate::linalg::{check_len, check_nonnegative, Real};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 /// The penalty `Ω` of a [`LassoProblem`] (all scaled by `λ`).
@@ -29,7 +29,7 @@ pub enum LassoPenalty<T> {
     },
 }
 
-/// `min_x P(x) = ‖Ax − b‖²/(2n) + Ω(x)` with `A ∈ ℝ^{n×p}` dense.
+/// `min_x P(x) = ‖Ax − b‖²/(2n) + Ω(x)` with `A ∈ ℝ^{n×p}` dense or sparse ([`Design`]).
 ///
 /// **Duality gap.** With `θ = s·(b − Ax)/n`, `s ∈ (0, 1]` the largest scale making `θ` dual
 /// feasible (`Ω*(Aᵀθ) < ∞`), the dual is `D(θ) = ⟨θ, b⟩ − (n/2)‖θ‖² − Ω*(Aᵀθ)` and
@@ -42,7 +42,7 @@ pub enum LassoPenalty<T> {
 /// Lasso with dual extrapolation", ICML 2018.
 #[derive(Clone, Debug)]
 pub struct LassoProblem<T: Real> {
-    a: Array2<T>,
+    a: Design<T>,
     b: Array1<T>,
     lambda: T,
     penalty: LassoPenalty<T>,
@@ -70,11 +70,11 @@ impl<T: Real> Unpenalized<T> {
     /// The basis of the columns `idx` of `a` by Gram–Schmidt applied twice (orthogonal to
     /// working precision); a column whose remainder is below `√ε` of its norm is dependent on
     /// the previous ones and dropped.
-    fn new(a: ArrayView2<'_, T>, idx: Vec<usize>) -> Self {
-        let n = a.nrows();
+    fn new(a: DesignRef<'_, T>, idx: Vec<usize>) -> Self {
+        let n = a.dim().0;
         let mut basis: Vec<Array1<T>> = Vec::new();
         for &j in &idx {
-            let mut q = a.column(j).to_owned();
+            let mut q = a.column(j);
             let norm0 = q.dot(&q).sqrt();
             for _ in 0..2 {
                 for u in &basis {
@@ -92,7 +92,10 @@ impl<T: Real> Unpenalized<T> {
         for (k, q) in basis.iter().enumerate() {
             u.column_mut(k).assign(q);
         }
-        let atu = a.t().dot(&u);
+        let mut atu = Array2::zeros((a.dim().1, basis.len()));
+        for (k, q) in basis.iter().enumerate() {
+            a.adjoint_into(atu.column_mut(k), q.view());
+        }
         Self { idx, u, atu }
     }
 
@@ -112,15 +115,22 @@ impl<T: Real> Unpenalized<T> {
 }
 
 impl<T: Real> LassoProblem<T> {
-    /// Validates and builds the problem.
+    /// Validates and builds the problem with a dense design.
     pub fn new(a: Array2<T>, b: Array1<T>, lambda: T, penalty: LassoPenalty<T>) -> Result<Self> {
-        let p = a.ncols();
-        check_design(
-            "LassoProblem",
-            a.view(),
-            b.view(),
-            "b (one entry per row of A)",
-        )?;
+        Self::with_design(Design::from(a), b, lambda, penalty)
+    }
+
+    /// Validates and builds the problem with a dense or sparse design
+    /// (`Design::from(csr_matrix)`).
+    pub fn with_design(
+        a: Design<T>,
+        b: Array1<T>,
+        lambda: T,
+        penalty: LassoPenalty<T>,
+    ) -> Result<Self> {
+        let p = a.dim().1;
+        a.view()
+            .check("LassoProblem", b.view(), "b (one entry per row of A)")?;
         check_nonnegative("lambda", lambda)?;
         let w = match &penalty {
             LassoPenalty::L1 { weights } => match weights {
@@ -181,15 +191,21 @@ impl<T: Real> LassoProblem<T> {
         self.unpenalized.as_ref()
     }
 
-    /// `λ_max`: the smallest `λ` for which `x = 0` is optimal.
-    pub fn lambda_max(
-        a: ArrayView2<'_, T>,
+    /// `λ_max`: the smallest `λ` for which `x = 0` is optimal (`a`: a dense view, a
+    /// [`CsrMatrix`](crate::ops::CsrMatrix) or a [`Design`]).
+    pub fn lambda_max<'d>(
+        a: impl Into<DesignRef<'d, T>>,
         b: ArrayView1<'_, T>,
         penalty: &LassoPenalty<T>,
     ) -> Result<T> {
-        let probe = Self::new(a.to_owned(), b.to_owned(), T::one(), penalty.clone())?;
-        let n = T::c(a.nrows() as f64);
-        let mut atb = a.t().dot(&b).mapv(|v| v / n);
+        let a: DesignRef<'d, T> = a.into();
+        let owned = match a {
+            DesignRef::Dense(d) => Design::from(d.to_owned()),
+            DesignRef::Sparse(s) => Design::from(s.clone()),
+        };
+        let probe = Self::with_design(owned, b.to_owned(), T::one(), penalty.clone())?;
+        let n = T::c(a.dim().0 as f64);
+        let mut atb = a.adjoint(b).mapv(|v| v / n);
         if let Some(z) = probe.unpenalized() {
             // With unpenalized columns the solution at λ_max fits them alone: the correlations
             // of the residual of that fit decide.
@@ -225,9 +241,13 @@ impl<T: Real> LassoProblem<T> {
         m
     }
 
-    /// The design matrix.
-    pub fn a(&self) -> ArrayView2<'_, T> {
-        self.a.view()
+    /// The design matrix when it is dense (`None` for a sparse design: see [`Self::design`]).
+    pub fn a(&self) -> Option<ArrayView2<'_, T>> {
+        self.a.dense()
+    }
+    /// The design, dense or sparse.
+    pub fn design(&self) -> &Design<T> {
+        &self.a
     }
     /// The response.
     pub fn b(&self) -> ArrayView1<'_, T> {
@@ -253,11 +273,11 @@ impl<T: Real> LassoProblem<T> {
     }
     /// Number of samples `n`.
     pub fn n_samples(&self) -> usize {
-        self.a.nrows()
+        self.a.dim().0
     }
     /// Number of features `p`.
     pub fn n_features(&self) -> usize {
-        self.a.ncols()
+        self.a.dim().1
     }
 
     /// `Ω` as a [`Prox`] function.
@@ -276,19 +296,15 @@ impl<T: Real> LassoProblem<T> {
     }
 
     /// The smooth part `‖Ax − b‖²/(2n)` as a [`LeastSquares`] on `A/√n`, `b/√n`.
-    pub fn smooth_part(&self) -> Result<LeastSquares<T, DenseMatrix<T>>> {
+    pub fn smooth_part(&self) -> Result<LeastSquares<T, Design<T>>> {
         let s = T::one() / T::c(self.n_samples() as f64).sqrt();
-        LeastSquares::new(
-            DenseMatrix::new(self.a.mapv(|v| v * s))?,
-            self.b.mapv(|v| v * s),
-        )
+        LeastSquares::new(self.a.scaled(s), self.b.mapv(|v| v * s))
     }
 
     /// Residual `b − Ax`.
     pub fn residual(&self, x: ArrayView1<'_, T>) -> Result<Array1<T>> {
         check_len("LassoProblem", "x", self.n_features(), x.len())?;
-        let mut ax = Array1::zeros(self.n_samples());
-        crate::linalg::gemv_into(ax.view_mut(), self.a.view(), x.as_standard_layout().view());
+        let ax = self.a.view().apply(x);
         Ok(&self.b - &ax)
     }
 
@@ -311,8 +327,7 @@ impl<T: Real> LassoProblem<T> {
         r: ArrayView1<'_, T>,
     ) -> Result<(T, Array1<T>)> {
         let n = T::c(self.n_samples() as f64);
-        let mut atth = Array1::zeros(self.n_features());
-        crate::linalg::gemv_into(atth.view_mut(), self.a.t(), r.mapv(|v| v / n).view());
+        let atth = self.a.view().adjoint(r.mapv(|v| v / n).view());
         let (gap, scale, _, projected) = self.gap_from_correlations(x, r, atth)?;
         let r = projected.as_ref().map_or(r, |v| v.view());
         Ok((gap, r.mapv(|v| v * scale / n)))

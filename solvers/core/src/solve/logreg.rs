@@ -1,12 +1,12 @@
 //! Sparse logistic regression `(1/n) Σᵢ log(1 + exp(−yᵢaᵢᵀx)) + λ‖x‖₁` by proximal coordinate
 //! descent with its duality gap and gap-safe screening.
 
+use super::design::{Columns, Design, DesignRef};
 use super::{check_divergence, CoordinateDescentParams, Observer, Solution};
 use crate::error::{Error, Result};
 use crate::func::soft_threshold;
-use crate::linalg::{check_design, check_finite, check_len, Real};
-use crate::linalg::{dot_slices, transpose_owned};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, CowArray, Ix2};
+use crate::linalg::{check_finite, check_len, Real};
+use ndarray::{Array1, Array2, ArrayView1};
 
 #[inline]
 pub(super) fn log1pexp<T: Real>(z: T) -> T {
@@ -52,20 +52,22 @@ fn entropy<T: Real>(s: T) -> T {
 /// enforcing penalties", JMLR 18 (2017), §2 (logistic loss).
 #[derive(Clone, Debug)]
 pub struct LogisticL1Problem<T: Real> {
-    a: Array2<T>,
+    a: Design<T>,
     y: Array1<T>,
     lambda: T,
 }
 
 impl<T: Real> LogisticL1Problem<T> {
-    /// Validates and builds the problem.
+    /// Validates and builds the problem with a dense design.
     pub fn new(a: Array2<T>, y: Array1<T>, lambda: T) -> Result<Self> {
-        check_design(
-            "LogisticL1Problem",
-            a.view(),
-            y.view(),
-            "labels (one per row of A)",
-        )?;
+        Self::with_design(Design::from(a), y, lambda)
+    }
+
+    /// Validates and builds the problem with a dense or sparse design
+    /// (`Design::from(csr_matrix)`).
+    pub fn with_design(a: Design<T>, y: Array1<T>, lambda: T) -> Result<Self> {
+        a.view()
+            .check("LogisticL1Problem", y.view(), "labels (one per row of A)")?;
         if let Some((i, v)) = y
             .iter()
             .enumerate()
@@ -80,10 +82,12 @@ impl<T: Real> LogisticL1Problem<T> {
         crate::linalg::check_nonnegative("lambda", lambda)?;
         Ok(Self { a, y, lambda })
     }
-    /// `λ_max = ‖Aᵀy‖∞/(2n)`: the smallest `λ` with solution 0.
-    pub fn lambda_max(a: ArrayView2<'_, T>, y: ArrayView1<'_, T>) -> T {
-        let n = T::c(a.nrows() as f64);
-        a.t().dot(&y).iter().fold(T::zero(), |m, v| m.max(v.abs())) / (T::c(2.0) * n)
+    /// `λ_max = ‖Aᵀy‖∞/(2n)`: the smallest `λ` with solution 0 (`a`: a dense view, a
+    /// [`CsrMatrix`](crate::ops::CsrMatrix) or a [`Design`]).
+    pub fn lambda_max<'d>(a: impl Into<DesignRef<'d, T>>, y: ArrayView1<'_, T>) -> T {
+        let a: DesignRef<'d, T> = a.into();
+        let n = T::c(a.dim().0 as f64);
+        a.adjoint(y).iter().fold(T::zero(), |m, v| m.max(v.abs())) / (T::c(2.0) * n)
     }
     /// `λ`.
     pub fn lambda(&self) -> T {
@@ -91,11 +95,11 @@ impl<T: Real> LogisticL1Problem<T> {
     }
     /// Number of features.
     pub fn n_features(&self) -> usize {
-        self.a.ncols()
+        self.a.dim().1
     }
-    /// The design.
-    pub fn a(&self) -> ArrayView2<'_, T> {
-        self.a.view()
+    /// The design, dense or sparse.
+    pub fn design(&self) -> &Design<T> {
+        &self.a
     }
     /// The labels (±1).
     pub fn y(&self) -> ArrayView1<'_, T> {
@@ -103,11 +107,11 @@ impl<T: Real> LogisticL1Problem<T> {
     }
     /// Number of samples.
     pub fn n_samples(&self) -> usize {
-        self.a.nrows()
+        self.a.dim().0
     }
     /// `P(x)` from the margins `z = Ax`.
     pub(super) fn objective_z(&self, x: ArrayView1<'_, T>, z: ArrayView1<'_, T>) -> T {
-        let n = T::c(self.a.nrows() as f64);
+        let n = T::c(self.n_samples() as f64);
         let loss: T = z
             .iter()
             .zip(&self.y)
@@ -118,13 +122,13 @@ impl<T: Real> LogisticL1Problem<T> {
     /// `P(x)`.
     pub fn objective(&self, x: ArrayView1<'_, T>) -> Result<T> {
         check_len("LogisticL1Problem", "x", self.n_features(), x.len())?;
-        Ok(self.objective_z(x, self.a.dot(&x).view()))
+        Ok(self.objective_z(x, self.a.view().apply(x).view()))
     }
     /// The dual value `D(θ) = (1/n) Σ H(c·sᵢ)` of `θ = c·y ⊙ s/n` (`sᵢ = σ(−yᵢzᵢ)`) where `c ≤ 1`
     /// is the largest scale with `c·‖Aᵀ(y ⊙ s)/n‖∞ ≤ λ`, from `‖Aᵀ(y ⊙ s)/n‖∞ = ‖∇F(x)‖∞` (the
     /// caller's gradient): `(D, c)`.
     pub(super) fn dual_from_gradient_norm(&self, z: ArrayView1<'_, T>, grad_inf: T) -> (T, T) {
-        let n = T::c(self.a.nrows() as f64);
+        let n = T::c(self.n_samples() as f64);
         let c = if grad_inf > self.lambda {
             self.lambda / grad_inf
         } else {
@@ -140,13 +144,13 @@ impl<T: Real> LogisticL1Problem<T> {
     }
     /// Duality gap and dual point from the margins `z = Ax`.
     fn gap_z(&self, x: ArrayView1<'_, T>, z: ArrayView1<'_, T>) -> (T, Array1<T>) {
-        let n = T::c(self.a.nrows() as f64);
+        let n = T::c(self.n_samples() as f64);
         let mut theta: Array1<T> = z
             .iter()
             .zip(&self.y)
             .map(|(&zi, &yi)| yi * sigmoid(-yi * zi) / n)
             .collect();
-        let atth = self.a.t().dot(&theta);
+        let atth = self.a.view().adjoint(theta.view());
         let dn = atth.iter().fold(T::zero(), |m, v| m.max(v.abs()));
         let c = if dn > self.lambda {
             self.lambda / dn
@@ -165,7 +169,7 @@ impl<T: Real> LogisticL1Problem<T> {
     /// Duality gap `P(x) − D(θ(x))`.
     pub fn duality_gap(&self, x: ArrayView1<'_, T>) -> Result<T> {
         check_len("LogisticL1Problem", "x", self.n_features(), x.len())?;
-        Ok(self.gap_z(x, self.a.dot(&x).view()).0)
+        Ok(self.gap_z(x, self.a.view().apply(x).view()).0)
     }
 }
 
@@ -179,9 +183,9 @@ impl<T: Real> LogisticL1Problem<T> {
 pub struct LogisticCd<'a, T: Real> {
     problem: &'a LogisticL1Problem<T>,
     params: CoordinateDescentParams<T>,
-    /// `Aᵀ` in standard layout: column `j` of `A` is row `j` (borrowed when `A` is
-    /// column-major).
-    at: CowArray<'a, T, Ix2>,
+    /// The columns of `A` (dense: `Aᵀ` in standard layout, borrowed when `A` is column-major;
+    /// sparse: compressed columns).
+    cols: Columns<'a, T>,
     lip: Array1<T>,
 }
 
@@ -213,24 +217,13 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         if params.check_every == 0 {
             return Err(Error::param("check_every", 0, "must be >= 1"));
         }
-        let n = T::c(problem.a.nrows() as f64);
-        let at: CowArray<'a, T, Ix2> = if problem.a.t().is_standard_layout() {
-            CowArray::from(problem.a.view().reversed_axes())
-        } else {
-            CowArray::from(transpose_owned(problem.a.view()))
-        };
-        let lip = at
-            .rows()
-            .into_iter()
-            .map(|r| {
-                let r = r.to_slice().expect("contiguous");
-                dot_slices(r, r) / (T::c(4.0) * n)
-            })
-            .collect();
+        let n = T::c(problem.n_samples() as f64);
+        let cols = Columns::of(&problem.a);
+        let lip = problem.a.col_sq_norms().mapv(|v| v / (T::c(4.0) * n));
         Ok(Self {
             problem,
             params,
-            at,
+            cols,
             lip,
         })
     }
@@ -248,12 +241,15 @@ impl<'a, T: Real> LogisticCd<'a, T> {
             s.objective,
         )?;
         if self.params.screening {
-            let n = T::c(p.a.nrows() as f64);
+            let n = T::c(p.n_samples() as f64);
             let radius = (gap / (T::c(2.0) * n)).sqrt();
             let lam = p.lambda * (T::one() - T::c(1e3) * T::epsilon());
             let mut zeroed = Vec::new();
             s.active.retain(|&j| {
-                let keep = self.at.row(j).dot(&theta).abs()
+                let keep = self
+                    .cols
+                    .dot(j, theta.as_slice().expect("contiguous"))
+                    .abs()
                     + (self.lip[j] * T::c(4.0) * n).sqrt() * radius
                     >= lam;
                 if !keep {
@@ -266,7 +262,7 @@ impl<'a, T: Real> LogisticCd<'a, T> {
                 let d = s.x[j];
                 if d != T::zero() {
                     s.x[j] = T::zero();
-                    s.z.scaled_add(-d, &self.at.row(j));
+                    self.cols.axpy_into(j, -d, &mut s.z);
                     changed = true;
                 }
             }
@@ -282,25 +278,23 @@ impl<'a, T: Real> LogisticCd<'a, T> {
     /// One epoch over the active features.
     pub fn epoch(&self, s: &mut LogisticCdState<T>) {
         let p = self.problem;
-        let n = T::c(p.a.nrows() as f64);
+        let n = T::c(p.n_samples() as f64);
         for &j in &s.active {
             let l = self.lip[j];
             if l == T::zero() {
                 continue;
             }
-            let aj = self.at.row(j);
-            let g: T = aj
-                .iter()
-                .zip(s.z.iter())
-                .zip(p.y.iter())
-                .map(|((&a, &zi), &yi)| -yi * sigmoid(-yi * zi) * a)
-                .sum::<T>()
-                / n;
+            let mut g = T::zero();
+            self.cols.for_each_entry(j, |i, a| {
+                let yi = p.y[i];
+                g += -yi * sigmoid(-yi * s.z[i]) * a;
+            });
+            let g = g / n;
             let old = s.x[j];
             let new = soft_threshold(old - g / l, p.lambda / l);
             if new != old {
                 s.x[j] = new;
-                s.z.scaled_add(new - old, &aj);
+                self.cols.axpy_into(j, new - old, &mut s.z);
             }
         }
         s.epoch += 1;
@@ -325,11 +319,7 @@ impl<'a, T: Real> LogisticCd<'a, T> {
             z: {
                 let mut z = Array1::zeros(self.problem.n_samples());
                 if x0.iter().any(|v| *v != T::zero()) {
-                    crate::linalg::gemv_into(
-                        z.view_mut(),
-                        self.problem.a.view(),
-                        x0.as_standard_layout().view(),
-                    );
+                    self.problem.a.view().apply_into(z.view_mut(), x0);
                 }
                 z
             },
@@ -361,10 +351,9 @@ impl<'a, T: Real> LogisticCd<'a, T> {
         self.lip[j]
     }
 
-    /// Column `j` of `A` (contiguous).
-    pub(super) fn column_slice(&self, j: usize) -> &[T] {
-        let n = self.at.ncols();
-        &self.at.as_slice().expect("standard layout")[j * n..(j + 1) * n]
+    /// The columns of `A`.
+    pub(super) fn columns(&self) -> &Columns<'a, T> {
+        &self.cols
     }
 
     /// The problem.

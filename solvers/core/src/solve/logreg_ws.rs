@@ -40,11 +40,12 @@
 //! minimizing composite functions", SIAM J. Optim. 24 (2014).
 
 use super::cd_ws::{outer_stop, pick_working_set, working_set_size};
+use super::design::Columns;
 use super::logreg::{sigmoid, LogisticCd, LogisticCdState};
 use super::{check_divergence, CertificateKind, Observer, Solution};
 use crate::error::Result;
 use crate::func::soft_threshold;
-use crate::linalg::{axpy_slices, dot_slices, parallel_worth_it, Real};
+use crate::linalg::{axpy_slices, parallel_worth_it, Real};
 use ndarray::{Array1, ArrayView1};
 use rayon::prelude::*;
 
@@ -117,10 +118,10 @@ impl<T: Real> LogisticCd<'_, T> {
         let mut out = vec![T::zero(); idx.len()];
         let kernel = |(o, js): (&mut [T], &[usize])| {
             for (oo, &j) in o.iter_mut().zip(js) {
-                *oo = dot_slices(self.column_slice(j), us);
+                *oo = self.columns().dot(j, us);
             }
         };
-        if parallel_worth_it(idx.len() * us.len()) {
+        if parallel_worth_it(idx.len() * self.columns().column_cost()) {
             out.par_chunks_mut(64)
                 .zip(idx.par_chunks(64))
                 .for_each(kernel);
@@ -143,7 +144,7 @@ impl<T: Real> LogisticCd<'_, T> {
         let n = prob.n_samples();
         let mut s = self.init(x0)?;
         let mut prev = (0usize, T::infinity());
-        let mut scaled: Vec<T> = Vec::new();
+        let mut scaled = Columns::empty();
         let reason = loop {
             // 1. Gradient, dual point and gap (over the features not screened out).
             let u = self.margin_gradient(&s.z);
@@ -170,11 +171,8 @@ impl<T: Real> LogisticCd<'_, T> {
                     let norm = (self.lip_of(j) * T::c(4.0 * n as f64)).sqrt();
                     let keep = c * grad[j].abs() + norm * radius >= lam_screen;
                     if !keep && x[j] != T::zero() {
-                        axpy_slices(
-                            z.as_slice_mut().expect("contiguous"),
-                            -x[j],
-                            self.column_slice(j),
-                        );
+                        self.columns()
+                            .axpy(j, -x[j], z.as_slice_mut().expect("contiguous"));
                         x[j] = T::zero();
                         changed = true;
                     }
@@ -270,7 +268,7 @@ impl<T: Real> LogisticCd<'_, T> {
         ws: &[usize],
         grad_ws: &mut [T],
         inner_tol: T,
-        scaled: &mut Vec<T>,
+        scaled: &mut Columns<'static, T>,
     ) -> ProxNewtonStep<T> {
         let prob = self.problem();
         let lam = prob.lambda();
@@ -288,28 +286,11 @@ impl<T: Real> LogisticCd<'_, T> {
                 })
                 .collect();
         // Filled in place: the buffer is the caller's, reused across steps (no zeroing pass).
-        scaled.clear();
-        if parallel_worth_it(ws.len() * n) {
-            scaled.resize(ws.len() * n, T::zero());
-            scaled
-                .par_chunks_mut(n)
-                .zip(ws.par_iter())
-                .for_each(|(out, &j)| {
-                    for ((o, &a), &h) in out.iter_mut().zip(self.column_slice(j)).zip(&sqrt_h) {
-                        *o = a * h;
-                    }
-                });
-        } else {
-            for &j in ws {
-                scaled.extend(
-                    self.column_slice(j)
-                        .iter()
-                        .zip(&sqrt_h)
-                        .map(|(&a, &h)| a * h),
-                );
-            }
-        }
-        let lip: Vec<T> = scaled.chunks(n).map(|c| dot_slices(c, c)).collect();
+        let buf = std::mem::replace(scaled, Columns::empty());
+        let par = parallel_worth_it(ws.len() * self.columns().column_cost());
+        *scaled = self.columns().scaled_subset(ws, &sqrt_h, buf, par);
+        let scaled = &*scaled;
+        let lip: Vec<T> = (0..ws.len()).map(|k| scaled.sq_norm(k)).collect();
         // Coordinate passes on g_wsᵀδ + ½‖√H A δ‖² + λ‖x + δ‖₁, keeping v = √H A δ.
         let mut w: Vec<T> = ws.iter().map(|&j| s.x[j]).collect();
         let mut model_grad: Vec<T> = grad_ws.to_vec();
@@ -324,15 +305,14 @@ impl<T: Real> LogisticCd<'_, T> {
         while passes < MAX_CD_PASSES {
             let mut worst = T::zero();
             let mut pass_over = |k: usize, w: &mut Vec<T>, v: &mut Vec<T>| {
-                let col = &scaled[k * n..(k + 1) * n];
-                let g = grad_ws[k] + dot_slices(col, v);
+                let g = grad_ws[k] + scaled.dot(k, v);
                 model_grad[k] = g;
                 let old = w[k];
                 let new = soft_threshold(old - g / lip[k], lam / lip[k]);
                 worst = worst.max(violation(old, g, lam));
                 if new != old {
                     w[k] = new;
-                    axpy_slices(v, new - old, col);
+                    scaled.axpy(k, new - old, v);
                 }
             };
             if full {
@@ -365,7 +345,7 @@ impl<T: Real> LogisticCd<'_, T> {
         let mut a_delta = vec![T::zero(); n];
         for (&j, &d) in ws.iter().zip(&delta) {
             if d != T::zero() {
-                axpy_slices(&mut a_delta, d, self.column_slice(j));
+                self.columns().axpy(j, d, &mut a_delta);
             }
         }
         // The penalty change summed per coordinate, `λΣ(|xⱼ + tδⱼ| − |xⱼ|)`: a difference of

@@ -15,6 +15,7 @@ mod batch;
 mod cd;
 mod cd_group;
 pub mod cd_ws;
+mod design;
 mod dr;
 mod fista;
 mod lasso;
@@ -34,6 +35,7 @@ pub use cd::{
 pub use cd_ws::{
     anderson_extrapolate, AndersonRecord, DualSource, OuterRecord, WorkingSetTrace, EXTRAPOLATION_K,
 };
+pub use design::{Design, DesignRef};
 pub use dr::{DouglasRachford, DouglasRachfordState};
 pub use fista::{Fista, FistaParams, FistaState, Restart, StepRule};
 pub use lasso::{gap_from_residual, LassoPenalty, LassoProblem};

@@ -14,10 +14,11 @@
 //! T. Hastie, R. Tibshirani, "Regularization paths for generalized linear models via coordinate
 //! descent", J. Stat. Softw. 33 (2010) (warm starts, geometric grid from `λ_max`).
 
+use super::Design;
 use super::{CoordinateDescent, CoordinateDescentParams, LassoPenalty, LassoProblem, NoObserver};
 use crate::error::{Error, Result};
-use crate::linalg::{transpose_owned, Real};
-use ndarray::{Array1, Array2};
+use crate::linalg::Real;
+use ndarray::Array1;
 
 /// One point of a path.
 #[derive(Clone, Debug)]
@@ -74,7 +75,7 @@ pub fn lambda_grid<T: Real>(lambda_max: T, n: usize, min_ratio: T) -> Result<Vec
 /// is the efficient order), by coordinate descent with `params` (working sets for ℓ1 and the
 /// elastic net), warm starts and the sequential strong rule (see the module documentation).
 pub fn lasso_path<T: Real>(
-    a: Array2<T>,
+    a: impl Into<Design<T>>,
     b: Array1<T>,
     penalty: LassoPenalty<T>,
     lambdas: &[T],
@@ -87,13 +88,9 @@ pub fn lasso_path<T: Real>(
             "needs at least one value of lambda",
         ));
     };
-    // Column-major once for the whole path.
-    let a = if a.t().is_standard_layout() {
-        a
-    } else {
-        transpose_owned(a.view()).reversed_axes()
-    };
-    let mut prob = LassoProblem::new(a, b, first, penalty)?;
+    // Column-major once for the whole path (the column norms and a sparse design's compressed
+    // columns are cached in the design: computed once too).
+    let mut prob = LassoProblem::with_design(a.into().into_column_major(), b, first, penalty)?;
     let p = prob.n_features();
     let l1_share = match prob.penalty() {
         LassoPenalty::ElasticNet { alpha } => Some(*alpha),

@@ -1,0 +1,634 @@
+//! The design matrix `A` (n samples × p features) of the regression problems — dense or sparse
+//! (CSR) — and its column storage for the coordinate methods.
+//!
+//! A user passes either: [`LassoProblem::new`](super::LassoProblem::new) and
+//! [`LogisticL1Problem::new`](super::LogisticL1Problem::new) take a dense `Array2`,
+//! `with_design` takes a [`Design`] (built with `Design::from` on an `Array2` or a
+//! [`CsrMatrix`]). Coordinate descent reads `A` one column at a time: a dense design is kept as
+//! `Aᵀ` in standard layout (contiguous columns, a view when `A` is column-major), a sparse one
+//! is converted once to compressed columns (CSC, `O(nnz)`), so that a coordinate step costs the
+//! column's nonzeros, not `n`. Every solver runs unchanged on both; the solutions agree to
+//! rounding (tested).
+
+use crate::error::{Error, Result};
+use crate::linalg::{axpy_slices, check_finite, check_len, dot_slices, transpose_owned, Real};
+use crate::ops::{CsrMatrix, LinearOperator};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, CowArray, Ix2};
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+/// A design matrix, dense or sparse (CSR), built with `Design::from` on an `Array2` or a
+/// [`CsrMatrix`]. It caches what coordinate methods derive from it (the squared column norms,
+/// and for a sparse design its compressed columns), so a path of solves on one design pays for
+/// them once.
+#[derive(Clone, Debug)]
+pub struct Design<T: Real> {
+    kind: Kind<T>,
+    col_sq: OnceLock<Array1<T>>,
+}
+
+#[derive(Clone, Debug)]
+enum Kind<T: Real> {
+    Dense(Array2<T>),
+    Sparse {
+        csr: CsrMatrix<T>,
+        csc: OnceLock<Csc<T>>,
+    },
+}
+
+impl<T: Real> From<Array2<T>> for Design<T> {
+    fn from(a: Array2<T>) -> Self {
+        Self {
+            kind: Kind::Dense(a),
+            col_sq: OnceLock::new(),
+        }
+    }
+}
+
+impl<T: Real> From<CsrMatrix<T>> for Design<T> {
+    fn from(a: CsrMatrix<T>) -> Self {
+        Self {
+            kind: Kind::Sparse {
+                csr: a,
+                csc: OnceLock::new(),
+            },
+            col_sq: OnceLock::new(),
+        }
+    }
+}
+
+/// A borrowed design (what `lambda_max` and the checks read).
+#[derive(Clone, Copy, Debug)]
+pub enum DesignRef<'d, T: Real> {
+    /// A dense view.
+    Dense(ArrayView2<'d, T>),
+    /// A sparse matrix.
+    Sparse(&'d CsrMatrix<T>),
+}
+
+impl<'d, T: Real> From<ArrayView2<'d, T>> for DesignRef<'d, T> {
+    fn from(a: ArrayView2<'d, T>) -> Self {
+        DesignRef::Dense(a)
+    }
+}
+impl<'d, T: Real> From<&'d Array2<T>> for DesignRef<'d, T> {
+    fn from(a: &'d Array2<T>) -> Self {
+        DesignRef::Dense(a.view())
+    }
+}
+impl<'d, T: Real> From<&'d CsrMatrix<T>> for DesignRef<'d, T> {
+    fn from(a: &'d CsrMatrix<T>) -> Self {
+        DesignRef::Sparse(a)
+    }
+}
+impl<'d, T: Real> From<&'d Design<T>> for DesignRef<'d, T> {
+    fn from(a: &'d Design<T>) -> Self {
+        a.view()
+    }
+}
+
+impl<'d, T: Real> DesignRef<'d, T> {
+    /// `(n, p)`.
+    pub fn dim(&self) -> (usize, usize) {
+        match self {
+            DesignRef::Dense(a) => a.dim(),
+            DesignRef::Sparse(a) => (a.nrows(), a.ncols()),
+        }
+    }
+    /// Non-empty, finite, one target per row (`what` names the targets in the message).
+    pub fn check(&self, context: &str, targets: ArrayView1<'_, T>, what: &str) -> Result<()> {
+        match self {
+            DesignRef::Dense(a) => crate::linalg::check_design(context, *a, targets, what),
+            DesignRef::Sparse(a) => {
+                let (n, p) = self.dim();
+                if n == 0 || p == 0 {
+                    return Err(Error::param(
+                        "A",
+                        format!("{n}x{p}"),
+                        "the design matrix must be non-empty",
+                    ));
+                }
+                check_len(context, what, n, targets.len())?;
+                check_finite(
+                    &format!("{context} {}", what.split(' ').next().unwrap_or(what)),
+                    targets,
+                )?;
+                // CsrMatrix's constructors reject non-finite values; checked again for safety.
+                if let Some((i, v)) = a.data().iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Err(Error::NonFinite {
+                        what: format!("{context} A (stored value)"),
+                        index: i,
+                        value: format!("{v}"),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+    /// `Ax`.
+    pub fn apply(&self, x: ArrayView1<'_, T>) -> Array1<T> {
+        let mut out = Array1::zeros(self.dim().0);
+        self.apply_into(out.view_mut(), x);
+        out
+    }
+    /// `out = Ax` (lengths checked by the caller).
+    pub fn apply_into(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
+        match self {
+            DesignRef::Dense(a) => crate::linalg::gemv_into(out, *a, x.as_standard_layout().view()),
+            DesignRef::Sparse(a) => a.apply_unchecked(out, x),
+        }
+    }
+    /// `Aᵀy`.
+    pub fn adjoint(&self, y: ArrayView1<'_, T>) -> Array1<T> {
+        let mut out = Array1::zeros(self.dim().1);
+        self.adjoint_into(out.view_mut(), y);
+        out
+    }
+    /// `out = Aᵀy` (lengths checked by the caller).
+    pub fn adjoint_into(&self, out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
+        match self {
+            DesignRef::Dense(a) => {
+                crate::linalg::gemv_into(out, a.t(), y.as_standard_layout().view())
+            }
+            DesignRef::Sparse(a) => a.adjoint_unchecked(out, y),
+        }
+    }
+    /// Column `j` as a dense vector.
+    pub fn column(&self, j: usize) -> Array1<T> {
+        match self {
+            DesignRef::Dense(a) => a.column(j).to_owned(),
+            DesignRef::Sparse(a) => {
+                let mut c = Array1::zeros(a.nrows());
+                let (ptr, idx, val) = (a.indptr(), a.indices(), a.data());
+                for i in 0..a.nrows() {
+                    // Sorted indices within a row: binary search.
+                    if let Ok(k) = idx[ptr[i]..ptr[i + 1]].binary_search(&j) {
+                        c[i] = val[ptr[i] + k];
+                    }
+                }
+                c
+            }
+        }
+    }
+}
+
+impl<T: Real> Design<T> {
+    /// The borrowed form.
+    pub fn view(&self) -> DesignRef<'_, T> {
+        match &self.kind {
+            Kind::Dense(a) => DesignRef::Dense(a.view()),
+            Kind::Sparse { csr, .. } => DesignRef::Sparse(csr),
+        }
+    }
+    /// `(n, p)`.
+    pub fn dim(&self) -> (usize, usize) {
+        self.view().dim()
+    }
+    /// The dense matrix, `None` for a sparse design.
+    pub fn dense(&self) -> Option<ArrayView2<'_, T>> {
+        match &self.kind {
+            Kind::Dense(a) => Some(a.view()),
+            Kind::Sparse { .. } => None,
+        }
+    }
+    /// The sparse matrix, `None` for a dense design.
+    pub fn sparse(&self) -> Option<&CsrMatrix<T>> {
+        match &self.kind {
+            Kind::Dense(_) => None,
+            Kind::Sparse { csr, .. } => Some(csr),
+        }
+    }
+    /// Whether the design is sparse.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.kind, Kind::Sparse { .. })
+    }
+    /// The design with every entry multiplied by `s`.
+    pub fn scaled(&self, s: T) -> Self {
+        match &self.kind {
+            Kind::Dense(a) => Design::from(a.mapv(|v| v * s)),
+            Kind::Sparse { csr, .. } => Design::from(csr.scaled(s)),
+        }
+    }
+    /// Stored entries (`n·p` for a dense design).
+    pub fn nnz(&self) -> usize {
+        match &self.kind {
+            Kind::Dense(a) => a.len(),
+            Kind::Sparse { csr, .. } => csr.nnz(),
+        }
+    }
+    /// A dense design in column-major (Fortran) order, so that coordinate methods read its
+    /// columns without a transposed copy (one copy now if it is row-major); a sparse design
+    /// unchanged.
+    pub fn into_column_major(self) -> Self {
+        match self.kind {
+            Kind::Dense(a) if !a.t().is_standard_layout() => {
+                Design::from(transpose_owned(a.view()).reversed_axes())
+            }
+            kind => Self { kind, ..self },
+        }
+    }
+    /// `‖aⱼ‖²` for every column (computed once, then cached).
+    pub fn col_sq_norms(&self) -> &Array1<T> {
+        self.col_sq.get_or_init(|| Columns::of(self).sq_norms())
+    }
+}
+
+impl<T: Real> LinearOperator<T> for Design<T> {
+    fn shape(&self) -> (usize, usize) {
+        self.dim()
+    }
+    fn name(&self) -> String {
+        match &self.kind {
+            Kind::Dense(a) => format!("Design(dense {}x{})", a.nrows(), a.ncols()),
+            Kind::Sparse { csr, .. } => csr.name(),
+        }
+    }
+    fn apply_unchecked(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
+        self.view().apply_into(out, x)
+    }
+    fn adjoint_unchecked(&self, out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
+        self.view().adjoint_into(out, y)
+    }
+}
+
+/// Compressed sparse columns: column `j` holds `val[ptr[j]..ptr[j+1]]` at rows `idx[..]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Csc<T> {
+    n: usize,
+    ptr: Vec<usize>,
+    idx: Vec<usize>,
+    val: Vec<T>,
+}
+
+impl<T: Real> Csc<T> {
+    /// The transpose of the CSR layout (a counting sort over columns, `O(nnz + p)`).
+    fn from_csr(a: &CsrMatrix<T>) -> Self {
+        let (n, p) = (a.nrows(), a.ncols());
+        let mut ptr = vec![0usize; p + 1];
+        for &j in a.indices() {
+            ptr[j + 1] += 1;
+        }
+        for j in 0..p {
+            ptr[j + 1] += ptr[j];
+        }
+        let mut next = ptr.clone();
+        let mut idx = vec![0usize; a.nnz()];
+        let mut val = vec![T::zero(); a.nnz()];
+        let (rp, ci, v) = (a.indptr(), a.indices(), a.data());
+        for i in 0..n {
+            for k in rp[i]..rp[i + 1] {
+                let j = ci[k];
+                idx[next[j]] = i;
+                val[next[j]] = v[k];
+                next[j] += 1;
+            }
+        }
+        Self { n, ptr, idx, val }
+    }
+}
+
+/// The columns of a design for coordinate methods: contiguous dense columns (`Aᵀ` in standard
+/// layout) or compressed sparse columns. `dot` and `axpy` cost `n` or the column's nonzeros.
+#[derive(Clone, Debug)]
+pub(crate) enum Columns<'a, T: Real> {
+    Dense(CowArray<'a, T, Ix2>),
+    Sparse(Cow<'a, Csc<T>>),
+}
+
+impl<T: Real> Columns<'static, T> {
+    /// No columns (a buffer for [`Columns::scaled_subset`]).
+    pub(crate) fn empty() -> Self {
+        Columns::Sparse(Cow::Owned(Csc {
+            n: 0,
+            ptr: vec![0],
+            idx: Vec::new(),
+            val: Vec::new(),
+        }))
+    }
+}
+
+impl<'a, T: Real> Columns<'a, T> {
+    /// The columns of `design`: a view of a column-major dense `A` (no copy), a transposed
+    /// copy of a row-major one, compressed columns of a sparse one.
+    pub(crate) fn of(design: &'a Design<T>) -> Self {
+        match &design.kind {
+            Kind::Dense(a) => {
+                if a.t().is_standard_layout() {
+                    Columns::Dense(CowArray::from(a.view().reversed_axes()))
+                } else {
+                    Columns::Dense(CowArray::from(transpose_owned(a.view())))
+                }
+            }
+            Kind::Sparse { csr, csc } => {
+                Columns::Sparse(Cow::Borrowed(csc.get_or_init(|| Csc::from_csr(csr))))
+            }
+        }
+    }
+
+    /// Rows `n` (the length of a column).
+    pub(crate) fn nrows(&self) -> usize {
+        match self {
+            Columns::Dense(at) => at.ncols(),
+            Columns::Sparse(c) => c.n,
+        }
+    }
+
+    /// Columns `p`.
+    pub(crate) fn ncols(&self) -> usize {
+        match self {
+            Columns::Dense(at) => at.nrows(),
+            Columns::Sparse(c) => c.ptr.len() - 1,
+        }
+    }
+
+    /// Average stored entries per column (the cost of one `dot`/`axpy`).
+    pub(crate) fn column_cost(&self) -> usize {
+        match self {
+            Columns::Dense(at) => at.ncols(),
+            Columns::Sparse(c) => c.val.len() / c.ptr.len().saturating_sub(1).max(1),
+        }
+    }
+
+    /// Column `j` as a slice (dense designs only).
+    #[inline]
+    pub(crate) fn dense_column(&self, j: usize) -> Option<&[T]> {
+        match self {
+            Columns::Dense(at) => {
+                let n = at.ncols();
+                Some(&at.as_slice().expect("standard layout")[j * n..(j + 1) * n])
+            }
+            Columns::Sparse(_) => None,
+        }
+    }
+
+    /// `aⱼᵀv`.
+    #[inline]
+    pub(crate) fn dot(&self, j: usize, v: &[T]) -> T {
+        match self {
+            Columns::Dense(_) => dot_slices(self.dense_column(j).expect("dense"), v),
+            Columns::Sparse(c) => {
+                let (s, e) = (c.ptr[j], c.ptr[j + 1]);
+                let mut acc = T::zero();
+                for (&i, &a) in c.idx[s..e].iter().zip(&c.val[s..e]) {
+                    acc += a * v[i];
+                }
+                acc
+            }
+        }
+    }
+
+    /// Calls `f(i, aᵢⱼ)` for the stored entries of column `j` (every row when dense).
+    #[inline]
+    pub(crate) fn for_each_entry(&self, j: usize, mut f: impl FnMut(usize, T)) {
+        match self {
+            Columns::Dense(_) => {
+                for (i, &a) in self.dense_column(j).expect("dense").iter().enumerate() {
+                    f(i, a)
+                }
+            }
+            Columns::Sparse(c) => {
+                let (s, e) = (c.ptr[j], c.ptr[j + 1]);
+                for (&i, &a) in c.idx[s..e].iter().zip(&c.val[s..e]) {
+                    f(i, a)
+                }
+            }
+        }
+    }
+
+    /// `v ← v + α·aⱼ`.
+    #[inline]
+    pub(crate) fn axpy(&self, j: usize, alpha: T, v: &mut [T]) {
+        match self {
+            Columns::Dense(_) => axpy_slices(v, alpha, self.dense_column(j).expect("dense")),
+            Columns::Sparse(c) => {
+                let (s, e) = (c.ptr[j], c.ptr[j + 1]);
+                for (&i, &a) in c.idx[s..e].iter().zip(&c.val[s..e]) {
+                    v[i] += alpha * a;
+                }
+            }
+        }
+    }
+
+    /// `v ← v + α·aⱼ` on an ndarray vector (contiguous).
+    #[inline]
+    pub(crate) fn axpy_into(&self, j: usize, alpha: T, v: &mut Array1<T>) {
+        self.axpy(j, alpha, v.as_slice_mut().expect("contiguous"))
+    }
+
+    /// `‖aⱼ‖²`.
+    pub(crate) fn sq_norm(&self, j: usize) -> T {
+        match self {
+            Columns::Dense(_) => {
+                let c = self.dense_column(j).expect("dense");
+                dot_slices(c, c)
+            }
+            Columns::Sparse(c) => c.val[c.ptr[j]..c.ptr[j + 1]].iter().map(|&a| a * a).sum(),
+        }
+    }
+
+    /// `‖aⱼ‖²` for every column.
+    pub(crate) fn sq_norms(&self) -> Array1<T> {
+        (0..self.ncols()).map(|j| self.sq_norm(j)).collect()
+    }
+
+    /// The columns `ws` of `A` scaled row-wise by `h` (`diag(h)·A_ws`, the prox-Newton
+    /// working-set columns `√H aⱼ`), in the storage of `buf` reused (dense: one block of
+    /// `|ws|·n` values, filled without a zeroing pass; sparse: the same nonzero pattern).
+    /// Column `k` of the result is `ws[k]`.
+    pub(crate) fn scaled_subset(
+        &self,
+        ws: &[usize],
+        h: &[T],
+        buf: Columns<'static, T>,
+        parallel: bool,
+    ) -> Columns<'static, T> {
+        let n = self.nrows();
+        match self {
+            Columns::Dense(_) => {
+                let mut v: Vec<T> = match buf {
+                    Columns::Dense(a) => a.into_owned().into_raw_vec_and_offset().0,
+                    Columns::Sparse(_) => Vec::new(),
+                };
+                v.clear();
+                if parallel {
+                    use rayon::prelude::*;
+                    v.resize(ws.len() * n, T::zero());
+                    v.par_chunks_mut(n.max(1))
+                        .zip(ws.par_iter())
+                        .for_each(|(out, &j)| {
+                            let col = self.dense_column(j).expect("dense");
+                            for ((o, &a), &s) in out.iter_mut().zip(col).zip(h) {
+                                *o = a * s;
+                            }
+                        });
+                } else {
+                    for &j in ws {
+                        let col = self.dense_column(j).expect("dense");
+                        v.extend(col.iter().zip(h).map(|(&a, &s)| a * s));
+                    }
+                }
+                Columns::Dense(CowArray::from(
+                    Array2::from_shape_vec((ws.len(), n), v).expect("ws.len() * n values"),
+                ))
+            }
+            Columns::Sparse(c) => {
+                let mut out = match buf {
+                    Columns::Sparse(b) => b.into_owned(),
+                    Columns::Dense(_) => Csc {
+                        n,
+                        ptr: Vec::new(),
+                        idx: Vec::new(),
+                        val: Vec::new(),
+                    },
+                };
+                out.n = n;
+                out.ptr.clear();
+                out.idx.clear();
+                out.val.clear();
+                out.ptr.push(0);
+                for &j in ws {
+                    let (s, e) = (c.ptr[j], c.ptr[j + 1]);
+                    out.idx.extend_from_slice(&c.idx[s..e]);
+                    out.val.extend(
+                        c.idx[s..e]
+                            .iter()
+                            .zip(&c.val[s..e])
+                            .map(|(&i, &a)| a * h[i]),
+                    );
+                    out.ptr.push(out.idx.len());
+                }
+                Columns::Sparse(Cow::Owned(out))
+            }
+        }
+    }
+}
+
+/// The columns `idx` of a design as an operator `ℝ^{|idx|} → ℝⁿ` (no copy): what the group
+/// Lipschitz constants `‖A_g‖²` are estimated on.
+pub(crate) struct ColumnSubset<'c, 'a, T: Real> {
+    pub(crate) cols: &'c Columns<'a, T>,
+    pub(crate) idx: &'c [usize],
+}
+
+impl<T: Real> LinearOperator<T> for ColumnSubset<'_, '_, T> {
+    fn shape(&self) -> (usize, usize) {
+        (self.cols.nrows(), self.idx.len())
+    }
+    fn apply_unchecked(&self, mut out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
+        let mut v = vec![T::zero(); self.cols.nrows()];
+        for (k, &j) in self.idx.iter().enumerate() {
+            if x[k] != T::zero() {
+                self.cols.axpy(j, x[k], &mut v);
+            }
+        }
+        out.iter_mut().zip(v).for_each(|(o, vi)| *o = vi);
+    }
+    fn adjoint_unchecked(&self, mut out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
+        let y = y.as_standard_layout();
+        let ys = y.as_slice().expect("standard layout");
+        for (k, &j) in self.idx.iter().enumerate() {
+            out[k] = self.cols.dot(j, ys);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn sparse_and_dense() -> (CsrMatrix<f64>, Array2<f64>) {
+        let d = array![
+            [0.0, 2.0, 0.0, -1.0],
+            [1.5, 0.0, 0.0, 0.0],
+            [0.0, -3.0, 0.5, 0.0]
+        ];
+        (CsrMatrix::from_dense(d.view(), 0.0).unwrap(), d)
+    }
+
+    /// Every column operation of the sparse storage against the dense columns, entry by entry.
+    #[test]
+    fn sparse_columns_match_dense_columns() {
+        let (s, d) = sparse_and_dense();
+        let (ds, ss) = (Design::from(d.clone()), Design::from(s));
+        let (cd, cs) = (Columns::of(&ds), Columns::of(&ss));
+        assert_eq!((cs.nrows(), cs.ncols()), (3, 4));
+        let v = [0.3, -1.2, 2.0];
+        for j in 0..4 {
+            assert!((cd.dot(j, &v) - cs.dot(j, &v)).abs() < 1e-15);
+            assert!((cd.sq_norm(j) - cs.sq_norm(j)).abs() < 1e-15);
+            let (mut a, mut b) = (v, v);
+            cd.axpy(j, 0.7, &mut a);
+            cs.axpy(j, 0.7, &mut b);
+            assert_eq!(a, b);
+            assert_eq!(ds.view().column(j), ss.view().column(j));
+            assert_eq!(ss.view().column(j), d.column(j));
+        }
+        let h = [2.0, -1.0, 0.5];
+        let ws = [3, 1];
+        let sd = cd.scaled_subset(&ws, &h, Columns::empty(), false);
+        let sp = cs.scaled_subset(
+            &ws,
+            &h,
+            Columns::Dense(CowArray::from(Array2::zeros((0, 0)))),
+            false,
+        );
+        // Reusing a buffer of the other kind and of its own kind gives the same columns.
+        let sp2 = cs.scaled_subset(&ws, &h, sp.clone(), false);
+        let sd2 = cd.scaled_subset(&ws, &h, sd.clone(), true);
+        for k in 0..2 {
+            assert_eq!(sp2.sq_norm(k), sp.sq_norm(k));
+            assert_eq!(sd2.sq_norm(k), sd.sq_norm(k));
+        }
+        for (k, &j) in ws.iter().enumerate() {
+            let want: Vec<f64> = (0..3).map(|i| d[(i, j)] * h[i]).collect();
+            for (i, e) in (0..3).map(|i| {
+                let mut unit = [0.0; 3];
+                unit[i] = 1.0;
+                (i, unit)
+            }) {
+                assert_eq!(sd.dot(k, &e), want[i]);
+                assert_eq!(sp.dot(k, &e), want[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn design_products_match_dense_and_pass_the_adjoint_test() {
+        let (s, d) = sparse_and_dense();
+        let ss = Design::from(s);
+        let x = array![1.0, -2.0, 0.5, 3.0];
+        let y = array![0.2, 0.4, -1.0];
+        assert_eq!(ss.view().apply(x.view()), d.dot(&x));
+        assert_eq!(ss.view().adjoint(y.view()), d.t().dot(&y));
+        crate::testing::check_adjoint(&ss, 3, 1e-12).unwrap();
+        crate::testing::check_adjoint(&Design::from(d), 3, 1e-12).unwrap();
+    }
+
+    #[test]
+    fn csr_parts_are_validated_and_unsorted_rows_accepted() {
+        // Unsorted row with a duplicate: sorted and summed (scipy's semantics).
+        let m = CsrMatrix::from_csr_parts(
+            2,
+            3,
+            vec![0, 3, 4],
+            vec![2, 0, 2, 1],
+            vec![1.0, 2.0, 3.0, 4.0],
+        )
+        .unwrap();
+        assert_eq!(m.to_dense(), array![[2.0, 0.0, 4.0], [0.0, 4.0, 0.0]]);
+        assert!(CsrMatrix::from_csr_parts(2, 3, vec![0, 1], vec![0], vec![1.0]).is_err());
+        assert!(CsrMatrix::from_csr_parts(1, 3, vec![0, 1], vec![3], vec![1.0]).is_err());
+        assert!(CsrMatrix::from_csr_parts(1, 3, vec![0, 2], vec![0], vec![1.0]).is_err());
+        assert!(
+            CsrMatrix::from_csr_parts(2, 3, vec![0, 2, 1], vec![0, 1], vec![1.0, 1.0]).is_err()
+        );
+        assert!(CsrMatrix::from_csr_parts(1, 3, vec![0, 1], vec![0], vec![f64::NAN]).is_err());
+        let empty = CsrMatrix::<f64>::from_csr_parts(0, 3, vec![0], vec![], vec![]).unwrap();
+        let e = Design::from(empty)
+            .view()
+            .check("test", ndarray::Array1::<f64>::zeros(0).view(), "b")
+            .unwrap_err();
+        assert!(e.to_string().contains("non-empty"), "{e}");
+    }
+}
