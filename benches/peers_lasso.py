@@ -9,6 +9,9 @@ The script writes the instance as .npy (seeded), runs scikit-learn, skglm and ce
 installed) and the hyperprox binary (`solve lasso --solver cd`, its report's `time_s`), checks
 that every solver reached the same objective, and prints time ratios to skglm.
 
+Sparse designs: `--sparse 1e-3 --n 100000 --p 10000`: the same scipy CSC matrix for everyone
+(hyperprox reads it from the .npz that scipy.sparse.save_npz writes).
+
 Scaling study (the same instance family, one size per call):
     for s in "500 2000" "1000 5000" "2000 20000" "5000 50000"; do set -- $s
         OMP_NUM_THREADS=1 /tmp/peers/bin/python benches/peers_lasso.py --n $1 --p $2 \
@@ -37,6 +40,23 @@ def instance(n, p, density, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, p))
     a /= np.linalg.norm(a, axis=0)
+    x = np.zeros(p)
+    k = max(1, int(round(density * p)))
+    x[rng.choice(p, k, replace=False)] = rng.choice([-1.0, 1.0], k)
+    b = a @ x + 0.01 * rng.standard_normal(n)
+    return a, b
+
+
+def instance_sparse(n, p, a_density, density, seed):
+    """A sparse design (scipy CSC, Gaussian values at `a_density` of the entries, nonzero
+    columns scaled to unit norm) and b as in `instance`."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    a = sp.random(n, p, density=a_density, format="csc", random_state=rng,
+                  data_rvs=rng.standard_normal)
+    norms = np.sqrt(np.asarray(a.multiply(a).sum(axis=0))).ravel()
+    a = a @ sp.diags(np.where(norms > 0, 1 / np.maximum(norms, 1e-300), 0.0))
+    a = sp.csc_matrix(a)
     x = np.zeros(p)
     k = max(1, int(round(density * p)))
     x[rng.choice(p, k, replace=False)] = rng.choice([-1.0, 1.0], k)
@@ -75,7 +95,12 @@ def hyperprox_rows(args, problem, a, b, lam, extra_args=()):
     rows = {}
     with tempfile.TemporaryDirectory() as d:
         fa, fb = os.path.join(d, "a.npy"), os.path.join(d, "b.npy")
-        np.save(fa, a)
+        if hasattr(a, "tocsr"):
+            import scipy.sparse as sp
+            fa = os.path.join(d, "a.npz")
+            sp.save_npz(fa, a)  # CSC, as the peers get it
+        else:
+            np.save(fa, a)
         np.save(fb, b)
         for spec in args.solvers.split(","):
             spec, _, threads = spec.partition("@")
@@ -117,16 +142,24 @@ def main():
                     help="compare the group lasso with consecutive groups of this size instead")
     ap.add_argument("--logistic", action="store_true",
                     help="compare ℓ1-logistic regression (labels sign(Ax + noise)) instead")
+    ap.add_argument("--sparse", type=float, default=0.0,
+                    help="a sparse design with this density of nonzeros (scipy CSC, a .npz "
+                         "for hyperprox), e.g. --n 100000 --p 10000 "
+                         "--sparse 1e-3")
     ap.add_argument("--peers", default="skglm,celer,scikit-learn",
                     help="peers to run on the single Lasso (comma separated)")
     ap.add_argument("--solvers", default="cd,cd@2,cd-no-working-sets",
                     help="hyperprox solvers, comma separated; @K runs with K threads (default 1)")
     args = ap.parse_args()
-    a, b = instance(args.n, args.p, args.density, args.seed)
-    # Column-major (Fortran order) for everyone: coordinate descent reads columns, and
-    # scikit-learn, skglm and hyperprox all use such an array without copying it (hyperprox
-    # reads the .npy's fortran_order flag); a row-major A costs each of them a transposed copy.
-    a = np.asfortranarray(a)
+    if args.sparse:
+        a, b = instance_sparse(args.n, args.p, args.sparse, args.density, args.seed)
+    else:
+        a, b = instance(args.n, args.p, args.density, args.seed)
+        # Column-major (Fortran order) for everyone: coordinate descent reads columns, and
+        # scikit-learn, skglm and hyperprox all use such an array without copying it
+        # (hyperprox reads the .npy's fortran_order flag); a row-major A costs each of them a
+        # transposed copy.
+        a = np.asfortranarray(a)
     if args.path:
         return run_path(a, b, args)
     if args.fista:
@@ -137,6 +170,7 @@ def main():
         return run_group(a, b, args)
     n = args.n
     lam = args.ratio * np.abs(a.T @ b).max() / n
+    kind = f"sparse (density {args.sparse:g}, nnz {a.nnz})" if args.sparse else "dense"
     rows = {}
     peers = set(args.peers.split(","))
     try:
@@ -188,7 +222,7 @@ def main():
         pass
     rows.update(hyperprox_rows(args, "lasso", a, b, lam))
     base = rows.get("skglm", next(iter(rows.values())))[0]
-    print(f"Lasso {n}×{args.p}, λ = {args.ratio}·λ_max, gap ≤ {args.tol:g}, best of {args.repeat}"
+    print(f"Lasso {n}×{args.p} {kind}, λ = {args.ratio}·λ_max, gap ≤ {args.tol:g}, best of {args.repeat}"
           f" (baseline {base * 1e3:.2f} ms on this machine)")
     # The last column is the gap at the rescaled residual θ = s·r/n: a valid but loose bound
     # (each solver certifies with its own, better dual point).
@@ -214,6 +248,7 @@ def run_fista(a, b, args):
     from jaxopt.prox import prox_lasso
     n = len(b)
     lam = args.ratio * np.abs(a.T @ b).max() / n
+    kind = f"sparse (density {args.sparse:g}, nnz {a.nnz})" if args.sparse else "dense"
     rows = {}
     with tempfile.TemporaryDirectory() as d:
         np.save(os.path.join(d, "a.npy"), a)

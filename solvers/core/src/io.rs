@@ -260,32 +260,21 @@ pub fn read_design(path: impl AsRef<Path>) -> Result<crate::solve::Design<f64>> 
     check_finite_nd(path, &Array1::from(values.clone()).into_dyn())?;
     let (indices, indptr) = (ints(&indices, "indices")?, ints(&indptr, "indptr")?);
     let what = |e: Error| io_err(path, format!("not a valid {format} matrix: {e}"));
-    let csr = match format.as_str() {
-        "csr" => crate::ops::CsrMatrix::from_csr_parts(nrows, ncols, indptr, indices, values)
-            .map_err(what)?,
-        "csc" => {
-            // Compressed columns are the CSR arrays of the transpose: read them so, then
-            // transpose through triplets.
-            let t = crate::ops::CsrMatrix::from_csr_parts(ncols, nrows, indptr, indices, values)
-                .map_err(what)?;
-            let mut trip = Vec::with_capacity(t.nnz());
-            for j in 0..ncols {
-                for k in t.indptr()[j]..t.indptr()[j + 1] {
-                    trip.push((t.indices()[k], j, t.data()[k]));
-                }
-            }
-            crate::ops::CsrMatrix::from_triplets(nrows, ncols, &trip).map_err(what)?
-        }
-        other => {
-            return Err(io_err(
-                path,
-                format!(
-                "sparse format {other:?} is not supported: convert with .tocsr() before save_npz"
-            ),
-            ))
-        }
-    };
-    Ok(crate::solve::Design::from(csr))
+    // CSC is kept as it is (the storage coordinate descent reads); CSR is converted once.
+    match format.as_str() {
+        "csr" => Ok(crate::solve::Design::from(
+            crate::ops::CsrMatrix::from_csr_parts(nrows, ncols, indptr, indices, values)
+                .map_err(what)?,
+        )),
+        "csc" => Ok(crate::solve::Design::from(
+            crate::ops::CscMatrix::from_csc_parts(nrows, ncols, indptr, indices, values)
+                .map_err(what)?,
+        )),
+        other => Err(io_err(
+            path,
+            format!("sparse format {other:?} is not supported: convert with .tocsr() or .tocsc() before save_npz"),
+        )),
+    }
 }
 
 /// Writes a sparse matrix as scipy's `save_npz` does (uncompressed; `format` b"csr", int64

@@ -50,6 +50,14 @@ mod ops {
         T::c(0.5)
     )
     .unwrap());
+    operator_conformance!(csc, |T| hyperprox_core::ops::CscMatrix::from_dense(
+        mat::<T>(6, 8, 4).view(),
+        T::c(0.5)
+    )
+    .unwrap());
+    operator_conformance!(sparse_design, |T| hyperprox_core::solve::Design::from(
+        CsrMatrix::from_dense(mat::<T>(7, 5, 5).view(), T::c(0.3)).unwrap()
+    ));
     operator_conformance!(gradient2d, |T| Gradient2d::new(5, 7).unwrap());
     operator_conformance!(valid_correlation, |T| ValidCorrelation2d::new(
         6,

@@ -27,7 +27,7 @@ pub use grad::Gradient2d;
 pub use mask::{Mask, Subsample};
 /// Scalars the FFT path of [`Conv2d`] works with (`f32`, `f64`); re-exported from rustfft.
 pub use rustfft::FftNum;
-pub use sparse::CsrMatrix;
+pub use sparse::{CscMatrix, CsrMatrix};
 
 use crate::error::Result;
 use crate::linalg::{check_len, randn, Real};

@@ -214,3 +214,147 @@ impl<T: Real> LinearOperator<T> for CsrMatrix<T> {
         }
     }
 }
+
+/// A sparse matrix in compressed sparse column (CSC) format: column `j` holds
+/// `data[indptr[j]..indptr[j+1]]` at rows `indices[..]` (sorted, no duplicates). The storage
+/// coordinate descent reads (one column at a time); scipy's `csc_matrix` arrays map one to one.
+#[derive(Clone, Debug)]
+pub struct CscMatrix<T: Real> {
+    pub(crate) nrows: usize,
+    pub(crate) ncols: usize,
+    pub(crate) indptr: Vec<usize>,
+    pub(crate) indices: Vec<usize>,
+    pub(crate) data: Vec<T>,
+}
+
+impl<T: Real> CscMatrix<T> {
+    /// Builds from the three CSC arrays (scipy's `csc_matrix((data, indices, indptr))`),
+    /// validated as [`CsrMatrix::from_csr_parts`] validates its own (the CSC arrays of `A` are
+    /// the CSR arrays of `Aᵀ`); unsorted columns are sorted and duplicates summed.
+    pub fn from_csc_parts(
+        nrows: usize,
+        ncols: usize,
+        indptr: Vec<usize>,
+        indices: Vec<usize>,
+        data: Vec<T>,
+    ) -> Result<Self> {
+        let t = CsrMatrix::from_csr_parts(ncols, nrows, indptr, indices, data)?;
+        Ok(Self {
+            nrows,
+            ncols,
+            indptr: t.indptr,
+            indices: t.indices,
+            data: t.data,
+        })
+    }
+
+    /// The same matrix in columns (a counting sort over columns, `O(nnz + p)`).
+    pub fn from_csr(a: &CsrMatrix<T>) -> Self {
+        let (n, p) = (a.nrows, a.ncols);
+        let mut ptr = vec![0usize; p + 1];
+        for &j in &a.indices {
+            ptr[j + 1] += 1;
+        }
+        for j in 0..p {
+            ptr[j + 1] += ptr[j];
+        }
+        let mut next = ptr.clone();
+        let mut idx = vec![0usize; a.nnz()];
+        let mut val = vec![T::zero(); a.nnz()];
+        for i in 0..n {
+            for k in a.indptr[i]..a.indptr[i + 1] {
+                let j = a.indices[k];
+                idx[next[j]] = i;
+                val[next[j]] = a.data[k];
+                next[j] += 1;
+            }
+        }
+        Self {
+            nrows: n,
+            ncols: p,
+            indptr: ptr,
+            indices: idx,
+            data: val,
+        }
+    }
+
+    /// Keeps the entries of a dense matrix whose magnitude exceeds `drop_tol`.
+    pub fn from_dense(a: ArrayView2<'_, T>, drop_tol: T) -> Result<Self> {
+        Ok(Self::from_csr(&CsrMatrix::from_dense(a, drop_tol)?))
+    }
+
+    /// Number of stored entries.
+    pub fn nnz(&self) -> usize {
+        self.data.len()
+    }
+    /// Number of rows.
+    pub fn nrows(&self) -> usize {
+        self.nrows
+    }
+    /// Number of columns.
+    pub fn ncols(&self) -> usize {
+        self.ncols
+    }
+    /// Column pointers (`ncols + 1` entries).
+    pub fn indptr(&self) -> &[usize] {
+        &self.indptr
+    }
+    /// Row index of each stored value (sorted within each column).
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+    /// Stored values.
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+    /// The matrix with every entry multiplied by `s`.
+    pub fn scaled(&self, s: T) -> Self {
+        let mut m = self.clone();
+        m.data.iter_mut().for_each(|v| *v *= s);
+        m
+    }
+    /// The dense matrix.
+    pub fn to_dense(&self) -> ndarray::Array2<T> {
+        let mut a = ndarray::Array2::zeros((self.nrows, self.ncols));
+        for j in 0..self.ncols {
+            for k in self.indptr[j]..self.indptr[j + 1] {
+                a[(self.indices[k], j)] = self.data[k];
+            }
+        }
+        a
+    }
+}
+
+impl<T: Real> LinearOperator<T> for CscMatrix<T> {
+    fn shape(&self) -> (usize, usize) {
+        (self.nrows, self.ncols)
+    }
+    fn name(&self) -> String {
+        format!(
+            "CscMatrix({}x{}, nnz {})",
+            self.nrows,
+            self.ncols,
+            self.nnz()
+        )
+    }
+    fn apply_unchecked(&self, mut out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
+        out.fill(T::zero());
+        for j in 0..self.ncols {
+            let xj = x[j];
+            if xj != T::zero() {
+                for k in self.indptr[j]..self.indptr[j + 1] {
+                    out[self.indices[k]] += self.data[k] * xj;
+                }
+            }
+        }
+    }
+    fn adjoint_unchecked(&self, mut out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
+        for j in 0..self.ncols {
+            let mut acc = T::zero();
+            for k in self.indptr[j]..self.indptr[j + 1] {
+                acc += self.data[k] * y[self.indices[k]];
+            }
+            out[j] = acc;
+        }
+    }
+}

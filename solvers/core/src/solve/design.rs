@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::linalg::{axpy_slices, check_finite, check_len, dot_slices, transpose_owned, Real};
-use crate::ops::{CsrMatrix, LinearOperator};
+use crate::ops::{CscMatrix, CsrMatrix, LinearOperator};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, CowArray, Ix2};
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -30,10 +30,7 @@ pub struct Design<T: Real> {
 #[derive(Clone, Debug)]
 enum Kind<T: Real> {
     Dense(Array2<T>),
-    Sparse {
-        csr: CsrMatrix<T>,
-        csc: OnceLock<Csc<T>>,
-    },
+    Sparse(CscMatrix<T>),
 }
 
 impl<T: Real> From<Array2<T>> for Design<T> {
@@ -46,12 +43,16 @@ impl<T: Real> From<Array2<T>> for Design<T> {
 }
 
 impl<T: Real> From<CsrMatrix<T>> for Design<T> {
+    /// Converted to compressed columns once, here (`O(nnz)`): the storage every solver reads.
     fn from(a: CsrMatrix<T>) -> Self {
+        Design::from(CscMatrix::from_csr(&a))
+    }
+}
+
+impl<T: Real> From<CscMatrix<T>> for Design<T> {
+    fn from(a: CscMatrix<T>) -> Self {
         Self {
-            kind: Kind::Sparse {
-                csr: a,
-                csc: OnceLock::new(),
-            },
+            kind: Kind::Sparse(a),
             col_sq: OnceLock::new(),
         }
     }
@@ -62,8 +63,10 @@ impl<T: Real> From<CsrMatrix<T>> for Design<T> {
 pub enum DesignRef<'d, T: Real> {
     /// A dense view.
     Dense(ArrayView2<'d, T>),
-    /// A sparse matrix.
-    Sparse(&'d CsrMatrix<T>),
+    /// A sparse matrix in rows.
+    Csr(&'d CsrMatrix<T>),
+    /// A sparse matrix in columns.
+    Csc(&'d CscMatrix<T>),
 }
 
 impl<'d, T: Real> From<ArrayView2<'d, T>> for DesignRef<'d, T> {
@@ -78,7 +81,12 @@ impl<'d, T: Real> From<&'d Array2<T>> for DesignRef<'d, T> {
 }
 impl<'d, T: Real> From<&'d CsrMatrix<T>> for DesignRef<'d, T> {
     fn from(a: &'d CsrMatrix<T>) -> Self {
-        DesignRef::Sparse(a)
+        DesignRef::Csr(a)
+    }
+}
+impl<'d, T: Real> From<&'d CscMatrix<T>> for DesignRef<'d, T> {
+    fn from(a: &'d CscMatrix<T>) -> Self {
+        DesignRef::Csc(a)
     }
 }
 impl<'d, T: Real> From<&'d Design<T>> for DesignRef<'d, T> {
@@ -92,14 +100,15 @@ impl<'d, T: Real> DesignRef<'d, T> {
     pub fn dim(&self) -> (usize, usize) {
         match self {
             DesignRef::Dense(a) => a.dim(),
-            DesignRef::Sparse(a) => (a.nrows(), a.ncols()),
+            DesignRef::Csr(a) => (a.nrows(), a.ncols()),
+            DesignRef::Csc(a) => (a.nrows(), a.ncols()),
         }
     }
     /// Non-empty, finite, one target per row (`what` names the targets in the message).
     pub fn check(&self, context: &str, targets: ArrayView1<'_, T>, what: &str) -> Result<()> {
         match self {
             DesignRef::Dense(a) => crate::linalg::check_design(context, *a, targets, what),
-            DesignRef::Sparse(a) => {
+            DesignRef::Csr(_) | DesignRef::Csc(_) => {
                 let (n, p) = self.dim();
                 if n == 0 || p == 0 {
                     return Err(Error::param(
@@ -113,8 +122,13 @@ impl<'d, T: Real> DesignRef<'d, T> {
                     &format!("{context} {}", what.split(' ').next().unwrap_or(what)),
                     targets,
                 )?;
-                // CsrMatrix's constructors reject non-finite values; checked again for safety.
-                if let Some((i, v)) = a.data().iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                // The sparse constructors reject non-finite values; checked again for safety.
+                let data = match self {
+                    DesignRef::Csr(a) => a.data(),
+                    DesignRef::Csc(a) => a.data(),
+                    DesignRef::Dense(_) => &[],
+                };
+                if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                     return Err(Error::NonFinite {
                         what: format!("{context} A (stored value)"),
                         index: i,
@@ -135,7 +149,8 @@ impl<'d, T: Real> DesignRef<'d, T> {
     pub fn apply_into(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
         match self {
             DesignRef::Dense(a) => crate::linalg::gemv_into(out, *a, x.as_standard_layout().view()),
-            DesignRef::Sparse(a) => a.apply_unchecked(out, x),
+            DesignRef::Csr(a) => a.apply_unchecked(out, x),
+            DesignRef::Csc(a) => a.apply_unchecked(out, x),
         }
     }
     /// `Aᵀy`.
@@ -150,14 +165,22 @@ impl<'d, T: Real> DesignRef<'d, T> {
             DesignRef::Dense(a) => {
                 crate::linalg::gemv_into(out, a.t(), y.as_standard_layout().view())
             }
-            DesignRef::Sparse(a) => a.adjoint_unchecked(out, y),
+            DesignRef::Csr(a) => a.adjoint_unchecked(out, y),
+            DesignRef::Csc(a) => a.adjoint_unchecked(out, y),
         }
     }
     /// Column `j` as a dense vector.
     pub fn column(&self, j: usize) -> Array1<T> {
         match self {
             DesignRef::Dense(a) => a.column(j).to_owned(),
-            DesignRef::Sparse(a) => {
+            DesignRef::Csc(a) => {
+                let mut c = Array1::zeros(a.nrows());
+                for k in a.indptr()[j]..a.indptr()[j + 1] {
+                    c[a.indices()[k]] = a.data()[k];
+                }
+                c
+            }
+            DesignRef::Csr(a) => {
                 let mut c = Array1::zeros(a.nrows());
                 let (ptr, idx, val) = (a.indptr(), a.indices(), a.data());
                 for i in 0..a.nrows() {
@@ -177,7 +200,7 @@ impl<T: Real> Design<T> {
     pub fn view(&self) -> DesignRef<'_, T> {
         match &self.kind {
             Kind::Dense(a) => DesignRef::Dense(a.view()),
-            Kind::Sparse { csr, .. } => DesignRef::Sparse(csr),
+            Kind::Sparse(a) => DesignRef::Csc(a),
         }
     }
     /// `(n, p)`.
@@ -188,32 +211,32 @@ impl<T: Real> Design<T> {
     pub fn dense(&self) -> Option<ArrayView2<'_, T>> {
         match &self.kind {
             Kind::Dense(a) => Some(a.view()),
-            Kind::Sparse { .. } => None,
+            Kind::Sparse(_) => None,
         }
     }
-    /// The sparse matrix, `None` for a dense design.
-    pub fn sparse(&self) -> Option<&CsrMatrix<T>> {
+    /// The sparse matrix (in columns), `None` for a dense design.
+    pub fn sparse(&self) -> Option<&CscMatrix<T>> {
         match &self.kind {
             Kind::Dense(_) => None,
-            Kind::Sparse { csr, .. } => Some(csr),
+            Kind::Sparse(a) => Some(a),
         }
     }
     /// Whether the design is sparse.
     pub fn is_sparse(&self) -> bool {
-        matches!(self.kind, Kind::Sparse { .. })
+        matches!(self.kind, Kind::Sparse(_))
     }
     /// The design with every entry multiplied by `s`.
     pub fn scaled(&self, s: T) -> Self {
         match &self.kind {
             Kind::Dense(a) => Design::from(a.mapv(|v| v * s)),
-            Kind::Sparse { csr, .. } => Design::from(csr.scaled(s)),
+            Kind::Sparse(a) => Design::from(a.scaled(s)),
         }
     }
     /// Stored entries (`n·p` for a dense design).
     pub fn nnz(&self) -> usize {
         match &self.kind {
             Kind::Dense(a) => a.len(),
-            Kind::Sparse { csr, .. } => csr.nnz(),
+            Kind::Sparse(a) => a.nnz(),
         }
     }
     /// A dense design in column-major (Fortran) order, so that coordinate methods read its
@@ -240,7 +263,7 @@ impl<T: Real> LinearOperator<T> for Design<T> {
     fn name(&self) -> String {
         match &self.kind {
             Kind::Dense(a) => format!("Design(dense {}x{})", a.nrows(), a.ncols()),
-            Kind::Sparse { csr, .. } => csr.name(),
+            Kind::Sparse(a) => a.name(),
         }
     }
     fn apply_unchecked(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
@@ -251,58 +274,23 @@ impl<T: Real> LinearOperator<T> for Design<T> {
     }
 }
 
-/// Compressed sparse columns: column `j` holds `val[ptr[j]..ptr[j+1]]` at rows `idx[..]`.
-#[derive(Clone, Debug)]
-pub(crate) struct Csc<T> {
-    n: usize,
-    ptr: Vec<usize>,
-    idx: Vec<usize>,
-    val: Vec<T>,
-}
-
-impl<T: Real> Csc<T> {
-    /// The transpose of the CSR layout (a counting sort over columns, `O(nnz + p)`).
-    fn from_csr(a: &CsrMatrix<T>) -> Self {
-        let (n, p) = (a.nrows(), a.ncols());
-        let mut ptr = vec![0usize; p + 1];
-        for &j in a.indices() {
-            ptr[j + 1] += 1;
-        }
-        for j in 0..p {
-            ptr[j + 1] += ptr[j];
-        }
-        let mut next = ptr.clone();
-        let mut idx = vec![0usize; a.nnz()];
-        let mut val = vec![T::zero(); a.nnz()];
-        let (rp, ci, v) = (a.indptr(), a.indices(), a.data());
-        for i in 0..n {
-            for k in rp[i]..rp[i + 1] {
-                let j = ci[k];
-                idx[next[j]] = i;
-                val[next[j]] = v[k];
-                next[j] += 1;
-            }
-        }
-        Self { n, ptr, idx, val }
-    }
-}
-
 /// The columns of a design for coordinate methods: contiguous dense columns (`Aᵀ` in standard
 /// layout) or compressed sparse columns. `dot` and `axpy` cost `n` or the column's nonzeros.
 #[derive(Clone, Debug)]
 pub(crate) enum Columns<'a, T: Real> {
     Dense(CowArray<'a, T, Ix2>),
-    Sparse(Cow<'a, Csc<T>>),
+    Sparse(Cow<'a, CscMatrix<T>>),
 }
 
 impl<T: Real> Columns<'static, T> {
     /// No columns (a buffer for [`Columns::scaled_subset`]).
     pub(crate) fn empty() -> Self {
-        Columns::Sparse(Cow::Owned(Csc {
-            n: 0,
-            ptr: vec![0],
-            idx: Vec::new(),
-            val: Vec::new(),
+        Columns::Sparse(Cow::Owned(CscMatrix {
+            nrows: 0,
+            ncols: 0,
+            indptr: vec![0],
+            indices: Vec::new(),
+            data: Vec::new(),
         }))
     }
 }
@@ -319,9 +307,7 @@ impl<'a, T: Real> Columns<'a, T> {
                     Columns::Dense(CowArray::from(transpose_owned(a.view())))
                 }
             }
-            Kind::Sparse { csr, csc } => {
-                Columns::Sparse(Cow::Borrowed(csc.get_or_init(|| Csc::from_csr(csr))))
-            }
+            Kind::Sparse(a) => Columns::Sparse(Cow::Borrowed(a)),
         }
     }
 
@@ -329,7 +315,7 @@ impl<'a, T: Real> Columns<'a, T> {
     pub(crate) fn nrows(&self) -> usize {
         match self {
             Columns::Dense(at) => at.ncols(),
-            Columns::Sparse(c) => c.n,
+            Columns::Sparse(c) => c.nrows,
         }
     }
 
@@ -337,7 +323,7 @@ impl<'a, T: Real> Columns<'a, T> {
     pub(crate) fn ncols(&self) -> usize {
         match self {
             Columns::Dense(at) => at.nrows(),
-            Columns::Sparse(c) => c.ptr.len() - 1,
+            Columns::Sparse(c) => c.ncols,
         }
     }
 
@@ -345,7 +331,7 @@ impl<'a, T: Real> Columns<'a, T> {
     pub(crate) fn column_cost(&self) -> usize {
         match self {
             Columns::Dense(at) => at.ncols(),
-            Columns::Sparse(c) => c.val.len() / c.ptr.len().saturating_sub(1).max(1),
+            Columns::Sparse(c) => c.data.len() / c.ncols.max(1),
         }
     }
 
@@ -367,9 +353,9 @@ impl<'a, T: Real> Columns<'a, T> {
         match self {
             Columns::Dense(_) => dot_slices(self.dense_column(j).expect("dense"), v),
             Columns::Sparse(c) => {
-                let (s, e) = (c.ptr[j], c.ptr[j + 1]);
+                let (s, e) = (c.indptr[j], c.indptr[j + 1]);
                 let mut acc = T::zero();
-                for (&i, &a) in c.idx[s..e].iter().zip(&c.val[s..e]) {
+                for (&i, &a) in c.indices[s..e].iter().zip(&c.data[s..e]) {
                     acc += a * v[i];
                 }
                 acc
@@ -387,8 +373,8 @@ impl<'a, T: Real> Columns<'a, T> {
                 }
             }
             Columns::Sparse(c) => {
-                let (s, e) = (c.ptr[j], c.ptr[j + 1]);
-                for (&i, &a) in c.idx[s..e].iter().zip(&c.val[s..e]) {
+                let (s, e) = (c.indptr[j], c.indptr[j + 1]);
+                for (&i, &a) in c.indices[s..e].iter().zip(&c.data[s..e]) {
                     f(i, a)
                 }
             }
@@ -401,8 +387,8 @@ impl<'a, T: Real> Columns<'a, T> {
         match self {
             Columns::Dense(_) => axpy_slices(v, alpha, self.dense_column(j).expect("dense")),
             Columns::Sparse(c) => {
-                let (s, e) = (c.ptr[j], c.ptr[j + 1]);
-                for (&i, &a) in c.idx[s..e].iter().zip(&c.val[s..e]) {
+                let (s, e) = (c.indptr[j], c.indptr[j + 1]);
+                for (&i, &a) in c.indices[s..e].iter().zip(&c.data[s..e]) {
                     v[i] += alpha * a;
                 }
             }
@@ -422,7 +408,10 @@ impl<'a, T: Real> Columns<'a, T> {
                 let c = self.dense_column(j).expect("dense");
                 dot_slices(c, c)
             }
-            Columns::Sparse(c) => c.val[c.ptr[j]..c.ptr[j + 1]].iter().map(|&a| a * a).sum(),
+            Columns::Sparse(c) => c.data[c.indptr[j]..c.indptr[j + 1]]
+                .iter()
+                .map(|&a| a * a)
+                .sum(),
         }
     }
 
@@ -474,28 +463,30 @@ impl<'a, T: Real> Columns<'a, T> {
             Columns::Sparse(c) => {
                 let mut out = match buf {
                     Columns::Sparse(b) => b.into_owned(),
-                    Columns::Dense(_) => Csc {
-                        n,
-                        ptr: Vec::new(),
-                        idx: Vec::new(),
-                        val: Vec::new(),
+                    Columns::Dense(_) => CscMatrix {
+                        nrows: n,
+                        ncols: 0,
+                        indptr: Vec::new(),
+                        indices: Vec::new(),
+                        data: Vec::new(),
                     },
                 };
-                out.n = n;
-                out.ptr.clear();
-                out.idx.clear();
-                out.val.clear();
-                out.ptr.push(0);
+                out.nrows = n;
+                out.ncols = ws.len();
+                out.indptr.clear();
+                out.indices.clear();
+                out.data.clear();
+                out.indptr.push(0);
                 for &j in ws {
-                    let (s, e) = (c.ptr[j], c.ptr[j + 1]);
-                    out.idx.extend_from_slice(&c.idx[s..e]);
-                    out.val.extend(
-                        c.idx[s..e]
+                    let (s, e) = (c.indptr[j], c.indptr[j + 1]);
+                    out.indices.extend_from_slice(&c.indices[s..e]);
+                    out.data.extend(
+                        c.indices[s..e]
                             .iter()
-                            .zip(&c.val[s..e])
+                            .zip(&c.data[s..e])
                             .map(|(&i, &a)| a * h[i]),
                     );
-                    out.ptr.push(out.idx.len());
+                    out.indptr.push(out.indices.len());
                 }
                 Columns::Sparse(Cow::Owned(out))
             }
@@ -560,7 +551,11 @@ mod tests {
             let (mut a, mut b) = (v, v);
             cd.axpy(j, 0.7, &mut a);
             cs.axpy(j, 0.7, &mut b);
-            assert_eq!(a, b);
+            // (the dense kernel may fuse the multiply-add: equal to rounding)
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-15, "{a:?} vs {b:?}");
+            }
+            assert_ne!(a, v, "column {j} is not zero: axpy changes v");
             assert_eq!(ds.view().column(j), ss.view().column(j));
             assert_eq!(ss.view().column(j), d.column(j));
         }
@@ -624,6 +619,16 @@ mod tests {
             CsrMatrix::from_csr_parts(2, 3, vec![0, 2, 1], vec![0, 1], vec![1.0, 1.0]).is_err()
         );
         assert!(CsrMatrix::from_csr_parts(1, 3, vec![0, 1], vec![0], vec![f64::NAN]).is_err());
+        // The CSC arrays of the same matrix (columns 0, 1, 2): the same dense matrix.
+        let c =
+            CscMatrix::from_csc_parts(2, 3, vec![0, 1, 2, 3], vec![0, 1, 0], vec![2.0, 4.0, 4.0])
+                .unwrap();
+        assert_eq!(c.to_dense(), m.to_dense());
+        assert_eq!(CscMatrix::from_csr(&m).to_dense(), m.to_dense());
+        assert!(
+            CscMatrix::from_csc_parts(2, 3, vec![0, 1, 2], vec![0, 1], vec![1.0, 1.0]).is_err()
+        );
+        assert!(CscMatrix::from_csc_parts(2, 3, vec![0, 1, 1, 1], vec![2], vec![1.0]).is_err());
         let empty = CsrMatrix::<f64>::from_csr_parts(0, 3, vec![0], vec![], vec![]).unwrap();
         let e = Design::from(empty)
             .view()

@@ -132,50 +132,8 @@ impl<T: Real> LassoProblem<T> {
         a.view()
             .check("LassoProblem", b.view(), "b (one entry per row of A)")?;
         check_nonnegative("lambda", lambda)?;
-        let w = match &penalty {
-            LassoPenalty::L1 { weights } => match weights {
-                Some(w) => {
-                    check_len("LassoProblem", "weights", p, w.len())?;
-                    if w.iter().any(|v| !(*v >= T::zero() && v.is_finite())) {
-                        return Err(Error::param(
-                            "weights",
-                            "negative or non-finite",
-                            "weights must be finite and >= 0",
-                        ));
-                    }
-                    w.clone()
-                }
-                None => Array1::ones(p),
-            },
-            LassoPenalty::ElasticNet { alpha } => {
-                if !(*alpha > T::zero() && *alpha <= T::one()) {
-                    return Err(Error::param(
-                        "alpha",
-                        alpha,
-                        "the l1 ratio must lie in (0, 1]",
-                    ));
-                }
-                Array1::ones(p)
-            }
-            LassoPenalty::Group { groups, weights } => {
-                check_len("LassoProblem", "group partition size", p, groups.dim())?;
-                match weights {
-                    Some(w) => {
-                        check_len("LassoProblem", "group weights", groups.len(), w.len())?;
-                        w.clone()
-                    }
-                    None => groups
-                        .iter()
-                        .map(|g| T::c((g.len() as f64).sqrt()))
-                        .collect(),
-                }
-            }
-        };
-        let zero: Vec<usize> = match &penalty {
-            LassoPenalty::L1 { .. } => (0..p).filter(|&j| w[j] == T::zero()).collect(),
-            _ => Vec::new(),
-        };
-        let unpenalized = (!zero.is_empty()).then(|| Unpenalized::new(a.view(), zero));
+        let w = resolve_weights(p, &penalty)?;
+        let unpenalized = unpenalized_of(a.view(), &penalty, &w);
         Ok(Self {
             a,
             b,
@@ -199,46 +157,16 @@ impl<T: Real> LassoProblem<T> {
         penalty: &LassoPenalty<T>,
     ) -> Result<T> {
         let a: DesignRef<'d, T> = a.into();
-        let owned = match a {
-            DesignRef::Dense(d) => Design::from(d.to_owned()),
-            DesignRef::Sparse(s) => Design::from(s.clone()),
-        };
-        let probe = Self::with_design(owned, b.to_owned(), T::one(), penalty.clone())?;
+        a.check("LassoProblem::lambda_max", b, "b (one entry per row of A)")?;
+        let w = resolve_weights(a.dim().1, penalty)?;
         let n = T::c(a.dim().0 as f64);
         let mut atb = a.adjoint(b).mapv(|v| v / n);
-        if let Some(z) = probe.unpenalized() {
+        if let Some(z) = unpenalized_of(a, penalty, &w) {
             // With unpenalized columns the solution at λ_max fits them alone: the correlations
             // of the residual of that fit decide.
             z.project(&mut b.to_owned(), &mut atb, T::one() / n);
         }
-        Ok(probe.dual_norm_unit(atb.view()))
-    }
-
-    /// `max` over features/groups of `|vⱼ|/(α wⱼ)` or `‖v_g‖/w_g` (the dual norm of the
-    /// penalty at `λ = 1`).
-    fn dual_norm_unit(&self, v: ArrayView1<'_, T>) -> T {
-        let mut m = T::zero();
-        match &self.penalty {
-            LassoPenalty::L1 { .. } => {
-                for (j, &vj) in v.iter().enumerate() {
-                    if self.w[j] > T::zero() {
-                        m = m.max(vj.abs() / self.w[j]);
-                    } else if vj != T::zero() {
-                        m = T::infinity();
-                    }
-                }
-            }
-            LassoPenalty::ElasticNet { alpha } => {
-                m = v.iter().fold(T::zero(), |a, x| a.max(x.abs())) / *alpha;
-            }
-            LassoPenalty::Group { groups, .. } => {
-                for (g, idx) in groups.iter().enumerate() {
-                    let nr: T = idx.iter().map(|&j| v[j] * v[j]).sum::<T>().sqrt();
-                    m = m.max(nr / self.w[g]);
-                }
-            }
-        }
-        m
+        Ok(dual_norm_unit(penalty, &w, atb.view()))
     }
 
     /// The design matrix when it is dense (`None` for a sparse design: see [`Self::design`]).
@@ -352,7 +280,7 @@ impl<T: Real> LassoProblem<T> {
         });
         let mut scale = T::one();
         if !matches!(self.penalty, LassoPenalty::ElasticNet { alpha } if alpha < T::one()) {
-            let dn = self.dual_norm_unit(atth.view());
+            let dn = dual_norm_unit(&self.penalty, &self.w, atth.view());
             if dn > self.lambda {
                 scale = self.lambda / dn;
                 atth.mapv_inplace(|v| v * scale);
@@ -370,6 +298,89 @@ impl<T: Real> LassoProblem<T> {
         let r = self.residual(x)?;
         Ok(self.duality_gap_with_residual(x, r.view())?.0)
     }
+}
+
+/// The per-feature (ℓ1, elastic net) or per-group weights of `penalty`, validated.
+fn resolve_weights<T: Real>(p: usize, penalty: &LassoPenalty<T>) -> Result<Array1<T>> {
+    Ok(match &penalty {
+        LassoPenalty::L1 { weights } => match weights {
+            Some(w) => {
+                check_len("LassoProblem", "weights", p, w.len())?;
+                if w.iter().any(|v| !(*v >= T::zero() && v.is_finite())) {
+                    return Err(Error::param(
+                        "weights",
+                        "negative or non-finite",
+                        "weights must be finite and >= 0",
+                    ));
+                }
+                w.clone()
+            }
+            None => Array1::ones(p),
+        },
+        LassoPenalty::ElasticNet { alpha } => {
+            if !(*alpha > T::zero() && *alpha <= T::one()) {
+                return Err(Error::param(
+                    "alpha",
+                    alpha,
+                    "the l1 ratio must lie in (0, 1]",
+                ));
+            }
+            Array1::ones(p)
+        }
+        LassoPenalty::Group { groups, weights } => {
+            check_len("LassoProblem", "group partition size", p, groups.dim())?;
+            match weights {
+                Some(w) => {
+                    check_len("LassoProblem", "group weights", groups.len(), w.len())?;
+                    w.clone()
+                }
+                None => groups
+                    .iter()
+                    .map(|g| T::c((g.len() as f64).sqrt()))
+                    .collect(),
+            }
+        }
+    })
+}
+
+/// The projector of the unpenalized columns (`wⱼ = 0`, weighted ℓ1 only), if any.
+fn unpenalized_of<T: Real>(
+    a: DesignRef<'_, T>,
+    penalty: &LassoPenalty<T>,
+    w: &Array1<T>,
+) -> Option<Unpenalized<T>> {
+    let zero: Vec<usize> = match penalty {
+        LassoPenalty::L1 { .. } => (0..w.len()).filter(|&j| w[j] == T::zero()).collect(),
+        _ => Vec::new(),
+    };
+    (!zero.is_empty()).then(|| Unpenalized::new(a, zero))
+}
+
+/// `max` over features/groups of `|vⱼ|/(α wⱼ)` or `‖v_g‖/w_g` (the dual norm of the penalty at
+/// `λ = 1`).
+fn dual_norm_unit<T: Real>(penalty: &LassoPenalty<T>, w: &Array1<T>, v: ArrayView1<'_, T>) -> T {
+    let mut m = T::zero();
+    match penalty {
+        LassoPenalty::L1 { .. } => {
+            for (j, &vj) in v.iter().enumerate() {
+                if w[j] > T::zero() {
+                    m = m.max(vj.abs() / w[j]);
+                } else if vj != T::zero() {
+                    m = T::infinity();
+                }
+            }
+        }
+        LassoPenalty::ElasticNet { alpha } => {
+            m = v.iter().fold(T::zero(), |a, x| a.max(x.abs())) / *alpha;
+        }
+        LassoPenalty::Group { groups, .. } => {
+            for (g, idx) in groups.iter().enumerate() {
+                let nr: T = idx.iter().map(|&j| v[j] * v[j]).sum::<T>().sqrt();
+                m = m.max(nr / w[g]);
+            }
+        }
+    }
+    m
 }
 
 /// The duality gap of `min ‖b − Ax‖²/(2n) + Ω(x)` at the dual point `θ = s·r/n` built from the
