@@ -19,7 +19,7 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 fn check_finite_nd(path: &Path, a: &ArrayD<f64>) -> Result<()> {
-    if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    if let Some((i, v)) = crate::linalg::first_non_finite(a) {
         return Err(Error::NonFinite {
             what: format!("array in {}", path.display()),
             index: i,

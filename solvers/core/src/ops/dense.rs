@@ -16,7 +16,7 @@ pub struct DenseMatrix<T: Real> {
 impl<T: Real> DenseMatrix<T> {
     /// Wraps a matrix; its entries must be finite.
     pub fn new(a: Array2<T>) -> Result<Self> {
-        if let Some((i, v)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        if let Some((i, v)) = crate::linalg::first_non_finite(&a) {
             return Err(Error::NonFinite {
                 what: "DenseMatrix::new matrix".into(),
                 index: i,
