@@ -232,6 +232,13 @@ impl<T: Real> Design<T> {
             Kind::Sparse(a) => Design::from(a.scaled(s)),
         }
     }
+    /// The dense matrix (a copy; for a sparse design, zeros filled in).
+    pub fn to_dense(&self) -> Array2<T> {
+        match &self.kind {
+            Kind::Dense(a) => a.clone(),
+            Kind::Sparse(a) => a.to_dense(),
+        }
+    }
     /// Stored entries (`n·p` for a dense design).
     pub fn nnz(&self) -> usize {
         match &self.kind {
