@@ -786,6 +786,7 @@ pub fn first_non_finite<T: Real, S: ndarray::Data<Elem = T>, D: ndarray::Dimensi
 ) -> Option<(usize, T)> {
     if let Some(sl) = a.as_slice_memory_order() {
         // Branch-free: v − v is 0 for finite v and NaN otherwise.
+        #[allow(clippy::eq_op)] // deliberate: NaN for ±∞ and NaN, 0 otherwise
         let acc = sl.iter().fold(T::zero(), |acc, &v| acc + (v - v));
         if acc == T::zero() {
             return None;
@@ -797,15 +798,14 @@ pub fn first_non_finite<T: Real, S: ndarray::Data<Elem = T>, D: ndarray::Dimensi
         .map(|(i, &v)| (i, v))
 }
 
-/// Checks a design matrix `A` (n samples × p features) against its targets: non-empty, finite,
-/// and one target per row (`what` names the targets in the message).
-pub fn check_design<T: Real>(
+/// The shape part of [`check_design`] (any storage of `A`): `(n, p)` non-empty, one finite target
+/// per row.
+pub(crate) fn check_design_dims<T: Real>(
     context: &str,
-    a: ArrayView2<'_, T>,
+    (n, p): (usize, usize),
     targets: ArrayView1<'_, T>,
     what: &str,
 ) -> Result<()> {
-    let (n, p) = a.dim();
     if n == 0 || p == 0 {
         return Err(Error::param(
             "A",
@@ -817,7 +817,18 @@ pub fn check_design<T: Real>(
     check_finite(
         &format!("{context} {}", what.split(' ').next().unwrap_or(what)),
         targets,
-    )?;
+    )
+}
+
+/// Checks a design matrix `A` (n samples × p features) against its targets: non-empty, finite,
+/// and one target per row (`what` names the targets in the message).
+pub fn check_design<T: Real>(
+    context: &str,
+    a: ArrayView2<'_, T>,
+    targets: ArrayView1<'_, T>,
+    what: &str,
+) -> Result<()> {
+    check_design_dims(context, a.dim(), targets, what)?;
     if let Some((i, v)) = first_non_finite(&a) {
         return Err(Error::NonFinite {
             what: format!("{context} A"),

@@ -9,11 +9,11 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1};
 /// `indices[..]` (sorted, no duplicates).
 #[derive(Clone, Debug)]
 pub struct CsrMatrix<T: Real> {
-    nrows: usize,
-    ncols: usize,
-    indptr: Vec<usize>,
-    indices: Vec<usize>,
-    data: Vec<T>,
+    pub(crate) nrows: usize,
+    pub(crate) ncols: usize,
+    pub(crate) indptr: Vec<usize>,
+    pub(crate) indices: Vec<usize>,
+    pub(crate) data: Vec<T>,
 }
 
 impl<T: Real> CsrMatrix<T> {
@@ -218,19 +218,18 @@ impl<T: Real> LinearOperator<T> for CsrMatrix<T> {
 /// A sparse matrix in compressed sparse column (CSC) format: column `j` holds
 /// `data[indptr[j]..indptr[j+1]]` at rows `indices[..]` (sorted, no duplicates). The storage
 /// coordinate descent reads (one column at a time); scipy's `csc_matrix` arrays map one to one.
+/// Held as the CSR arrays of `Aᵀ` (the same three arrays), so it shares [`CsrMatrix`]'s
+/// validation and kernels.
 #[derive(Clone, Debug)]
 pub struct CscMatrix<T: Real> {
-    pub(crate) nrows: usize,
-    pub(crate) ncols: usize,
-    pub(crate) indptr: Vec<usize>,
-    pub(crate) indices: Vec<usize>,
-    pub(crate) data: Vec<T>,
+    /// `Aᵀ` in rows.
+    pub(crate) t: CsrMatrix<T>,
 }
 
 impl<T: Real> CscMatrix<T> {
     /// Builds from the three CSC arrays (scipy's `csc_matrix((data, indices, indptr))`),
-    /// validated as [`CsrMatrix::from_csr_parts`] validates its own (the CSC arrays of `A` are
-    /// the CSR arrays of `Aᵀ`); unsorted columns are sorted and duplicates summed.
+    /// validated as [`CsrMatrix::from_csr_parts`] validates its own; unsorted columns are
+    /// sorted and duplicates summed.
     pub fn from_csc_parts(
         nrows: usize,
         ncols: usize,
@@ -238,13 +237,8 @@ impl<T: Real> CscMatrix<T> {
         indices: Vec<usize>,
         data: Vec<T>,
     ) -> Result<Self> {
-        let t = CsrMatrix::from_csr_parts(ncols, nrows, indptr, indices, data)?;
         Ok(Self {
-            nrows,
-            ncols,
-            indptr: t.indptr,
-            indices: t.indices,
-            data: t.data,
+            t: CsrMatrix::from_csr_parts(ncols, nrows, indptr, indices, data)?,
         })
     }
 
@@ -270,91 +264,77 @@ impl<T: Real> CscMatrix<T> {
             }
         }
         Self {
-            nrows: n,
-            ncols: p,
-            indptr: ptr,
-            indices: idx,
-            data: val,
+            t: CsrMatrix {
+                nrows: p,
+                ncols: n,
+                indptr: ptr,
+                indices: idx,
+                data: val,
+            },
         }
     }
 
     /// Keeps the entries of a dense matrix whose magnitude exceeds `drop_tol`.
     pub fn from_dense(a: ArrayView2<'_, T>, drop_tol: T) -> Result<Self> {
-        Ok(Self::from_csr(&CsrMatrix::from_dense(a, drop_tol)?))
+        Ok(Self {
+            t: CsrMatrix::from_dense(a.t(), drop_tol)?,
+        })
     }
 
     /// Number of stored entries.
     pub fn nnz(&self) -> usize {
-        self.data.len()
+        self.t.nnz()
     }
-    /// Number of rows.
+    /// Number of rows (the columns of the stored transpose).
+    #[allow(clippy::misnamed_getters)]
     pub fn nrows(&self) -> usize {
-        self.nrows
+        self.t.ncols
     }
-    /// Number of columns.
+    /// Number of columns (the rows of the stored transpose).
+    #[allow(clippy::misnamed_getters)]
     pub fn ncols(&self) -> usize {
-        self.ncols
+        self.t.nrows
     }
     /// Column pointers (`ncols + 1` entries).
     pub fn indptr(&self) -> &[usize] {
-        &self.indptr
+        &self.t.indptr
     }
     /// Row index of each stored value (sorted within each column).
     pub fn indices(&self) -> &[usize] {
-        &self.indices
+        &self.t.indices
     }
     /// Stored values.
     pub fn data(&self) -> &[T] {
-        &self.data
+        &self.t.data
     }
     /// The matrix with every entry multiplied by `s`.
     pub fn scaled(&self, s: T) -> Self {
-        let mut m = self.clone();
-        m.data.iter_mut().for_each(|v| *v *= s);
-        m
+        Self {
+            t: self.t.scaled(s),
+        }
     }
     /// The dense matrix.
     pub fn to_dense(&self) -> ndarray::Array2<T> {
-        let mut a = ndarray::Array2::zeros((self.nrows, self.ncols));
-        for j in 0..self.ncols {
-            for k in self.indptr[j]..self.indptr[j + 1] {
-                a[(self.indices[k], j)] = self.data[k];
-            }
-        }
-        a
+        self.t.to_dense().reversed_axes()
     }
 }
 
 impl<T: Real> LinearOperator<T> for CscMatrix<T> {
     fn shape(&self) -> (usize, usize) {
-        (self.nrows, self.ncols)
+        (self.nrows(), self.ncols())
     }
     fn name(&self) -> String {
         format!(
             "CscMatrix({}x{}, nnz {})",
-            self.nrows,
-            self.ncols,
+            self.nrows(),
+            self.ncols(),
             self.nnz()
         )
     }
-    fn apply_unchecked(&self, mut out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
-        out.fill(T::zero());
-        for j in 0..self.ncols {
-            let xj = x[j];
-            if xj != T::zero() {
-                for k in self.indptr[j]..self.indptr[j + 1] {
-                    out[self.indices[k]] += self.data[k] * xj;
-                }
-            }
-        }
+    fn apply_unchecked(&self, out: ArrayViewMut1<'_, T>, x: ArrayView1<'_, T>) {
+        self.t.adjoint_unchecked(out, x)
     }
-    fn adjoint_unchecked(&self, mut out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
-        for j in 0..self.ncols {
-            let mut acc = T::zero();
-            for k in self.indptr[j]..self.indptr[j + 1] {
-                acc += self.data[k] * y[self.indices[k]];
-            }
-            out[j] = acc;
-        }
+    fn adjoint_unchecked(&self, out: ArrayViewMut1<'_, T>, y: ArrayView1<'_, T>) {
+        self.t.apply_unchecked(out, y)
     }
 }

@@ -11,7 +11,7 @@
 //! rounding (tested).
 
 use crate::error::{Error, Result};
-use crate::linalg::{axpy_slices, check_finite, check_len, dot_slices, transpose_owned, Real};
+use crate::linalg::{axpy_slices, dot_slices, transpose_owned, Real};
 use crate::ops::{CscMatrix, CsrMatrix, LinearOperator};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, CowArray, Ix2};
 use std::borrow::Cow;
@@ -109,19 +109,7 @@ impl<'d, T: Real> DesignRef<'d, T> {
         match self {
             DesignRef::Dense(a) => crate::linalg::check_design(context, *a, targets, what),
             DesignRef::Csr(_) | DesignRef::Csc(_) => {
-                let (n, p) = self.dim();
-                if n == 0 || p == 0 {
-                    return Err(Error::param(
-                        "A",
-                        format!("{n}x{p}"),
-                        "the design matrix must be non-empty",
-                    ));
-                }
-                check_len(context, what, n, targets.len())?;
-                check_finite(
-                    &format!("{context} {}", what.split(' ').next().unwrap_or(what)),
-                    targets,
-                )?;
+                crate::linalg::check_design_dims(context, self.dim(), targets, what)?;
                 // The sparse constructors reject non-finite values; checked again for safety.
                 let data = match self {
                     DesignRef::Csr(a) => a.data(),
@@ -292,13 +280,10 @@ pub(crate) enum Columns<'a, T: Real> {
 impl<T: Real> Columns<'static, T> {
     /// No columns (a buffer for [`Columns::scaled_subset`]).
     pub(crate) fn empty() -> Self {
-        Columns::Sparse(Cow::Owned(CscMatrix {
-            nrows: 0,
-            ncols: 0,
-            indptr: vec![0],
-            indices: Vec::new(),
-            data: Vec::new(),
-        }))
+        Columns::Sparse(Cow::Owned(
+            CscMatrix::from_csc_parts(0, 0, vec![0], Vec::new(), Vec::new())
+                .expect("an empty matrix is valid"),
+        ))
     }
 }
 
@@ -322,7 +307,7 @@ impl<'a, T: Real> Columns<'a, T> {
     pub(crate) fn nrows(&self) -> usize {
         match self {
             Columns::Dense(at) => at.ncols(),
-            Columns::Sparse(c) => c.nrows,
+            Columns::Sparse(c) => c.nrows(),
         }
     }
 
@@ -330,7 +315,7 @@ impl<'a, T: Real> Columns<'a, T> {
     pub(crate) fn ncols(&self) -> usize {
         match self {
             Columns::Dense(at) => at.nrows(),
-            Columns::Sparse(c) => c.ncols,
+            Columns::Sparse(c) => c.ncols(),
         }
     }
 
@@ -338,7 +323,7 @@ impl<'a, T: Real> Columns<'a, T> {
     pub(crate) fn column_cost(&self) -> usize {
         match self {
             Columns::Dense(at) => at.ncols(),
-            Columns::Sparse(c) => c.data.len() / c.ncols.max(1),
+            Columns::Sparse(c) => c.nnz() / c.ncols().max(1),
         }
     }
 
@@ -360,9 +345,9 @@ impl<'a, T: Real> Columns<'a, T> {
         match self {
             Columns::Dense(_) => dot_slices(self.dense_column(j).expect("dense"), v),
             Columns::Sparse(c) => {
-                let (s, e) = (c.indptr[j], c.indptr[j + 1]);
+                let (s, e) = (c.indptr()[j], c.indptr()[j + 1]);
                 let mut acc = T::zero();
-                for (&i, &a) in c.indices[s..e].iter().zip(&c.data[s..e]) {
+                for (&i, &a) in c.indices()[s..e].iter().zip(&c.data()[s..e]) {
                     acc += a * v[i];
                 }
                 acc
@@ -380,8 +365,8 @@ impl<'a, T: Real> Columns<'a, T> {
                 }
             }
             Columns::Sparse(c) => {
-                let (s, e) = (c.indptr[j], c.indptr[j + 1]);
-                for (&i, &a) in c.indices[s..e].iter().zip(&c.data[s..e]) {
+                let (s, e) = (c.indptr()[j], c.indptr()[j + 1]);
+                for (&i, &a) in c.indices()[s..e].iter().zip(&c.data()[s..e]) {
                     f(i, a)
                 }
             }
@@ -394,8 +379,8 @@ impl<'a, T: Real> Columns<'a, T> {
         match self {
             Columns::Dense(_) => axpy_slices(v, alpha, self.dense_column(j).expect("dense")),
             Columns::Sparse(c) => {
-                let (s, e) = (c.indptr[j], c.indptr[j + 1]);
-                for (&i, &a) in c.indices[s..e].iter().zip(&c.data[s..e]) {
+                let (s, e) = (c.indptr()[j], c.indptr()[j + 1]);
+                for (&i, &a) in c.indices()[s..e].iter().zip(&c.data()[s..e]) {
                     v[i] += alpha * a;
                 }
             }
@@ -415,7 +400,7 @@ impl<'a, T: Real> Columns<'a, T> {
                 let c = self.dense_column(j).expect("dense");
                 dot_slices(c, c)
             }
-            Columns::Sparse(c) => c.data[c.indptr[j]..c.indptr[j + 1]]
+            Columns::Sparse(c) => c.data()[c.indptr()[j]..c.indptr()[j + 1]]
                 .iter()
                 .map(|&a| a * a)
                 .sum(),
@@ -470,30 +455,29 @@ impl<'a, T: Real> Columns<'a, T> {
             Columns::Sparse(c) => {
                 let mut out = match buf {
                     Columns::Sparse(b) => b.into_owned(),
-                    Columns::Dense(_) => CscMatrix {
-                        nrows: n,
-                        ncols: 0,
-                        indptr: Vec::new(),
-                        indices: Vec::new(),
-                        data: Vec::new(),
+                    Columns::Dense(_) => match Columns::empty() {
+                        Columns::Sparse(c) => c.into_owned(),
+                        Columns::Dense(_) => unreachable!("empty() is sparse"),
                     },
                 };
-                out.nrows = n;
-                out.ncols = ws.len();
-                out.indptr.clear();
-                out.indices.clear();
-                out.data.clear();
-                out.indptr.push(0);
+                // The CSR arrays of the transpose: one row per working-set column.
+                let t = &mut out.t;
+                t.nrows = ws.len();
+                t.ncols = n;
+                t.indptr.clear();
+                t.indices.clear();
+                t.data.clear();
+                t.indptr.push(0);
                 for &j in ws {
-                    let (s, e) = (c.indptr[j], c.indptr[j + 1]);
-                    out.indices.extend_from_slice(&c.indices[s..e]);
-                    out.data.extend(
-                        c.indices[s..e]
+                    let (s, e) = (c.indptr()[j], c.indptr()[j + 1]);
+                    t.indices.extend_from_slice(&c.indices()[s..e]);
+                    t.data.extend(
+                        c.indices()[s..e]
                             .iter()
-                            .zip(&c.data[s..e])
+                            .zip(&c.data()[s..e])
                             .map(|(&i, &a)| a * h[i]),
                     );
-                    out.indptr.push(out.indices.len());
+                    t.indptr.push(t.indices.len());
                 }
                 Columns::Sparse(Cow::Owned(out))
             }
