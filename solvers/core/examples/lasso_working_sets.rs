@@ -1,7 +1,8 @@
 //! Working-set coordinate descent (Anderson + dual extrapolation) against plain screened
 //! coordinate descent on the bench Lasso (500×2000, λ = 0.1·λ_max, gap ≤ 1e-8), with what the
 //! working-set solver did: outer iterations, working-set sizes, Anderson steps taken, and where
-//! the dual point of each gap came from.
+//! the dual point of each gap came from; the inner solves on the columns and on the Gram matrix
+//! of the working set.
 //!
 //! `cargo run --release -p hyperprox-core --example lasso_working_sets` (best of 20 runs);
 //! `LASSO_NPY=DIR` solves the Lasso of `DIR/A.npy`, `DIR/b.npy` at λ = 0.1·λ_max instead (a
@@ -26,10 +27,24 @@ fn main() -> hyperprox_core::Result<()> {
         Err(_) => lasso_case(0)?,
     };
     let x0 = Array1::zeros(prob.n_features());
-    for (name, ws) in [("plain screened CD", false), ("working sets", true)] {
+    for (name, ws, gram) in [
+        ("plain screened CD", false, None),
+        (
+            "working sets, inner solves on the columns",
+            true,
+            Some(false),
+        ),
+        (
+            "working sets, inner solves on the Gram matrix",
+            true,
+            Some(true),
+        ),
+        ("working sets (automatic choice, the default)", true, None),
+    ] {
         let params = CoordinateDescentParams::default()
             .with_tol(1e-8)
-            .with_working_sets(ws);
+            .with_working_sets(ws)
+            .with_gram(gram);
         let mut best = None;
         for _ in 0..20 {
             let t = Instant::now();
@@ -51,12 +66,13 @@ fn main() -> hyperprox_core::Result<()> {
         let tr = &s.state.trace;
         for o in &tr.outer {
             println!(
-                "  epoch {:4}: gap {:.2e} ({:?}), |supp| {}, |ws| {}",
+                "  epoch {:4}: gap {:.2e} ({:?}), |supp| {}, |ws| {}{}",
                 o.epoch,
                 o.gap,
                 o.dual_source,
                 o.support.len(),
-                o.working_set.len()
+                o.working_set.len(),
+                if o.gram { ", Gram" } else { "" }
             );
         }
         if ws {

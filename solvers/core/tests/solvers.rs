@@ -1103,6 +1103,7 @@ fn working_set_cd_keeps_its_guarantees() {
     });
     let b = a.dot(&xt) + random_point::<f64>(n, 0.05, 54);
     let (mut anderson_taken, mut extrapolated_used) = (0, 0);
+    let (mut gram_anderson_taken, mut gram_extrapolated_used) = (0, 0);
     for pen in [
         LassoPenalty::L1 { weights: None },
         LassoPenalty::L1 {
@@ -1124,19 +1125,24 @@ fn working_set_cd_keeps_its_guarantees() {
         .run(Array1::zeros(p).view(), NoObserver)
         .unwrap();
         assert_eq!(plain.reason, TerminationReason::Converged);
-        for (anderson, dual_ex) in [(true, true), (true, false), (false, true), (false, false)] {
+        let variants = [(true, true), (true, false), (false, true), (false, false)];
+        // Each variant with the inner solves on the columns and on the Gram matrix.
+        for ((anderson, dual_ex), gram) in
+            variants.into_iter().flat_map(|v| [(v, false), (v, true)])
+        {
             let sol = CoordinateDescent::new(
                 &prob,
                 CoordinateDescentParams::default()
                     .with_tol(tol)
                     .with_working_sets(true)
                     .with_anderson(anderson)
-                    .with_dual_extrapolation(dual_ex),
+                    .with_dual_extrapolation(dual_ex)
+                    .with_gram(Some(gram)),
             )
             .unwrap()
             .run(Array1::zeros(p).view(), NoObserver)
             .unwrap();
-            let what = format!("{pen:?} anderson {anderson} dual {dual_ex}");
+            let what = format!("{pen:?} anderson {anderson} dual {dual_ex} gram {gram}");
             assert_eq!(sol.reason, TerminationReason::Converged, "{what}");
             let obj = prob.objective(sol.x.view()).unwrap();
             assert!(
@@ -1155,6 +1161,7 @@ fn working_set_cd_keeps_its_guarantees() {
                     "{what}: a working set dropped part of the support"
                 );
                 assert!(!o.working_set.is_empty());
+                assert_eq!(o.gram, gram, "{what}");
             }
             // The dual point: feasible for every feature, and D(θ) from its definition.
             let theta = &tr.theta;
@@ -1192,7 +1199,11 @@ fn working_set_cd_keeps_its_guarantees() {
             for st in &tr.anderson {
                 assert_eq!(st.accepted, st.candidate < st.before, "{what}");
             }
-            anderson_taken += tr.anderson.iter().filter(|st| st.accepted).count();
+            let taken = tr.anderson.iter().filter(|st| st.accepted).count();
+            anderson_taken += taken;
+            if gram {
+                gram_anderson_taken += taken;
+            }
             let used = tr
                 .outer
                 .iter()
@@ -1202,11 +1213,18 @@ fn working_set_cd_keeps_its_guarantees() {
                 assert_eq!(used, 0, "{what}");
             }
             extrapolated_used += used;
+            if gram {
+                gram_extrapolated_used += used;
+            }
         }
     }
     assert!(
         anderson_taken > 0 && extrapolated_used > 0,
         "{anderson_taken} {extrapolated_used}"
+    );
+    assert!(
+        gram_anderson_taken > 0 && gram_extrapolated_used > 0,
+        "Gram solver: {gram_anderson_taken} {gram_extrapolated_used}"
     );
 }
 
@@ -2156,4 +2174,49 @@ fn rof_with_a_huge_weight_is_the_mean_image_at_once() {
             assert!(p.iterations > 0 && (p.x[0] - p.x[1]).abs() > 1e-6);
         }
     }
+}
+
+/// The automatic Gram choice on a tall, strongly correlated Lasso (AR(0.99) features, long
+/// inner solves): it switches to the Gram inner solver after the first inner solve, and the
+/// certified solution is the one of the column solver.
+#[test]
+fn automatic_gram_inner_solves_on_a_tall_correlated_lasso() {
+    let (n, p, rho) = (2400, 120, 0.99f64);
+    let z = random_point::<f64>(n * p, 1.0, 71);
+    let mut a = Array2::zeros((n, p).f());
+    for i in 0..n {
+        a[(i, 0)] = z[i * p];
+        for j in 1..p {
+            a[(i, j)] = rho * a[(i, j - 1)] + (1.0 - rho * rho).sqrt() * z[i * p + j];
+        }
+    }
+    for mut c in a.columns_mut() {
+        let nrm = c.dot(&c).sqrt();
+        c.mapv_inplace(|v| v / nrm);
+    }
+    let xt = Array1::from_shape_fn(p, |j| if j % 9 == 2 { 1.0 } else { 0.0 });
+    let b = a.dot(&xt) + random_point::<f64>(n, 0.01, 72);
+    let pen = LassoPenalty::L1 { weights: None };
+    let lmax = LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
+    let prob = LassoProblem::new(a, b, 0.02 * lmax, pen).unwrap();
+    let solve = |gram: Option<bool>| {
+        let params = CoordinateDescentParams::default()
+            .with_tol(1e-13)
+            .with_gram(gram);
+        CoordinateDescent::new(&prob, params)
+            .unwrap()
+            .run(Array1::zeros(p).view(), NoObserver)
+            .unwrap()
+    };
+    let (auto, columns) = (solve(None), solve(Some(false)));
+    let flags: Vec<bool> = auto.state.trace.outer.iter().map(|o| o.gram).collect();
+    assert!(!flags[0], "the first inner solve reads the columns");
+    assert!(
+        flags.iter().any(|&g| g),
+        "{flags:?}: never switched to the Gram matrix"
+    );
+    assert!(columns.state.trace.outer.iter().all(|o| !o.gram));
+    assert!(auto.certificate <= 1e-13 && columns.certificate <= 1e-13);
+    let (oa, oc) = (prob.objective(auto.x.view()).unwrap(), columns.objective);
+    assert!((oa - oc).abs() <= 1e-12 * oc, "{oa} vs {oc}");
 }

@@ -80,10 +80,12 @@ fn coordinate_descent_on_csr_solves_the_dense_problem() {
         )
         .unwrap();
         assert!(sparse.a().is_none() && sparse.design().is_sparse());
-        for ws in [true, false] {
+        // Working sets on the columns, on the Gram matrix (the sparse Gram), plain epochs.
+        for (ws, gram) in [(true, false), (true, true), (false, false)] {
             let params = CoordinateDescentParams::default()
                 .with_tol(1e-12)
-                .with_working_sets(ws);
+                .with_working_sets(ws)
+                .with_gram(Some(gram));
             let zero = Array1::zeros(150);
             let sd = CoordinateDescent::new(&dense, params)
                 .unwrap()
@@ -95,7 +97,7 @@ fn coordinate_descent_on_csr_solves_the_dense_problem() {
                 .unwrap();
             assert!(
                 ss.certificate <= 1e-12,
-                "{name} ws={ws}: sparse gap {}",
+                "{name} ws={ws} gram={gram}: sparse gap {}",
                 ss.certificate
             );
             // The gap of the plain dual point (the residual, scaled) is the same number for
@@ -108,12 +110,12 @@ fn coordinate_descent_on_csr_solves_the_dense_problem() {
             // (a difference of P and D, O(P): equal to rounding of P)
             assert!(
                 (gd - gs).abs() <= 1e-13 * ss.objective,
-                "{name} ws={ws}: gap {gd} vs {gs}"
+                "{name} ws={ws} gram={gram}: gap {gd} vs {gs}"
             );
             let (od, os) = (sd.objective, dense.objective(ss.x.view()).unwrap());
             assert!(
                 (od - os).abs() <= 1e-12 * od.abs().max(1.0),
-                "{name} ws={ws}: {od} vs {os}"
+                "{name} ws={ws} gram={gram}: {od} vs {os}"
             );
             assert!(
                 (ss.objective - os).abs() <= 1e-13 * os.abs().max(1.0),

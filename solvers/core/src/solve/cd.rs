@@ -38,6 +38,13 @@ pub struct CoordinateDescentParams<T> {
     /// Smallest working set (100 as celer's `p0`; skglm starts at 10: on the bench Lasso,
     /// 500×2000 with a support of 115, 100 took 25 epochs and 10 took 35).
     pub ws_start: usize,
+    /// Working-set inner solves on the Gram matrix `A_wsᵀA_ws` of the working set
+    /// ([`cd_ws`](super::cd_ws), ℓ1 and elastic net): `Some(true)` always, `Some(false)`
+    /// never, `None` (the default) when the working set is small against the samples
+    /// (`|ws| ≤ n/8` and `|ws| ≤ 2048`) and the previous inner solve took more than 10 epochs:
+    /// an epoch then costs `|ws|²` instead of `n·|ws|`, and the Gram matrix of the previous
+    /// working set is reused (only products with new columns are computed).
+    pub gram: Option<bool>,
 }
 
 impl<T: Real> Default for CoordinateDescentParams<T> {
@@ -51,6 +58,7 @@ impl<T: Real> Default for CoordinateDescentParams<T> {
             anderson: true,
             dual_extrapolation: true,
             ws_start: 100,
+            gram: None,
         }
     }
 }
@@ -79,6 +87,11 @@ impl<T: Real> CoordinateDescentParams<T> {
     /// Turns dual extrapolation (working sets) on or off.
     pub fn with_dual_extrapolation(mut self, on: bool) -> Self {
         self.dual_extrapolation = on;
+        self
+    }
+    /// Chooses the Gram inner solver of the working sets (`None`: automatic).
+    pub fn with_gram(mut self, gram: Option<bool>) -> Self {
+        self.gram = gram;
         self
     }
     /// Turns screening on or off.

@@ -229,6 +229,8 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 dual_source: source,
                 support: support.clone(),
                 working_set: Vec::new(),
+                // Block steps read the columns (a group Gram solver is not implemented).
+                gram: false,
             };
             if let Some(reason) = outer_stop(gap, primal, s.epoch, &params, &mut observer) {
                 trace.outer.push(record);

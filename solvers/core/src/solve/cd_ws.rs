@@ -38,8 +38,9 @@ use super::{
     TerminationReason,
 };
 use crate::error::Result;
-use crate::linalg::{dot_slices, parallel_worth_it, Real};
-use ndarray::{Array1, ArrayView1};
+use crate::func::soft_threshold;
+use crate::linalg::{axpy_slices, dot_slices, parallel_worth_it, Real};
+use ndarray::{Array1, Array2, ArrayView1};
 use rayon::prelude::*;
 use std::collections::VecDeque;
 
@@ -78,6 +79,8 @@ pub struct OuterRecord<T> {
     pub support: Vec<usize>,
     /// The working set (sorted); empty on the last record (the gap reached the tolerance).
     pub working_set: Vec<usize>,
+    /// Whether its inner solve ran on the Gram matrix of the working set.
+    pub gram: bool,
 }
 
 /// One Anderson step.
@@ -113,10 +116,21 @@ pub struct WorkingSetTrace<T> {
 pub fn anderson_extrapolate<T: Real>(hist: &[Array1<T>]) -> Option<Array1<T>> {
     let k = hist.len().checked_sub(1).filter(|&k| k > 0)?;
     let diffs: Vec<Array1<T>> = (0..k).map(|i| &hist[i + 1] - &hist[i]).collect();
+    let c = anderson_weights(k, |i, j| {
+        dot_slices(contiguous(&diffs[i]), contiguous(&diffs[j]))
+    })?;
+    combine(hist, &c)
+}
+
+/// The weights `c = z/Σz` of an Anderson extrapolation from the inner products `uᵢᵀuⱼ` of the
+/// `k` differences (`UᵀU z = 1`); `None` when the system is singular or the weights are not
+/// finite.
+#[allow(clippy::needless_range_loop)] // a symmetric fill: both g[i][j] and g[j][i]
+fn anderson_weights<T: Real>(k: usize, inner: impl Fn(usize, usize) -> T) -> Option<Vec<T>> {
     let mut g = vec![vec![T::zero(); k + 1]; k];
     for i in 0..k {
         for j in 0..=i {
-            let v = dot_slices(contiguous(&diffs[i]), contiguous(&diffs[j]));
+            let v = inner(i, j);
             g[i][j] = v;
             g[j][i] = v;
         }
@@ -127,11 +141,27 @@ pub fn anderson_extrapolate<T: Real>(hist: &[Array1<T>]) -> Option<Array1<T>> {
     if !(sum.abs() > T::zero()) || !sum.is_finite() {
         return None;
     }
+    Some(z.iter().map(|&zi| zi / sum).collect())
+}
+
+/// `Σᵢ cᵢ hist[i + 1]`, `None` if not finite.
+fn combine<T: Real>(hist: &[Array1<T>], c: &[T]) -> Option<Array1<T>> {
     let mut out = Array1::zeros(hist[0].len());
-    for (i, zi) in z.iter().enumerate() {
-        out.scaled_add(*zi / sum, &hist[i + 1]);
+    for (i, ci) in c.iter().enumerate() {
+        out.scaled_add(*ci, &hist[i + 1]);
     }
     out.iter().all(|v| v.is_finite()).then_some(out)
+}
+
+/// Whether the working-set inner solve runs on the Gram matrix (see
+/// [`CoordinateDescentParams::gram`](super::CoordinateDescentParams::gram)): automatically
+/// when the working set is small against the samples (`|ws| ≤ n/8`, `|ws| ≤ 2048`) and the
+/// previous inner solve took more than 10 epochs. Measured (`lasso_working_sets` example,
+/// 20000 samples): with inner solves of 5–10 epochs the Gram matrix costs more than it saves
+/// (2000 AR(0.9) features: 295 ms against 264 ms on the columns), with ~28 epochs per inner
+/// solve it is 2.4× faster (400 AR(0.99) features: 169 ms against 403 ms).
+fn use_gram(choice: Option<bool>, ws: usize, n: usize, last_inner_epochs: usize) -> bool {
+    choice.unwrap_or(ws.saturating_mul(8) <= n && ws <= 2048 && last_inner_epochs > 10)
 }
 
 /// The stopping decision of an outer iteration, shared by the working-set solvers (Lasso family,
@@ -414,6 +444,12 @@ impl<T: Real> CoordinateDescent<'_, T> {
         };
         let mut best: Option<DualPoint<T>> = None;
         let mut r_hist: VecDeque<Array1<T>> = VecDeque::with_capacity(EXTRAPOLATION_K + 2);
+        // The extrapolated residual of a Gram inner solve (formed without a residual history).
+        let mut pending_acc: Option<Array1<T>> = None;
+        // The Gram matrix of the last Gram inner solve's working set (entries reused).
+        let mut gram_cache: Option<(Vec<usize>, Array2<T>)> = None;
+        // Epochs of the last inner solve (what the automatic Gram choice looks at).
+        let mut last_inner = 0usize;
         let mut prev = (0usize, T::infinity());
         let screening = params.screening && l2 == T::zero();
         // A relative margin keeps features whose constraint is active up to rounding.
@@ -421,7 +457,9 @@ impl<T: Real> CoordinateDescent<'_, T> {
         let reason = loop {
             // 1. The dual point and the gap.
             let mut source = DualSource::Previous;
-            let r_acc = if params.dual_extrapolation && r_hist.len() == EXTRAPOLATION_K + 1 {
+            let r_acc = if let Some(v) = pending_acc.take() {
+                Some(v)
+            } else if params.dual_extrapolation && r_hist.len() == EXTRAPOLATION_K + 1 {
                 r_hist.make_contiguous();
                 anderson_extrapolate(r_hist.as_slices().0)
             } else {
@@ -485,6 +523,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 dual_source: source,
                 support: support.clone(),
                 working_set: Vec::new(),
+                gram: false,
             };
             if let Some(reason) = outer_stop(gap, primal, s.epoch, &params, &mut observer) {
                 trace.outer.push(record);
@@ -529,9 +568,19 @@ impl<T: Real> CoordinateDescent<'_, T> {
             };
             ws.sort_unstable();
             record.working_set = ws.clone();
+            record.gram = use_gram(params.gram, ws.len(), prob.n_samples(), last_inner);
+            let inner_start = s.epoch;
+            let gram = record.gram;
             trace.outer.push(record);
             // 4. The inner solve.
             let inner_tol = T::c(INNER_FRACTION) * kkt;
+            if gram {
+                r_hist.clear();
+                pending_acc =
+                    self.inner_gram(&mut s, &ws, inner_tol, &mut trace.anderson, &mut gram_cache)?;
+                last_inner = s.epoch - inner_start;
+                continue;
+            }
             let mut x_hist: Vec<Array1<T>> = Vec::with_capacity(EXTRAPOLATION_K + 1);
             let mut since_check = 0usize;
             while s.epoch < params.max_epochs {
@@ -563,6 +612,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
                     }
                 }
             }
+            last_inner = s.epoch - inner_start;
         };
         if let Some(b) = best {
             trace.theta = b.theta;
@@ -578,6 +628,149 @@ impl<T: Real> CoordinateDescent<'_, T> {
             reason,
             state: s,
         })
+    }
+
+    /// The inner solve of one outer iteration on the Gram matrix `G = A_wsᵀA_ws` (see
+    /// [`CoordinateDescentParams::gram`](super::CoordinateDescentParams::gram)): the same
+    /// coordinate steps on `q = A_wsᵀr`, kept by `q ← q − d·G[:, k]` (an epoch costs `|ws|²`,
+    /// not `n·|ws|`), the same stopping rule on the KKT violation `q/n`, Anderson steps compared
+    /// through `‖r‖² = ‖r₀‖² − dᵀ(q₀ + q)` (`d = x − x₀` on `ws`), and `r = r₀ − A_ws d` formed
+    /// once at the end. With dual extrapolation it returns the extrapolated residual of its last
+    /// `K + 1` iterates, `r_acc = r − A_ws(x_acc − x)`, with the weights from
+    /// `UᵀU = DᵀGD` (`U` the residual differences, `D` the iterate differences): the residual
+    /// history itself is never formed. The Gram matrix is kept in `cache` for the next outer
+    /// iteration, whose working set mostly repeats this one (the support stays in it).
+    fn inner_gram(
+        &self,
+        s: &mut CoordinateDescentState<T>,
+        ws: &[usize],
+        inner_tol: T,
+        log: &mut Vec<AndersonRecord<T>>,
+        cache: &mut Option<(Vec<usize>, Array2<T>)>,
+    ) -> Result<Option<Array1<T>>> {
+        let prob = self.problem();
+        let params = *self.params();
+        let n = T::c(prob.n_samples() as f64);
+        let (alpha, l2) = self.l1_l2();
+        let (lam, w) = (prob.lambda(), prob.weights());
+        let m = ws.len();
+        let g = self
+            .columns()
+            .gram(ws, cache.as_ref().map(|(i, g)| (i.as_slice(), g)));
+        let q0: Array1<T> = ws
+            .iter()
+            .map(|&j| self.columns().dot(j, contiguous(&s.r)))
+            .collect();
+        let rr0 = dot_slices(contiguous(&s.r), contiguous(&s.r));
+        let x0: Array1<T> = ws.iter().map(|&j| s.x[j]).collect();
+        let mut x = x0.clone();
+        let mut q = q0.clone();
+        let thresh: Vec<T> = ws.iter().map(|&j| n * lam * alpha * w[j]).collect();
+        // P restricted to the working set (the other coordinates do not move), from ‖r‖².
+        let objective = |x: &Array1<T>, q: &Array1<T>| -> T {
+            let mut rr = rr0;
+            let mut pen = T::zero();
+            for k in 0..m {
+                rr -= (x[k] - x0[k]) * (q0[k] + q[k]);
+                pen += lam * alpha * w[ws[k]] * x[k].abs() + T::c(0.5) * l2 * x[k] * x[k];
+            }
+            rr / (T::c(2.0) * n) + pen
+        };
+        let mut x_hist: Vec<Array1<T>> = Vec::with_capacity(EXTRAPOLATION_K + 1);
+        let mut d_hist: VecDeque<Array1<T>> = VecDeque::with_capacity(EXTRAPOLATION_K + 2);
+        let mut since_check = 0usize;
+        while s.epoch < params.max_epochs {
+            {
+                let xs = x.as_slice_mut().expect("contiguous");
+                let qs = q.as_slice_mut().expect("contiguous");
+                for k in 0..m {
+                    let c = g[(k, k)];
+                    if c == T::zero() {
+                        continue;
+                    }
+                    let old = xs[k];
+                    let new =
+                        soft_threshold(old + qs[k] / c, thresh[k] / c) / (T::one() + n * l2 / c);
+                    let d = new - old;
+                    if d != T::zero() {
+                        xs[k] = new;
+                        axpy_slices(qs, -d, g.row(k).to_slice().expect("standard layout"));
+                    }
+                }
+            }
+            s.epoch += 1;
+            since_check += 1;
+            if params.dual_extrapolation {
+                if d_hist.len() == EXTRAPOLATION_K + 1 {
+                    d_hist.pop_front();
+                }
+                d_hist.push_back(x.clone());
+            }
+            if params.anderson {
+                x_hist.push(x.clone());
+                if x_hist.len() == EXTRAPOLATION_K + 1 {
+                    if let Some(x_acc) = anderson_extrapolate(&x_hist) {
+                        let q_acc = &q0 - &g.dot(&(&x_acc - &x0));
+                        let before = objective(&x, &q);
+                        let candidate = objective(&x_acc, &q_acc);
+                        let accepted = candidate < before;
+                        if accepted {
+                            x = x_acc;
+                            q = q_acc;
+                        }
+                        log.push(AndersonRecord {
+                            epoch: s.epoch,
+                            before,
+                            candidate,
+                            accepted,
+                        });
+                    }
+                    x_hist.clear();
+                }
+            }
+            if since_check >= params.check_every {
+                since_check = 0;
+                let worst = (0..m).fold(T::zero(), |a, k| {
+                    a.max(self.violation(ws[k], x[k], q[k] / n))
+                });
+                check_divergence("coordinate descent", s.epoch, "KKT violation", worst)?;
+                if worst <= inner_tol {
+                    break;
+                }
+            }
+        }
+        *cache = Some((ws.to_vec(), g.clone()));
+        // The residual and the iterate.
+        for (k, &j) in ws.iter().enumerate() {
+            let d = x[k] - x0[k];
+            if d != T::zero() {
+                self.columns().axpy_into(j, -d, &mut s.r);
+                s.x[j] = x[k];
+            }
+        }
+        if d_hist.len() < EXTRAPOLATION_K + 1 {
+            return Ok(None);
+        }
+        d_hist.make_contiguous();
+        let hist = d_hist.as_slices().0;
+        let diffs: Vec<Array1<T>> = (0..EXTRAPOLATION_K)
+            .map(|i| &hist[i + 1] - &hist[i])
+            .collect();
+        let gd: Vec<Array1<T>> = diffs.iter().map(|d| g.dot(d)).collect();
+        let Some(c) = anderson_weights(EXTRAPOLATION_K, |i, j| diffs[i].dot(&gd[j])) else {
+            return Ok(None);
+        };
+        let Some(x_acc) = combine(hist, &c) else {
+            return Ok(None);
+        };
+        let mut r_acc = s.r.clone();
+        for (k, &j) in ws.iter().enumerate() {
+            let d = x_acc[k] - x[k];
+            if d != T::zero() {
+                self.columns().axpy_into(j, -d, &mut r_acc);
+            }
+        }
+        Ok(Some(r_acc))
     }
 
     /// One Anderson step on the working set `ws` from the last `K + 1` iterates: the
@@ -617,5 +810,55 @@ impl<T: Real> CoordinateDescent<'_, T> {
             candidate,
             accepted,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The automatic Gram choice at its boundaries; a user's choice always wins.
+    #[test]
+    fn gram_choice_follows_its_rule() {
+        assert!(use_gram(None, 100, 800, 11));
+        assert!(!use_gram(None, 100, 799, 11), "|ws| > n/8");
+        assert!(!use_gram(None, 100, 800, 10), "short inner solves");
+        assert!(use_gram(None, 2048, 8 * 2048, 11));
+        assert!(!use_gram(None, 2049, 8 * 2049, 11), "|ws| > 2048");
+        assert!(use_gram(Some(true), 5000, 10, 0));
+        assert!(!use_gram(Some(false), 10, 1_000_000, 1000));
+    }
+
+    /// Anderson weights from the inner products of the differences: `UᵀU z = 1`, `c = z/Σz`
+    /// (the affine combination of smallest `‖Σ cᵢuᵢ‖`), checked on closed forms; singular
+    /// systems give `None`.
+    #[test]
+    fn anderson_weights_solve_their_system() {
+        // Orthonormal differences: equal weights.
+        let c = anderson_weights(2, |i, j| if i == j { 1.0 } else { 0.0 }).unwrap();
+        assert_eq!(c, vec![0.5, 0.5]);
+        // ‖u₀‖² = 1, ‖u₁‖² = 4, orthogonal: z = (1, 1/4), c = (0.8, 0.2).
+        let c: Vec<f64> = anderson_weights(2, |i, j| match (i, j) {
+            (0, 0) => 1.0,
+            (1, 1) => 4.0,
+            _ => 0.0,
+        })
+        .unwrap();
+        assert!(
+            (c[0] - 0.8).abs() < 1e-15 && (c[1] - 0.2).abs() < 1e-15,
+            "{c:?}"
+        );
+        // Correlated: [[2, 1], [1, 2]] z = 1 gives z = (1/3, 1/3).
+        let c: Vec<f64> = anderson_weights(2, |i, j| if i == j { 2.0 } else { 1.0 }).unwrap();
+        assert!((c[0] - 0.5).abs() < 1e-15);
+        assert!(anderson_weights(2, |_, _| 1.0).is_none(), "singular");
+        assert!(anderson_weights(1, |_, _| 0.0).is_none());
+        // combine: Σ cᵢ hist[i + 1].
+        let hist = vec![
+            Array1::from(vec![9.0]),
+            Array1::from(vec![1.0]),
+            Array1::from(vec![3.0]),
+        ];
+        assert_eq!(combine(&hist, &[0.25, 0.75]).unwrap()[0], 2.5);
     }
 }

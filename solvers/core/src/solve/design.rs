@@ -412,6 +412,78 @@ impl<'a, T: Real> Columns<'a, T> {
         (0..self.ncols()).map(|j| self.sq_norm(j)).collect()
     }
 
+    /// The Gram matrix `G = A_wsᵀA_ws` of the columns `ws` (`m × m`, symmetric), reusing the
+    /// entries of `cache` (the Gram matrix of the columns `cache.0`, e.g. the previous working
+    /// set: only the products with columns new to `ws` are computed, `|new|·|ws|·n` work).
+    /// Dense: the columns gathered into blocks and one faer GEMM; sparse: each new column
+    /// scattered once into a dense buffer and dotted with the others.
+    pub(crate) fn gram(&self, ws: &[usize], cache: Option<(&[usize], &Array2<T>)>) -> Array2<T> {
+        let (m, n) = (ws.len(), self.nrows());
+        let mut g = Array2::zeros((m, m));
+        // Position of each column of `ws` in the cache, if there.
+        let pos: Vec<Option<usize>> = match cache {
+            Some((idx, _)) => ws.iter().map(|j| idx.binary_search(j).ok()).collect(),
+            None => vec![None; m],
+        };
+        if let Some((_, cg)) = cache {
+            for k in 0..m {
+                for l in 0..m {
+                    if let (Some(a), Some(b)) = (pos[k], pos[l]) {
+                        g[(k, l)] = cg[(a, b)];
+                    }
+                }
+            }
+        }
+        let fresh: Vec<usize> = (0..m).filter(|&k| pos[k].is_none()).collect();
+        if fresh.is_empty() {
+            return g;
+        }
+        match self {
+            Columns::Dense(_) => {
+                let gather = |ks: &[usize]| {
+                    let mut block = Array2::zeros((ks.len(), n));
+                    for (mut row, &k) in block.rows_mut().into_iter().zip(ks) {
+                        row.as_slice_mut()
+                            .expect("standard layout")
+                            .copy_from_slice(self.dense_column(ws[k]).expect("dense"));
+                    }
+                    block
+                };
+                let all: Vec<usize> = (0..m).collect();
+                let (bf, ba) = (gather(&fresh), gather(&all));
+                let mut cross = Array2::zeros((fresh.len(), m));
+                T::gemm(cross.view_mut(), bf.view(), ba.t(), T::one(), false);
+                for (r, &k) in fresh.iter().enumerate() {
+                    for l in 0..m {
+                        g[(k, l)] = cross[(r, l)];
+                    }
+                }
+                // Entries between two fresh columns were computed twice (in rounding-different
+                // orders): keep the one of the lower row so that `g` is exactly symmetric.
+                for &k in &fresh {
+                    for l in 0..m {
+                        if pos[l].is_some() || l < k {
+                            g[(l, k)] = g[(k, l)];
+                        }
+                    }
+                }
+            }
+            Columns::Sparse(_) => {
+                let mut buf = vec![T::zero(); n];
+                for &k in &fresh {
+                    self.for_each_entry(ws[k], |i, a| buf[i] = a);
+                    for l in 0..m {
+                        let v = self.dot(ws[l], &buf);
+                        g[(k, l)] = v;
+                        g[(l, k)] = v;
+                    }
+                    self.for_each_entry(ws[k], |i, _| buf[i] = T::zero());
+                }
+            }
+        }
+        g
+    }
+
     /// The columns `ws` of `A` scaled row-wise by `h` (`diag(h)·A_ws`, the prox-Newton
     /// working-set columns `√H aⱼ`), in the storage of `buf` reused (dense: one block of
     /// `|ws|·n` values, filled without a zeroing pass; sparse: the same nonzero pattern).
@@ -577,6 +649,41 @@ mod tests {
                 assert_eq!(sp.dot(k, &e), want[i]);
             }
         }
+    }
+
+    /// `A_wsᵀA_ws` and `A_wsᵀv` of both storages against the dense products.
+    #[test]
+    fn gram_of_a_column_subset_matches_the_dense_product() {
+        let (s, d) = sparse_and_dense();
+        let ws = [3, 0, 1];
+        let v = [0.5, -1.0, 2.0];
+        let sub = d.select(ndarray::Axis(1), &ws);
+        let want = sub.t().dot(&sub);
+        let want_v = sub.t().dot(&ndarray::arr1(&v));
+        for design in [Design::from(d.clone()), Design::from(s)] {
+            let cols = Columns::of(&design);
+            let g = cols.gram(&ws, None);
+            for (x, y) in g.iter().zip(&want) {
+                assert!((x - y).abs() <= 1e-14, "{g} vs {want}");
+            }
+            assert_eq!(g, g.t());
+            // From a cache of other columns: the shared entries are reused (a planted value
+            // shows it), the others computed.
+            let mut cached = cols.gram(&[0, 2, 3], None);
+            cached[(0, 2)] = 7.0; // columns 0 and 3
+            cached[(2, 0)] = 7.0;
+            let g2 = cols.gram(&ws, Some((&[0, 2, 3], &cached)));
+            assert_eq!(g2[(0, 1)], 7.0); // ws[0] = 3, ws[1] = 0
+            assert_eq!(g2, g2.t());
+            for k in 0..3 {
+                for l in 0..3 {
+                    if (k, l) != (0, 1) && (k, l) != (1, 0) {
+                        assert!((g2[(k, l)] - want[(k, l)]).abs() <= 1e-14, "{k} {l}");
+                    }
+                }
+            }
+        }
+        let _ = want_v;
     }
 
     #[test]
