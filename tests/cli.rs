@@ -557,3 +557,77 @@ fn solve_reads_sparse_npz_designs() {
     assert!(!d.join("x_admm.npy").exists());
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// float32 `.npy` inputs run in float32 and write float32 results: `solve lasso` (at a
+/// tolerance float32 can certify) and `denoise tv`; the objectives match the float64 runs to
+/// the tolerance, and a tolerance float32 cannot certify is refused with one line.
+#[test]
+fn float32_inputs_run_in_float32() {
+    use hyperprox::core::io;
+    let d = tmpdir("f32");
+    lasso_files(&d);
+    let a = io::read_npy_2d(d.join("A.npy")).unwrap();
+    let b = io::read_npy_1d(d.join("b.npy")).unwrap();
+    io::write_npy(d.join("A32.npy"), &a.mapv(|v| v as f32)).unwrap();
+    io::write_npy(d.join("b32.npy"), &b.mapv(|v| v as f32)).unwrap();
+    let run = |a: &str, b: &str, extra: &[&str], out: &str| {
+        bin()
+            .args(["solve", "lasso", "--a"])
+            .arg(d.join(a))
+            .arg("--b")
+            .arg(d.join(b))
+            .args(["--lambda-ratio", "0.1"])
+            .args(extra)
+            .arg("--out")
+            .arg(d.join(out))
+            .arg("--report")
+            .arg(d.join(format!("{out}.json")))
+            .output()
+            .unwrap()
+    };
+    let mut obj = Vec::new();
+    for (a, b, out) in [
+        ("A.npy", "b.npy", "x64.npy"),
+        ("A32.npy", "b32.npy", "x32.npy"),
+    ] {
+        let o = run(a, b, &["--relative", "--tol", "1e-5"], out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rep = std::fs::read_to_string(d.join(format!("{out}.json"))).unwrap();
+        assert_eq!(field(&rep, "converged"), "true");
+        let want = if a == "A.npy" {
+            "\"float64\""
+        } else {
+            "\"float32\""
+        };
+        assert_eq!(field(&rep, "precision"), want, "{rep}");
+        obj.push(field(&rep, "objective").parse::<f64>().unwrap());
+    }
+    let p0 = 0.5 * b.dot(&b) / b.len() as f64;
+    assert!((obj[0] - obj[1]).abs() <= 2e-5 * p0, "{obj:?}");
+    assert!(io::read_npy_native(d.join("x32.npy")).unwrap().is_f32());
+    assert!(!io::read_npy_native(d.join("x64.npy")).unwrap().is_f32());
+    let o = run("A32.npy", "b32.npy", &["--tol", "1e-12"], "bad.npy");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("float32") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!d.join("bad.npy").exists());
+    // denoise tv on a float32 image.
+    let y = ndarray::Array2::from_shape_fn((20, 24), |(i, j)| ((i + 2 * j) % 9) as f32 / 9.0);
+    io::write_npy(d.join("y32.npy"), &y).unwrap();
+    let o = bin()
+        .args(["denoise", "tv", "--input"])
+        .arg(d.join("y32.npy"))
+        .args(["--lambda", "0.1", "--tol", "1e-4", "--out"])
+        .arg(d.join("xd.npy"))
+        .arg("--report")
+        .arg(d.join("xd.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = std::fs::read_to_string(d.join("xd.json")).unwrap();
+    assert_eq!(field(&rep, "precision"), "\"float32\"", "{rep}");
+    assert!(io::read_npy_native(d.join("xd.npy")).unwrap().is_f32());
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -194,46 +194,82 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
         SolveProblem::LogisticL1(a) => ("logistic-l1", a),
     };
     check_outputs(&args.out, &args.report, &["npy"])?;
-    let a = io::read_design(&args.a)?;
-    let b = io::read_npy_1d(&args.b)?;
-    let (x, report) = match &problem {
-        SolveProblem::LogisticL1(_) if args.path.is_some() => {
-            return usage("--path is for lasso, elastic-net and group-lasso (coordinate descent); logistic-l1 solves one λ");
-        }
-        SolveProblem::LogisticL1(_) => solve_logistic(a, b, args.lambda()?, &args.settings())?,
-        _ => {
-            let penalty = match &problem {
-                SolveProblem::ElasticNet(_) => LassoPenalty::ElasticNet { alpha: args.alpha },
-                SolveProblem::GroupLasso(_) if args.groups.is_empty() => {
-                    return usage("group-lasso needs --groups, e.g. --groups 5,5,10 (sizes adding up to the number of columns of A)");
-                }
-                SolveProblem::GroupLasso(_) => LassoPenalty::Group {
-                    groups: Groups::contiguous(&args.groups)?,
-                    weights: None,
-                },
-                _ => LassoPenalty::L1 { weights: None },
-            };
-            if let Some(n) = args.path {
-                let (xs, report) = solve_path(
-                    a,
-                    b,
-                    penalty,
-                    n,
-                    args.lambda_min_ratio,
-                    name,
-                    &args.settings(),
-                )?;
-                io::write_npy(&args.out, &xs)?;
-                return finish(&args.report, &report);
+    let logistic = matches!(problem, SolveProblem::LogisticL1(_));
+    if logistic && args.path.is_some() {
+        return usage("--path is for lasso, elastic-net and group-lasso (coordinate descent); logistic-l1 solves one λ");
+    }
+    // A float32 .npy design runs a single-λ Lasso-type solve in float32 (half the bytes);
+    // paths and logistic-l1 run in float64.
+    let is_npy = args
+        .a
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let a = if is_npy {
+        match io::read_npy_native(&args.a)? {
+            io::NpyData::F32(a32) if !logistic && args.path.is_none() => {
+                let a = io::as_2d(&args.a, a32)?;
+                let b = io::as_1d(&args.b, io::read_npy_native(&args.b)?.into_f32())?;
+                return solve_single::<f32>(&problem, name, args, Design::from(a), b);
             }
-            let lambda = args
-                .lambda()?
-                .resolve(|| LassoProblem::lambda_max(&a, b.view(), &penalty))?;
-            let prob = LassoProblem::with_design(a, b, lambda, penalty)?;
-            solve_penalized(&prob, name, &args.settings())?
+            data => Design::from(io::as_2d(&args.a, data.into_f64())?),
         }
+    } else {
+        io::read_design(&args.a)?
     };
-    io::write_npy(&args.out, &x)?;
+    let b = io::read_npy_1d(&args.b)?;
+    if logistic {
+        let (x, report) = solve_logistic(a, b, args.lambda()?, &args.settings())?;
+        io::write_npy(&args.out, &x)?;
+        return finish(&args.report, &report);
+    }
+    if let Some(n) = args.path {
+        let (xs, report) = solve_path(
+            a,
+            b,
+            penalty(&problem, args)?,
+            n,
+            args.lambda_min_ratio,
+            name,
+            &args.settings(),
+        )?;
+        io::write_npy(&args.out, &xs)?;
+        return finish(&args.report, &report);
+    }
+    solve_single::<f64>(&problem, name, args, a, b)
+}
+
+/// The penalty of a Lasso-type `problem`.
+fn penalty<T: Real>(problem: &SolveProblem, args: &SolveArgs) -> CliResult<LassoPenalty<T>> {
+    Ok(match problem {
+        SolveProblem::ElasticNet(_) => LassoPenalty::ElasticNet {
+            alpha: T::c(args.alpha),
+        },
+        SolveProblem::GroupLasso(_) if args.groups.is_empty() => {
+            return usage("group-lasso needs --groups, e.g. --groups 5,5,10 (sizes adding up to the number of columns of A)");
+        }
+        SolveProblem::GroupLasso(_) => LassoPenalty::Group {
+            groups: Groups::contiguous(&args.groups)?,
+            weights: None,
+        },
+        _ => LassoPenalty::L1 { weights: None },
+    })
+}
+
+/// One certified Lasso-type solve in the precision `T` of the data; `x` is written in `T`.
+fn solve_single<T: Real>(
+    problem: &SolveProblem,
+    name: &str,
+    args: &SolveArgs,
+    a: Design<T>,
+    b: ndarray::Array1<T>,
+) -> CliResult<()> {
+    let penalty = penalty::<T>(problem, args)?;
+    let lambda = args
+        .lambda()?
+        .resolve(|| Ok(LassoProblem::lambda_max(&a, b.view(), &penalty)?.as_f64()))?;
+    let prob = LassoProblem::with_design(a, b, T::c(lambda), penalty)?;
+    let (x, report) = solve_penalized(&prob, name, &args.settings())?;
+    io::write_npy_real(&args.out, &x)?;
     finish(&args.report, &report)
 }
 
@@ -248,13 +284,19 @@ pub fn denoise(model: DenoiseModel) -> CliResult<()> {
         io::write_image(&a.out, &x)?;
         return finish(&a.report, &report);
     }
-    let y = io::read_image(&a.input)?;
     let kind = if a.aniso {
         TvKind::Anisotropic
     } else {
         TvKind::Isotropic
     };
     let lambda = a.lambda.unwrap_or(f64::NAN); // required by clap without --params
+                                               // A float32 .npy image is denoised in float32 (and written so, to a .npy).
+    if let Some(y) = read_f32_image(&a.input)? {
+        let (x, report) = denoise_tv(y.view(), lambda, kind, a.tol, a.max_iters)?;
+        write_f32_image(&a.out, x)?;
+        return finish(&a.report, &report);
+    }
+    let y = io::read_image(&a.input)?;
     let (x, report) = denoise_tv(y.view(), lambda, kind, a.tol, a.max_iters)?;
     io::write_image(&a.out, &x)?;
     finish(&a.report, &report)
@@ -290,11 +332,44 @@ fn learned_tv(path: &std::path::Path) -> CliResult<(TvKind, f64, f64)> {
 pub fn deblur(model: DeblurModel) -> CliResult<()> {
     let DeblurModel::Tv(a) = model;
     check_outputs(&a.out, &a.report, &["npy", "png"])?;
+    if let Some(y) = read_f32_image(&a.input)? {
+        let k = io::as_2d(&a.kernel, io::read_npy_native(&a.kernel)?.into_f32())?;
+        let (x, report) = deblur_tv(y.view(), k, a.lambda, a.boundary, a.tol, a.max_iters)?;
+        write_f32_image(&a.out, x)?;
+        return finish(&a.report, &report);
+    }
     let y = io::read_image(&a.input)?;
     let k = io::read_npy_2d(&a.kernel)?;
     let (x, report) = deblur_tv(y.view(), k, a.lambda, a.boundary, a.tol, a.max_iters)?;
     io::write_image(&a.out, &x)?;
     finish(&a.report, &report)
+}
+
+/// The image of a float32 `.npy` file, `None` for any other input (read as float64).
+fn read_f32_image(path: &std::path::Path) -> CliResult<Option<ndarray::Array2<f32>>> {
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    {
+        return Ok(None);
+    }
+    Ok(match io::read_npy_native(path)? {
+        io::NpyData::F32(y) => Some(io::as_2d(path, y)?),
+        io::NpyData::F64(_) => None,
+    })
+}
+
+/// Writes a float32 result: as float32 to a `.npy`, converted for a PNG.
+fn write_f32_image(path: &std::path::Path, x: ndarray::Array2<f32>) -> CliResult<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    {
+        io::write_npy(path, &x)?;
+    } else {
+        io::write_image(path, &x.mapv(f64::from))?;
+    }
+    Ok(())
 }
 
 /// `hyperprox opnorm`.

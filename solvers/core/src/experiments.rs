@@ -9,6 +9,7 @@ use crate::func::{
     Function, IndBox, Logistic, NormL1, NormL21, Prox, SeparableSum, SqrNormL2, TotalVariation,
     Translate, TvKind,
 };
+use crate::linalg::Real;
 use crate::ops::{Boundary, Conv2d, ConvMethod, DenseMatrix, Gradient2d, Stack};
 use crate::solve::{
     lambda_grid, lasso_path, Admm, AdmmParams, CertificateKind, CoordinateDescent,
@@ -108,6 +109,8 @@ impl Default for SolveSettings {
 pub struct SolveReport {
     /// Problem name (`lasso`, `elastic-net`, `group-lasso`, `logistic-l1`).
     pub problem: String,
+    /// `float64`, or `float32` for float32 data.
+    pub precision: &'static str,
     /// Algorithm.
     pub solver: SparseSolver,
     /// Objective `P(x)` of the problem as stated (`1/n`-scaled data term).
@@ -136,17 +139,18 @@ pub struct SolveReport {
 }
 
 impl SolveReport {
-    fn new(problem: &str, s: &SolveSettings, sol: &Solution<f64, ()>, time_s: f64) -> Self {
+    fn new<T: Real>(problem: &str, s: &SolveSettings, sol: &Solution<T, ()>, time_s: f64) -> Self {
         Self {
             problem: problem.into(),
+            precision: precision_name::<T>(),
             solver: s.solver,
-            objective: sol.objective,
-            gap: sol.certificate,
+            objective: sol.objective.as_f64(),
+            gap: sol.certificate.as_f64(),
             certificate: "duality_gap",
             iterations: sol.iterations,
             time_s,
             converged: sol.reason == TerminationReason::Converged,
-            nnz: sol.x.iter().filter(|&&v| v != 0.0).count(),
+            nnz: sol.x.iter().filter(|&&v| v != T::zero()).count(),
             lambda: f64::NAN,
             labels_mapped_from_01: None,
             n_samples: 0,
@@ -263,7 +267,7 @@ pub fn solve_path(
     Ok((xs, report))
 }
 
-fn strip<S>(s: Solution<f64, S>) -> Solution<f64, ()> {
+fn strip<T, S>(s: Solution<T, S>) -> Solution<T, ()> {
     Solution {
         x: s.x,
         state: (),
@@ -277,12 +281,12 @@ fn strip<S>(s: Solution<f64, S>) -> Solution<f64, ()> {
 
 /// ADMM on a Lasso-type problem: `n·P(x) = ½‖Ax − b‖² + nλΩ(x)` is solved unscaled and
 /// certified by `P`'s duality gap; the returned objective is `P(x)`.
-pub fn lasso_admm(
-    prob: &LassoProblem<f64>,
-    tol: f64,
+pub fn lasso_admm<T: Real>(
+    prob: &LassoProblem<T>,
+    tol: T,
     max_iters: usize,
-) -> Result<Solution<f64, ()>> {
-    let n = prob.n_samples() as f64;
+) -> Result<Solution<T, ()>> {
+    let n = T::c(prob.n_samples() as f64);
     let Some(dense) = prob.a() else {
         return Err(Error::param(
             "solver",
@@ -311,11 +315,11 @@ pub fn lasso_admm(
 }
 
 /// FISTA on a Lasso-type problem, certified by the duality gap (checked every 10 iterations).
-pub fn lasso_fista(
-    prob: &LassoProblem<f64>,
-    tol: f64,
+pub fn lasso_fista<T: Real>(
+    prob: &LassoProblem<T>,
+    tol: T,
     max_iters: usize,
-) -> Result<Solution<f64, ()>> {
+) -> Result<Solution<T, ()>> {
     let f = prob.smooth_part()?;
     let g = prob.penalty_function()?;
     // No objective per iteration (one product with A less; no restart needs it): the gap,
@@ -336,13 +340,15 @@ pub fn lasso_fista(
 
 /// Solves a Lasso-type problem (ℓ1, elastic net, group lasso) to a certified duality gap.
 /// Returns `x` and the report (`name` is the report's problem name).
-pub fn solve_penalized(
-    prob: &LassoProblem<f64>,
+pub fn solve_penalized<T: Real>(
+    prob: &LassoProblem<T>,
     name: &str,
     s: &SolveSettings,
-) -> Result<(Array1<f64>, SolveReport)> {
+) -> Result<(Array1<T>, SolveReport)> {
     let zero = Array1::zeros(prob.n_features());
-    let tol = s.gap_tol(|| prob.objective(zero.view()))?;
+    let p0 = prob.objective(zero.view())?.as_f64();
+    let tol = T::c(s.gap_tol(|| Ok(p0))?);
+    check_precision::<T>(tol.as_f64(), p0)?;
     let t0 = Instant::now();
     let sol = match s.solver {
         SparseSolver::Cd => {
@@ -359,7 +365,7 @@ pub fn solve_penalized(
         SparseSolver::Fista => lasso_fista(prob, tol, s.max_iters)?,
     };
     let mut r = SolveReport::new(name, s, &sol, t0.elapsed().as_secs_f64());
-    r.lambda = prob.lambda();
+    r.lambda = prob.lambda().as_f64();
     r.n_samples = prob.n_samples();
     Ok((sol.x, r))
 }
@@ -428,6 +434,8 @@ pub fn solve_logistic(
 pub struct TvReport {
     /// `rof` (denoising) or `tv-deblur`.
     pub problem: &'static str,
+    /// `float64`, or `float32` for float32 data.
+    pub precision: &'static str,
     /// Isotropic or anisotropic TV (denoising).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tv: Option<&'static str>,
@@ -474,6 +482,53 @@ fn check_iters(max_iters: usize) -> Result<()> {
     Ok(())
 }
 
+/// `float32` or `float64`: the precision of `T`.
+fn precision_name<T: Real>() -> &'static str {
+    if T::epsilon().as_f64() > 1e-10 {
+        "float32"
+    } else {
+        "float64"
+    }
+}
+
+/// `Err` when a gap tolerance is below what arithmetic in `T` can certify: the gap is a
+/// difference of the primal and dual values, each rounded to about `ε_T` times the objective
+/// `P(0)` of the zero start or more: below `30·ε·P(0)` (`3.6e-6·P(0)` in float32) a float32
+/// gap is mostly rounding, so such tolerances are refused up front. Only f32
+/// is checked (for f64 the floor, `~1e-13·P(0)`, is below any tolerance a user asks for and
+/// the solvers stop on stalls).
+pub fn check_precision<T: Real>(tol: f64, p0: f64) -> Result<()> {
+    let eps = T::epsilon().as_f64();
+    if eps > 1e-10 && tol < 30.0 * eps * p0 {
+        return Err(Error::param(
+            "tol",
+            tol,
+            format!(
+                "float32 data cannot certify a duality gap below about {:.1e} (30·eps·P(0), P(0) = {p0:.3e}): pass --relative --tol 1e-5 or more, or float64 arrays",
+                30.0 * eps * p0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `Err` when a relative tolerance (of the TV solvers) is below what arithmetic in `T` can
+/// certify: below `100·ε_T` (`1.2e-5` in float32).
+pub fn check_relative_precision<T: Real>(tol: f64) -> Result<()> {
+    let eps = T::epsilon().as_f64();
+    if eps > 1e-10 && tol < 100.0 * eps {
+        return Err(Error::param(
+            "tol",
+            tol,
+            format!(
+                "float32 data cannot certify a relative error below about {:.1e} (100·eps): pass --tol 1e-4 or more, or float64 data",
+                100.0 * eps
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `Err` unless `tol` is finite and `> 0` (a tolerance of 0 would never be reached, a
 /// negative, NaN or infinite one is meaningless).
 pub fn check_tol(tol: f64) -> Result<()> {
@@ -485,37 +540,42 @@ pub fn check_tol(tol: f64) -> Result<()> {
 
 /// ROF denoising `min ½‖x − y‖² + λ·TV(x)` by the dual FGP method, stopped at a certified
 /// relative objective error `tol` (duality gap `≤ tol·(P − gap)`).
-pub fn denoise_tv(
-    y: ArrayView2<'_, f64>,
+pub fn denoise_tv<T: Real>(
+    y: ArrayView2<'_, T>,
     lambda: f64,
     kind: TvKind,
     tol: f64,
     max_iters: usize,
-) -> Result<(Array2<f64>, TvReport)> {
+) -> Result<(Array2<T>, TvReport)> {
     check_lambda_tol(lambda, tol)?;
     check_iters(max_iters)?;
+    check_relative_precision::<T>(tol)?;
     let (h, w) = y.dim();
-    let tv = TotalVariation::new(h, w, lambda, kind)?.with_tolerance(1e-6, max_iters)?;
+    let tv =
+        TotalVariation::new(h, w, T::c(lambda), kind)?.with_tolerance(T::c(1e-6), max_iters)?;
     let flat = Array1::from_iter(y.iter().copied());
     let t0 = Instant::now();
-    let r = tv.solve_rof(flat.view(), tol)?;
+    let r = tv.solve_rof(flat.view(), T::c(tol))?;
     let time_s = t0.elapsed().as_secs_f64();
-    let lambda_max_bound = tv.constant_threshold(flat.view())?;
-    let objective = 0.5 * (&r.x - &flat).mapv(|v| v * v).sum() + tv.value(r.x.view())?;
+    let lambda_max_bound = tv.constant_threshold(flat.view())?.as_f64();
+    let objective =
+        (T::c(0.5) * (&r.x - &flat).mapv(|v| v * v).sum() + tv.value(r.x.view())?).as_f64();
+    let gap = r.gap.as_f64();
     let report = TvReport {
         problem: "rof",
+        precision: precision_name::<T>(),
         tv: Some(match kind {
             TvKind::Isotropic => "isotropic",
             TvKind::Anisotropic => "anisotropic",
         }),
         solver: "fgp",
         objective,
-        gap: r.gap,
+        gap,
         // 0/0 for a constant image (objective and gap 0): the gap is then exactly 0.
-        relative_gap: if r.gap == 0.0 {
+        relative_gap: if gap == 0.0 {
             0.0
         } else {
-            r.gap / (objective - r.gap)
+            gap / (objective - gap)
         },
         certificate: "duality_gap",
         iterations: r.iterations,
@@ -529,7 +589,7 @@ pub fn denoise_tv(
     Ok((to_image(r.x, h, w)?, report))
 }
 
-fn to_image(x: Array1<f64>, h: usize, w: usize) -> Result<Array2<f64>> {
+fn to_image<T: Real>(x: Array1<T>, h: usize, w: usize) -> Result<Array2<T>> {
     let n = x.len();
     x.into_shape_with_order((h, w))
         .map_err(|_| Error::shape("image", "pixels", h * w, n))
@@ -537,43 +597,45 @@ fn to_image(x: Array1<f64>, h: usize, w: usize) -> Result<Array2<f64>> {
 
 /// TV deblurring `min_{x ∈ [0,1]} ½‖k ∗ x − y‖² + λ·TV(x)` by PDHG on `K = [blur; ∇]`, stopped
 /// at a certified relative primal–dual gap `tol`.
-pub fn deblur_tv(
-    y: ArrayView2<'_, f64>,
-    kernel: Array2<f64>,
+pub fn deblur_tv<T: Real + rustfft::FftNum>(
+    y: ArrayView2<'_, T>,
+    kernel: Array2<T>,
     lambda: f64,
     boundary: Boundary,
     tol: f64,
     max_iters: usize,
-) -> Result<(Array2<f64>, TvReport)> {
+) -> Result<(Array2<T>, TvReport)> {
     check_lambda_tol(lambda, tol)?;
     check_iters(max_iters)?;
+    check_relative_precision::<T>(tol)?;
     let (h, w) = y.dim();
     let n = h * w;
     let blur = Conv2d::new(h, w, kernel, boundary, ConvMethod::Auto)?;
     let yv = Array1::from_iter(y.iter().copied());
     let kop = Stack::new(&blur, Gradient2d::new(h, w)?)?;
     let pairs: Vec<Vec<usize>> = (0..n).map(|p| vec![p, n + p]).collect();
-    let fidelity = Translate::new(SqrNormL2::new(1.0)?, yv.clone())?;
-    let tv = NormL21::new(Groups::new(2 * n, pairs)?, lambda)?;
+    let fidelity = Translate::new(SqrNormL2::new(T::one())?, yv.clone())?;
+    let tv = NormL21::new(Groups::new(2 * n, pairs)?, T::c(lambda))?;
     let g = SeparableSum::new(vec![
-        (n, Box::new(fidelity) as Box<dyn Prox<f64>>),
+        (n, Box::new(fidelity) as Box<dyn Prox<T>>),
         (2 * n, Box::new(tv)),
     ])?;
-    let f = IndBox::new(0.0, 1.0)?;
-    let x0 = yv.mapv(|v| v.clamp(0.0, 1.0));
+    let f = IndBox::new(T::zero(), T::one())?;
+    let x0 = yv.mapv(|v| v.max(T::zero()).min(T::one()));
     let params = PdhgParams::default()
-        .with_tol(tol)
+        .with_tol(T::c(tol))
         .relative(true)
         .with_max_iters(max_iters);
     let t0 = Instant::now();
     let sol = Pdhg::new(&f, &g, &kop, params).run(x0.view(), NoObserver)?;
     let report = TvReport {
         problem: "tv-deblur",
+        precision: precision_name::<T>(),
         tv: None,
         solver: "pdhg",
-        objective: sol.objective,
-        gap: sol.certificate,
-        relative_gap: sol.certificate / sol.objective.abs(),
+        objective: sol.objective.as_f64(),
+        gap: sol.certificate.as_f64(),
+        relative_gap: (sol.certificate / sol.objective.abs()).as_f64(),
         certificate: sol.kind.name(),
         iterations: sol.iterations,
         time_s: t0.elapsed().as_secs_f64(),
@@ -692,5 +754,105 @@ mod tests {
             "the box constraint holds"
         );
         assert_eq!(xd.dim(), (12, 10));
+    }
+
+    /// float32 data: every solver certifies its float32 gap, and the float32 solution is as
+    /// good on the float64 problem as that gap says, up to the rounding of the data to f32
+    /// (`2e-6·P(0)`, about 17 float32 epsilons); tolerances float32 cannot certify are refused.
+    #[test]
+    fn float32_solves_are_certified_and_close_to_the_float64_optimum() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (n, p) = (60, 150);
+        let a = Array2::from_shape_simple_fn((n, p), || {
+            let v: f64 = StandardNormal.sample(&mut rng);
+            v / (n as f64).sqrt()
+        });
+        let xt = Array1::from_shape_fn(p, |j| if j % 15 == 0 { 1.0 } else { 0.0 });
+        let b = a.dot(&xt) + Array1::from_shape_fn(n, |i| 0.01 * ((i % 7) as f64 - 3.0));
+        let pen = crate::solve::LassoPenalty::L1 { weights: None };
+        let lmax = LassoProblem::lambda_max(a.view(), b.view(), &pen).unwrap();
+        let p64 = LassoProblem::new(a.clone(), b.clone(), 0.1 * lmax, pen.clone()).unwrap();
+        let p32 = LassoProblem::new(
+            a.mapv(|v| v as f32),
+            b.mapv(|v| v as f32),
+            (0.1 * lmax) as f32,
+            crate::solve::LassoPenalty::L1 { weights: None },
+        )
+        .unwrap();
+        let p_star =
+            CoordinateDescent::new(&p64, CoordinateDescentParams::default().with_tol(1e-14))
+                .unwrap()
+                .run(Array1::zeros(p).view(), NoObserver)
+                .unwrap()
+                .objective;
+        let p0 = 0.5 * b.dot(&b) / n as f64;
+        for solver in [SparseSolver::Cd, SparseSolver::Fista, SparseSolver::Admm] {
+            let s = SolveSettings {
+                solver,
+                tol: 1e-5,
+                relative: true,
+                ..SolveSettings::default()
+            };
+            let (x, r) = solve_penalized(&p32, "lasso", &s).unwrap();
+            assert_eq!(r.precision, "float32");
+            assert!(r.converged && r.gap <= 1e-5 * p0, "{solver:?}: {r:?}");
+            let obj = p64.objective(x.mapv(f64::from).view()).unwrap();
+            assert!(
+                obj - p_star <= r.gap + 2e-6 * p0,
+                "{solver:?}: P(x32) − P* = {:e} > gap {:e} + rounding",
+                obj - p_star,
+                r.gap
+            );
+        }
+        let tight = SolveSettings {
+            tol: 1e-9,
+            ..SolveSettings::default()
+        };
+        let e = solve_penalized(&p32, "lasso", &tight)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("float32") && e.contains("--relative"), "{e}");
+        // The same tolerance in float64 is accepted.
+        assert!(solve_penalized(&p64, "lasso", &tight).is_ok());
+    }
+
+    /// TV denoising of float32 data: certified to the relative tolerance, and its objective
+    /// within that tolerance (plus rounding) of the float64 solve of the same image.
+    #[test]
+    fn float32_denoising_is_certified_and_close_to_float64() {
+        let y = Array2::from_shape_fn((24, 20), |(i, j)| {
+            ((i * 7 + j * 3) % 11) as f64 / 11.0 + if i > 12 { 0.5 } else { 0.0 }
+        });
+        let (x64, r64) = denoise_tv(y.view(), 0.2, TvKind::Isotropic, 1e-6, 100_000).unwrap();
+        let (x32, r32) = denoise_tv(
+            y.mapv(|v| v as f32).view(),
+            0.2,
+            TvKind::Isotropic,
+            1e-4,
+            100_000,
+        )
+        .unwrap();
+        assert_eq!((r64.precision, r32.precision), ("float64", "float32"));
+        assert!(r32.converged && r32.relative_gap <= 1e-4, "{r32:?}");
+        let tv = TotalVariation::new(24, 20, 0.2, TvKind::Isotropic).unwrap();
+        let obj = |x: &Array2<f64>| {
+            let f = Array1::from_iter(x.iter().copied());
+            let yf = Array1::from_iter(y.iter().copied());
+            0.5 * (&f - &yf).mapv(|v| v * v).sum() + tv.value(f.view()).unwrap()
+        };
+        let (o64, o32) = (obj(&x64), obj(&x32.mapv(f64::from)));
+        assert!(o32 - o64 <= (1e-4 + 1e-6) * o64, "{o32} vs {o64}");
+        assert!(denoise_tv(
+            y.mapv(|v| v as f32).view(),
+            0.2,
+            TvKind::Isotropic,
+            1e-7,
+            100
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("float32"));
     }
 }

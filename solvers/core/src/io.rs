@@ -102,9 +102,39 @@ fn check_npy_header(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a `.npy` file of `f64` (or `f32`, converted) values of any dimension; rejects NaN/Inf
-/// and files whose header does not match their size.
-pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
+/// The values of a `.npy` file in the precision it was written in.
+#[derive(Clone, Debug)]
+pub enum NpyData {
+    /// float64.
+    F64(ArrayD<f64>),
+    /// float32 (kept: the f32 solver paths read half the bytes).
+    F32(ArrayD<f32>),
+}
+
+impl NpyData {
+    /// The values as f64 (exact for f32).
+    pub fn into_f64(self) -> ArrayD<f64> {
+        match self {
+            NpyData::F64(a) => a,
+            NpyData::F32(a) => a.mapv(f64::from),
+        }
+    }
+    /// The values as f32 (f64 rounded).
+    pub fn into_f32(self) -> ArrayD<f32> {
+        match self {
+            NpyData::F64(a) => a.mapv(|v| v as f32),
+            NpyData::F32(a) => a,
+        }
+    }
+    /// Whether the file held float32.
+    pub fn is_f32(&self) -> bool {
+        matches!(self, NpyData::F32(_))
+    }
+}
+
+/// Reads a `.npy` file of `f64` or `f32` values of any dimension without converting them;
+/// rejects NaN/Inf and files whose header does not match their size.
+pub fn read_npy_native(path: impl AsRef<Path>) -> Result<NpyData> {
     let path = path.as_ref();
     if !path.exists() {
         return Err(Error::Io {
@@ -115,10 +145,10 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     check_npy_header(path, &bytes)?;
     use ndarray_npy::ReadNpyExt;
-    let a: ArrayD<f64> = match ArrayD::<f64>::read_npy(&bytes[..]) {
-        Ok(a) => a,
+    let a = match ArrayD::<f64>::read_npy(&bytes[..]) {
+        Ok(a) => NpyData::F64(a),
         Err(e64) => match ArrayD::<f32>::read_npy(&bytes[..]) {
-            Ok(a) => a.mapv(f64::from),
+            Ok(a) => NpyData::F32(a),
             Err(_) => {
                 return Err(io_err(
                     path,
@@ -127,14 +157,40 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
             }
         },
     };
-    check_finite_nd(path, &a)?;
+    let bad = match &a {
+        NpyData::F64(a) => crate::linalg::first_non_finite(a).map(|(i, v)| (i, v.to_string())),
+        NpyData::F32(a) => crate::linalg::first_non_finite(a).map(|(i, v)| (i, v.to_string())),
+    };
+    if let Some((index, value)) = bad {
+        return Err(Error::NonFinite {
+            what: format!("array in {}", path.display()),
+            index,
+            value,
+        });
+    }
     Ok(a)
+}
+
+/// Reads a `.npy` file of `f64` (or `f32`, converted) values of any dimension; rejects NaN/Inf
+/// and files whose header does not match their size.
+pub fn read_npy(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
+    Ok(read_npy_native(path)?.into_f64())
 }
 
 /// Reads a 1-D `.npy` array (a column or row vector of shape `(n, 1)` / `(1, n)` is accepted).
 pub fn read_npy_1d(path: impl AsRef<Path>) -> Result<Array1<f64>> {
     let path = path.as_ref();
-    let a = read_npy(path)?;
+    as_1d(path, read_npy(path)?)
+}
+
+/// Reads a 2-D `.npy` array.
+pub fn read_npy_2d(path: impl AsRef<Path>) -> Result<Array2<f64>> {
+    let path = path.as_ref();
+    as_2d(path, read_npy(path)?)
+}
+
+/// The array read from `path` as a vector (shape `(n,)`, `(n, 1)` or `(1, n)`).
+pub fn as_1d<T: Clone>(path: &Path, a: ArrayD<T>) -> Result<Array1<T>> {
     let shape = a.shape().to_vec();
     let ok = shape.len() == 1 || (shape.len() == 2 && (shape[0] == 1 || shape[1] == 1));
     if !ok {
@@ -145,13 +201,11 @@ pub fn read_npy_1d(path: impl AsRef<Path>) -> Result<Array1<f64>> {
             format!("shape {shape:?}"),
         ));
     }
-    Ok(Array1::from_iter(a.iter().copied()))
+    Ok(Array1::from_iter(a.iter().cloned()))
 }
 
-/// Reads a 2-D `.npy` array.
-pub fn read_npy_2d(path: impl AsRef<Path>) -> Result<Array2<f64>> {
-    let path = path.as_ref();
-    let a = read_npy(path)?;
+/// The array read from `path` as a matrix.
+pub fn as_2d<T>(path: &Path, a: ArrayD<T>) -> Result<Array2<T>> {
     let shape = a.shape().to_vec();
     a.into_dimensionality::<ndarray::Ix2>().map_err(|_| {
         Error::shape(
@@ -326,6 +380,19 @@ pub fn write_csr_npz(path: impl AsRef<Path>, a: &crate::ops::CsrMatrix<f64>) -> 
     write_atomic(path, &buf.into_inner())
 }
 
+/// Writes an array of a [`Real`](crate::linalg::Real) type as `.npy` in its own precision
+/// (float32 or float64; the conversion is exact).
+pub fn write_npy_real<T: crate::linalg::Real, D: ndarray::Dimension>(
+    path: impl AsRef<Path>,
+    a: &ndarray::Array<T, D>,
+) -> Result<()> {
+    if T::epsilon().as_f64() > 1e-10 {
+        write_npy(path, &a.mapv(|v| v.as_f64() as f32))
+    } else {
+        write_npy(path, &a.mapv(|v| v.as_f64()))
+    }
+}
+
 /// Writes `bytes` to `path` atomically: into a temporary file in the same folder
 /// (`.NAME.PID-K.partial`), flushed to disk (`fsync`), then renamed over `path`, and the
 /// folder synced. A reader (or a run killed at any instant) sees the old file or the new
@@ -374,9 +441,9 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes an `f64` array as `.npy` (atomically, see [`write_atomic`]).
-pub fn write_npy<D: ndarray::Dimension>(
+pub fn write_npy<T: ndarray_npy::WritableElement, D: ndarray::Dimension>(
     path: impl AsRef<Path>,
-    a: &ndarray::Array<f64, D>,
+    a: &ndarray::Array<T, D>,
 ) -> Result<()> {
     use ndarray_npy::WriteNpyExt;
     let path = path.as_ref();
