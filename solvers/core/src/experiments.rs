@@ -170,6 +170,8 @@ pub struct PathPointReport {
     pub gap: f64,
     /// Epochs of this solve.
     pub epochs: usize,
+    /// Outer iterations of the working-set solver (gap evaluations; 0 for plain epochs).
+    pub outer: usize,
     /// Nonzero coefficients.
     pub nnz: usize,
     /// Whether the gap reached the tolerance.
@@ -247,6 +249,7 @@ pub fn solve_path(
             objective: pt.objective,
             gap: pt.gap,
             epochs: pt.epochs,
+            outer: pt.outer,
             nnz: pt.x.iter().filter(|v| **v != 0.0).count(),
             converged: pt.converged,
         })

@@ -295,15 +295,18 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                     }
                 }
             }
-            _ => self.sweep(&mut s.x, &mut s.r, &s.active),
+            _ => {
+                self.sweep(&mut s.x, &mut s.r, &s.active);
+            }
         }
         s.epoch += 1;
     }
 
     /// One cyclic pass of exact coordinate minimization (ℓ1 / elastic net) over the features
     /// `idx`, updating `x` and the residual `r = b − Ax` in place:
-    /// `xⱼ ← S(xⱼ + aⱼᵀr/‖aⱼ‖², nλαwⱼ/‖aⱼ‖²)/(1 + nλ(1−α)/‖aⱼ‖²)`.
-    pub(super) fn sweep(&self, x: &mut Array1<T>, r: &mut Array1<T>, idx: &[usize]) {
+    /// `xⱼ ← S(xⱼ + aⱼᵀr/‖aⱼ‖², nλαwⱼ/‖aⱼ‖²)/(1 + nλ(1−α)/‖aⱼ‖²)`. Returns the largest KKT
+    /// violation of the coordinates just before their updates (zero-norm columns skipped).
+    pub(super) fn sweep(&self, x: &mut Array1<T>, r: &mut Array1<T>, idx: &[usize]) -> T {
         let p = self.problem;
         let n = T::c(p.n_samples() as f64);
         let lam = p.lambda();
@@ -313,13 +316,16 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
             _ => (T::one(), T::zero()),
         };
         let rs = r.as_slice_mut().expect("contiguous");
+        let mut worst = T::zero();
         for &j in idx {
             let c = self.col_sq[j];
             if c == T::zero() {
                 continue;
             }
             let old = x[j];
-            let z = old + self.cols.dot(j, rs) / c;
+            let dot = self.cols.dot(j, rs);
+            worst = worst.max(self.violation(j, old, dot / n));
+            let z = old + dot / c;
             let new = soft_threshold(z, n * lam * alpha * w[j] / c) / (T::one() + n * l2 / c);
             let d = new - old;
             if d != T::zero() {
@@ -327,6 +333,7 @@ impl<'a, T: Real> CoordinateDescent<'a, T> {
                 self.cols.axpy(j, -d, rs);
             }
         }
+        worst
     }
 
     /// Computes the gap at the current iterate and screens.

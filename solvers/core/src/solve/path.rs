@@ -33,6 +33,8 @@ pub struct PathPoint<T> {
     pub gap: T,
     /// Epochs of this solve.
     pub epochs: usize,
+    /// Outer iterations of the working-set solver (gap evaluations; 0 for plain epochs).
+    pub outer: usize,
     /// Whether the gap reached the tolerance.
     pub converged: bool,
 }
@@ -124,6 +126,7 @@ pub fn lasso_path<T: Real>(
             objective: sol.objective,
             gap: sol.certificate,
             epochs: sol.iterations,
+            outer: sol.state.trace.outer.len(),
             converged: sol.reason == super::TerminationReason::Converged,
         });
     }
