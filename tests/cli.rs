@@ -73,6 +73,18 @@ fn lasso_files(d: &std::path::Path) {
     hyperprox::core::io::write_npy(d.join("b.npy"), &b).unwrap();
 }
 
+/// A failed run whose error is one line containing `what`.
+fn assert_one_line_error(out: &std::process::Output, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.starts_with("error: ")
+            && err.contains(what)
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
 fn field(json: &str, key: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     v[key].to_string()
@@ -549,11 +561,7 @@ fn solve_reads_sparse_npz_designs() {
         .arg(d.join("x_admm.npy"))
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("dense") && err.trim().lines().count() == 1,
-        "{err}"
-    );
+    assert_one_line_error(&out, "dense");
     assert!(!d.join("x_admm.npy").exists());
     std::fs::remove_dir_all(&d).ok();
 }
@@ -607,11 +615,7 @@ fn float32_inputs_run_in_float32() {
     assert!(io::read_npy_native(d.join("x32.npy")).unwrap().is_f32());
     assert!(!io::read_npy_native(d.join("x64.npy")).unwrap().is_f32());
     let o = run("A32.npy", "b32.npy", &["--tol", "1e-12"], "bad.npy");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("float32") && err.trim().lines().count() == 1,
-        "{err}"
-    );
+    assert_one_line_error(&o, "float32");
     assert!(!d.join("bad.npy").exists());
     // denoise tv on a float32 image.
     let y = ndarray::Array2::from_shape_fn((20, 24), |(i, j)| ((i + 2 * j) % 9) as f32 / 9.0);
