@@ -581,43 +581,7 @@ impl<T: Real> CoordinateDescent<'_, T> {
                 last_inner = s.epoch - inner_start;
                 continue;
             }
-            let mut x_hist: Vec<Array1<T>> = Vec::with_capacity(EXTRAPOLATION_K + 1);
-            let mut since_full = 0usize;
-            let mut nonzero: Vec<usize> = Vec::with_capacity(ws.len());
-            while s.epoch < params.max_epochs {
-                // glmnet's active cycling: every `check_every` epochs a sweep of the whole
-                // working set, which also measures the KKT violation of each coordinate just
-                // before its update (the inner stopping test, no separate pass over the
-                // columns); in between, sweeps of its nonzero coordinates only.
-                let mut stop = false;
-                if since_full == 0 {
-                    let worst = self.sweep(&mut s.x, &mut s.r, &ws);
-                    check_divergence("coordinate descent", s.epoch, "KKT violation", worst)?;
-                    stop = worst <= inner_tol;
-                    nonzero.clear();
-                    nonzero.extend(ws.iter().copied().filter(|&j| s.x[j] != T::zero()));
-                } else {
-                    self.sweep(&mut s.x, &mut s.r, &nonzero);
-                }
-                s.epoch += 1;
-                since_full = (since_full + 1) % params.check_every;
-                if stop {
-                    break;
-                }
-                if params.dual_extrapolation {
-                    if r_hist.len() == EXTRAPOLATION_K + 1 {
-                        r_hist.pop_front();
-                    }
-                    r_hist.push_back(s.r.clone());
-                }
-                if params.anderson {
-                    x_hist.push(ws.iter().map(|&j| s.x[j]).collect());
-                    if x_hist.len() == EXTRAPOLATION_K + 1 {
-                        self.anderson_step(&mut s, &ws, &x_hist, &mut trace.anderson);
-                        x_hist.clear();
-                    }
-                }
-            }
+            self.inner_columns(&mut s, &ws, inner_tol, &mut r_hist, &mut trace.anderson)?;
             last_inner = s.epoch - inner_start;
         };
         if let Some(b) = best {
@@ -634,6 +598,61 @@ impl<T: Real> CoordinateDescent<'_, T> {
             reason,
             state: s,
         })
+    }
+
+    /// The inner solve of one outer iteration on the columns of `ws`: glmnet's active cycling
+    /// (every `check_every` epochs a sweep of the whole working set, which also measures the
+    /// KKT violation of each coordinate just before its update — the inner stopping test, no
+    /// separate pass over the columns —, in between sweeps of its nonzero coordinates only),
+    /// the residual history for the dual extrapolation, and Anderson steps every `K + 1`
+    /// epochs.
+    fn inner_columns(
+        &self,
+        s: &mut CoordinateDescentState<T>,
+        ws: &[usize],
+        inner_tol: T,
+        r_hist: &mut VecDeque<Array1<T>>,
+        anderson_log: &mut Vec<AndersonRecord<T>>,
+    ) -> Result<()> {
+        let params = *self.params();
+        let mut x_hist: Vec<Array1<T>> = Vec::with_capacity(EXTRAPOLATION_K + 1);
+        let mut since_full = 0usize;
+        let mut nonzero: Vec<usize> = Vec::with_capacity(ws.len());
+        while s.epoch < params.max_epochs {
+            // glmnet's active cycling: every `check_every` epochs a sweep of the whole
+            // working set, which also measures the KKT violation of each coordinate just
+            // before its update (the inner stopping test, no separate pass over the
+            // columns); in between, sweeps of its nonzero coordinates only.
+            let mut stop = false;
+            if since_full == 0 {
+                let worst = self.sweep(&mut s.x, &mut s.r, ws);
+                check_divergence("coordinate descent", s.epoch, "KKT violation", worst)?;
+                stop = worst <= inner_tol;
+                nonzero.clear();
+                nonzero.extend(ws.iter().copied().filter(|&j| s.x[j] != T::zero()));
+            } else {
+                self.sweep(&mut s.x, &mut s.r, &nonzero);
+            }
+            s.epoch += 1;
+            since_full = (since_full + 1) % params.check_every;
+            if stop {
+                break;
+            }
+            if params.dual_extrapolation {
+                if r_hist.len() == EXTRAPOLATION_K + 1 {
+                    r_hist.pop_front();
+                }
+                r_hist.push_back(s.r.clone());
+            }
+            if params.anderson {
+                x_hist.push(ws.iter().map(|&j| s.x[j]).collect());
+                if x_hist.len() == EXTRAPOLATION_K + 1 {
+                    self.anderson_step(s, ws, &x_hist, anderson_log);
+                    x_hist.clear();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The inner solve of one outer iteration on the Gram matrix `G = A_wsᵀA_ws` (see
