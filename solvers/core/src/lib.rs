@@ -32,6 +32,7 @@ pub mod func;
 pub mod interop;
 pub mod io;
 pub mod linalg;
+pub mod nn;
 pub mod ops;
 pub mod solve;
 #[cfg(feature = "testing")]

@@ -75,6 +75,27 @@ impl<F: BatchSmooth> Differentiable for GradientStep<F> {
         let hg = self.f.hvp(x, c, g);
         Ok(&g - &(hg * p[0]))
     }
+    /// `c̄ = −α (∂∇f/∂c)ᵀ ḡ`.
+    fn vjp_ctx(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        g: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        Ok(self.f.grad_ctx_vjp(x, c, g)? * (-p[0]))
+    }
+    /// `v − α ∇²f v`.
+    fn jvp(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        v: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        let hv = self.f.hvp(x, c, v);
+        Ok(&v - &(hv * p[0]))
+    }
 }
 
 /// `x ↦ K x` row by row for any core [`LinearOperator`] (no parameters); VJP `x̄ = Kᵀ ḡ`.
@@ -122,6 +143,15 @@ impl<T: Real> Differentiable<T> for LinearBlock<T> {
             self.op.adjoint_into(o, gr)?;
         }
         Ok(out)
+    }
+    fn jvp(
+        &self,
+        p: &[T],
+        _x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        self.forward(p, v, c)
     }
 }
 
@@ -193,6 +223,38 @@ impl<T: Real> Differentiable<T> for LearnedLinear {
             T::gemm(g1.view_mut(), g.t(), c, T::one(), true);
         }
         Ok(matmul(g, w2))
+    }
+    /// `c̄ = W₁ᵀ ḡ` (rows: `ḡ W₁`).
+    fn vjp_ctx(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let mut out = Array2::zeros((x.nrows(), c.ncols()));
+        if self.n_ctx > 0 {
+            let (_, w1) = self.mats(p);
+            T::gemm(
+                out.slice_mut(ndarray::s![.., ..self.n_ctx]),
+                g,
+                w1,
+                T::one(),
+                false,
+            );
+        }
+        Ok(out)
+    }
+    /// `W₂ v`.
+    fn jvp(
+        &self,
+        p: &[T],
+        _x: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let (w2, _) = self.mats(p);
+        Ok(matmul(v, w2.t()))
     }
 }
 
@@ -321,6 +383,39 @@ impl<T: Real> Differentiable<T> for ResidualStep<T> {
             return self.vjp(p, x, c, g, gp);
         };
         Ok(self.pull_back(p, r, g, gp))
+    }
+    /// `c̄ = s W ḡ` (rows: `s ḡ Wᵀ`).
+    fn vjp_ctx(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let (w, s) = self.w(p);
+        let mut out = Array2::zeros((x.nrows(), c.ncols()));
+        T::gemm(
+            out.slice_mut(ndarray::s![.., ..self.a.nrows()]),
+            g,
+            w.t(),
+            s,
+            false,
+        );
+        Ok(out)
+    }
+    /// `v − s (A v) W` row by row.
+    fn jvp(
+        &self,
+        p: &[T],
+        _x: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let (w, s) = self.w(p);
+        let av = matmul(v, self.a.t());
+        let mut out = v.to_owned();
+        T::gemm(out.view_mut(), av.view(), w, -s, true);
+        Ok(out)
     }
 }
 
@@ -457,6 +552,24 @@ impl<T: Real> Differentiable<T> for SoftThreshold {
         }
         Ok(gx)
     }
+    /// `v ⊙ 1[|u| > θ]`.
+    fn jvp(
+        &self,
+        p: &[T],
+        u: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let mut out = v.to_owned();
+        for (mut orow, ur) in out.rows_mut().into_iter().zip(u.rows()) {
+            for (j, (o, uv)) in orow.iter_mut().zip(ur).enumerate() {
+                if uv.abs() <= self.theta(p, j) {
+                    *o = T::zero();
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Hard threshold `H_τ(u) = u·1[|u| > τ]`, the prox of `(τ²/2)‖·‖₀`. One parameter `τ`, whose
@@ -504,6 +617,17 @@ impl<T: Real> Differentiable<T> for HardThreshold {
             }
         });
         Ok(gx)
+    }
+    /// `v ⊙ 1[|u| > τ]` (the same mask as the VJP).
+    fn jvp(
+        &self,
+        p: &[T],
+        u: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let mut unused = [T::zero()];
+        self.vjp(p, u, c, v, &mut unused)
     }
 }
 

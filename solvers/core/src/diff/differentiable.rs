@@ -45,6 +45,43 @@ pub trait Differentiable<T: Real = f64>: Send + Sync {
         g: ArrayView2<'_, T>,
         gp: &mut [T],
     ) -> Result<Array2<T>>;
+    /// `(∂f/∂c)ᵀ ḡ` row by row: the gradient that flows into the context (B × `c.ncols()`), so
+    /// that hyperparameters, times or conditioning inputs carried in the context get gradients.
+    /// The default returns zeros for a block that reads no context (`ctx_dim() == 0`) and an
+    /// `Unsupported` error otherwise; a block that reads its context overrides it.
+    fn vjp_ctx(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let _ = (p, g);
+        if self.ctx_dim() == 0 {
+            Ok(Array2::zeros((x.nrows(), c.ncols())))
+        } else {
+            Err(crate::error::Error::unsupported(
+                "a context vector-Jacobian product",
+                self.name(),
+            ))
+        }
+    }
+    /// `(∂f/∂x) v` row by row: the state JVP (forward mode), used by ODE adjoints,
+    /// linearizations and forward-over-reverse second order. The default is an `Unsupported`
+    /// error.
+    fn jvp(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let _ = (p, x, c, v);
+        Err(crate::error::Error::unsupported(
+            "a Jacobian-vector product",
+            self.name(),
+        ))
+    }
     /// Forward pass that also returns intermediates for [`Differentiable::vjp_saved`], so the
     /// backward pass need not recompute them (default: saves nothing).
     fn forward_save(
@@ -144,77 +181,108 @@ impl<T> std::fmt::Debug for Workspace<T> {
     }
 }
 
-impl<T: Real, D: Differentiable<T> + ?Sized> Differentiable<T> for Box<D> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    fn in_dim(&self) -> usize {
-        (**self).in_dim()
-    }
-    fn out_dim(&self) -> usize {
-        (**self).out_dim()
-    }
-    fn ctx_dim(&self) -> usize {
-        (**self).ctx_dim()
-    }
-    fn num_params(&self) -> usize {
-        (**self).num_params()
-    }
-    fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        (**self).forward(p, x, c)
-    }
-    fn vjp(
-        &self,
-        p: &[T],
-        x: ArrayView2<'_, T>,
-        c: ArrayView2<'_, T>,
-        g: ArrayView2<'_, T>,
-        gp: &mut [T],
-    ) -> Result<Array2<T>> {
-        (**self).vjp(p, x, c, g, gp)
-    }
-    fn forward_save(
-        &self,
-        p: &[T],
-        x: ArrayView2<'_, T>,
-        c: ArrayView2<'_, T>,
-    ) -> Result<(Array2<T>, Saved)> {
-        (**self).forward_save(p, x, c)
-    }
-    fn vjp_saved(
-        &self,
-        p: &[T],
-        x: ArrayView2<'_, T>,
-        c: ArrayView2<'_, T>,
-        saved: &Saved,
-        g: ArrayView2<'_, T>,
-        gp: &mut [T],
-    ) -> Result<Array2<T>> {
-        (**self).vjp_saved(p, x, c, saved, g, gp)
-    }
-    fn forward_ws(
-        &self,
-        p: &[T],
-        x: ArrayView2<'_, T>,
-        c: ArrayView2<'_, T>,
-        ws: &mut Workspace<T>,
-        out: &mut Array2<T>,
-    ) -> Result<()> {
-        (**self).forward_ws(p, x, c, ws, out)
-    }
-    fn vjp_ws(
-        &self,
-        p: &[T],
-        x: ArrayView2<'_, T>,
-        c: ArrayView2<'_, T>,
-        ws: &mut Workspace<T>,
-        g: ArrayView2<'_, T>,
-        gp: &mut [T],
-        out: &mut Array2<T>,
-    ) -> Result<()> {
-        (**self).vjp_ws(p, x, c, ws, g, gp, out)
-    }
+/// Boxed and shared blocks are blocks.
+macro_rules! forward_pointer {
+    ($ptr:ident) => {
+        impl<T: Real, D: Differentiable<T> + ?Sized> Differentiable<T> for $ptr<D> {
+            fn name(&self) -> String {
+                (**self).name()
+            }
+            fn in_dim(&self) -> usize {
+                (**self).in_dim()
+            }
+            fn out_dim(&self) -> usize {
+                (**self).out_dim()
+            }
+            fn ctx_dim(&self) -> usize {
+                (**self).ctx_dim()
+            }
+            fn num_params(&self) -> usize {
+                (**self).num_params()
+            }
+            fn forward(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+            ) -> Result<Array2<T>> {
+                (**self).forward(p, x, c)
+            }
+            fn vjp(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+                g: ArrayView2<'_, T>,
+                gp: &mut [T],
+            ) -> Result<Array2<T>> {
+                (**self).vjp(p, x, c, g, gp)
+            }
+            fn vjp_ctx(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+                g: ArrayView2<'_, T>,
+            ) -> Result<Array2<T>> {
+                (**self).vjp_ctx(p, x, c, g)
+            }
+            fn jvp(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+                v: ArrayView2<'_, T>,
+            ) -> Result<Array2<T>> {
+                (**self).jvp(p, x, c, v)
+            }
+            fn forward_save(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+            ) -> Result<(Array2<T>, Saved)> {
+                (**self).forward_save(p, x, c)
+            }
+            fn vjp_saved(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+                saved: &Saved,
+                g: ArrayView2<'_, T>,
+                gp: &mut [T],
+            ) -> Result<Array2<T>> {
+                (**self).vjp_saved(p, x, c, saved, g, gp)
+            }
+            fn forward_ws(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+                ws: &mut Workspace<T>,
+                out: &mut Array2<T>,
+            ) -> Result<()> {
+                (**self).forward_ws(p, x, c, ws, out)
+            }
+            fn vjp_ws(
+                &self,
+                p: &[T],
+                x: ArrayView2<'_, T>,
+                c: ArrayView2<'_, T>,
+                ws: &mut Workspace<T>,
+                g: ArrayView2<'_, T>,
+                gp: &mut [T],
+                out: &mut Array2<T>,
+            ) -> Result<()> {
+                (**self).vjp_ws(p, x, c, ws, g, gp, out)
+            }
+        }
+    };
 }
+forward_pointer!(Box);
+use std::sync::Arc;
+forward_pointer!(Arc);
 
 /// A loss on the last state of a batch: `value` is the mean over the batch and the gradient is
 /// that of the mean.

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::linalg::Real;
 
 pub mod blocks;
+pub mod check;
 mod differentiable;
 pub mod unrolled;
 
@@ -24,6 +25,7 @@ pub use crate::linalg::check_batch;
 pub use blocks::{
     GradientStep, HardThreshold, LearnedLinear, LinearBlock, ResidualStep, SoftThreshold,
 };
+pub use check::{check_block, BlockCheck};
 pub use differentiable::{BatchLoss, Differentiable, Saved, SquaredError, Workspace};
 pub use unrolled::{check_vjp, Chain, Trajectory, Unrolled, UnrolledWorkspace};
 

@@ -447,6 +447,56 @@ impl<T: Real> Differentiable<T> for Chain<T> {
         }
         Ok(g)
     }
+    /// The sum of every block's context VJP at the cotangent reaching it.
+    fn vjp_ctx(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let ranges = self.ranges();
+        let mut inputs = vec![x.to_owned()];
+        for (b, r) in self.blocks.iter().zip(&ranges).take(self.blocks.len() - 1) {
+            let next = b.forward(&p[r.clone()], inputs.last().unwrap().view(), c)?;
+            inputs.push(next);
+        }
+        let mut out = Array2::zeros((x.nrows(), c.ncols()));
+        let mut g = g.to_owned();
+        let mut scratch = vec![T::zero(); p.len()];
+        for (i, (b, r)) in self.blocks.iter().zip(&ranges).enumerate().rev() {
+            out += &b.vjp_ctx(&p[r.clone()], inputs[i].view(), c, g.view())?;
+            if i > 0 {
+                g = b.vjp(
+                    &p[r.clone()],
+                    inputs[i].view(),
+                    c,
+                    g.view(),
+                    &mut scratch[r.clone()],
+                )?;
+            }
+        }
+        Ok(out)
+    }
+    /// The blocks' JVPs in turn (chain rule, forward mode).
+    fn jvp(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let mut cur = x.to_owned();
+        let mut dv = v.to_owned();
+        let last = self.blocks.len() - 1;
+        for (i, (b, r)) in self.blocks.iter().zip(self.ranges()).enumerate() {
+            dv = b.jvp(&p[r.clone()], cur.view(), c, dv.view())?;
+            if i < last {
+                cur = b.forward(&p[r], cur.view(), c)?;
+            }
+        }
+        Ok(dv)
+    }
 }
 
 /// Finite-difference check of a block's VJP in a random direction, for the state and for the

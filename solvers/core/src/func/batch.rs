@@ -60,6 +60,20 @@ pub trait BatchSmooth: Send + Sync {
         c: ArrayView2<'_, f64>,
         v: ArrayView2<'_, f64>,
     ) -> Array2<f64>;
+    /// `(∂∇f/∂c)ᵀ v` row by row (B × `ctx_dim`): how the gradient moves with the context, for
+    /// the context VJP of a gradient step. Default: `Unsupported`.
+    fn grad_ctx_vjp(
+        &self,
+        x: ArrayView2<'_, f64>,
+        c: ArrayView2<'_, f64>,
+        v: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        let _ = (x, c, v);
+        Err(Error::unsupported(
+            "a context derivative of the gradient",
+            self.name(),
+        ))
+    }
 }
 
 /// `f(x; y) = ½‖A x − y‖²` with a dense `A` (M × N); the context is `y`.
@@ -96,6 +110,17 @@ impl LeastSquaresBatch {
 impl BatchSmooth for LeastSquaresBatch {
     fn name(&self) -> String {
         "½‖Ax − y‖²".into()
+    }
+    /// `∇f = Aᵀ(Ax − y)`, so `∂∇f/∂y = −Aᵀ` and the VJP is `−A v` (rows: `−v Aᵀ`).
+    fn grad_ctx_vjp(
+        &self,
+        _x: ArrayView2<'_, f64>,
+        _c: ArrayView2<'_, f64>,
+        v: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        let mut out = Array2::zeros((v.nrows(), self.a.nrows()));
+        f64::gemm(out.view_mut(), v, self.a.t(), -1.0, false);
+        Ok(out)
     }
     fn dim(&self) -> usize {
         self.a.ncols()

@@ -1,0 +1,105 @@
+//! Classifiers on the shipped digits (fixed split): the accuracy goals of the neural-components
+//! issue, and exact resumption from a checkpoint.
+
+use hyperprox_core::nn::loss::LossSpec;
+use hyperprox_core::nn::optim::Method;
+use hyperprox_core::nn::train::{digits_split, Arch, TrainConfig, TrainState, Trainer};
+
+fn train(cfg: TrainConfig) -> (f64, Vec<f64>) {
+    let split = digits_split::<f32>().unwrap();
+    let mut t = Trainer::<f32>::new(cfg.clone(), split.train.len()).unwrap();
+    for _ in 0..cfg.epochs {
+        t.train_epoch(&split).unwrap();
+    }
+    let last = t.history().last().unwrap().clone();
+    let losses = t.history().iter().map(|r| r.train_loss).collect();
+    (last.test_accuracy, losses)
+}
+
+#[test]
+fn the_mlp_reaches_96_percent_and_the_cnn_97() {
+    let mut mlp = TrainConfig::digits(Arch::parse("mlp:128,128").unwrap());
+    mlp.dropout = 0.1;
+    mlp.epochs = 60;
+    let (acc, losses) = train(mlp);
+    eprintln!("mlp: {acc}");
+    assert!(acc >= 0.96, "MLP test accuracy {acc}");
+    assert!(losses.last().unwrap() < &(0.2 * losses[0]), "{losses:?}");
+    let mut cnn = TrainConfig::digits(Arch::parse("cnn:16,32").unwrap());
+    cnn.epochs = 40;
+    cnn.lr = 2e-3;
+    let (acc, _) = train(cnn);
+    eprintln!("cnn: {acc}");
+    assert!(acc >= 0.97, "CNN test accuracy {acc}");
+}
+
+#[test]
+fn every_loss_trains_to_94_percent() {
+    for name in ["ce", "ls", "stablemax", "zloss", "elr", "pskd"] {
+        let mut cfg = TrainConfig::digits(Arch::parse("mlp:128").unwrap());
+        cfg.loss = LossSpec::by_name(name).unwrap();
+        cfg.epochs = 60;
+        let (acc, _) = train(cfg);
+        eprintln!("{name}: {acc}");
+        assert!(acc >= 0.94, "{name}: test accuracy {acc}");
+    }
+}
+
+#[test]
+fn every_optimizer_trains() {
+    for (name, lr) in [
+        ("sgd", 0.05),
+        ("adamw", 1e-3),
+        ("rmsprop", 1e-3),
+        ("adabelief", 1e-3),
+    ] {
+        let mut cfg = TrainConfig::digits(Arch::parse("mlp:64").unwrap());
+        cfg.method = Method::by_name(name).unwrap();
+        cfg.lr = lr;
+        cfg.weight_decay = 1e-4;
+        cfg.epochs = 10;
+        let (acc, _) = train(cfg);
+        eprintln!("{name}: {acc}");
+        assert!(acc >= 0.9, "{name}: test accuracy {acc}");
+    }
+}
+
+#[test]
+fn a_resumed_run_is_bit_identical() {
+    // Dropout, a stateful loss, AdamW with a cosine schedule and ⊥Grad: everything that has
+    // state or draws random numbers.
+    let mut cfg = TrainConfig::digits(Arch::parse("mlp:32").unwrap());
+    cfg.dropout = 0.2;
+    cfg.loss = LossSpec::by_name("pskd").unwrap();
+    cfg.method = Method::by_name("adamw").unwrap();
+    cfg.weight_decay = 1e-3;
+    cfg.cosine = true;
+    cfg.orthogonal = true;
+    cfg.epochs = 4;
+    let split = digits_split::<f32>().unwrap();
+    let n = split.train.len();
+    let mut a = Trainer::<f32>::new(cfg.clone(), n).unwrap();
+    for _ in 0..4 {
+        a.train_epoch(&split).unwrap();
+    }
+    let mut b = Trainer::<f32>::new(cfg, n).unwrap();
+    for _ in 0..2 {
+        b.train_epoch(&split).unwrap();
+    }
+    let json = serde_json::to_string(&b.state()).unwrap();
+    let st: TrainState = serde_json::from_str(&json).unwrap();
+    let mut c = Trainer::<f32>::resume(st, n).unwrap();
+    for _ in 0..2 {
+        c.train_epoch(&split).unwrap();
+    }
+    assert_eq!(a.params, c.params);
+    let (ha, hc) = (a.state().history, c.state().history);
+    assert_eq!(
+        ha.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
+        hc.iter().map(|r| r.train_loss).collect::<Vec<_>>()
+    );
+    // A checkpoint of another architecture is refused.
+    let mut other = b.state();
+    other.params.pop();
+    assert!(Trainer::<f32>::resume(other, n).is_err());
+}
