@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod common;
 pub mod lpn;
+pub mod nn;
 pub mod solve;
 pub mod tune;
 pub mod unfold;
@@ -62,6 +63,12 @@ enum Command {
         #[command(subcommand)]
         command: lpn::LpnCommand,
     },
+    /// Neural networks from the library's blocks: train a classifier (MLP or CNN) on the
+    /// shipped digits with any of the losses and optimizers.
+    Nn {
+        #[command(subcommand)]
+        command: nn::NnCommand,
+    },
     /// Deep-unfolded ISTA/IHT and the LISTA family: train (supervised or unsupervised) and
     /// evaluate against ISTA, FISTA and IHT.
     Unfold {
@@ -110,6 +117,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Tune { problem } => tune::tune(problem),
         Command::Demo { out, max_iters } => tune::demo(&out, max_iters),
         Command::Lpn { command } => lpn::run(command),
+        Command::Nn { command } => nn::run(command),
         Command::Unfold { command } => unfold::run(command),
     }
 }
