@@ -52,11 +52,7 @@ fn train_writes_its_files_and_a_resumed_run_equals_an_uninterrupted_one() {
         "0.005",
     ];
     let with = |extra: &[&str]| -> Vec<String> {
-        common
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
+        common.iter().chain(extra).map(|s| s.to_string()).collect()
     };
     let args = with(&["--epochs", "4", "--out", full.to_str().unwrap()]);
     run_ok(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>());

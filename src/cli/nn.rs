@@ -138,9 +138,8 @@ fn config_of(a: &TrainArgs) -> CliResult<TrainConfig> {
     let mut cfg = TrainConfig::digits(arch);
     cfg.loss = LossSpec::by_name(&a.loss)?;
     cfg.method = Method::by_name(&a.optimizer)?;
-    cfg.lr = a
-        .lr
-        .unwrap_or(if a.optimizer == "sgd" { 0.05 } else { 1e-3 });
+    cfg.lr =
+        a.lr.unwrap_or(if a.optimizer == "sgd" { 0.05 } else { 1e-3 });
     if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
         return usage(format!("--lr {}: use a positive learning rate", cfg.lr));
     }

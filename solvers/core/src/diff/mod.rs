@@ -18,6 +18,7 @@ use crate::linalg::Real;
 pub mod blocks;
 pub mod check;
 mod differentiable;
+pub mod solve_layer;
 pub mod unrolled;
 
 pub use crate::func::{matmul, residual, BatchSmooth, LeastSquaresBatch};
@@ -27,6 +28,7 @@ pub use blocks::{
 };
 pub use check::{check_block, BlockCheck};
 pub use differentiable::{BatchLoss, Differentiable, Saved, SquaredError, Workspace};
+pub use solve_layer::{Differentiation, Regularizer, SolveLayer};
 pub use unrolled::{check_vjp, Chain, Trajectory, Unrolled, UnrolledWorkspace};
 
 /// The seed of minibatch `step` of a run seeded with `seed` (SplitMix64 of the pair), so that a
