@@ -41,6 +41,9 @@ use crate::solve::{Fista, FistaParams, NoObserver, TerminationReason};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1};
 use std::sync::Arc;
 
+/// The iterates `x_0..x_K` and forward points `u_0..u_{K−1}` of an unrolled run.
+type Iterates<T> = (Vec<Array1<T>>, Vec<Array1<T>>);
+
 /// How a solver run is differentiated.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Differentiation {
@@ -177,7 +180,7 @@ impl<T: Real> SolveLayer<T> {
         mode: Differentiation,
     ) -> Result<Self> {
         match mode {
-            Differentiation::Unrolled { iters } if iters == 0 => {
+            Differentiation::Unrolled { iters: 0 } => {
                 return Err(Error::param("iters", 0, "unroll at least one step"))
             }
             Differentiation::Implicit {
@@ -315,7 +318,7 @@ impl<T: Real> SolveLayer<T> {
         y: ArrayView1<'_, T>,
         lambda: T,
         iters: usize,
-    ) -> Result<(Vec<Array1<T>>, Vec<Array1<T>>)> {
+    ) -> Result<Iterates<T>> {
         let gamma = T::one() / self.lipschitz(lambda);
         let mut xs = vec![Array1::zeros(self.n())];
         let mut us = Vec::with_capacity(iters);
