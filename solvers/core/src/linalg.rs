@@ -1022,6 +1022,54 @@ pub fn conjugate_gradient_on<T: Real, V: Vector<T>>(
     })
 }
 
+/// The logistic function `1/(1 + e^{−z})` without overflow for large `|z|`: the one sigmoid of
+/// the workspace (logistic losses, the logistic solvers, the sigmoid and softplus activations).
+#[inline]
+pub fn sigmoid<T: Real>(z: T) -> T {
+    if z >= T::zero() {
+        T::one() / (T::one() + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// `log(1 + e^z)` without overflow.
+#[inline]
+pub fn log1pexp<T: Real>(z: T) -> T {
+    if z > T::zero() {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+/// Softplus with sharpness `β > 0`, `s(t) = log(1 + e^{βt})/β`, and its first two derivatives
+/// `(s, s', s'') = (s, σ(βt), βσ(βt)(1 − σ(βt)))`, with one `exp` and one `ln_1p`.
+#[inline]
+pub fn softplus_derivs<T: Real>(t: T, beta: T) -> (T, T, T) {
+    let bt = beta * t;
+    let e = (-bt.abs()).exp();
+    let inv = T::one() / (T::one() + e);
+    let sig = if bt >= T::zero() { inv } else { e * inv };
+    let s = t.max(T::zero()) + e.ln_1p() / beta;
+    (s, sig, beta * sig * (T::one() - sig))
+}
+
+/// Writes the softmax of `z` into `p` and returns `log Σ_j e^{z_j}` (the maximum is subtracted
+/// first, so any finite scores are safe): the one softmax of the workspace (multinomial
+/// logistic regression, the classification losses).
+pub fn log_softmax_into<T: Real>(z: ArrayView1<'_, T>, mut p: ArrayViewMut1<'_, T>) -> T {
+    let m = z.iter().fold(T::neg_infinity(), |a, &v| a.max(v));
+    let mut s = T::zero();
+    for (pv, &zv) in p.iter_mut().zip(z) {
+        *pv = (zv - m).exp();
+        s += *pv;
+    }
+    p.mapv_inplace(|v| v / s);
+    m + s.ln()
+}
+
 #[cfg(test)]
 mod tests {
     /// The first non-finite entry in logical order, whatever the memory order (the fast scan

@@ -35,6 +35,7 @@
 //! neural networks", ICML 2017.
 
 use hyperprox_core::error::{Error, Result};
+use hyperprox_core::nn::Dense;
 use ndarray::{concatenate, s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -259,9 +260,7 @@ impl Lin {
     /// `X ↦ X Mᵀ` (`B × inp → B × out`).
     fn apply(&self, p: &[f64], x: ArrayView2<'_, f64>) -> Array2<f64> {
         match *self {
-            Lin::Dense { out, inp } => {
-                x.dot(&ArrayView2::from_shape((out, inp), p).expect("layout").t())
-            }
+            Lin::Dense { out, inp } => Dense::new(inp, out).without_bias().apply(p, x),
             Lin::Conv { cout, cin, h, w, k } => {
                 let x = x.as_standard_layout();
                 let mut y = Array2::zeros((x.nrows(), cout * h * w));
@@ -282,9 +281,7 @@ impl Lin {
     /// `G ↦ G M` (`B × out → B × inp`).
     fn apply_t(&self, p: &[f64], g: ArrayView2<'_, f64>) -> Array2<f64> {
         match *self {
-            Lin::Dense { out, inp } => {
-                g.dot(&ArrayView2::from_shape((out, inp), p).expect("layout"))
-            }
+            Lin::Dense { out, inp } => Dense::new(inp, out).without_bias().apply_t(p, g),
             Lin::Conv { cout, cin, h, w, k } => {
                 let g = g.as_standard_layout();
                 let mut x = Array2::zeros((g.nrows(), cin * h * w));
@@ -305,7 +302,13 @@ impl Lin {
     /// `Σ_b g_b x_bᵀ` restricted to the parameters (flattened like the parameters).
     fn grad(&self, g: ArrayView2<'_, f64>, x: ArrayView2<'_, f64>) -> Array1<f64> {
         match *self {
-            Lin::Dense { .. } => Array1::from_iter(g.t().dot(&x).iter().cloned()),
+            Lin::Dense { out, inp } => {
+                let mut gw = vec![0.0; out * inp];
+                Dense::new(inp, out)
+                    .without_bias()
+                    .add_weight_grad(&mut gw, g, x);
+                Array1::from(gw)
+            }
             Lin::Conv { cout, cin, h, w, k } => {
                 let (g, x) = (g.as_standard_layout(), x.as_standard_layout());
                 let mut out = vec![0.0; self.n_params()];
@@ -412,16 +415,10 @@ impl Layout {
     }
 }
 
-/// Softplus `s(t) = log(1 + e^{βt})/β` and its first two derivatives (one `exp`, one
-/// `ln_1p`).
+/// Softplus `s(t) = log(1 + e^{βt})/β` and its first two derivatives (the core kernel).
 #[inline]
 fn softplus(t: f64, beta: f64) -> (f64, f64, f64) {
-    let bt = beta * t;
-    let e = (-bt.abs()).exp();
-    let inv = 1.0 / (1.0 + e);
-    let sig = if bt >= 0.0 { inv } else { e * inv };
-    let s = t.max(0.0) + e.ln_1p() / beta;
-    (s, sig, beta * sig * (1.0 - sig))
+    hyperprox_core::linalg::softplus_derivs(t, beta)
 }
 
 /// Forward quantities of a batch.

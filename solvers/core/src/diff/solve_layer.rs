@@ -313,12 +313,7 @@ impl<T: Real> SolveLayer<T> {
     }
 
     /// The `K + 1` iterates and the `K` forward points of the unrolled run on one row.
-    fn unroll(
-        &self,
-        y: ArrayView1<'_, T>,
-        lambda: T,
-        iters: usize,
-    ) -> Result<Iterates<T>> {
+    fn unroll(&self, y: ArrayView1<'_, T>, lambda: T, iters: usize) -> Result<Iterates<T>> {
         let gamma = T::one() / self.lipschitz(lambda);
         let mut xs = vec![Array1::zeros(self.n())];
         let mut us = Vec::with_capacity(iters);

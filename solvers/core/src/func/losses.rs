@@ -3,6 +3,7 @@
 use super::{check_arg, check_prox_args, Function, Properties, Prox, Smooth};
 use crate::error::{Error, Result};
 use crate::linalg::{check_finite, check_len, conjugate_gradient, CgParams, Real};
+use crate::linalg::{log1pexp, sigmoid};
 use crate::ops::{LinearOperator, PowerIteration};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis, Zip};
 use std::sync::{Mutex, OnceLock};
@@ -182,26 +183,6 @@ impl<T: Real, A: LinearOperator<T>> Prox<T> for LeastSquares<T, A> {
     }
 }
 
-#[inline]
-fn sigmoid<T: Real>(z: T) -> T {
-    if z >= T::zero() {
-        T::one() / (T::one() + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (T::one() + e)
-    }
-}
-
-/// `log(1 + e^z)` without overflow.
-#[inline]
-fn log1pexp<T: Real>(z: T) -> T {
-    if z > T::zero() {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
-
 /// Binary logistic loss `f(x) = Σᵢ log(1 + exp(−yᵢ (Ax)ᵢ))` with labels `yᵢ ∈ {−1, +1}`.
 /// `∇f = −Aᵀ(y ⊙ σ(−y ⊙ Ax))`, `∇²f v = Aᵀ(s ⊙ Av)` with `s = σ(z)(1 − σ(z))`, `L = ‖A‖²/4`.
 ///
@@ -377,11 +358,8 @@ impl<T: Real> MultinomialLogistic<T> {
         T::gemm(z.view_mut(), self.x.view(), w, T::one(), false);
         let mut lse = Array1::zeros(n);
         for (mut row, l) in z.axis_iter_mut(Axis(0)).zip(lse.iter_mut()) {
-            let mx = row.iter().copied().fold(T::neg_infinity(), T::max);
-            let s: T = row.iter().map(|&v| (v - mx).exp()).sum();
-            *l = mx + s.ln();
-            let ll = *l;
-            row.mapv_inplace(|v| (v - ll).exp());
+            let scores = row.to_owned();
+            *l = crate::linalg::log_softmax_into(scores.view(), row.view_mut());
         }
         (z, lse)
     }

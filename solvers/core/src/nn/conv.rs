@@ -72,6 +72,7 @@ pub struct Conv2d {
     oh: usize,
     ow: usize,
     init: Init,
+    bias: bool,
 }
 
 impl Conv2d {
@@ -102,7 +103,40 @@ impl Conv2d {
             oh,
             ow,
             init: Init::TorchDefault,
+            bias: true,
         })
+    }
+    /// Without the biases (the parameters are the filters only).
+    pub fn without_bias(mut self) -> Self {
+        self.bias = false;
+        self
+    }
+    /// The linear part (the filters `w`, no bias) applied to a batch.
+    pub fn apply<T: Real>(&self, w: &[T], x: ArrayView2<'_, T>) -> Array2<T> {
+        let cols = self.im2col(x);
+        let mut y = Array2::zeros((cols.nrows(), self.c_out));
+        T::gemm(y.view_mut(), cols.view(), self.w(w).t(), T::one(), false);
+        self.to_rows(&y, x.nrows(), None)
+    }
+    /// Its transpose (a transposed convolution).
+    pub fn apply_t<T: Real>(&self, w: &[T], g: ArrayView2<'_, T>) -> Array2<T> {
+        let gy = self.rows_to_pixels(g);
+        let mut gcols = Array2::zeros((gy.nrows(), self.kk()));
+        T::gemm(gcols.view_mut(), gy.view(), self.w(w), T::one(), false);
+        self.col2im(&gcols, g.nrows())
+    }
+    /// `gw += ` the filter gradient for output cotangent `g` at input `x`.
+    pub fn add_weight_grad<T: Real>(
+        &self,
+        gw: &mut [T],
+        g: ArrayView2<'_, T>,
+        x: ArrayView2<'_, T>,
+    ) {
+        let cols = self.im2col(x);
+        let gy = self.rows_to_pixels(g);
+        let nw = self.c_out * self.kk();
+        let gw = ArrayViewMut2::from_shape((self.c_out, self.kk()), &mut gw[..nw]).expect("sized");
+        T::gemm(gw, gy.t(), cols.view(), T::one(), true);
     }
     /// With another filter initialization.
     pub fn with_init(mut self, init: Init) -> Self {
@@ -218,7 +252,9 @@ impl Conv2d {
         let (gw, gb) = gp.split_at_mut(nw);
         let gw = ArrayViewMut2::from_shape((self.c_out, self.kk()), gw).expect("sized");
         T::gemm(gw, gy.t(), cols.view(), T::one(), true);
-        super::layers::add_row_sums(gb, gy.view());
+        if self.bias {
+            super::layers::add_row_sums(gb, gy.view());
+        }
         let mut gcols = Array2::zeros(cols.raw_dim());
         T::gemm(gcols.view_mut(), gy.view(), self.w(p), T::one(), false);
         self.col2im(&gcols, g.nrows())
@@ -239,7 +275,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         self.c_out * self.pix()
     }
     fn num_params(&self) -> usize {
-        self.c_out * (self.kk() + 1)
+        self.c_out * (self.kk() + usize::from(self.bias))
     }
     fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
         Ok(self.forward_save(p, x, c)?.0)
@@ -254,7 +290,8 @@ impl<T: Real> Differentiable<T> for Conv2d {
         let cols = self.im2col(x);
         let mut y = Array2::zeros((cols.nrows(), self.c_out));
         T::gemm(y.view_mut(), cols.view(), self.w(p).t(), T::one(), false);
-        let out = self.to_rows(&y, x.nrows(), Some(&p[self.c_out * self.kk()..]));
+        let bias = self.bias.then(|| &p[self.c_out * self.kk()..]);
+        let out = self.to_rows(&y, x.nrows(), bias);
         Ok((out, Some(Box::new(cols))))
     }
     fn vjp(
@@ -289,10 +326,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
-        let cols = self.im2col(v);
-        let mut y = Array2::zeros((cols.nrows(), self.c_out));
-        T::gemm(y.view_mut(), cols.view(), self.w(p).t(), T::one(), false);
-        Ok(self.to_rows(&y, v.nrows(), None))
+        Ok(self.apply(p, v))
     }
 }
 
@@ -301,18 +335,21 @@ impl<T: Real> Layer<T> for Conv2d {
         let nw = self.c_out * self.kk();
         let fan_out = self.c_out * self.k * self.k;
         let mut p = self.init.sample(nw, self.kk(), fan_out, rng);
-        p.extend(match self.init {
-            Init::TorchDefault => Init::TorchDefault.sample(self.c_out, self.kk(), 0, rng),
-            _ => vec![T::zero(); self.c_out],
-        });
+        if self.bias {
+            p.extend(match self.init {
+                Init::TorchDefault => Init::TorchDefault.sample(self.c_out, self.kk(), 0, rng),
+                _ => vec![T::zero(); self.c_out],
+            });
+        }
         p
     }
     fn param_groups(&self) -> Vec<ParamGroupSpec> {
         let nw = self.c_out * self.kk();
-        vec![
-            ParamGroupSpec::new("weight", 0..nw, true),
-            ParamGroupSpec::new("bias", nw..nw + self.c_out, false),
-        ]
+        let mut v = vec![ParamGroupSpec::new("weight", 0..nw, true)];
+        if self.bias {
+            v.push(ParamGroupSpec::new("bias", nw..nw + self.c_out, false));
+        }
+        v
     }
 }
 

@@ -47,6 +47,26 @@ impl Dense {
         ArrayView2::from_shape((self.n_out, self.n_in), &p[..self.n_out * self.n_in])
             .expect("sized")
     }
+    /// The linear part `X Wᵀ` (`w` holds at least the weights, row-major).
+    pub fn apply<T: Real>(&self, w: &[T], x: ArrayView2<'_, T>) -> Array2<T> {
+        matmul(x, self.w(w).t())
+    }
+    /// Its transpose `G W`.
+    pub fn apply_t<T: Real>(&self, w: &[T], g: ArrayView2<'_, T>) -> Array2<T> {
+        matmul(g, self.w(w))
+    }
+    /// `gw += Gᵀ X` (the weight gradient, row-major).
+    pub fn add_weight_grad<T: Real>(
+        &self,
+        gw: &mut [T],
+        g: ArrayView2<'_, T>,
+        x: ArrayView2<'_, T>,
+    ) {
+        let gw =
+            ArrayViewMut2::from_shape((self.n_out, self.n_in), &mut gw[..self.n_out * self.n_in])
+                .expect("sized");
+        T::gemm(gw, g.t(), x, T::one(), true);
+    }
 }
 
 impl<T: Real> Differentiable<T> for Dense {
@@ -86,12 +106,11 @@ impl<T: Real> Differentiable<T> for Dense {
     ) -> Result<Array2<T>> {
         let k = self.n_out * self.n_in;
         let (gw, gb) = gp.split_at_mut(k);
-        let gw = ArrayViewMut2::from_shape((self.n_out, self.n_in), gw).expect("sized");
-        T::gemm(gw, g.t(), x, T::one(), true);
+        self.add_weight_grad(gw, g, x);
         if self.bias {
             add_row_sums(gb, g);
         }
-        Ok(matmul(g, self.w(p)))
+        Ok(self.apply_t(p, g))
     }
     fn jvp(
         &self,
@@ -100,7 +119,7 @@ impl<T: Real> Differentiable<T> for Dense {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
-        Ok(matmul(v, self.w(p).t()))
+        Ok(self.apply(p, v))
     }
 }
 
@@ -144,20 +163,11 @@ pub enum Activation {
     Gelu,
 }
 
-/// The logistic function, without overflow for large `|x|`.
-pub fn sigmoid<T: Real>(x: T) -> T {
-    if x >= T::zero() {
-        T::one() / (T::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::one() + e)
-    }
-}
+pub use crate::linalg::sigmoid;
 
-/// `log(1 + e^{βx})/β` without overflow (`max(βx, 0) + log1p(e^{−|βx|})`, over `β`).
+/// `log(1 + e^{βx})/β` without overflow (see [`crate::linalg::softplus_derivs`]).
 pub fn softplus<T: Real>(x: T, beta: T) -> T {
-    let z = beta * x;
-    (z.max(T::zero()) + (-z.abs()).exp().ln_1p()) / beta
+    crate::linalg::softplus_derivs(x, beta).0
 }
 
 impl Activation {
@@ -187,8 +197,8 @@ impl Activation {
                 (s, s * (T::one() - s))
             }
             Activation::Softplus(b) => {
-                let b = T::c(b);
-                (softplus(x, b), sigmoid(b * x))
+                let (s, d, _) = crate::linalg::softplus_derivs(x, T::c(b));
+                (s, d)
             }
             Activation::Gelu => {
                 let xf = x.as_f64();

@@ -222,17 +222,7 @@ fn check<T: Real>(
     check_batch(who, "logits", b, k, logits)
 }
 
-/// `log Σ_j e^{o_j}` and the softmax, stable for any finite logits (the maximum is subtracted).
-pub fn log_softmax_row<T: Real>(o: ArrayView1<'_, T>, mut p: ArrayViewMut1<'_, T>) -> T {
-    let m = o.iter().fold(T::neg_infinity(), |a, &v| a.max(v));
-    let mut s = T::zero();
-    for (pv, &ov) in p.iter_mut().zip(o) {
-        *pv = (ov - m).exp();
-        s += *pv;
-    }
-    p.mapv_inplace(|v| v / s);
-    m + s.ln()
-}
+pub use crate::linalg::log_softmax_into as log_softmax_row;
 
 /// `−Σ q_j log p_j` for a row with the softmax in `g`, turned into the gradient `p − q`
 /// (`q = (1 − w) e_y + w·other` where `other(j)` gives the soft part).

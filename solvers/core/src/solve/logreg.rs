@@ -8,24 +8,7 @@ use crate::func::soft_threshold;
 use crate::linalg::{check_finite, check_len, Real};
 use ndarray::{Array1, Array2, ArrayView1};
 
-#[inline]
-pub(super) fn log1pexp<T: Real>(z: T) -> T {
-    if z > T::zero() {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
-
-#[inline]
-pub(super) fn sigmoid<T: Real>(z: T) -> T {
-    if z >= T::zero() {
-        T::one() / (T::one() + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (T::one() + e)
-    }
-}
+pub(super) use crate::linalg::{log1pexp, sigmoid};
 
 /// Binary entropy `−s log s − (1 − s) log(1 − s)` (0 at the ends).
 #[inline]
