@@ -5,7 +5,20 @@ mod cli;
 
 use clap::Parser;
 
+/// Keeps freed memory in the process (glibc): without it, each large temporary (an im2col
+/// matrix, a batch of activations) is a fresh `mmap`, and training spends a sixth of its
+/// time in page faults.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 28);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() {
+    tune_allocator();
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         // One line, no partial output files (commands write their outputs last).

@@ -10,7 +10,7 @@ use hyperprox::core::linalg::Real;
 use hyperprox::core::nn::loss::LossSpec;
 use hyperprox::core::nn::optim::Method;
 use hyperprox::core::nn::train::{
-    digits_split, Arch, EpochRecord, TrainConfig, TrainState, Trainer,
+    digits_split, throughput, Arch, EpochRecord, TrainConfig, TrainState, Trainer,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -24,6 +24,27 @@ pub enum NnCommand {
     /// OUT/report.json (train_loss, val_loss, test_accuracy per epoch, timings) and
     /// OUT/figure.png (the curves).
     Train(TrainArgs),
+    /// Training throughput (samples/s of forward, cross-entropy and backward at a fixed
+    /// minibatch, random data) of an architecture on 8×8 single-channel inputs and 10
+    /// classes; prints one JSON line (`benches/peers_nn.py` compares it with PyTorch).
+    Bench(BenchArgs),
+}
+
+/// Arguments of `nn bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Architecture, as for `nn train` (the benchmark's MLP: mlp:256,256; CNN: cnn:16,32).
+    #[arg(long, default_value = "mlp:256,256")]
+    arch: String,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Precision.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
+    /// Minimum seconds timed.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
 }
 
 /// The data sets.
@@ -104,7 +125,32 @@ pub struct TrainArgs {
 pub fn run(cmd: NnCommand) -> CliResult<()> {
     match cmd {
         NnCommand::Train(a) => train(a),
+        NnCommand::Bench(a) => bench(a),
     }
+}
+
+fn bench(a: BenchArgs) -> CliResult<()> {
+    let arch = Arch::parse(&a.arch)?;
+    if a.batch == 0 || a.batch > 1 << 16 {
+        return usage(format!("--batch {}: use 1 to 65536", a.batch));
+    }
+    if !(a.seconds > 0.0 && a.seconds <= 600.0) {
+        return usage(format!("--seconds {}: use (0, 600]", a.seconds));
+    }
+    let input = hyperprox::core::nn::ImageShape::new(1, 8, 8);
+    let (sps, steps) = match a.precision {
+        PrecisionArg::F32 => throughput::<f32>(&arch, input, 10, a.batch, a.seconds, 0)?,
+        PrecisionArg::F64 => throughput::<f64>(&arch, input, 10, a.batch, a.seconds, 0)?,
+    };
+    print_line(&serde_json::json!({
+        "arch": a.arch,
+        "batch": a.batch,
+        "precision": match a.precision { PrecisionArg::F32 => "f32", PrecisionArg::F64 => "f64" },
+        "threads": rayon::current_num_threads(),
+        "steps": steps,
+        "samples_per_second": sps,
+    }));
+    Ok(())
 }
 
 /// `report.json`.

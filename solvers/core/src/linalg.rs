@@ -88,7 +88,7 @@ pub fn gemm_rows<T: Real>(
 ) {
     let work = a.nrows() * a.ncols() * b.ncols();
     let rows = a.nrows();
-    if work < PARALLEL_FLOPS || rows < 2 {
+    if work < PARALLEL_FLOPS || rows < 2 || rayon::current_num_threads() == 1 {
         T::gemm_seq(c, a, b, alpha, beta_one);
         return;
     }
@@ -124,6 +124,27 @@ fn gemm_with<T: Real + faer::traits::ComplexField>(
         alpha,
         par,
     );
+    clear_upper_vector_state();
+}
+
+/// Clears the upper halves of the AVX registers (`vzeroupper`) after faer's wide-vector
+/// kernels: with them left dirty, the SSE-encoded scalar code that follows (activations,
+/// softmax) runs several times slower on x86 (a state-transition penalty per instruction).
+#[inline]
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // `vzeroupper` only clears the upper register halves, which no live Rust value
+        // occupies across this call (the caller is compiled without AVX).
+        #[target_feature(enable = "avx")]
+        fn zeroupper() {
+            std::arch::x86_64::_mm256_zeroupper()
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU supports AVX (checked above).
+            unsafe { zeroupper() }
+        }
+    }
 }
 
 macro_rules! impl_real {

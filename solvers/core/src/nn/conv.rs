@@ -3,7 +3,7 @@
 use super::{check_width, Init, Layer, ParamGroupSpec};
 use crate::diff::{Differentiable, Saved};
 use crate::error::{Error, Result};
-use crate::linalg::Real;
+use crate::linalg::{gemm_rows, Real};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,8 @@ pub struct Conv2d {
     ow: usize,
     init: Init,
     bias: bool,
+    /// `(patch row, patch column, image index)` of every in-bounds tap, computed once.
+    idx: std::sync::Arc<Vec<(u32, u32, u32)>>,
 }
 
 impl Conv2d {
@@ -94,7 +96,7 @@ impl Conv2d {
                 "Conv2d needs at least one input and one output channel",
             ));
         }
-        Ok(Self {
+        let mut conv = Self {
             input,
             c_out,
             k,
@@ -104,7 +106,12 @@ impl Conv2d {
             ow,
             init: Init::TorchDefault,
             bias: true,
-        })
+            idx: Default::default(),
+        };
+        let mut idx = Vec::new();
+        conv.taps(|r, k, i| idx.push((r as u32, k as u32, i as u32)));
+        conv.idx = std::sync::Arc::new(idx);
+        Ok(conv)
     }
     /// Without the biases (the parameters are the filters only).
     pub fn without_bias(mut self) -> Self {
@@ -115,14 +122,14 @@ impl Conv2d {
     pub fn apply<T: Real>(&self, w: &[T], x: ArrayView2<'_, T>) -> Array2<T> {
         let cols = self.im2col(x);
         let mut y = Array2::zeros((cols.nrows(), self.c_out));
-        T::gemm(y.view_mut(), cols.view(), self.w(w).t(), T::one(), false);
+        gemm_rows(y.view_mut(), cols.view(), self.w(w).t(), T::one(), false);
         self.to_rows(&y, x.nrows(), None)
     }
     /// Its transpose (a transposed convolution).
     pub fn apply_t<T: Real>(&self, w: &[T], g: ArrayView2<'_, T>) -> Array2<T> {
         let gy = self.rows_to_pixels(g);
         let mut gcols = Array2::zeros((gy.nrows(), self.kk()));
-        T::gemm(gcols.view_mut(), gy.view(), self.w(w), T::one(), false);
+        gemm_rows(gcols.view_mut(), gy.view(), self.w(w), T::one(), false);
         self.col2im(&gcols, g.nrows())
     }
     /// `gw += ` the filter gradient for output cotangent `g` at input `x`.
@@ -136,7 +143,7 @@ impl Conv2d {
         let gy = self.rows_to_pixels(g);
         let nw = self.c_out * self.kk();
         let gw = ArrayViewMut2::from_shape((self.c_out, self.kk()), &mut gw[..nw]).expect("sized");
-        T::gemm(gw, gy.t(), cols.view(), T::one(), true);
+        gemm_rows(gw, gy.t(), cols.view(), T::one(), true);
     }
     /// With another filter initialization.
     pub fn with_init(mut self, init: Init) -> Self {
@@ -189,38 +196,50 @@ impl Conv2d {
     fn im2col<T: Real>(&self, x: ArrayView2<'_, T>) -> Array2<T> {
         let (pix, kk) = (self.pix(), self.kk());
         let mut cols = Array2::zeros((x.nrows() * pix, kk));
-        let mut idx = Vec::new();
-        self.taps(|r, k, i| idx.push((r, k, i)));
+        let cs = cols.as_slice_mut().expect("standard layout");
         for (b, xr) in x.rows().into_iter().enumerate() {
-            let mut block = cols.slice_mut(ndarray::s![b * pix..(b + 1) * pix, ..]);
-            for &(r, k, i) in &idx {
-                block[(r, k)] = xr[i];
+            let block = &mut cs[b * pix * kk..(b + 1) * pix * kk];
+            match xr.as_slice() {
+                Some(xs) => {
+                    for &(r, k, i) in self.idx.iter() {
+                        block[r as usize * kk + k as usize] = xs[i as usize];
+                    }
+                }
+                None => {
+                    for &(r, k, i) in self.idx.iter() {
+                        block[r as usize * kk + k as usize] = xr[i as usize];
+                    }
+                }
             }
         }
         cols
     }
     fn col2im<T: Real>(&self, cols: &Array2<T>, b: usize) -> Array2<T> {
-        let pix = self.pix();
+        let (pix, kk) = (self.pix(), self.kk());
         let mut out = Array2::zeros((b, self.input.len()));
-        let mut idx = Vec::new();
-        self.taps(|r, k, i| idx.push((r, k, i)));
+        let cs = cols.as_slice().expect("standard layout");
         for (bi, mut orow) in out.rows_mut().into_iter().enumerate() {
-            let block = cols.slice(ndarray::s![bi * pix..(bi + 1) * pix, ..]);
-            for &(r, k, i) in &idx {
-                orow[i] += block[(r, k)];
+            let block = &cs[bi * pix * kk..(bi + 1) * pix * kk];
+            let os = orow.as_slice_mut().expect("standard layout");
+            for &(r, k, i) in self.idx.iter() {
+                os[i as usize] += block[r as usize * kk + k as usize];
             }
         }
         out
     }
     /// `(B·H'W' × c_out)` → rows `(c_out, H', W')`, plus the bias.
     fn to_rows<T: Real>(&self, y: &Array2<T>, b: usize, bias: Option<&[T]>) -> Array2<T> {
-        let pix = self.pix();
-        let mut out = Array2::zeros((b, self.c_out * pix));
+        let (pix, co_n) = (self.pix(), self.c_out);
+        let mut out = Array2::zeros((b, co_n * pix));
+        let ys = y.as_slice().expect("standard layout");
         for (bi, mut orow) in out.rows_mut().into_iter().enumerate() {
-            for p in 0..pix {
-                let yr = y.row(bi * pix + p);
-                for co in 0..self.c_out {
-                    orow[co * pix + p] = yr[co] + bias.map_or(T::zero(), |bs| bs[co]);
+            let os = orow.as_slice_mut().expect("standard layout");
+            let yb = &ys[bi * pix * co_n..(bi + 1) * pix * co_n];
+            for co in 0..co_n {
+                let bv = bias.map_or(T::zero(), |bs| bs[co]);
+                let dst = &mut os[co * pix..(co + 1) * pix];
+                for (p, d) in dst.iter_mut().enumerate() {
+                    *d = yb[p * co_n + co] + bv;
                 }
             }
         }
@@ -228,13 +247,14 @@ impl Conv2d {
     }
     /// Rows `(c_out, H', W')` → `(B·H'W' × c_out)`.
     fn rows_to_pixels<T: Real>(&self, g: ArrayView2<'_, T>) -> Array2<T> {
-        let pix = self.pix();
-        let mut out = Array2::zeros((g.nrows() * pix, self.c_out));
+        let (pix, co_n) = (self.pix(), self.c_out);
+        let mut out = Array2::zeros((g.nrows() * pix, co_n));
+        let os = out.as_slice_mut().expect("standard layout");
         for (bi, grow) in g.rows().into_iter().enumerate() {
-            for p in 0..pix {
-                let mut orow = out.row_mut(bi * pix + p);
-                for co in 0..self.c_out {
-                    orow[co] = grow[co * pix + p];
+            let ob = &mut os[bi * pix * co_n..(bi + 1) * pix * co_n];
+            for co in 0..co_n {
+                for p in 0..pix {
+                    ob[p * co_n + co] = grow[co * pix + p];
                 }
             }
         }
@@ -251,12 +271,12 @@ impl Conv2d {
         let nw = self.c_out * self.kk();
         let (gw, gb) = gp.split_at_mut(nw);
         let gw = ArrayViewMut2::from_shape((self.c_out, self.kk()), gw).expect("sized");
-        T::gemm(gw, gy.t(), cols.view(), T::one(), true);
+        gemm_rows(gw, gy.t(), cols.view(), T::one(), true);
         if self.bias {
             super::layers::add_row_sums(gb, gy.view());
         }
         let mut gcols = Array2::zeros(cols.raw_dim());
-        T::gemm(gcols.view_mut(), gy.view(), self.w(p), T::one(), false);
+        gemm_rows(gcols.view_mut(), gy.view(), self.w(p), T::one(), false);
         self.col2im(&gcols, g.nrows())
     }
 }
@@ -289,7 +309,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         check_width("Conv2d", x, self.input.len())?;
         let cols = self.im2col(x);
         let mut y = Array2::zeros((cols.nrows(), self.c_out));
-        T::gemm(y.view_mut(), cols.view(), self.w(p).t(), T::one(), false);
+        gemm_rows(y.view_mut(), cols.view(), self.w(p).t(), T::one(), false);
         let bias = self.bias.then(|| &p[self.c_out * self.kk()..]);
         let out = self.to_rows(&y, x.nrows(), bias);
         Ok((out, Some(Box::new(cols))))
@@ -362,7 +382,9 @@ pub enum PoolKind {
     Max,
 }
 
-/// Average or max pooling over `k × k` windows with a stride, per channel (no padding).
+/// Average or max pooling over `k × k` windows with a stride, per channel (no padding). The
+/// input indices of every window are computed once; max pooling keeps the position of each
+/// maximum from its forward pass for the backward pass.
 #[derive(Clone, Debug)]
 pub struct Pool2d {
     input: ImageShape,
@@ -371,54 +393,111 @@ pub struct Pool2d {
     stride: usize,
     oh: usize,
     ow: usize,
+    /// Input indices of output `o`'s window: `win[o·k² .. (o+1)·k²]`.
+    win: std::sync::Arc<Vec<u32>>,
 }
 
 impl Pool2d {
     /// `Err` if the window does not fit.
     pub fn new(input: ImageShape, kind: PoolKind, k: usize, stride: usize) -> Result<Self> {
+        let oh = out_size("Pool2d", input.h, k, stride, 0)?;
+        let ow = out_size("Pool2d", input.w, k, stride, 0)?;
+        let mut win = Vec::with_capacity(input.c * oh * ow * k * k);
+        for ch in 0..input.c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let i = (ch * input.h + oy * stride + ky) * input.w + ox * stride + kx;
+                            win.push(i as u32);
+                        }
+                    }
+                }
+            }
+        }
         Ok(Self {
             input,
             kind,
             k,
             stride,
-            oh: out_size("Pool2d", input.h, k, stride, 0)?,
-            ow: out_size("Pool2d", input.w, k, stride, 0)?,
+            oh,
+            ow,
+            win: std::sync::Arc::new(win),
         })
     }
     /// The output image shape.
     pub fn output(&self) -> ImageShape {
         ImageShape::new(self.input.c, self.oh, self.ow)
     }
-    /// Calls `f(output index, input index, weight)` for every entry that feeds an output:
-    /// all window entries with weight `1/k²` (average), the first maximal one with weight 1
-    /// (max, which reads `x`).
-    fn route<T: Real>(&self, x: ndarray::ArrayView1<'_, T>, mut f: impl FnMut(usize, usize, T)) {
-        let ImageShape { c, h, w } = self.input;
-        let inv = T::one() / T::c((self.k * self.k) as f64);
-        for ch in 0..c {
-            for oy in 0..self.oh {
-                for ox in 0..self.ow {
-                    let o = (ch * self.oh + oy) * self.ow + ox;
-                    let mut best: Option<(usize, T)> = None;
-                    for ky in 0..self.k {
-                        for kx in 0..self.k {
-                            let i = (ch * h + oy * self.stride + ky) * w + ox * self.stride + kx;
-                            match self.kind {
-                                PoolKind::Average => f(o, i, inv),
-                                PoolKind::Max => {
-                                    if best.is_none_or(|(_, b)| x[i] > b) {
-                                        best = Some((i, x[i]));
-                                    }
-                                }
-                            }
-                        }
+    /// For max pooling, the input index of each output's (first) maximum.
+    fn argmax<T: Real>(&self, x: ArrayView2<'_, T>) -> Vec<u32> {
+        let kk = self.k * self.k;
+        let mut out = Vec::with_capacity(x.nrows() * self.output().len());
+        for xr in x.rows() {
+            let xs = xr
+                .to_slice()
+                .map_or_else(|| xr.to_vec().into(), std::borrow::Cow::Borrowed);
+            for w in self.win.chunks(kk) {
+                // Branch-free selects: the comparisons are data-dependent.
+                let (mut bi, mut bv) = (w[0], xs[w[0] as usize]);
+                for &i in &w[1..] {
+                    let v = xs[i as usize];
+                    let gt = v > bv;
+                    bi = if gt { i } else { bi };
+                    bv = if gt { v } else { bv };
+                }
+                out.push(bi);
+            }
+        }
+        out
+    }
+    /// Calls `f(row, output index, input index, weight)` for every entry that feeds an
+    /// output: the window with weight `1/k²` (average) or the maximum with weight 1 (max,
+    /// positions in `arg`).
+    fn route<T: Real>(
+        &self,
+        b: usize,
+        arg: Option<&[u32]>,
+        mut f: impl FnMut(usize, usize, usize, T),
+    ) {
+        let kk = self.k * self.k;
+        let n_out = self.output().len();
+        match arg {
+            Some(a) => {
+                for r in 0..b {
+                    for o in 0..n_out {
+                        f(r, o, a[r * n_out + o] as usize, T::one());
                     }
-                    if let Some((i, _)) = best {
-                        f(o, i, T::one());
+                }
+            }
+            None => {
+                let inv = T::one() / T::c(kk as f64);
+                for r in 0..b {
+                    for (o, w) in self.win.chunks(kk).enumerate() {
+                        for &i in w {
+                            f(r, o, i as usize, inv);
+                        }
                     }
                 }
             }
         }
+    }
+    fn positions<T: Real>(&self, x: ArrayView2<'_, T>) -> Option<Vec<u32>> {
+        (self.kind == PoolKind::Max).then(|| self.argmax(x))
+    }
+    fn pull<T: Real>(&self, arg: Option<&[u32]>, g: ArrayView2<'_, T>) -> Array2<T> {
+        let mut out = Array2::zeros((g.nrows(), self.input.len()));
+        self.route(g.nrows(), arg, |r, o, i, wt: T| {
+            out[(r, i)] += wt * g[(r, o)]
+        });
+        out
+    }
+    fn push<T: Real>(&self, arg: Option<&[u32]>, v: ArrayView2<'_, T>) -> Array2<T> {
+        let mut out = Array2::zeros((v.nrows(), self.output().len()));
+        self.route(v.nrows(), arg, |r, o, i, wt: T| {
+            out[(r, o)] += wt * v[(r, i)]
+        });
+        out
     }
 }
 
@@ -438,13 +517,22 @@ impl<T: Real> Differentiable<T> for Pool2d {
     fn num_params(&self) -> usize {
         0
     }
-    fn forward(&self, _p: &[T], x: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+    fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        Ok(self.forward_save(p, x, c)?.0)
+    }
+    fn forward_save(
+        &self,
+        _p: &[T],
+        x: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+    ) -> Result<(Array2<T>, Saved)> {
         check_width("Pool2d", x, self.input.len())?;
-        let mut out = Array2::zeros((x.nrows(), self.output().len()));
-        for (mut orow, xr) in out.rows_mut().into_iter().zip(x.rows()) {
-            self.route(xr, |o, i, wt| orow[o] += wt * xr[i]);
-        }
-        Ok(out)
+        let arg = self.positions(x);
+        let y = self.push(arg.as_deref(), x);
+        Ok((
+            y,
+            arg.map(|a| Box::new(a) as Box<dyn std::any::Any + Send + Sync>),
+        ))
     }
     fn vjp(
         &self,
@@ -454,11 +542,25 @@ impl<T: Real> Differentiable<T> for Pool2d {
         g: ArrayView2<'_, T>,
         _gp: &mut [T],
     ) -> Result<Array2<T>> {
-        let mut out = Array2::zeros((x.nrows(), self.input.len()));
-        for ((mut orow, xr), gr) in out.rows_mut().into_iter().zip(x.rows()).zip(g.rows()) {
-            self.route(xr, |o, i, wt| orow[i] += wt * gr[o]);
+        Ok(self.pull(self.positions(x).as_deref(), g))
+    }
+    fn vjp_saved(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        saved: &Saved,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
+        match (
+            self.kind,
+            saved.as_ref().and_then(|s| s.downcast_ref::<Vec<u32>>()),
+        ) {
+            (PoolKind::Max, Some(a)) => Ok(self.pull(Some(a), g)),
+            (PoolKind::Average, _) => Ok(self.pull(None, g)),
+            _ => self.vjp(p, x, c, g, gp),
         }
-        Ok(out)
     }
     fn jvp(
         &self,
@@ -467,11 +569,7 @@ impl<T: Real> Differentiable<T> for Pool2d {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
-        let mut out = Array2::zeros((x.nrows(), self.output().len()));
-        for ((mut orow, xr), vr) in out.rows_mut().into_iter().zip(x.rows()).zip(v.rows()) {
-            self.route(xr, |o, i, wt| orow[o] += wt * vr[i]);
-        }
-        Ok(out)
+        Ok(self.push(self.positions(x).as_deref(), v))
     }
 }
 

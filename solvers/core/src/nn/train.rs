@@ -411,21 +411,15 @@ impl<T: Real> Trainer<T> {
         Ok((ce.as_f64(), accuracy(&logits, &d.y)))
     }
 
-    /// One epoch over `train` (shuffled by a seed derived from the run's seed and the epoch),
-    /// then the evaluation; returns the record (also appended to the history).
-    pub fn train_epoch(&mut self, split: &Split<T>) -> Result<EpochRecord> {
-        let train = &split.train;
-        let n = train.len();
-        let epochs = self.config.epochs;
-        self.loss.start_epoch(self.epoch, epochs);
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(batch_seed(
-            self.config.seed,
-            self.epoch as u64,
-        )));
-        let t0 = std::time::Instant::now();
-        let (mut total, mut batches) = (0.0, 0usize);
-        let mut gp = vec![T::zero(); self.params.len()];
+    /// The minibatch steps of one epoch in `order`.
+    fn train_steps(
+        &mut self,
+        train: &Labelled<T>,
+        order: &[usize],
+        gp: &mut [T],
+        total: &mut f64,
+        batches: &mut usize,
+    ) -> Result<()> {
         for ids in order.chunks(self.config.batch) {
             let b = train.select(ids);
             self.control.set_step(self.step);
@@ -445,19 +439,32 @@ impl<T: Real> Trainer<T> {
                 });
             }
             gp.iter_mut().for_each(|v| *v = T::zero());
-            self.net.vjp_saved(
-                &self.params,
-                b.x.view(),
-                empty.view(),
-                &saved,
-                g.view(),
-                &mut gp,
-            )?;
-            self.optim.step(&mut self.params, &gp)?;
+            self.net
+                .vjp_saved(&self.params, b.x.view(), empty.view(), &saved, g.view(), gp)?;
+            self.optim.step(&mut self.params, gp)?;
             self.step += 1;
-            total += l.as_f64();
-            batches += 1;
+            *total += l.as_f64();
+            *batches += 1;
         }
+        Ok(())
+    }
+
+    /// One epoch over `train` (shuffled by a seed derived from the run's seed and the epoch),
+    /// then the evaluation; returns the record (also appended to the history).
+    pub fn train_epoch(&mut self, split: &Split<T>) -> Result<EpochRecord> {
+        let train = &split.train;
+        let n = train.len();
+        let epochs = self.config.epochs;
+        self.loss.start_epoch(self.epoch, epochs);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(batch_seed(
+            self.config.seed,
+            self.epoch as u64,
+        )));
+        let t0 = std::time::Instant::now();
+        let (mut total, mut batches) = (0.0, 0usize);
+        let mut gp = vec![T::zero(); self.params.len()];
+        in_pool(|| self.train_steps(train, &order, &mut gp, &mut total, &mut batches))?;
         let seconds = t0.elapsed().as_secs_f64();
         self.epoch += 1;
         let (val_loss, val_accuracy) = self.evaluate(&split.val)?;
@@ -491,4 +498,120 @@ pub fn accuracy<T: Real>(logits: &Array2<T>, y: &[usize]) -> f64 {
         })
         .count();
     hits as f64 / y.len().max(1) as f64
+}
+
+/// One training step's worth of work on random data, for throughput measurements: the network,
+/// a random batch (inputs in `[0, 1]`, random labels) and buffers.
+pub struct StepCase<T: Real> {
+    net: Sequential<T>,
+    params: Vec<T>,
+    x: Array2<T>,
+    y: Vec<usize>,
+    ids: Vec<usize>,
+    empty: Array2<T>,
+    gp: Vec<T>,
+    g: Array2<T>,
+    loss: CrossEntropy,
+}
+
+impl<T: Real> StepCase<T> {
+    /// The case for an architecture, input shape, class count and minibatch size.
+    pub fn new(
+        arch: &Arch,
+        input: ImageShape,
+        classes: usize,
+        batch: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if batch == 0 || classes == 0 {
+            return Err(Error::param(
+                "batch and classes",
+                format!("{batch}, {classes}"),
+                "both must be at least 1",
+            ));
+        }
+        let control = DropoutControl::new(seed);
+        let net = arch.build::<T>(input, classes, 0.0, &control)?;
+        let params = net.init(seed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let x = Array2::from_shape_fn((batch, input.len()), |_| {
+            T::c(rand::Rng::random::<f64>(&mut rng))
+        });
+        let y = (0..batch)
+            .map(|_| rand::Rng::random_range(&mut rng, 0..classes))
+            .collect();
+        Ok(Self {
+            gp: vec![T::zero(); params.len()],
+            net,
+            params,
+            x,
+            y,
+            ids: (0..batch).collect(),
+            empty: Array2::zeros((batch, 0)),
+            g: Array2::zeros((batch, classes)),
+            loss: CrossEntropy { smoothing: 0.0 },
+        })
+    }
+
+    /// Forward pass, cross-entropy and backward pass (parameter and input gradients); returns
+    /// the loss.
+    pub fn step(&mut self) -> Result<T> {
+        let (logits, saved) =
+            self.net
+                .forward_save(&self.params, self.x.view(), self.empty.view())?;
+        let l = self
+            .loss
+            .value_grad(logits.view(), &self.y, &self.ids, self.g.view_mut())?;
+        self.gp.iter_mut().for_each(|v| *v = T::zero());
+        self.net.vjp_saved(
+            &self.params,
+            self.x.view(),
+            self.empty.view(),
+            &saved,
+            self.g.view(),
+            &mut self.gp,
+        )?;
+        Ok(l)
+    }
+}
+
+/// Training throughput of an architecture: samples per second of [`StepCase::step`] (forward
+/// pass, cross-entropy, backward pass; no optimizer step, as PyTorch's `loss.backward()` loop)
+/// at a fixed minibatch size, over at least `min_seconds` after two warm-up steps, on rayon's
+/// pool. Returns `(samples per second, steps timed)`.
+pub fn throughput<T: Real>(
+    arch: &Arch,
+    input: ImageShape,
+    classes: usize,
+    batch: usize,
+    min_seconds: f64,
+    seed: u64,
+) -> Result<(f64, u64)> {
+    let mut case = StepCase::<T>::new(arch, input, classes, batch, seed)?;
+    // Inside the thread pool, so that the row-split products fork with work stealing instead
+    // of a hand-off to the pool per call.
+    in_pool(|| {
+        case.step()?;
+        case.step()?;
+        let t0 = std::time::Instant::now();
+        let mut steps = 0u64;
+        while steps < 3 || t0.elapsed().as_secs_f64() < min_seconds {
+            case.step()?;
+            steps += 1;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        Ok((steps as f64 * batch as f64 / secs, steps))
+    })
+}
+
+/// Runs `f` on a worker of rayon's pool (directly if already on one): the parallel kernels it
+/// calls then split work by work stealing, not by a cross-thread hand-off per call.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        let mut out = None;
+        rayon::scope(|_| out = Some(f()));
+        out.expect("the scope ran the closure")
+    }
 }
