@@ -154,3 +154,19 @@ fn implicit_mode_refuses_a_prox_whose_jacobian_is_not_a_projection() {
         )
         .is_err());
 }
+
+#[test]
+fn the_saved_forward_gives_the_same_vjp() {
+    let (l, p, y) = lasso(IMPLICIT);
+    let c = Array2::zeros((2, 0));
+    let g = randn(2, 25, 4);
+    let (x, saved) = l.forward_save(&p, y.view(), c.view()).unwrap();
+    assert_eq!(x, l.forward(&p, y.view(), c.view()).unwrap());
+    let mut gp1 = vec![0.0];
+    let a = l
+        .vjp_saved(&p, y.view(), c.view(), &saved, g.view(), &mut gp1)
+        .unwrap();
+    let (b, gl) = vjp(&l, &p, &y, &g);
+    assert_eq!(a, b);
+    assert_eq!(gp1[0], gl);
+}

@@ -32,7 +32,7 @@
 //! differentiation", NeurIPS 2022; Q. Bertrand et al., "Implicit differentiation of Lasso-type
 //! models for hyperparameter optimization", ICML 2020 (the Lasso's Jacobian on the support).
 
-use super::Differentiable;
+use super::{Differentiable, Saved};
 use crate::error::{Error, Result};
 use crate::func::{Function, Properties, Prox, Smooth};
 use crate::linalg::{conjugate_gradient, CgParams, Real};
@@ -452,61 +452,33 @@ impl<T: Real> Differentiable<T> for SolveLayer<T> {
         g: ArrayView2<'_, T>,
         gp: &mut [T],
     ) -> Result<Array2<T>> {
-        self.check_rows("SolveLayer", y)?;
-        let lambda = Self::lambda(p)?;
-        let gamma = T::one() / self.lipschitz(lambda);
-        let mut out = Array2::zeros((y.nrows(), self.m()));
-        let mut glam = T::zero();
-        for ((mut o, yr), gr) in out.rows_mut().into_iter().zip(y.rows()).zip(g.rows()) {
-            match self.mode {
-                Differentiation::Unrolled { iters } => {
-                    let (xs, us) = self.unroll(yr, lambda, iters)?;
-                    let dgamma = self.step_derivative(gamma);
-                    let s = gamma * lambda;
-                    let mut xbar = gr.to_owned();
-                    for k in (0..iters).rev() {
-                        let (xk, uk, xk1) = (xs[k].view(), us[k].view(), xs[k + 1].view());
-                        let ubar = self.prox_jac(uk, s, xbar.view())?;
-                        // Through the prox scale s = γλ: ∂P/∂s = −J(u − p)/s.
-                        let d_s = -ubar.dot(&(&uk - &xk1)) / s;
-                        glam += d_s * (gamma + lambda * dgamma);
-                        // Through u = x − γ∇F(x): ∂u/∂λ = −γ∇R_s − γ'∇F.
-                        if let Regularizer::Smooth(r) = &self.reg {
-                            glam -= gamma * ubar.dot(&r.gradient(xk)?);
-                        }
-                        if dgamma != T::zero() {
-                            let mut gf = Array1::zeros(self.n());
-                            self.grad_f_into(gf.view_mut(), xk, yr, lambda)?;
-                            glam -= dgamma * ubar.dot(&gf);
-                        }
-                        // ȳ += γ A ū; x̄ ← ū − γ H ū.
-                        let mut au = Array1::zeros(self.m());
-                        self.a.apply_into(au.view_mut(), ubar.view())?;
-                        o.scaled_add(gamma, &au);
-                        let mut hu = Array1::zeros(self.n());
-                        self.hvp_into(hu.view_mut(), xk, ubar.view(), lambda)?;
-                        xbar = &ubar - &(hu * gamma);
-                    }
-                }
-                Differentiation::Implicit {
-                    tol,
-                    max_iters,
-                    cg_tol,
-                } => {
-                    let x = self.solve(yr, lambda, tol, max_iters)?;
-                    let u = self.forward_point(x.view(), yr, lambda, gamma)?;
-                    let s = gamma * lambda;
-                    let q = self.implicit_solve(x.view(), u.view(), s, lambda, gr, cg_tol)?;
-                    self.a.apply_into(o.view_mut(), q.view())?;
-                    glam -= q.dot(&(&u - &x)) / s;
-                    if let Regularizer::Smooth(r) = &self.reg {
-                        glam -= q.dot(&r.gradient(x.view())?);
-                    }
-                }
-            }
-        }
-        gp[0] += glam * lambda;
-        Ok(out)
+        self.vjp_with(p, y, g, gp, None)
+    }
+    /// Implicit mode keeps the solutions of the forward pass for the backward pass.
+    fn forward_save(
+        &self,
+        p: &[T],
+        y: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+    ) -> Result<(Array2<T>, Saved)> {
+        let out = self.forward(p, y, c)?;
+        let saved: Saved = match self.mode {
+            Differentiation::Implicit { .. } => Some(Box::new(out.clone())),
+            Differentiation::Unrolled { .. } => None,
+        };
+        Ok((out, saved))
+    }
+    fn vjp_saved(
+        &self,
+        p: &[T],
+        y: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        saved: &Saved,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
+        let sols = saved.as_ref().and_then(|s| s.downcast_ref::<Array2<T>>());
+        self.vjp_with(p, y, g, gp, sols)
     }
     fn jvp(
         &self,
@@ -549,6 +521,82 @@ impl<T: Real> Differentiable<T> for SolveLayer<T> {
                 }
             }
         }
+        Ok(out)
+    }
+}
+
+impl<T: Real> SolveLayer<T> {
+    /// The VJP, with the forward solutions when [`Differentiable::forward_save`] kept them.
+    fn vjp_with(
+        &self,
+        p: &[T],
+        y: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+        sols: Option<&Array2<T>>,
+    ) -> Result<Array2<T>> {
+        let lambda = Self::lambda(p)?;
+        let gamma = T::one() / self.lipschitz(lambda);
+        let mut out = Array2::zeros((y.nrows(), self.m()));
+        let mut glam = T::zero();
+        for (row, ((mut o, yr), gr)) in out
+            .rows_mut()
+            .into_iter()
+            .zip(y.rows())
+            .zip(g.rows())
+            .enumerate()
+        {
+            match self.mode {
+                Differentiation::Unrolled { iters } => {
+                    let (xs, us) = self.unroll(yr, lambda, iters)?;
+                    let dgamma = self.step_derivative(gamma);
+                    let s = gamma * lambda;
+                    let mut xbar = gr.to_owned();
+                    for k in (0..iters).rev() {
+                        let (xk, uk, xk1) = (xs[k].view(), us[k].view(), xs[k + 1].view());
+                        let ubar = self.prox_jac(uk, s, xbar.view())?;
+                        // Through the prox scale s = γλ: ∂P/∂s = −J(u − p)/s.
+                        let d_s = -ubar.dot(&(&uk - &xk1)) / s;
+                        glam += d_s * (gamma + lambda * dgamma);
+                        // Through u = x − γ∇F(x): ∂u/∂λ = −γ∇R_s − γ'∇F.
+                        if let Regularizer::Smooth(r) = &self.reg {
+                            glam -= gamma * ubar.dot(&r.gradient(xk)?);
+                        }
+                        if dgamma != T::zero() {
+                            let mut gf = Array1::zeros(self.n());
+                            self.grad_f_into(gf.view_mut(), xk, yr, lambda)?;
+                            glam -= dgamma * ubar.dot(&gf);
+                        }
+                        // ȳ += γ A ū; x̄ ← ū − γ H ū.
+                        let mut au = Array1::zeros(self.m());
+                        self.a.apply_into(au.view_mut(), ubar.view())?;
+                        o.scaled_add(gamma, &au);
+                        let mut hu = Array1::zeros(self.n());
+                        self.hvp_into(hu.view_mut(), xk, ubar.view(), lambda)?;
+                        xbar = &ubar - &(hu * gamma);
+                    }
+                }
+                Differentiation::Implicit {
+                    tol,
+                    max_iters,
+                    cg_tol,
+                } => {
+                    let x = match sols {
+                        Some(xs) => xs.row(row).to_owned(),
+                        None => self.solve(yr, lambda, tol, max_iters)?,
+                    };
+                    let u = self.forward_point(x.view(), yr, lambda, gamma)?;
+                    let s = gamma * lambda;
+                    let q = self.implicit_solve(x.view(), u.view(), s, lambda, gr, cg_tol)?;
+                    self.a.apply_into(o.view_mut(), q.view())?;
+                    glam -= q.dot(&(&u - &x)) / s;
+                    if let Regularizer::Smooth(r) = &self.reg {
+                        glam -= q.dot(&r.gradient(x.view())?);
+                    }
+                }
+            }
+        }
+        gp[0] += glam * lambda;
         Ok(out)
     }
 }

@@ -286,3 +286,11 @@ impl<T: Real> Layer<T> for Sequential<T> {
         out
     }
 }
+
+/// A solver run is a layer too: its one parameter `log λ` starts at 0 (`λ = 1`; set it in the
+/// parameter vector to start elsewhere).
+impl<T: Real> Layer<T> for crate::diff::SolveLayer<T> {
+    fn param_groups(&self) -> Vec<ParamGroupSpec> {
+        vec![ParamGroupSpec::new("log_lambda", 0..1, false)]
+    }
+}
