@@ -133,6 +133,7 @@ fn bad_options_are_one_line_errors_without_output() {
         (vec!["--lr=0"], "--lr"),
         (vec!["--batch", "0"], "--batch"),
         (vec!["--epochs", "0"], "--epochs"),
+        (vec!["--prune", "1.0"], "--prune"),
         (vec!["--resume"], "checkpoint.json"),
     ] {
         let mut all = vec!["nn", "train", "--out", ds];

@@ -10,7 +10,7 @@ use hyperprox::core::linalg::Real;
 use hyperprox::core::nn::loss::LossSpec;
 use hyperprox::core::nn::optim::Method;
 use hyperprox::core::nn::train::{
-    digits_split, throughput, Arch, EpochRecord, TrainConfig, TrainState, Trainer,
+    digits_split, throughput, Arch, EpochRecord, TrainConfig, TrainState, Trainer, DIGITS_TRAIN,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -96,6 +96,10 @@ pub struct TrainArgs {
     /// Cosine decay of the learning rate to 0 over the run.
     #[arg(long)]
     cosine: bool,
+    /// ISS-P pruning of this fraction of every weight matrix (shrink factor 0.95 per step for
+    /// the first two thirds of the run, then the pruned set is frozen at zero).
+    #[arg(long)]
+    prune: Option<f64>,
     /// Epochs (default 60; 10 with --quick).
     #[arg(long)]
     epochs: Option<usize>,
@@ -201,6 +205,17 @@ fn config_of(a: &TrainArgs) -> CliResult<TrainConfig> {
     let epochs = a.epochs.unwrap_or(if a.quick { 10 } else { 60 });
     if epochs == 0 || epochs > 100_000 {
         return usage(format!("--epochs {epochs}: use 1 to 100000"));
+    }
+    if let Some(r) = a.prune {
+        if !(0.0..1.0).contains(&r) {
+            return usage(format!("--prune {r}: use a fraction in [0, 1)"));
+        }
+        let steps = epochs as u64 * (DIGITS_TRAIN as u64).div_ceil(a.batch as u64);
+        cfg.prune = Some(hyperprox::core::nn::optim::IssP {
+            ratio: r,
+            shrink: 0.95,
+            prune_steps: steps * 2 / 3,
+        });
     }
     cfg.weight_decay = a.weight_decay;
     cfg.orthogonal = a.orthogonal;

@@ -2,7 +2,7 @@
 //! issue, and exact resumption from a checkpoint.
 
 use hyperprox_core::nn::loss::LossSpec;
-use hyperprox_core::nn::optim::Method;
+use hyperprox_core::nn::optim::{IssP, Method};
 use hyperprox_core::nn::train::{digits_split, Arch, TrainConfig, TrainState, Trainer};
 
 fn train(cfg: TrainConfig) -> (f64, Vec<f64>) {
@@ -102,4 +102,31 @@ fn a_resumed_run_is_bit_identical() {
     let mut other = b.state();
     other.params.pop();
     assert!(Trainer::<f32>::resume(other, n).is_err());
+}
+
+#[test]
+fn iss_p_prunes_80_percent_of_the_weights_and_keeps_the_accuracy() {
+    let mut cfg = TrainConfig::digits(Arch::parse("mlp:128,128").unwrap());
+    cfg.epochs = 60;
+    let steps = 60 * 1297u64.div_ceil(64);
+    cfg.prune = Some(IssP {
+        ratio: 0.8,
+        shrink: 0.95,
+        prune_steps: steps * 2 / 3,
+    });
+    let split = digits_split::<f32>().unwrap();
+    let mut t = Trainer::<f32>::new(cfg.clone(), split.train.len()).unwrap();
+    for _ in 0..cfg.epochs {
+        t.train_epoch(&split).unwrap();
+    }
+    let acc = t.history().last().unwrap().test_accuracy;
+    // The weight groups (not the biases) are 80 % zeros.
+    let weights: Vec<f32> = [0..64 * 128, 64 * 128 + 128..64 * 128 + 128 + 128 * 128]
+        .into_iter()
+        .flat_map(|r| t.params[r].to_vec())
+        .collect();
+    let zeros = weights.iter().filter(|v| **v == 0.0).count() as f64 / weights.len() as f64;
+    eprintln!("ISS-P 80 %: accuracy {acc}, zeros {zeros}");
+    assert!(zeros >= 0.799, "{zeros}");
+    assert!(acc >= 0.94, "{acc}");
 }

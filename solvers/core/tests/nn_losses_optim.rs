@@ -6,7 +6,7 @@ use hyperprox_core::func::NormL1;
 use hyperprox_core::linalg::Real;
 use hyperprox_core::nn::loss::{ClassLoss, LossSpec};
 use hyperprox_core::nn::optim::{
-    orthogonalize, GroupConfig, LrSchedule, Method, OptimConfig, ParamOptimizer, Projection,
+    orthogonalize, GroupConfig, IssP, LrSchedule, Method, OptimConfig, ParamOptimizer, Projection,
 };
 use hyperprox_core::nn::{loss::Huber, ParamGroupSpec};
 use ndarray::Array2;
@@ -427,4 +427,77 @@ fn optimizer_state_round_trips_bit_identically_in_f32() {
         }
         assert_eq!(pa, pb, "{name}");
     }
+}
+
+#[test]
+fn iss_p_attenuates_the_smallest_weights_then_freezes_them_at_zero() {
+    let spec = ParamGroupSpec::new("w", 0..100, true);
+    let mut cfg =
+        OptimConfig::for_groups(Method::by_name("sgd").unwrap(), 0.1, &[spec], 0.0, false);
+    cfg.method = Method::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+    };
+    let iss = IssP {
+        ratio: 0.3,
+        shrink: 0.5,
+        prune_steps: 3,
+    };
+    let mut o = ParamOptimizer::<f64>::new(cfg.clone(), 100)
+        .unwrap()
+        .with_iss_p("w", iss)
+        .unwrap();
+    // Magnitudes 1..100 in a scrambled order with alternating signs.
+    let w0: Vec<f64> = (0..100)
+        .map(|i| ((i * 37) % 100 + 1) as f64 * if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let mut p = w0.clone();
+    let zero = vec![0.0; 100];
+    for _ in 0..3 {
+        o.step(&mut p, &zero).unwrap();
+    }
+    for (a, b) in p.iter().zip(&w0) {
+        let want = if b.abs() <= 30.0 { b * 0.125 } else { *b };
+        assert_eq!(*a, want);
+    }
+    // The stage is over: the pruned set is frozen and zeroed, even where a gradient would
+    // move it.
+    let state = o.state();
+    o.step(&mut p, &vec![-1.0; 100]).unwrap();
+    let zeros = p.iter().filter(|v| **v == 0.0).count();
+    assert_eq!(zeros, 30);
+    assert!(p
+        .iter()
+        .zip(&w0)
+        .all(|(a, b)| (b.abs() <= 30.0) == (*a == 0.0)));
+    // The frozen mask survives a checkpoint.
+    let mut r = ParamOptimizer::<f64>::new(cfg, 100)
+        .unwrap()
+        .with_iss_p("w", iss)
+        .unwrap();
+    r.set_state(serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap())
+        .unwrap();
+    let mut q = p.clone();
+    r.step(&mut q, &vec![1.0; 100]).unwrap();
+    assert_eq!(q.iter().filter(|v| **v == 0.0).count(), 30);
+    assert!(ParamOptimizer::<f64>::new(
+        OptimConfig::for_groups(
+            Method::by_name("sgd").unwrap(),
+            0.1,
+            &[ParamGroupSpec::new("w", 0..2, true)],
+            0.0,
+            false
+        ),
+        2
+    )
+    .unwrap()
+    .with_iss_p(
+        "w",
+        IssP {
+            ratio: 1.5,
+            shrink: 0.9,
+            prune_steps: 1
+        }
+    )
+    .is_err());
 }

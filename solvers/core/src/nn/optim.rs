@@ -16,9 +16,12 @@
 //!    | Adam / AdamW | `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `θ ← θ − η m̂/(√v̂ + ε)` |
 //!    | RMSprop | `v ← αv + (1−α)g²`, `θ ← θ − η g/(√v + ε)` (PyTorch's form) |
 //!    | AdaBelief | `m` as Adam, `s ← β₂s + (1−β₂)(g − m)² + ε`, `θ ← θ − η m̂/(√ŝ + ε)` |
-//! 5. **Projection** of the group (non-negativity, a box) and its **proximal step**
-//!    `θ_G ← prox_{ηw R}(θ_G)` for a core penalty `R` with weight `w` (ℓ1, nuclear norm, …),
-//!    which makes the step a proximal-gradient step on `loss + w R`.
+//! 5. **Projection** of the group (non-negativity, a box), **ISS-P** pruning ([`IssP`]) and
+//!    its **proximal step** `θ_G ← prox_{ηw R}(θ_G)` for a core penalty `R` with weight `w`
+//!    (ℓ1, nuclear norm, the group sparse envelope, …), which makes the step a
+//!    proximal-gradient step on `loss + w R`. A smooth penalty (SORSA orthonormality, the
+//!    generalized Gaussian with `p > 1`) enters as a gradient term: add its gradient to the
+//!    group's gradient before the step.
 //!
 //! The state (`t`, the moment vectors) is [`OptimState`], which serializes exactly (an `f32`
 //! converts to `f64` and back without loss, and JSON stores `f64` exactly), so a resumed run
@@ -301,6 +304,48 @@ pub struct OptimState {
     pub m: Vec<f64>,
     /// Second moments (empty for SGD).
     pub v: Vec<f64>,
+    /// Frozen ISS-P masks (pruned indices per ISS-P group, once its pruning stage ended).
+    #[serde(default)]
+    pub masks: Vec<Vec<u32>>,
+}
+
+/// Iterative soft shrinkage-percentage (ISS-P; J. Wang, H. Wang, Y. Zhang, Y. Fu, Z. Tao,
+/// "Iterative soft shrinkage learning for efficient image super-resolution", ICCV 2023) on one
+/// parameter group. During the pruning stage (the first `prune_steps` steps), after every
+/// update the `⌈ratio·n⌉` entries of smallest magnitude (at most `⌊0.995 n⌋`, as in the
+/// reference code) are multiplied by `shrink` — attenuated, not zeroed, so that a weight can
+/// grow back and leave the pruned set. After the stage the last pruned set is frozen and set to
+/// zero after every step (fine-tuning a sparse network). The reference code's setting:
+/// `ratio = 0.95`, `shrink = 0.95`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IssP {
+    /// Fraction of the group pruned.
+    pub ratio: f64,
+    /// Attenuation factor of the pruned entries per step (0 gives iterative hard thresholding).
+    pub shrink: f64,
+    /// Steps of the pruning stage.
+    pub prune_steps: u64,
+}
+
+impl IssP {
+    /// The indices of the `⌈ratio·n⌉` (≤ `⌊0.995 n⌋`) smallest magnitudes of `w`.
+    pub fn smallest<T: Real>(&self, w: &[T]) -> Vec<u32> {
+        let n = w.len();
+        let k = ((self.ratio * n as f64).ceil() as usize).min((0.995 * n as f64) as usize);
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut idx: Vec<u32> = (0..n as u32).collect();
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            w[a as usize]
+                .abs()
+                .partial_cmp(&w[b as usize].abs())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        idx.truncate(k);
+        idx.sort_unstable();
+        idx
+    }
 }
 
 /// A proximal step attached to a group.
@@ -320,6 +365,8 @@ pub struct ParamOptimizer<T: Real = f64> {
     t: u64,
     work: Vec<T>,
     proxes: Vec<GroupProx<T>>,
+    /// ISS-P per group index, with the frozen mask once the stage ended.
+    prunes: Vec<(usize, IssP, Option<Vec<u32>>)>,
 }
 
 impl<T: Real> std::fmt::Debug for ParamOptimizer<T> {
@@ -385,13 +432,45 @@ impl<T: Real> ParamOptimizer<T> {
             t: 0,
             work: vec![T::zero(); n],
             proxes: Vec::new(),
+            prunes: Vec::new(),
         })
     }
 
     /// Adds the proximal step of `weight·R` after each update of the group named `group`.
     pub fn with_prox(mut self, group: &str, weight: f64, prox: Arc<dyn Prox<T>>) -> Result<Self> {
-        let gi = self
-            .config
+        let gi = self.group_index(group)?;
+        if !(weight >= 0.0) {
+            return Err(Error::param(
+                "penalty weight",
+                weight,
+                "must be non-negative",
+            ));
+        }
+        self.proxes.push(GroupProx {
+            group: gi,
+            weight,
+            prox,
+        });
+        Ok(self)
+    }
+
+    /// Prunes the group named `group` by ISS-P (see [`IssP`]). `Err` on an unknown group or
+    /// a ratio or factor outside `[0, 1]`.
+    pub fn with_iss_p(mut self, group: &str, iss: IssP) -> Result<Self> {
+        let gi = self.group_index(group)?;
+        if !((0.0..=1.0).contains(&iss.ratio) && (0.0..=1.0).contains(&iss.shrink)) {
+            return Err(Error::param(
+                "ISS-P",
+                format!("ratio {}, shrink {}", iss.ratio, iss.shrink),
+                "both must lie in [0, 1] (the paper: 0.95, 0.95)",
+            ));
+        }
+        self.prunes.push((gi, iss, None));
+        Ok(self)
+    }
+
+    fn group_index(&self, group: &str) -> Result<usize> {
+        self.config
             .groups
             .iter()
             .position(|g| g.name == group)
@@ -408,20 +487,7 @@ impl<T: Real> ParamOptimizer<T> {
                             .collect::<Vec<_>>()
                     ),
                 )
-            })?;
-        if !(weight >= 0.0) {
-            return Err(Error::param(
-                "penalty weight",
-                weight,
-                "must be non-negative",
-            ));
-        }
-        self.proxes.push(GroupProx {
-            group: gi,
-            weight,
-            prox,
-        });
-        Ok(self)
+            })
     }
 
     /// The configuration.
@@ -445,6 +511,11 @@ impl<T: Real> ParamOptimizer<T> {
             t: self.t,
             m: self.m.iter().map(|v| v.as_f64()).collect(),
             v: self.v.iter().map(|v| v.as_f64()).collect(),
+            masks: self
+                .prunes
+                .iter()
+                .map(|(_, _, m)| m.clone().unwrap_or_default())
+                .collect(),
         }
     }
 
@@ -455,6 +526,9 @@ impl<T: Real> ParamOptimizer<T> {
         self.t = s.t;
         self.m = s.m.into_iter().map(T::c).collect();
         self.v = s.v.into_iter().map(T::c).collect();
+        for (k, (_, iss, mask)) in self.prunes.iter_mut().enumerate() {
+            *mask = (s.t > iss.prune_steps).then(|| s.masks.get(k).cloned().unwrap_or_default());
+        }
         Ok(())
     }
 
@@ -551,6 +625,22 @@ impl<T: Real> ParamOptimizer<T> {
                 Projection::Box { lo, hi } => params[r]
                     .iter_mut()
                     .for_each(|v| *v = v.max(T::c(lo)).min(T::c(hi))),
+            }
+        }
+        let t_now = self.t;
+        for (gi, iss, mask) in &mut self.prunes {
+            let r = self.config.groups[*gi].range.clone();
+            let w = &mut params[r];
+            if t_now <= iss.prune_steps {
+                let small = iss.smallest(w);
+                let f = T::c(iss.shrink);
+                small.iter().for_each(|&i| w[i as usize] *= f);
+                if t_now == iss.prune_steps {
+                    *mask = Some(small);
+                }
+            } else {
+                let m = mask.get_or_insert_with(|| iss.smallest(w));
+                m.iter().for_each(|&i| w[i as usize] = T::zero());
             }
         }
         for gp in &self.proxes {

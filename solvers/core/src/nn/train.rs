@@ -3,7 +3,7 @@
 //! with any [`ClassLoss`], any [`Method`], dropout, exact checkpoints and per-epoch records.
 
 use super::loss::{ClassLoss, CrossEntropy, LossSpec};
-use super::optim::{LrSchedule, Method, OptimConfig, OptimState, ParamOptimizer};
+use super::optim::{IssP, LrSchedule, Method, OptimConfig, OptimState, ParamOptimizer};
 use super::{
     Act, Activation, Conv2d, Dense, DropRate, Dropout, DropoutControl, ImageShape, Layer, Pool2d,
     PoolKind, Sequential,
@@ -168,6 +168,9 @@ pub struct Split<T> {
     pub test: Labelled<T>,
 }
 
+/// Training examples of [`digits_split`].
+pub const DIGITS_TRAIN: usize = 1297;
+
 /// The shipped digits (1797 images, 8×8, values in `[0, 1]`) with the fixed split used by the
 /// command line and the tests: the examples shuffled with seed 0, then 1297 for training, 200 for
 /// validation and 300 for testing.
@@ -177,7 +180,7 @@ pub fn digits_split<T: Real>() -> Result<Split<T>> {
     let mut idx: Vec<usize> = (0..y.len()).collect();
     idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(0));
     let all = Labelled::new(x.mapv(T::c), y, 10)?;
-    let n_train = 1297.min(idx.len());
+    let n_train = DIGITS_TRAIN.min(idx.len());
     let n_val = 200.min(idx.len() - n_train);
     Ok(Split {
         train: all.select(&idx[..n_train]),
@@ -215,6 +218,9 @@ pub struct TrainConfig {
     pub cosine: bool,
     /// Seed of the initialization, the minibatches and the dropout masks.
     pub seed: u64,
+    /// ISS-P pruning of every weight group (biases are kept).
+    #[serde(default)]
+    pub prune: Option<IssP>,
 }
 
 impl TrainConfig {
@@ -234,6 +240,7 @@ impl TrainConfig {
             batch: 64,
             cosine: false,
             seed: 0,
+            prune: None,
         }
     }
 
@@ -327,7 +334,12 @@ impl<T: Real> Trainer<T> {
                 floor: 0.0,
             };
         }
-        let optim = ParamOptimizer::new(oc, params.len())?;
+        let mut optim = ParamOptimizer::new(oc, params.len())?;
+        if let Some(iss) = config.prune {
+            for g in net.param_groups().iter().filter(|g| g.is_weight) {
+                optim = optim.with_iss_p(&g.name, iss)?;
+            }
+        }
         let loss = config.loss.build::<T>(n_train, config.classes)?;
         Ok(Self {
             net,
