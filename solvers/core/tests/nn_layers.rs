@@ -4,8 +4,8 @@
 use hyperprox_core::diff::{check_block, Differentiable};
 use hyperprox_core::linalg::Real;
 use hyperprox_core::nn::{
-    Act, Activation, Conv2d, Dense, DropRate, Dropout, DropoutControl, ImageShape, Init, Layer,
-    LayerNorm, Pool2d, PoolKind, Reshape, Residual, Sequential,
+    Act, Activation, Conv2d, Dense, DropRate, Dropout, DropoutControl, Extrapolate, ImageShape,
+    Init, Layer, LayerNorm, OnFirst, Pool2d, PoolKind, Reshape, Residual, Sequential,
 };
 use ndarray::{Array2, ArrayView2};
 use rand::rngs::StdRng;
@@ -75,6 +75,15 @@ fn blocks<T: Real>() -> Vec<(Box<dyn Layer<T>>, usize)> {
             6,
         ),
     ];
+    v.push((Box::new(Extrapolate::new(3)), 6));
+    v.push((
+        Box::new(OnFirst::new(
+            Box::new(Dropout::new(3, DropRate::Context(0), DropoutControl::new(9), 5).unwrap()),
+            3,
+        )),
+        6,
+    ));
+    v.push((Box::new(OnFirst::new(Box::new(Dense::new(3, 2)), 3)), 6));
     for f in [
         Activation::Relu,
         Activation::LeakyRelu(0.1),

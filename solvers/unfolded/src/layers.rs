@@ -113,6 +113,32 @@ impl Differentiable for ProxGradLayer {
         let (g, u) = self.pre(p[0], x, y);
         Ok(self.pull_back(p[0], &g, &u, gbar, gp))
     }
+    /// `ȳ = α A d` (rows: `α d Aᵀ`), `d = ḡ ⊙ 1[|u| > τ]`: the measurements are the context.
+    fn vjp_ctx(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        gbar: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        let (_, u) = self.pre(p[0], x, y);
+        let d = self.mask(p[0], &u, gbar);
+        Ok(matmul(d.view(), self.a.t()) * p[0])
+    }
+    /// `1[|u| > τ] ⊙ (v − α AᵀA v)`.
+    fn jvp(
+        &self,
+        p: &[f64],
+        x: ArrayView2<'_, f64>,
+        y: ArrayView2<'_, f64>,
+        v: ArrayView2<'_, f64>,
+    ) -> Result<Array2<f64>> {
+        let (_, u) = self.pre(p[0], x, y);
+        let av = matmul(v, self.a.t());
+        let mut w = v.to_owned();
+        f64::gemm(w.view_mut(), av.view(), self.a.view(), -p[0], true);
+        Ok(self.mask(p[0], &u, w.view()))
+    }
     fn forward_save(
         &self,
         p: &[f64],
@@ -233,6 +259,18 @@ impl ProxGradLayer {
     }
 
     /// The VJP from `g = Aᵀ(y − Ax)` and `u = x + αg`.
+    /// `v ⊙ 1[|u| > τ]`.
+    fn mask(&self, alpha: f64, u: &Array2<f64>, v: ArrayView2<'_, f64>) -> Array2<f64> {
+        let th = self.threshold(alpha);
+        let mut d = v.to_owned();
+        Zip::from(&mut d).and(u).for_each(|dv, &uv| {
+            if uv.abs() <= th {
+                *dv = 0.0
+            }
+        });
+        d
+    }
+
     fn pull_back(
         &self,
         alpha: f64,

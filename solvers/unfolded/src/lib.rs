@@ -27,5 +27,5 @@ pub mod train;
 
 pub use data::{nmse_db, sample, Batch, Problem, Signal};
 pub use layers::{Penalty, ProxGradLayer, TistaLayer};
-pub use model::{ModelKind, ModelSpec, Unfolded, UnfoldedModel};
+pub use model::{Composed, ModelKind, ModelSpec, Unfolded, UnfoldedModel};
 pub use train::{evaluate, LossKind, Objective, TrainConfig, TrainState};

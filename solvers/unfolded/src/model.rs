@@ -508,3 +508,62 @@ mod tests {
         assert!(Unfolded::from_json(&bad).is_err());
     }
 }
+
+/// An unfolded model composed from blocks, with no model-specific code: the network, its
+/// parameters, λ and the penalty of the problem it unfolds, and the width `n` of the estimate,
+/// which is the first `n` columns of the state (the rest carries auxiliary variables, e.g. the
+/// previous iterate of an accelerated method; it starts at zero). Every layer must have the
+/// same number of parameters, named by `param_names` for reports.
+pub struct Composed {
+    /// Name for reports.
+    pub name: String,
+    /// The network.
+    pub net: Unrolled,
+    /// Its parameters.
+    pub params: Vec<f64>,
+    /// λ of the unfolded problem.
+    pub lambda: f64,
+    /// Its penalty.
+    pub penalty: Penalty,
+    /// Width of the estimate.
+    pub n: usize,
+    /// Names of each layer's parameters.
+    pub param_names: Vec<String>,
+}
+
+impl UnfoldedModel for Composed {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn net(&self) -> &Unrolled {
+        &self.net
+    }
+    fn params(&self) -> &[f64] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [f64] {
+        &mut self.params
+    }
+    fn objective(&self) -> (f64, Penalty) {
+        (self.lambda, self.penalty)
+    }
+    fn readout(&self, state: ArrayView2<'_, f64>) -> Array2<f64> {
+        state.slice(ndarray::s![.., ..self.n]).to_owned()
+    }
+    fn readout_vjp(&self, state: ArrayView2<'_, f64>, g: Array2<f64>) -> Array2<f64> {
+        let mut out = Array2::zeros(state.raw_dim());
+        out.slice_mut(ndarray::s![.., ..self.n]).assign(&g);
+        out
+    }
+    fn layer_params(&self) -> Vec<(String, Vec<f64>)> {
+        let k = self.param_names.len().max(1);
+        self.param_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let v = self.params.iter().skip(i).step_by(k).copied().collect();
+                (name.clone(), v)
+            })
+            .collect()
+    }
+}

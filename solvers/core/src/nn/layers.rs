@@ -863,3 +863,175 @@ pub(crate) fn add_row_sums<T: Real>(acc: &mut [T], g: ArrayView2<'_, T>) {
         }
     }
 }
+
+/// Momentum extrapolation on a two-part state `[a, b]` (each of width `n`):
+/// `[a, b] ↦ [a + β(a − b), a]` with a learned `β`. With `a = x_t`, `b = x_{t−1}` it is the
+/// extrapolation of FISTA and heavy-ball methods (and, with `β = θ`, the over-relaxation of
+/// Chambolle–Pock), so an accelerated method is `Extrapolate` followed by a step on the first
+/// part ([`OnFirst`]). VJP: `ā = (1 + β)ḡ₁ + ḡ₂`, `b̄ = −βḡ₁`, `β̄ = Σ⟨ḡ₁, a − b⟩`.
+#[derive(Clone, Debug)]
+pub struct Extrapolate {
+    n: usize,
+}
+
+impl Extrapolate {
+    /// On two parts of width `n`.
+    pub fn new(n: usize) -> Self {
+        Self { n }
+    }
+    fn parts<'a, T: Real>(&self, s: ArrayView2<'a, T>) -> (ArrayView2<'a, T>, ArrayView2<'a, T>) {
+        s.split_at(ndarray::Axis(1), self.n)
+    }
+    fn map<T: Real>(&self, beta: T, s: ArrayView2<'_, T>) -> Array2<T> {
+        let (a, b) = self.parts(s);
+        let mut out = Array2::zeros(s.raw_dim());
+        {
+            let (mut o1, mut o2) = out.view_mut().split_at(ndarray::Axis(1), self.n);
+            Zip::from(&mut o1)
+                .and(&a)
+                .and(&b)
+                .for_each(|o, &av, &bv| *o = av + beta * (av - bv));
+            o2.assign(&a);
+        }
+        out
+    }
+}
+
+impl<T: Real> Differentiable<T> for Extrapolate {
+    fn name(&self) -> String {
+        "[a, b] ↦ [a + β(a − b), a]".into()
+    }
+    fn in_dim(&self) -> usize {
+        2 * self.n
+    }
+    fn out_dim(&self) -> usize {
+        2 * self.n
+    }
+    fn num_params(&self) -> usize {
+        1
+    }
+    fn forward(&self, p: &[T], s: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        check_width("Extrapolate", s, 2 * self.n)?;
+        Ok(self.map(p[0], s))
+    }
+    fn vjp(
+        &self,
+        p: &[T],
+        s: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
+        let beta = p[0];
+        let (a, b) = self.parts(s);
+        let (g1, g2) = g.split_at(ndarray::Axis(1), self.n);
+        let mut gb = T::zero();
+        Zip::from(&g1)
+            .and(&a)
+            .and(&b)
+            .for_each(|&gv, &av, &bv| gb += gv * (av - bv));
+        gp[0] += gb;
+        let mut out = Array2::zeros(s.raw_dim());
+        {
+            let (mut oa, mut ob) = out.view_mut().split_at(ndarray::Axis(1), self.n);
+            Zip::from(&mut oa)
+                .and(&g1)
+                .and(&g2)
+                .for_each(|o, &x1, &x2| *o = (T::one() + beta) * x1 + x2);
+            Zip::from(&mut ob)
+                .and(&g1)
+                .for_each(|o, &x1| *o = -beta * x1);
+        }
+        Ok(out)
+    }
+    fn jvp(
+        &self,
+        p: &[T],
+        _s: ArrayView2<'_, T>,
+        _c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        Ok(self.map(p[0], v))
+    }
+}
+
+impl<T: Real> Layer<T> for Extrapolate {}
+
+/// Applies a block to the first part of a two-part state and passes the rest through:
+/// `[a, b] ↦ [f(a; c), b]` (the block reads the context; its parameters are this block's).
+pub struct OnFirst<T: Real> {
+    inner: Box<dyn Differentiable<T>>,
+    rest: usize,
+}
+
+impl<T: Real> OnFirst<T> {
+    /// `f` on the first `f.in_dim()` entries, `rest` entries passed through.
+    pub fn new(inner: Box<dyn Differentiable<T>>, rest: usize) -> Self {
+        Self { inner, rest }
+    }
+    fn split<'a>(&self, s: ArrayView2<'a, T>) -> (ArrayView2<'a, T>, ArrayView2<'a, T>) {
+        s.split_at(ndarray::Axis(1), self.inner.in_dim())
+    }
+    fn join(&self, first: Array2<T>, rest: ArrayView2<'_, T>) -> Array2<T> {
+        ndarray::concatenate![ndarray::Axis(1), first, rest]
+    }
+}
+
+impl<T: Real> Differentiable<T> for OnFirst<T> {
+    fn name(&self) -> String {
+        format!("[{}, ·]", self.inner.name())
+    }
+    fn in_dim(&self) -> usize {
+        self.inner.in_dim() + self.rest
+    }
+    fn out_dim(&self) -> usize {
+        self.inner.out_dim() + self.rest
+    }
+    fn ctx_dim(&self) -> usize {
+        self.inner.ctx_dim()
+    }
+    fn num_params(&self) -> usize {
+        self.inner.num_params()
+    }
+    fn forward(&self, p: &[T], s: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        check_width("OnFirst", s, Differentiable::<T>::in_dim(self))?;
+        let (a, b) = self.split(s);
+        Ok(self.join(self.inner.forward(p, a, c)?, b))
+    }
+    fn vjp(
+        &self,
+        p: &[T],
+        s: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+        gp: &mut [T],
+    ) -> Result<Array2<T>> {
+        let (a, _) = self.split(s);
+        let (g1, g2) = g.split_at(ndarray::Axis(1), self.inner.out_dim());
+        Ok(self.join(self.inner.vjp(p, a, c, g1, gp)?, g2))
+    }
+    fn vjp_ctx(
+        &self,
+        p: &[T],
+        s: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        g: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let (a, _) = self.split(s);
+        let (g1, _) = g.split_at(ndarray::Axis(1), self.inner.out_dim());
+        self.inner.vjp_ctx(p, a, c, g1)
+    }
+    fn jvp(
+        &self,
+        p: &[T],
+        s: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        v: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        let (a, _) = self.split(s);
+        let (v1, v2) = self.split(v);
+        Ok(self.join(self.inner.jvp(p, a, c, v1)?, v2))
+    }
+}
+
+impl<T: Real> Layer<T> for OnFirst<T> {}

@@ -19,6 +19,8 @@
 //! | [`LayerNorm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `γ`, `β` |
 //! | [`Reshape`] | identity on the data (shapes only) | — |
 //! | [`Residual`] | `x + f(x)` | those of `f` |
+//! | [`Extrapolate`] | `[a, b] ↦ [a + β(a − b), a]` (momentum) | `β` |
+//! | [`OnFirst`] | `[a, b] ↦ [f(a), b]` | those of `f` |
 //!
 //! # References
 //! K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers", ICCV 2015 (Kaiming init);
@@ -45,8 +47,8 @@ pub mod train;
 
 pub use conv::{Conv2d, ImageShape, Pool2d, PoolKind};
 pub use layers::{
-    sigmoid, softplus, Act, Activation, Dense, DropRate, Dropout, DropoutControl, LayerNorm,
-    Reshape, Residual,
+    sigmoid, softplus, Act, Activation, Dense, DropRate, Dropout, DropoutControl, Extrapolate,
+    LayerNorm, OnFirst, Reshape, Residual,
 };
 
 /// Weight initializations (the bias of a dense or convolutional layer starts at zero, except
