@@ -483,32 +483,6 @@ impl UnfoldedModel for Unfolded {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_files_round_trip_and_check_the_matrix() {
-        let problem = Problem::gaussian(10, 20, 4).unwrap();
-        let mut m = Unfolded::new(ModelSpec::new(ModelKind::Alista, 3), &problem).unwrap();
-        let p: Vec<f64> = (0..m.params().len())
-            .map(|i| 0.1 + i as f64 * 0.01)
-            .collect();
-        m.set_params(p.clone()).unwrap();
-        let v = m.to_json();
-        assert_eq!(v["model"], "alista");
-        let back = Unfolded::from_json(&v).unwrap();
-        assert_eq!(back.params(), &p[..]);
-        assert_eq!(back.spec().kind, ModelKind::Alista);
-        let mut bad = v.clone();
-        bad["problem"]["checksum"] = serde_json::json!(1.0);
-        assert!(Unfolded::from_json(&bad).is_err());
-        let mut bad = v;
-        bad["model"] = serde_json::json!("nope");
-        assert!(Unfolded::from_json(&bad).is_err());
-    }
-}
-
 /// An unfolded model composed from blocks, with no model-specific code: the network, its
 /// parameters, λ and the penalty of the problem it unfolds, and the width `n` of the estimate,
 /// which is the first `n` columns of the state (the rest carries auxiliary variables, e.g. the
@@ -565,5 +539,31 @@ impl UnfoldedModel for Composed {
                 (name.clone(), v)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_files_round_trip_and_check_the_matrix() {
+        let problem = Problem::gaussian(10, 20, 4).unwrap();
+        let mut m = Unfolded::new(ModelSpec::new(ModelKind::Alista, 3), &problem).unwrap();
+        let p: Vec<f64> = (0..m.params().len())
+            .map(|i| 0.1 + i as f64 * 0.01)
+            .collect();
+        m.set_params(p.clone()).unwrap();
+        let v = m.to_json();
+        assert_eq!(v["model"], "alista");
+        let back = Unfolded::from_json(&v).unwrap();
+        assert_eq!(back.params(), &p[..]);
+        assert_eq!(back.spec().kind, ModelKind::Alista);
+        let mut bad = v.clone();
+        bad["problem"]["checksum"] = serde_json::json!(1.0);
+        assert!(Unfolded::from_json(&bad).is_err());
+        let mut bad = v;
+        bad["model"] = serde_json::json!("nope");
+        assert!(Unfolded::from_json(&bad).is_err());
     }
 }
