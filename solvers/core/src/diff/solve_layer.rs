@@ -555,9 +555,11 @@ impl<T: Real> SolveLayer<T> {
                     for k in (0..iters).rev() {
                         let (xk, uk, xk1) = (xs[k].view(), us[k].view(), xs[k + 1].view());
                         let ubar = self.prox_jac(uk, s, xbar.view())?;
-                        // Through the prox scale s = γλ: ∂P/∂s = −J(u − p)/s.
+                        // Through the prox scale s = γλ: ∂P/∂s = −J(u − p)/s, ∂s/∂λ = γ (γ
+                        // depends on λ only with a smooth regularizer, and then there is no
+                        // prox: u = p).
                         let d_s = -ubar.dot(&(&uk - &xk1)) / s;
-                        glam += d_s * (gamma + lambda * dgamma);
+                        glam += d_s * gamma;
                         // Through u = x − γ∇F(x): ∂u/∂λ = −γ∇R_s − γ'∇F.
                         if let Regularizer::Smooth(r) = &self.reg {
                             glam -= gamma * ubar.dot(&r.gradient(xk)?);
