@@ -56,53 +56,233 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// All kinds.
-    pub const ALL: [ModelKind; 7] = [
-        ModelKind::DuIsta,
-        ModelKind::DuIht,
-        ModelKind::Lista,
-        ModelKind::ListaCp,
-        ModelKind::ListaCpss,
-        ModelKind::Alista,
-        ModelKind::Tista,
-    ];
+    /// All kinds, in the registry's order.
+    pub fn all() -> impl Iterator<Item = ModelKind> {
+        REGISTRY.iter().map(|i| i.kind)
+    }
+
+    /// The registry entry of this kind.
+    pub fn info(&self) -> &'static ModelInfo {
+        REGISTRY
+            .iter()
+            .find(|i| i.kind == *self)
+            .expect("every kind has a registry entry")
+    }
 
     /// The command-line name (`du-ista`, …).
     pub fn as_str(&self) -> &'static str {
-        match self {
-            ModelKind::DuIsta => "du-ista",
-            ModelKind::DuIht => "du-iht",
-            ModelKind::Lista => "lista",
-            ModelKind::ListaCp => "lista-cp",
-            ModelKind::ListaCpss => "lista-cpss",
-            ModelKind::Alista => "alista",
-            ModelKind::Tista => "tista",
-        }
+        self.info().name
     }
 
     /// Parses [`ModelKind::as_str`].
     pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        REGISTRY
+            .iter()
+            .find(|i| i.name == s)
+            .map(|i| i.kind)
             .ok_or_else(|| {
-                Error::param(
-                    "model",
-                    s,
-                    "one of du-ista, du-iht, lista, lista-cp, lista-cpss, alista, tista",
-                )
+                let names: Vec<&str> = REGISTRY.iter().map(|i| i.name).collect();
+                Error::param("model", s, format!("one of {}", names.join(", ")))
             })
     }
 
     /// The penalty of the original problem (ℓ0 for DU-IHT, ℓ1 otherwise).
     pub fn penalty(&self) -> Penalty {
-        if *self == ModelKind::DuIht {
-            Penalty::L0
-        } else {
-            Penalty::L1
-        }
+        self.info().penalty
     }
 }
+
+/// What a layer builder sees: the specification, the problem and the quantities computed once
+/// per model (`1/L`, λ, a model's precomputed matrix).
+pub struct LayerContext<'a> {
+    /// The specification.
+    pub spec: &'a ModelSpec,
+    /// The problem.
+    pub problem: &'a Problem,
+    /// The matrix `A` (M × N).
+    pub a: Arc<Array2<f64>>,
+    /// Its Lipschitz constant `‖A‖²`.
+    pub l: f64,
+    /// The model's precomputed matrix ([`ModelInfo::prepare`]), if any.
+    pub extra: Option<Arc<Array2<f64>>>,
+}
+
+impl LayerContext<'_> {
+    /// The support-selection fraction of layer `t`: `min((t + 1)·step, max)`.
+    pub fn support(&self, t: usize) -> f64 {
+        (self.spec.ss_step * (t + 1) as f64).min(self.spec.ss_max)
+    }
+}
+
+/// How a parameter of a layer is reported: by its position in the layer's parameters.
+#[derive(Clone, Copy, Debug)]
+pub enum ParamPick {
+    /// The `k`-th parameter.
+    At(usize),
+    /// The last parameter.
+    Last,
+}
+
+/// A model family: everything the trainer, the evaluator and the command line need, in one
+/// place. A new family is one [`ModelKind`] variant (for the command line and the saved
+/// models) and one entry of [`REGISTRY`].
+pub struct ModelInfo {
+    /// The kind.
+    pub kind: ModelKind,
+    /// Command-line and report name.
+    pub name: &'static str,
+    /// Penalty of the unfolded problem.
+    pub penalty: Penalty,
+    /// Default Adam learning rate.
+    pub default_lr: f64,
+    /// Parameters per layer for `(n, m)` (checked against the allocation limit first).
+    pub per_layer: fn(usize, usize) -> u128,
+    /// A matrix computed once per model (ALISTA's analytic weight, TISTA's `Aᵀ(AAᵀ)⁻¹`).
+    pub prepare: Option<PrepareFn>,
+    /// Layer `t` and its classical initialization.
+    pub layer: LayerFn,
+    /// The learned parameters reported per layer.
+    pub report: &'static [(&'static str, ParamPick)],
+}
+
+/// Computes a model's matrix once per model.
+pub type PrepareFn = fn(&Problem) -> Result<Array2<f64>>;
+
+/// Builds layer `t` of a model: the block and its initial parameters.
+pub type LayerFn = fn(&LayerContext<'_>, usize) -> Result<(Box<dyn Differentiable>, Vec<f64>)>;
+
+fn prox_grad_layer(c: &LayerContext<'_>, _t: usize) -> Result<(Box<dyn Differentiable>, Vec<f64>)> {
+    let layer = ProxGradLayer::new(c.a.clone(), c.spec.lambda, c.spec.kind.penalty());
+    Ok((Box::new(layer), vec![1.0 / c.l]))
+}
+
+fn lista_layer(c: &LayerContext<'_>, _t: usize) -> Result<(Box<dyn Differentiable>, Vec<f64>)> {
+    let (m, n, l) = (c.a.nrows(), c.a.ncols(), c.l);
+    let block = Chain::new(vec![
+        Box::new(LearnedLinear::new(n, n, m)),
+        Box::new(SoftThreshold::scalar(n)),
+    ])?;
+    // W₂ = I − AᵀA/L (N×N), W₁ = Aᵀ/L (N×M), θ = λ/L.
+    let mut w2 = hyperprox_core::diff::matmul(c.a.t(), c.a.view());
+    w2.mapv_inplace(|v| -v / l);
+    for i in 0..n {
+        w2[[i, i]] += 1.0;
+    }
+    let mut p: Vec<f64> = w2.iter().copied().collect();
+    p.extend(c.a.t().iter().map(|v| v / l));
+    p.push(c.spec.lambda / l);
+    Ok((Box::new(block), p))
+}
+
+fn lista_cp_layer(c: &LayerContext<'_>, t: usize) -> Result<(Box<dyn Differentiable>, Vec<f64>)> {
+    let n = c.a.ncols();
+    let th = if c.spec.kind == ModelKind::ListaCpss {
+        SoftThreshold::scalar(n).with_support_selection(c.support(t))?
+    } else {
+        SoftThreshold::scalar(n)
+    };
+    let block = Chain::new(vec![
+        Box::new(ResidualStep::learned(c.a.clone())),
+        Box::new(th),
+    ])?;
+    let mut p: Vec<f64> = c.a.iter().map(|v| v / c.l).collect();
+    p.push(c.spec.lambda / c.l);
+    Ok((Box::new(block), p))
+}
+
+fn alista_layer(c: &LayerContext<'_>, t: usize) -> Result<(Box<dyn Differentiable>, Vec<f64>)> {
+    let w = c.extra.clone().expect("prepared");
+    let block = Chain::new(vec![
+        Box::new(ResidualStep::scaled(c.a.clone(), w)?),
+        Box::new(SoftThreshold::scalar(c.a.ncols()).with_support_selection(c.support(t))?),
+    ])?;
+    Ok((Box::new(block), vec![1.0, c.spec.lambda / c.l]))
+}
+
+fn tista_layer(c: &LayerContext<'_>, _t: usize) -> Result<(Box<dyn Differentiable>, Vec<f64>)> {
+    let z = c.extra.clone().expect("prepared");
+    let sig = &c.spec.signal;
+    let layer = TistaLayer::new(c.a.clone(), z, sig.p, sig.noise_var(c.problem));
+    Ok((Box::new(layer), vec![1.0]))
+}
+
+fn scalars(_n: usize, _m: usize) -> u128 {
+    2
+}
+
+/// The model families (see the module table).
+pub static REGISTRY: [ModelInfo; 7] = [
+    ModelInfo {
+        kind: ModelKind::DuIsta,
+        name: "du-ista",
+        penalty: Penalty::L1,
+        default_lr: 1e-2,
+        per_layer: scalars,
+        prepare: None,
+        layer: prox_grad_layer,
+        report: &[("alpha", ParamPick::At(0))],
+    },
+    ModelInfo {
+        kind: ModelKind::DuIht,
+        name: "du-iht",
+        penalty: Penalty::L0,
+        default_lr: 1e-2,
+        per_layer: scalars,
+        prepare: None,
+        layer: prox_grad_layer,
+        report: &[("alpha", ParamPick::At(0))],
+    },
+    ModelInfo {
+        kind: ModelKind::Lista,
+        name: "lista",
+        penalty: Penalty::L1,
+        default_lr: 1e-3,
+        per_layer: |n, m| (n as u128) * (n as u128 + m as u128) + 1,
+        prepare: None,
+        layer: lista_layer,
+        report: &[("theta", ParamPick::Last)],
+    },
+    ModelInfo {
+        kind: ModelKind::ListaCp,
+        name: "lista-cp",
+        penalty: Penalty::L1,
+        default_lr: 1e-3,
+        per_layer: |n, m| (m as u128) * (n as u128) + 1,
+        prepare: None,
+        layer: lista_cp_layer,
+        report: &[("theta", ParamPick::Last)],
+    },
+    ModelInfo {
+        kind: ModelKind::ListaCpss,
+        name: "lista-cpss",
+        penalty: Penalty::L1,
+        default_lr: 1e-3,
+        per_layer: |n, m| (m as u128) * (n as u128) + 1,
+        prepare: None,
+        layer: lista_cp_layer,
+        report: &[("theta", ParamPick::Last)],
+    },
+    ModelInfo {
+        kind: ModelKind::Alista,
+        name: "alista",
+        penalty: Penalty::L1,
+        default_lr: 1e-2,
+        per_layer: scalars,
+        prepare: Some(Problem::alista_weight),
+        layer: alista_layer,
+        report: &[("gamma", ParamPick::At(0)), ("theta", ParamPick::At(1))],
+    },
+    ModelInfo {
+        kind: ModelKind::Tista,
+        name: "tista",
+        penalty: Penalty::L1,
+        default_lr: 1e-2,
+        per_layer: scalars,
+        prepare: Some(Problem::gram_inverse_times_a),
+        layer: tista_layer,
+        report: &[("gamma", ParamPick::At(0))],
+    },
+];
 
 /// Everything that defines a model besides its learned parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,13 +403,9 @@ impl Unfolded {
     pub fn new(spec: ModelSpec, problem: &Problem) -> Result<Self> {
         spec.check()?;
         let (m, n) = (problem.m(), problem.n());
-        // Parameters per layer (LISTA: W₂ N×N, W₁ N×M, θ; LISTA-CP(SS): W M×N, θ); refuse a
-        // model too large to allocate before allocating it.
-        let per_layer = match spec.kind {
-            ModelKind::Lista => (n as u128) * (n as u128 + m as u128) + 1,
-            ModelKind::ListaCp | ModelKind::ListaCpss => (m as u128) * (n as u128) + 1,
-            _ => 2,
-        };
+        let info = spec.kind.info();
+        // Refuse a model too large to allocate before allocating it.
+        let per_layer = (info.per_layer)(n, m);
         if per_layer.saturating_mul(spec.layers as u128) > crate::data::MAX_ENTRIES as u128 {
             return Err(Error::param(
                 "layers",
@@ -242,80 +418,22 @@ impl Unfolded {
                 ),
             ));
         }
-        let a = problem.a.clone();
-        let l = problem.lipschitz;
-        let lam = spec.lambda;
-        let t_max = spec.layers;
-        let ss = |t: usize| (spec.ss_step * (t + 1) as f64).min(spec.ss_max);
-        let mut layers: Vec<Box<dyn Differentiable>> = Vec::with_capacity(t_max);
+        let ctx = LayerContext {
+            spec: &spec,
+            problem,
+            a: problem.a.clone(),
+            l: problem.lipschitz,
+            extra: match info.prepare {
+                Some(f) => Some(Arc::new(f(problem)?)),
+                None => None,
+            },
+        };
+        let mut layers: Vec<Box<dyn Differentiable>> = Vec::with_capacity(spec.layers);
         let mut params = Vec::new();
-        let alista_w = if spec.kind == ModelKind::Alista {
-            Some(Arc::new(problem.alista_weight()?))
-        } else {
-            None
-        };
-        let tista_z = if spec.kind == ModelKind::Tista {
-            Some(Arc::new(problem.gram_inverse_times_a()?))
-        } else {
-            None
-        };
-        for t in 0..t_max {
-            match spec.kind {
-                ModelKind::DuIsta | ModelKind::DuIht => {
-                    layers.push(Box::new(ProxGradLayer::new(
-                        a.clone(),
-                        lam,
-                        spec.kind.penalty(),
-                    )));
-                    params.push(1.0 / l);
-                }
-                ModelKind::Lista => {
-                    layers.push(Box::new(Chain::new(vec![
-                        Box::new(LearnedLinear::new(n, n, m)),
-                        Box::new(SoftThreshold::scalar(n)),
-                    ])?));
-                    // W₂ = I − AᵀA/L (N×N), W₁ = Aᵀ/L (N×M), θ = λ/L.
-                    let mut w2 = hyperprox_core::diff::matmul(a.t(), a.view());
-                    w2.mapv_inplace(|v| -v / l);
-                    for i in 0..n {
-                        w2[[i, i]] += 1.0;
-                    }
-                    params.extend(w2.iter());
-                    params.extend(a.t().iter().map(|v| v / l));
-                    params.push(lam / l);
-                }
-                ModelKind::ListaCp | ModelKind::ListaCpss => {
-                    let th = if spec.kind == ModelKind::ListaCpss {
-                        SoftThreshold::scalar(n).with_support_selection(ss(t))?
-                    } else {
-                        SoftThreshold::scalar(n)
-                    };
-                    layers.push(Box::new(Chain::new(vec![
-                        Box::new(ResidualStep::learned(a.clone())),
-                        Box::new(th),
-                    ])?));
-                    params.extend(a.iter().map(|v| v / l));
-                    params.push(lam / l);
-                }
-                ModelKind::Alista => {
-                    let w = alista_w.clone().expect("computed above");
-                    layers.push(Box::new(Chain::new(vec![
-                        Box::new(ResidualStep::scaled(a.clone(), w)?),
-                        Box::new(SoftThreshold::scalar(n).with_support_selection(ss(t))?),
-                    ])?));
-                    params.extend([1.0, lam / l]);
-                }
-                ModelKind::Tista => {
-                    let z = tista_z.clone().expect("computed above");
-                    layers.push(Box::new(TistaLayer::new(
-                        a.clone(),
-                        z,
-                        spec.signal.p,
-                        spec.signal.noise_var(problem),
-                    )));
-                    params.push(1.0);
-                }
-            }
+        for t in 0..spec.layers {
+            let (layer, p) = (info.layer)(&ctx, t)?;
+            layers.push(layer);
+            params.extend(p);
         }
         let net = Unrolled::new(layers)?;
         debug_assert_eq!(net.num_params(), params.len());
@@ -469,17 +587,19 @@ impl UnfoldedModel for Unfolded {
                 .map(|t| pick(&p[self.net.param_range(t)]))
                 .collect()
         };
-        match self.spec.kind {
-            ModelKind::DuIsta | ModelKind::DuIht => vec![("alpha".into(), per_layer(&|q| q[0]))],
-            ModelKind::Tista => vec![("gamma".into(), per_layer(&|q| q[0]))],
-            ModelKind::Alista => vec![
-                ("gamma".into(), per_layer(&|q| q[0])),
-                ("theta".into(), per_layer(&|q| q[1])),
-            ],
-            ModelKind::Lista | ModelKind::ListaCp | ModelKind::ListaCpss => {
-                vec![("theta".into(), per_layer(&|q| q[q.len() - 1]))]
-            }
-        }
+        self.spec
+            .kind
+            .info()
+            .report
+            .iter()
+            .map(|&(name, pick)| {
+                let v = match pick {
+                    ParamPick::At(k) => per_layer(&|q| q[k]),
+                    ParamPick::Last => per_layer(&|q| q[q.len() - 1]),
+                };
+                (name.to_string(), v)
+            })
+            .collect()
     }
 }
 

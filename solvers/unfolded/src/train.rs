@@ -157,11 +157,7 @@ impl TrainConfig {
     /// layer, 1e-3 for those that learn matrices (LISTA, LISTA-CP, LISTA-CPSS), where 1e-2
     /// diverges on the default setting.
     pub fn default_lr(kind: crate::model::ModelKind) -> f64 {
-        use crate::model::ModelKind::*;
-        match kind {
-            Lista | ListaCp | ListaCpss => 1e-3,
-            DuIsta | DuIht | Alista | Tista => 1e-2,
-        }
+        kind.info().default_lr
     }
 
     /// `Err` on an empty batch, no steps, more than `2³²` minibatches per stage, or a bad

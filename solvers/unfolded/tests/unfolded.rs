@@ -111,7 +111,7 @@ fn every_model_gradient_matches_finite_differences_for_both_losses() {
         snr_db: Some(30.0),
     };
     let batch = sample(&pr, &sig, 6, 2).unwrap();
-    for kind in ModelKind::ALL {
+    for kind in ModelKind::all() {
         let mut spec = ModelSpec::new(kind, 4);
         spec.signal = sig;
         spec.ss_step = 0.1;
