@@ -339,3 +339,37 @@ fn shapes_are_checked() {
     let names: Vec<String> = s.param_groups().into_iter().map(|g| g.name).collect();
     assert_eq!(names, ["0.weight", "0.bias", "1.weight", "1.bias"]);
 }
+
+#[test]
+fn parameter_slices_of_the_wrong_length_are_errors_not_panics() {
+    let e = Array2::<f64>::zeros((2, 0));
+    let x = Array2::<f64>::zeros((2, 6));
+    let img = ImageShape::new(1, 2, 3);
+    let blocks: Vec<Box<dyn Differentiable<f64>>> = vec![
+        Box::new(Dense::new(6, 2)),
+        Box::new(LayerNorm::new(6)),
+        Box::new(Extrapolate::new(3)),
+        Box::new(Conv2d::new(img, 2, 2, 1, 0).unwrap()),
+    ];
+    for b in blocks {
+        let short = vec![0.0; b.num_params() - 1];
+        let ok = vec![0.0; b.num_params()];
+        assert!(
+            b.forward(&short, x.view(), e.view()).is_err(),
+            "{}",
+            b.name()
+        );
+        let g = Array2::zeros((2, b.out_dim()));
+        let mut gp = vec![0.0; b.num_params() + 1];
+        assert!(
+            b.vjp(&ok, x.view(), e.view(), g.view(), &mut gp).is_err(),
+            "{}",
+            b.name()
+        );
+        assert!(
+            b.jvp(&short, x.view(), e.view(), x.view()).is_err(),
+            "{}",
+            b.name()
+        );
+    }
+}

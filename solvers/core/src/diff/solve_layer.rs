@@ -301,6 +301,7 @@ impl<T: Real> SolveLayer<T> {
         Ok(&x - &(g * gamma))
     }
     fn lambda(p: &[T]) -> Result<T> {
+        crate::linalg::check_len("SolveLayer", "parameters (log λ)", 1, p.len())?;
         let l = p[0].exp();
         if !(l > T::zero() && l.is_finite()) {
             return Err(Error::param(

@@ -298,6 +298,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         self.c_out * (self.kk() + usize::from(self.bias))
     }
     fn forward(&self, p: &[T], x: ArrayView2<'_, T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        super::check_params("Conv2d", Differentiable::<T>::num_params(self), p)?;
         Ok(self.forward_save(p, x, c)?.0)
     }
     fn forward_save(
@@ -306,6 +307,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         x: ArrayView2<'_, T>,
         _c: ArrayView2<'_, T>,
     ) -> Result<(Array2<T>, Saved)> {
+        super::check_params("Conv2d", Differentiable::<T>::num_params(self), p)?;
         check_width("Conv2d", x, self.input.len())?;
         let cols = self.im2col(x);
         let mut y = Array2::zeros((cols.nrows(), self.c_out));
@@ -322,6 +324,8 @@ impl<T: Real> Differentiable<T> for Conv2d {
         g: ArrayView2<'_, T>,
         gp: &mut [T],
     ) -> Result<Array2<T>> {
+        super::check_params("Conv2d", Differentiable::<T>::num_params(self), p)?;
+        super::check_params("Conv2d", Differentiable::<T>::num_params(self), gp)?;
         let cols = self.im2col(x);
         Ok(self.pull_back(p, &cols, g, gp))
     }
@@ -346,6 +350,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
+        super::check_params("Conv2d", Differentiable::<T>::num_params(self), p)?;
         Ok(self.apply(p, v))
     }
 }

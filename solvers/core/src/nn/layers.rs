@@ -86,6 +86,7 @@ impl<T: Real> Differentiable<T> for Dense {
         self.n_out * self.n_in + if self.bias { self.n_out } else { 0 }
     }
     fn forward(&self, p: &[T], x: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        super::check_params("Dense", Differentiable::<T>::num_params(self), p)?;
         check_width("Dense", x, self.n_in)?;
         let mut out = Array2::zeros((x.nrows(), self.n_out));
         if self.bias {
@@ -107,6 +108,8 @@ impl<T: Real> Differentiable<T> for Dense {
         g: ArrayView2<'_, T>,
         gp: &mut [T],
     ) -> Result<Array2<T>> {
+        super::check_params("Dense", Differentiable::<T>::num_params(self), p)?;
+        super::check_params("Dense", Differentiable::<T>::num_params(self), gp)?;
         let k = self.n_out * self.n_in;
         let (gw, gb) = gp.split_at_mut(k);
         self.add_weight_grad(gw, g, x);
@@ -122,6 +125,7 @@ impl<T: Real> Differentiable<T> for Dense {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
+        super::check_params("Dense", Differentiable::<T>::num_params(self), p)?;
         Ok(self.apply(p, v))
     }
 }
@@ -644,6 +648,7 @@ impl<T: Real> Differentiable<T> for LayerNorm {
         2 * self.n
     }
     fn forward(&self, p: &[T], x: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        super::check_params("LayerNorm", Differentiable::<T>::num_params(self), p)?;
         check_width("LayerNorm", x, self.n)?;
         let (mut xh, _) = self.normalize(x);
         let (gamma, beta) = p.split_at(self.n);
@@ -662,6 +667,8 @@ impl<T: Real> Differentiable<T> for LayerNorm {
         g: ArrayView2<'_, T>,
         gp: &mut [T],
     ) -> Result<Array2<T>> {
+        super::check_params("LayerNorm", Differentiable::<T>::num_params(self), p)?;
+        super::check_params("LayerNorm", Differentiable::<T>::num_params(self), gp)?;
         let (xh, inv) = self.normalize(x);
         let (ggam, gbeta) = gp.split_at_mut(self.n);
         for (gr, xr) in g.rows().into_iter().zip(xh.rows()) {
@@ -681,6 +688,7 @@ impl<T: Real> Differentiable<T> for LayerNorm {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
+        super::check_params("LayerNorm", Differentiable::<T>::num_params(self), p)?;
         let (xh, inv) = self.normalize(x);
         let gamma = ndarray::ArrayView1::from(&p[..self.n]);
         Ok(&self.project(&xh, &inv, v.to_owned()) * &gamma)
@@ -911,6 +919,7 @@ impl<T: Real> Differentiable<T> for Extrapolate {
         1
     }
     fn forward(&self, p: &[T], s: ArrayView2<'_, T>, _c: ArrayView2<'_, T>) -> Result<Array2<T>> {
+        super::check_params("Extrapolate", Differentiable::<T>::num_params(self), p)?;
         check_width("Extrapolate", s, 2 * self.n)?;
         Ok(self.map(p[0], s))
     }
@@ -922,6 +931,8 @@ impl<T: Real> Differentiable<T> for Extrapolate {
         g: ArrayView2<'_, T>,
         gp: &mut [T],
     ) -> Result<Array2<T>> {
+        super::check_params("Extrapolate", Differentiable::<T>::num_params(self), p)?;
+        super::check_params("Extrapolate", Differentiable::<T>::num_params(self), gp)?;
         let beta = p[0];
         let (a, b) = self.parts(s);
         let (g1, g2) = g.split_at(ndarray::Axis(1), self.n);
@@ -951,6 +962,7 @@ impl<T: Real> Differentiable<T> for Extrapolate {
         _c: ArrayView2<'_, T>,
         v: ArrayView2<'_, T>,
     ) -> Result<Array2<T>> {
+        super::check_params("Extrapolate", Differentiable::<T>::num_params(self), p)?;
         Ok(self.map(p[0], v))
     }
 }

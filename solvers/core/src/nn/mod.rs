@@ -146,6 +146,11 @@ pub trait Layer<T: Real = f64>: Differentiable<T> {
     }
 }
 
+/// `Err` unless the parameter slice has the block's length.
+pub(crate) fn check_params<T>(who: &str, n: usize, p: &[T]) -> Result<()> {
+    crate::linalg::check_len(who, "parameters", n, p.len())
+}
+
 /// `Err` unless `x` has `n` columns.
 pub(crate) fn check_width<T>(who: &str, x: ArrayView2<'_, T>, n: usize) -> Result<()> {
     if x.ncols() != n {
