@@ -1,9 +1,10 @@
 //! 2-D convolution (im2col + GEMM) and pooling on images stored as rows in channel-major order.
 
+use super::gemm;
 use super::{check_width, Init, Layer, ParamGroupSpec};
 use crate::diff::{Differentiable, Saved};
 use crate::error::{Error, Result};
-use crate::linalg::{gemm_rows, Real};
+use crate::linalg::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -122,14 +123,14 @@ impl Conv2d {
     pub fn apply<T: Real>(&self, w: &[T], x: ArrayView2<'_, T>) -> Array2<T> {
         let cols = self.im2col(x);
         let mut y = Array2::zeros((cols.nrows(), self.c_out));
-        gemm_rows(y.view_mut(), cols.view(), self.w(w).t(), T::one(), false);
+        gemm(y.view_mut(), cols.view(), self.w(w).t(), T::one(), false);
         self.to_rows(&y, x.nrows(), None)
     }
     /// Its transpose (a transposed convolution).
     pub fn apply_t<T: Real>(&self, w: &[T], g: ArrayView2<'_, T>) -> Array2<T> {
         let gy = self.rows_to_pixels(g);
         let mut gcols = Array2::zeros((gy.nrows(), self.kk()));
-        gemm_rows(gcols.view_mut(), gy.view(), self.w(w), T::one(), false);
+        gemm(gcols.view_mut(), gy.view(), self.w(w), T::one(), false);
         self.col2im(&gcols, g.nrows())
     }
     /// `gw += ` the filter gradient for output cotangent `g` at input `x`.
@@ -143,7 +144,7 @@ impl Conv2d {
         let gy = self.rows_to_pixels(g);
         let nw = self.c_out * self.kk();
         let gw = ArrayViewMut2::from_shape((self.c_out, self.kk()), &mut gw[..nw]).expect("sized");
-        gemm_rows(gw, gy.t(), cols.view(), T::one(), true);
+        gemm(gw, gy.t(), cols.view(), T::one(), true);
     }
     /// With another filter initialization.
     pub fn with_init(mut self, init: Init) -> Self {
@@ -271,12 +272,12 @@ impl Conv2d {
         let nw = self.c_out * self.kk();
         let (gw, gb) = gp.split_at_mut(nw);
         let gw = ArrayViewMut2::from_shape((self.c_out, self.kk()), gw).expect("sized");
-        gemm_rows(gw, gy.t(), cols.view(), T::one(), true);
+        gemm(gw, gy.t(), cols.view(), T::one(), true);
         if self.bias {
             super::layers::add_row_sums(gb, gy.view());
         }
         let mut gcols = Array2::zeros(cols.raw_dim());
-        gemm_rows(gcols.view_mut(), gy.view(), self.w(p), T::one(), false);
+        gemm(gcols.view_mut(), gy.view(), self.w(p), T::one(), false);
         self.col2im(&gcols, g.nrows())
     }
 }
@@ -311,7 +312,7 @@ impl<T: Real> Differentiable<T> for Conv2d {
         check_width("Conv2d", x, self.input.len())?;
         let cols = self.im2col(x);
         let mut y = Array2::zeros((cols.nrows(), self.c_out));
-        gemm_rows(y.view_mut(), cols.view(), self.w(p).t(), T::one(), false);
+        gemm(y.view_mut(), cols.view(), self.w(p).t(), T::one(), false);
         let bias = self.bias.then(|| &p[self.c_out * self.kk()..]);
         let out = self.to_rows(&y, x.nrows(), bias);
         Ok((out, Some(Box::new(cols))))

@@ -1,9 +1,10 @@
 //! Dense, activation, dropout, layer-norm, reshape and residual blocks.
 
+use super::gemm;
 use super::{check_width, Init, Layer, ParamGroupSpec};
 use crate::diff::Differentiable;
 use crate::error::{Error, Result};
-use crate::linalg::{gemm_rows, Real};
+use crate::linalg::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -49,13 +50,13 @@ impl Dense {
     /// The linear part `X Wᵀ` (`w` holds at least the weights, row-major).
     pub fn apply<T: Real>(&self, w: &[T], x: ArrayView2<'_, T>) -> Array2<T> {
         let mut out = Array2::zeros((x.nrows(), self.n_out));
-        gemm_rows(out.view_mut(), x, self.w(w).t(), T::one(), false);
+        gemm(out.view_mut(), x, self.w(w).t(), T::one(), false);
         out
     }
     /// Its transpose `G W`.
     pub fn apply_t<T: Real>(&self, w: &[T], g: ArrayView2<'_, T>) -> Array2<T> {
         let mut out = Array2::zeros((g.nrows(), self.n_in));
-        gemm_rows(out.view_mut(), g, self.w(w), T::one(), false);
+        gemm(out.view_mut(), g, self.w(w), T::one(), false);
         out
     }
     /// `gw += Gᵀ X` (the weight gradient, row-major).
@@ -68,7 +69,7 @@ impl Dense {
         let gw =
             ArrayViewMut2::from_shape((self.n_out, self.n_in), &mut gw[..self.n_out * self.n_in])
                 .expect("sized");
-        gemm_rows(gw, g.t(), x, T::one(), true);
+        gemm(gw, g.t(), x, T::one(), true);
     }
 }
 
@@ -97,7 +98,7 @@ impl<T: Real> Differentiable<T> for Dense {
                     .copy_from_slice(b);
             }
         }
-        gemm_rows(out.view_mut(), x, self.w(p).t(), T::one(), self.bias);
+        gemm(out.view_mut(), x, self.w(p).t(), T::one(), self.bias);
         Ok(out)
     }
     fn vjp(

@@ -146,6 +146,27 @@ pub trait Layer<T: Real = f64>: Differentiable<T> {
     }
 }
 
+/// Products of at least this many multiply-adds are split over the threads (by rows, see
+/// [`crate::linalg::gemm_rows`]). Measured on the MLP and CNN of `benches/peers_nn.py` with 2
+/// threads: at the general threshold (2²² multiply-adds) a training step was slower than with 1
+/// thread (fork and join cost more than the halves save at batch 128).
+const NN_PARALLEL_FLOPS: usize = 1 << 25;
+
+/// `C ← αAB (+ C)` for the layers: sequential below [`NN_PARALLEL_FLOPS`], row-split above.
+pub(crate) fn gemm<T: Real>(
+    c: ndarray::ArrayViewMut2<'_, T>,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+    beta_one: bool,
+) {
+    if a.nrows() * a.ncols() * b.ncols() < NN_PARALLEL_FLOPS {
+        T::gemm_seq(c, a, b, alpha, beta_one)
+    } else {
+        crate::linalg::gemm_rows(c, a, b, alpha, beta_one)
+    }
+}
+
 /// `Err` unless the parameter slice has the block's length.
 pub(crate) fn check_params<T>(who: &str, n: usize, p: &[T]) -> Result<()> {
     crate::linalg::check_len(who, "parameters", n, p.len())
