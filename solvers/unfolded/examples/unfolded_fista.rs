@@ -45,6 +45,7 @@ fn main() -> Result<()> {
         penalty: Penalty::L1,
         n,
         param_names: vec!["beta".into(), "alpha".into()],
+        start: vec![],
     };
 
     // 1. Every derivative of a layer against finite differences (the composition's, for free).

@@ -163,7 +163,7 @@ impl Signal {
 }
 
 /// A batch of ground truths `x` (B × N) and measurements `y` (B × M).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     /// True signals, one per row.
     pub x: Array2<f64>,

@@ -21,6 +21,7 @@
 pub mod baselines;
 pub mod data;
 pub mod experiments;
+pub mod images;
 pub mod layers;
 pub mod model;
 pub mod train;
@@ -28,4 +29,6 @@ pub mod train;
 pub use data::{nmse_db, sample, Batch, Problem, Signal};
 pub use layers::{Penalty, ProxGradLayer, TistaLayer};
 pub use model::{Composed, ModelKind, ModelSpec, Unfolded, UnfoldedModel};
-pub use train::{evaluate, LossKind, Objective, TrainConfig, TrainState};
+pub use train::{
+    evaluate, train_on, BatchSource, LossKind, Objective, SparseSource, TrainConfig, TrainState,
+};

@@ -606,8 +606,10 @@ impl UnfoldedModel for Unfolded {
 /// An unfolded model composed from blocks, with no model-specific code: the network, its
 /// parameters, λ and the penalty of the problem it unfolds, and the width `n` of the estimate,
 /// which is the first `n` columns of the state (the rest carries auxiliary variables, e.g. the
-/// previous iterate of an accelerated method; it starts at zero). Every layer must have the
-/// same number of parameters, named by `param_names` for reports.
+/// previous iterate of an accelerated method). The state starts at zero, except that the
+/// measurements (the context) are copied to each column offset in `start` (their leading
+/// columns that fit), e.g. `[0, n]` to start a primal–dual method at `x = x̄ = y`. Every layer
+/// must have the same number of parameters, named by `param_names` for reports.
 pub struct Composed {
     /// Name for reports.
     pub name: String,
@@ -623,6 +625,8 @@ pub struct Composed {
     pub n: usize,
     /// Names of each layer's parameters.
     pub param_names: Vec<String>,
+    /// Column offsets of the state where the measurements are copied at the start.
+    pub start: Vec<usize>,
 }
 
 impl UnfoldedModel for Composed {
@@ -640,6 +644,19 @@ impl UnfoldedModel for Composed {
     }
     fn objective(&self) -> (f64, Penalty) {
         (self.lambda, self.penalty)
+    }
+    fn initial_state(&self, y: ArrayView2<'_, f64>) -> Array2<f64> {
+        let width = self.net.in_dim();
+        let mut s = Array2::zeros((y.nrows(), width));
+        for &o in &self.start {
+            let k = y.ncols().min(width.saturating_sub(o));
+            if k == 0 {
+                continue;
+            }
+            s.slice_mut(ndarray::s![.., o..o + k])
+                .assign(&y.slice(ndarray::s![.., ..k]));
+        }
+        s
     }
     fn readout(&self, state: ArrayView2<'_, f64>) -> Array2<f64> {
         state.slice(ndarray::s![.., ..self.n]).to_owned()

@@ -105,6 +105,43 @@ impl BatchLoss for Objective {
     }
 }
 
+/// Where training, validation and test minibatches come from: a pure function of the size and
+/// the seed, so a resumed run draws the same data. [`SparseSource`] (sparse signals measured by a
+/// [`Problem`]) feeds the built-in models; any other data (image pairs, another forward model)
+/// implements this and trains with [`train_on`], unchanged.
+pub trait BatchSource {
+    /// `size` samples drawn with `seed` (true signals in `x`, what the network sees in `y`).
+    fn draw(&self, size: usize, seed: u64) -> Result<Batch>;
+    /// What identifies the data in a checkpoint beside the configuration (`Null`: nothing).
+    fn fingerprint(&self) -> Value {
+        Value::Null
+    }
+    /// The unsupervised loss (the original objective of a model with λ and `penalty`), if this
+    /// data defines one (default: none, so only supervised training).
+    fn objective(&self, lambda: f64, penalty: Penalty) -> Option<Box<dyn BatchLoss>> {
+        let _ = (lambda, penalty);
+        None
+    }
+}
+
+/// Sparse signals drawn from `signal` and measured by `problem`'s matrix ([`sample`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SparseSource<'a> {
+    /// The measurement problem.
+    pub problem: &'a Problem,
+    /// The signal distribution.
+    pub signal: Signal,
+}
+
+impl BatchSource for SparseSource<'_> {
+    fn draw(&self, size: usize, seed: u64) -> Result<Batch> {
+        sample(self.problem, &self.signal, size, seed)
+    }
+    fn objective(&self, lambda: f64, penalty: Penalty) -> Option<Box<dyn BatchLoss>> {
+        Some(Box::new(Objective::new(self.problem, lambda, penalty)))
+    }
+}
+
 /// Training settings. Defaults: supervised, training signal p = 0.1 at 40 dB, batch 100,
 /// incremental with 200 minibatches per layer (the TISTA script's generation length),
 /// 200 final minibatches at lr/10, Adam lr 1e-2, validation set of 1000, seed 1.
@@ -112,7 +149,7 @@ impl BatchLoss for Objective {
 pub struct TrainConfig {
     /// The loss.
     pub loss: LossKind,
-    /// Training distribution.
+    /// Training distribution of [`train`] (other [`BatchSource`]s ignore it).
     pub signal: Signal,
     /// Minibatch size.
     pub batch: usize,
@@ -400,13 +437,36 @@ pub fn train(
     max_steps: Option<u64>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainState> {
+    let source = SparseSource {
+        problem,
+        signal: cfg.signal,
+    };
+    train_on(model, &source, cfg, resume, max_steps, progress)
+}
+
+/// [`train`] on any [`BatchSource`]: the same stages, optimizer, skipping of non-finite
+/// minibatches and checkpoints (which also record the source's fingerprint). Unsupervised
+/// training needs a source that defines the objective.
+pub fn train_on(
+    model: &mut dyn UnfoldedModel,
+    source: &dyn BatchSource,
+    cfg: &TrainConfig,
+    resume: Option<TrainState>,
+    max_steps: Option<u64>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<TrainState> {
     cfg.check()?;
+    let mut fingerprint = cfg.fingerprint();
+    let data = source.fingerprint();
+    if !data.is_null() {
+        fingerprint["data"] = data;
+    }
     let stages = cfg.stages(model.depth());
     let total: u64 = stages.iter().map(|s| s.1 as u64).sum();
     let np = model.params().len();
     let mut st = match resume {
         Some(s) => {
-            if s.config != cfg.fingerprint() {
+            if s.config != fingerprint {
                 return Err(Error::param(
                     "resume",
                     "configuration differs",
@@ -426,17 +486,24 @@ pub fn train(
             history: vec![],
             stage_losses: vec![],
             skipped: 0,
-            config: cfg.fingerprint(),
+            config: fingerprint,
         },
     };
-    let loss = loss_for(model, problem, cfg.loss);
+    let loss: Box<dyn BatchLoss> = match cfg.loss {
+        LossKind::Supervised => Box::new(SquaredError),
+        LossKind::Unsupervised => {
+            let (lambda, penalty) = model.objective();
+            source.objective(lambda, penalty).ok_or_else(|| {
+                Error::param(
+                    "loss",
+                    "unsupervised",
+                    "this data defines no objective to train on; train supervised",
+                )
+            })?
+        }
+    };
     let mut work = TrainWorkspace::default();
-    let val = sample(
-        problem,
-        &cfg.signal,
-        cfg.val_size,
-        batch_seed(cfg.seed, u64::MAX),
-    )?;
+    let val = source.draw(cfg.val_size, batch_seed(cfg.seed, u64::MAX))?;
     let stop_at = max_steps.map_or(u64::MAX, |m| st.step.saturating_add(m));
     while st.stage < stages.len() && st.step < stop_at {
         let (depth, steps, lr) = stages[st.stage];
@@ -448,12 +515,7 @@ pub fn train(
         };
         let done_before: u64 = stages[..st.stage].iter().map(|s| s.1 as u64).sum();
         while ((st.step - done_before) as usize) < steps && st.step < stop_at {
-            let batch = sample(
-                problem,
-                &cfg.signal,
-                cfg.batch,
-                batch_seed(cfg.seed, st.step),
-            )?;
+            let batch = source.draw(cfg.batch, batch_seed(cfg.seed, st.step))?;
             let (lv, g) = loss_and_grad_ws(model, loss.as_ref(), &batch, depth, &mut work)
                 .map_err(|e| match e {
                     Error::Diverged { detail, .. } => Error::Diverged {
@@ -504,6 +566,15 @@ pub fn train(
     }
     st.params = model.params().to_vec();
     Ok(st)
+}
+
+/// The estimates of `model` for the measurements `y` (one per row) after all its layers.
+pub fn estimate(model: &dyn UnfoldedModel, y: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let x0 = model.initial_state(y);
+    let traj = model
+        .net()
+        .forward(model.params(), x0.view(), y, model.depth())?;
+    Ok(model.readout(traj.last().view()))
 }
 
 /// Test curves of `model` on `batch`: NMSE (dB) and mean objective after 0, 1, …, T layers.
