@@ -28,7 +28,10 @@ fn model(src: &BlurredCrops, t: usize) -> Composed {
     let tv = NormL21::new(Groups::stacked(N, 2).unwrap(), 0.001).unwrap();
     let g: Arc<dyn Prox<f64>> = Arc::new(
         SeparableSum::new(vec![
-            (N, Box::new(SqrNormL2::new(1.0).unwrap()) as Box<dyn Prox<f64>>),
+            (
+                N,
+                Box::new(SqrNormL2::new(1.0).unwrap()) as Box<dyn Prox<f64>>,
+            ),
             (2 * N, Box::new(tv)),
         ])
         .unwrap(),
@@ -90,10 +93,21 @@ fn training_resumes_bit_identically_and_checks_the_data() {
     let mid = train_on(&mut part, &train, &cfg(6), None, Some(5), &mut |_| {}).unwrap();
     assert_eq!(mid.step, 5);
     let mut resumed = model(&train, 2);
-    let st2 = train_on(&mut resumed, &train, &cfg(6), Some(mid.clone()), None, &mut |_| {})
-        .unwrap();
+    let st2 = train_on(
+        &mut resumed,
+        &train,
+        &cfg(6),
+        Some(mid.clone()),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(st2.params, st.params);
-    assert_ne!(st.params, model(&train, 2).params, "training moved the steps");
+    assert_ne!(
+        st.params,
+        model(&train, 2).params,
+        "training moved the steps"
+    );
     // The same configuration on other data is refused.
     let other = source(0, 4, 0.02);
     let mut m = model(&other, 2);

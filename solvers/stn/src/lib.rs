@@ -1,0 +1,30 @@
+//! # hyperprox-stn: self-tuning networks
+//!
+//! The second way hyperprox tunes hyperparameters by bilevel optimization, beside MAID's implicit
+//! hypergradients: learn a local approximation `ŵ_φ(λ)` of the best response
+//! `w*(λ) = argmin_w L_T(λ, w)` and descend the validation loss `L_V(ŵ_φ(λ))` in λ online, in
+//! one training run. Hyperparameters enter only the training step, so they need no gradient
+//! through the training loss.
+//!
+//! * [`hyper`]: the hyperparameter container (unconstrained value, perturbation scale, range
+//!   map, integer relaxation), the per-example perturbation and its entropy.
+//! * [`layer`]: [`StnDense`], the structured best-response layer
+//!   `out = W x + b + s_w ⊙ (W_h x) + s_b ⊙ b_h`, `[s_w; s_b] = V λ`, as a core
+//!   [`Differentiable`](hyperprox_core::diff::Differentiable) block with the hyperparameters as
+//!   its context (VJPs in the input, all weights and λ; JVP in the input).
+//! * [`ridge`]: the alternating trainer on ridge regression, where the exact best response and
+//!   the exact optimum of the validation loss are known in closed form.
+//!
+//! # References
+//! - M. MacKay, P. Vicol, J. Lorraine, D. Duvenaud, R. Grosse, "Self-Tuning Networks: bilevel
+//!   optimization of hyperparameters using structured best-response functions", ICLR 2019
+//!   (code: github.com/asteroidhouse/self-tuning-networks).
+//! - J. Bae, R. Grosse, "Delta-STN: efficient bilevel optimization for neural networks using
+//!   structured response Jacobians", NeurIPS 2020 (code: github.com/pomonam/Self-Tuning-Networks).
+
+pub mod hyper;
+pub mod layer;
+pub mod ridge;
+
+pub use hyper::{Hyper, HyperSet, Range};
+pub use layer::StnDense;
