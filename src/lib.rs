@@ -10,6 +10,7 @@
 //! * [`bilevel`] (`hyperprox-bilevel`): MAID, HOAG and hypergradient oracles.
 //! * [`lpn`] (`hyperprox-lpn`): learned proximal networks.
 //! * [`unfolded`] (`hyperprox-unfolded`): deep-unfolded ISTA/IHT and the LISTA family.
+//! * [`stn`] (`hyperprox-stn`): self-tuning networks.
 //!
 //! ```
 //! use hyperprox::prelude::*;
@@ -23,6 +24,7 @@
 pub use hyperprox_bilevel as bilevel;
 pub use hyperprox_core as core;
 pub use hyperprox_lpn as lpn;
+pub use hyperprox_stn as stn;
 pub use hyperprox_unfolded as unfolded;
 
 pub mod bench_cases;

@@ -6,6 +6,7 @@ pub mod common;
 pub mod lpn;
 pub mod nn;
 pub mod solve;
+pub mod stn;
 pub mod tune;
 pub mod unfold;
 
@@ -69,6 +70,12 @@ enum Command {
         #[command(subcommand)]
         command: nn::NnCommand,
     },
+    /// Self-tuning networks: hyperparameters tuned online by structured best-response layers
+    /// (ridge regression with the closed-form optimum as reference).
+    Stn {
+        #[command(subcommand)]
+        command: stn::StnCommand,
+    },
     /// Deep-unfolded ISTA/IHT and the LISTA family: train (supervised or unsupervised) and
     /// evaluate against ISTA, FISTA and IHT.
     Unfold {
@@ -118,6 +125,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Demo { out, max_iters } => tune::demo(&out, max_iters),
         Command::Lpn { command } => lpn::run(command),
         Command::Nn { command } => nn::run(command),
+        Command::Stn { command } => stn::run(command),
         Command::Unfold { command } => unfold::run(command),
     }
 }

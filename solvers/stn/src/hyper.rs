@@ -257,14 +257,14 @@ mod tests {
         ])
         .unwrap();
         let g = set.entropy_grad();
-        for i in 0..2 {
+        for (i, gi) in g.iter().enumerate() {
             let h = 1e-6;
             set.hypers[i].s += h;
             let p = set.entropy();
             set.hypers[i].s -= 2.0 * h;
             let m = set.entropy();
             set.hypers[i].s += h;
-            assert!(((p - m) / (2.0 * h) - g[i]).abs() < 1e-8);
+            assert!(((p - m) / (2.0 * h) - gi).abs() < 1e-8);
         }
         // A Gaussian of standard deviation 1 has entropy ½ ln(2πe) ≈ 1.4189.
         let one = HyperSet::new(vec![Hyper::new("c", Range::Exp, 1.0, 1.0).unwrap()]).unwrap();

@@ -257,7 +257,7 @@ pub struct TrajectoryPoint {
     pub lambda: f64,
     /// Perturbation scale after the step.
     pub sigma: f64,
-    /// `L_V(ŵ(u))` on the step's validation minibatch (before the step).
+    /// `L_V(ŵ(u))` on the whole validation set after the step.
     pub val_loss: f64,
 }
 
@@ -455,7 +455,7 @@ impl<'a> RidgeStn<'a> {
         } else {
             (st.hypers.repeated(cfg.batch), Array2::zeros((cfg.batch, 1)))
         };
-        let (lv, cbar) = self.val_loss_grad(&st.params, xv.view(), yv.view(), c.view())?;
+        let (_, cbar) = self.val_loss_grad(&st.params, xv.view(), yv.view(), c.view())?;
         let h = &st.hypers.hypers[0];
         let gu = cbar.sum();
         let gs = if cfg.tune_scales {
@@ -468,11 +468,13 @@ impl<'a> RidgeStn<'a> {
         let h = &mut st.hypers.hypers[0];
         h.u = us[0];
         h.s = us[1];
+        let (lambda, sigma) = (h.value(), h.sigma());
+        let val_loss = d.val_loss(self.weights(&st.params, us[0])?.view());
         st.trajectory.push(TrajectoryPoint {
             step: st.step,
-            lambda: h.value(),
-            sigma: h.sigma(),
-            val_loss: lv,
+            lambda,
+            sigma,
+            val_loss,
         });
         Ok(())
     }

@@ -1,0 +1,266 @@
+//! `hyperprox stn`: self-tuning networks.
+
+use super::common::{
+    check_out_dir, create_dir, print_line, progress, read_text, usage, write_json, write_outputs,
+    CliError, CliResult,
+};
+use clap::{Args, Subcommand};
+use hyperprox::core::diff::Differentiable;
+use hyperprox::core::figure::{Figure, LinePlot, Series};
+use hyperprox::core::io::{read_npy_1d, read_npy_2d};
+use hyperprox::stn::ridge::{RidgeData, RidgeStn, StnConfig, StnState, TrajectoryPoint};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// `hyperprox stn …`
+#[derive(Subcommand, Debug)]
+pub enum StnCommand {
+    /// Tune the ridge penalty λ of ½‖Xw − y‖²/n + ½λ‖w‖² for the validation loss
+    /// ½‖X_v w − y_v‖²/n_v with an STN, in one training run. Data: the four .npy files, or a
+    /// seeded synthetic problem. Writes OUT/report.json (the tuned `lambda`, the validation
+    /// loss, the closed-form optimum for comparison, the trajectory), OUT/history.json,
+    /// OUT/checkpoint.json (`--resume` continues it) and OUT/figure.png.
+    Ridge(RidgeArgs),
+}
+
+/// Arguments of `stn ridge`.
+#[derive(Args, Debug)]
+pub struct RidgeArgs {
+    /// Training design (n × d, .npy).
+    #[arg(long, requires_all = ["y_train", "x_val", "y_val"])]
+    x_train: Option<PathBuf>,
+    /// Training targets (n, .npy).
+    #[arg(long)]
+    y_train: Option<PathBuf>,
+    /// Validation design (n_v × d, .npy).
+    #[arg(long)]
+    x_val: Option<PathBuf>,
+    /// Validation targets (n_v, .npy).
+    #[arg(long)]
+    y_val: Option<PathBuf>,
+    /// Synthetic problem (without the .npy files): training samples.
+    #[arg(long, default_value_t = 60)]
+    n_train: usize,
+    /// Synthetic problem: validation samples.
+    #[arg(long, default_value_t = 200)]
+    n_val: usize,
+    /// Synthetic problem: features.
+    #[arg(long, default_value_t = 30)]
+    dim: usize,
+    /// Synthetic problem: noise standard deviation.
+    #[arg(long, default_value_t = 1.0)]
+    noise: f64,
+    /// Synthetic problem: seed.
+    #[arg(long, default_value_t = 5)]
+    data_seed: u64,
+    /// Training steps in all.
+    #[arg(long, default_value_t = 6000)]
+    steps: u64,
+    /// Training steps before the first hyper step.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// Entropy weight τ.
+    #[arg(long, default_value_t = 1e-3)]
+    tau: f64,
+    /// Initial λ.
+    #[arg(long, default_value_t = 1.0)]
+    lambda0: f64,
+    /// Initial perturbation scale (in ln λ).
+    #[arg(long, default_value_t = 1.0)]
+    scale0: f64,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Keep the perturbation scale fixed (validation without perturbation).
+    #[arg(long)]
+    fixed_scale: bool,
+    /// Seed of the initialization and the draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue OUT/checkpoint.json (same options).
+    #[arg(long)]
+    resume: bool,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs a `stn` command.
+pub fn run(cmd: StnCommand) -> CliResult<()> {
+    match cmd {
+        StnCommand::Ridge(a) => ridge(a),
+    }
+}
+
+#[derive(Serialize)]
+struct Exact {
+    lambda: f64,
+    val_loss: f64,
+}
+
+#[derive(Serialize)]
+struct RidgeReport<'a> {
+    data: String,
+    /// The tuned λ, in the penalty's own scale.
+    lambda: f64,
+    sigma: f64,
+    /// `L_V` of the STN's weights ŵ(λ) on the whole validation set.
+    val_loss: f64,
+    /// `L_V` of the exact ridge solution at the tuned λ.
+    val_loss_exact_weights: f64,
+    /// The closed-form optimum over λ (for comparison).
+    exact_optimum: Exact,
+    log10_error: f64,
+    steps: u64,
+    hyper_steps: usize,
+    time_s: f64,
+    config: &'a StnConfig,
+    trajectory: &'a [TrajectoryPoint],
+}
+
+fn load(a: &RidgeArgs) -> CliResult<(RidgeData, String)> {
+    match (&a.x_train, &a.y_train, &a.x_val, &a.y_val) {
+        (Some(xt), Some(yt), Some(xv), Some(yv)) => Ok((
+            RidgeData::new(
+                read_npy_2d(xt)?,
+                read_npy_1d(yt)?,
+                read_npy_2d(xv)?,
+                read_npy_1d(yv)?,
+            )?,
+            format!("{}", xt.display()),
+        )),
+        (None, None, None, None) => {
+            if a.n_train == 0 || a.n_val == 0 || a.dim == 0 {
+                return usage("--n-train, --n-val and --dim must be at least 1");
+            }
+            if a.n_train.saturating_mul(a.dim) > 1 << 26 || a.n_val.saturating_mul(a.dim) > 1 << 26
+            {
+                return usage("the synthetic problem is limited to 2^26 entries per design");
+            }
+            if !(a.noise >= 0.0 && a.noise.is_finite()) {
+                return usage(format!("--noise {}: use a standard deviation ≥ 0", a.noise));
+            }
+            Ok((
+                RidgeData::synthetic(a.n_train, a.n_val, a.dim, a.noise, a.data_seed)?,
+                format!(
+                    "synthetic n={} n_val={} d={} noise={} seed={}",
+                    a.n_train, a.n_val, a.dim, a.noise, a.data_seed
+                ),
+            ))
+        }
+        _ => usage("give all four of --x-train --y-train --x-val --y-val, or none"),
+    }
+}
+
+fn ridge(a: RidgeArgs) -> CliResult<()> {
+    check_out_dir(&a.out)?;
+    let t0 = Instant::now();
+    let (data, label) = load(&a)?;
+    if data.dim() > 4096 {
+        return usage(format!(
+            "{} features: the closed-form reference is limited to 4096",
+            data.dim()
+        ));
+    }
+    let cfg = StnConfig {
+        steps: a.steps,
+        warmup: a.warmup,
+        batch: a.batch,
+        tau: a.tau,
+        tune_scales: !a.fixed_scale,
+        initial_lambda: a.lambda0,
+        initial_scale: a.scale0,
+        seed: a.seed,
+        ..Default::default()
+    };
+    if a.steps == 0 || a.steps > 1 << 32 {
+        return usage(format!("--steps {}: use 1 to 2^32", a.steps));
+    }
+    let stn = RidgeStn::new(&data);
+    let ckpt = a.out.join("checkpoint.json");
+    let mut st: StnState = if a.resume {
+        let text = read_text(&ckpt, "run without --resume first")?;
+        let st: StnState = serde_json::from_str(&text)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", ckpt.display())))?;
+        if st.config != cfg {
+            return usage(format!(
+                "{}: the checkpoint was made with other options; use the same options or \
+                 another --out",
+                ckpt.display()
+            ));
+        }
+        if st.params.len() != Differentiable::<f64>::num_params(stn.layer()) {
+            return usage(format!(
+                "{}: the checkpoint is for another number of features",
+                ckpt.display()
+            ));
+        }
+        st
+    } else {
+        stn.init(&cfg)?
+    };
+    create_dir(&a.out)?;
+    let pb = progress(cfg.steps, "steps");
+    pb.set_position(st.step);
+    while st.step < cfg.steps {
+        let until = (st.step / 1000 + 1) * 1000;
+        stn.run(&mut st, until, &mut |k| {
+            if k % 100 == 0 {
+                pb.set_position(k);
+            }
+        })?;
+        if let Some(p) = st.trajectory.last() {
+            pb.set_message(format!("λ {:.4e}  σ {:.3}", p.lambda, p.sigma));
+        }
+        write_json(&ckpt, &st)?;
+    }
+    pb.finish_and_clear();
+    let h = &st.hypers.hypers[0];
+    let lambda = h.value();
+    let (lstar, vstar) = data.exact_optimum()?;
+    let report = RidgeReport {
+        data: label,
+        lambda,
+        sigma: h.sigma(),
+        val_loss: data.val_loss(stn.weights(&st.params, h.u)?.view()),
+        val_loss_exact_weights: data.val_loss(data.exact_weights(lambda)?.view()),
+        exact_optimum: Exact {
+            lambda: lstar,
+            val_loss: vstar,
+        },
+        log10_error: lambda.log10() - lstar.log10(),
+        steps: st.step,
+        hyper_steps: st.trajectory.len(),
+        time_s: t0.elapsed().as_secs_f64(),
+        config: &cfg,
+        trajectory: &st.trajectory,
+    };
+    let pts = |f: fn(&TrajectoryPoint) -> f64| -> Vec<(f64, f64)> {
+        st.trajectory
+            .iter()
+            .map(|p| (p.step as f64, f(p)))
+            .collect()
+    };
+    let ends = |v: f64| vec![(0.0, v), (st.step as f64, v)];
+    let figure = Figure {
+        plots: vec![
+            LinePlot::new("STN on ridge: λ", "training step", "λ")
+                .with(Series::new("STN λ", pts(|p| p.lambda)))
+                .with(Series::new("exact optimum λ*", ends(lstar))),
+            LinePlot::new("perturbation scale", "training step", "σ (in ln λ)")
+                .with(Series::new("σ", pts(|p| p.sigma))),
+            LinePlot::new("validation loss", "training step", "L_V")
+                .with(Series::new("L_V(ŵ(λ))", pts(|p| p.val_loss)))
+                .with(Series::new("optimum", ends(vstar))),
+        ],
+        panels: vec![],
+    };
+    write_outputs(&a.out, &report, Some(&st.trajectory), &figure)?;
+    print_line(&serde_json::json!({
+        "lambda": report.lambda, "exact_lambda": lstar, "log10_error": report.log10_error,
+        "val_loss": report.val_loss, "exact_val_loss": vstar, "steps": st.step,
+        "time_s": report.time_s, "out": a.out.display().to_string(),
+    }));
+    Ok(())
+}
