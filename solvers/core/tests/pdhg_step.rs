@@ -3,7 +3,9 @@
 //! deblurring.
 
 use hyperprox_core::diff::{check_block, Differentiable, PdhgStep, Unrolled};
-use hyperprox_core::func::{Groups, IndBox, NormL21, Prox, SeparableSum, SqrNormL2, Translate};
+use hyperprox_core::func::{
+    Groups, IndBox, NormL1, NormL21, Prox, SeparableSum, SqrNormL2, Translate,
+};
 use hyperprox_core::linalg::Real;
 use hyperprox_core::ops::{Boundary, Conv2d, ConvMethod, Gradient2d, LinearOperator, Stack};
 use hyperprox_core::solve::{NoObserver, Pdhg, PdhgParams};
@@ -23,6 +25,14 @@ fn blur<T: Real + hyperprox_core::ops::FftNum>() -> Conv2d<T> {
 
 /// TV deblurring `min_{x∈[0,1]} ½‖Bx − z‖² + λ‖∇x‖_{2,1}`: `K = [B; ∇]`, the context `z`.
 fn tv_step<T: Real + hyperprox_core::ops::FftNum>(lambda: f64) -> PdhgStep<T> {
+    tv_step_with(lambda, Arc::new(IndBox::new(T::zero(), T::one()).unwrap()))
+}
+
+/// The same with another primal function `f` in place of the box.
+fn tv_step_with<T: Real + hyperprox_core::ops::FftNum>(
+    lambda: f64,
+    f: Arc<dyn Prox<T>>,
+) -> PdhgStep<T> {
     let k: Arc<dyn LinearOperator<T>> =
         Arc::new(Stack::new(blur::<T>(), Gradient2d::new(H, W).unwrap()).unwrap());
     let g = SeparableSum::new(vec![
@@ -36,8 +46,7 @@ fn tv_step<T: Real + hyperprox_core::ops::FftNum>(lambda: f64) -> PdhgStep<T> {
         ),
     ])
     .unwrap();
-    let f = IndBox::new(T::zero(), T::one()).unwrap();
-    PdhgStep::new(k, Arc::new(f), Arc::new(g), N).unwrap()
+    PdhgStep::new(k, f, Arc::new(g), N).unwrap()
 }
 
 fn uniform<T: Real>(r: usize, c: usize, lo: f64, hi: f64, seed: u64) -> Array2<T> {
@@ -66,6 +75,27 @@ fn derivatives_match_finite_differences_f64() {
         "{r:?}"
     );
     assert!(r.jvp < 1e-6 && r.transpose < 1e-9, "{r:?}");
+}
+
+/// A primal prox that depends on its scale (ℓ1: soft thresholding at τ·0.3; the box's
+/// projection does not, which hides the scale term of the τ derivative).
+#[test]
+fn derivatives_with_a_scale_dependent_primal_prox_match_finite_differences() {
+    let step = tv_step_with::<f64>(0.05, Arc::new(NormL1::new(0.3).unwrap()));
+    let (x, z) = state::<f64>(3, 60);
+    let p = PdhgStep::params_for(0.4, 0.6).unwrap();
+    let r = check_block(&step, &p, x.view(), z.view(), 7, 1e-6).unwrap();
+    assert!(r.worst() < 1e-6, "{r:?}");
+}
+
+/// Over-relaxation θ ≠ 1 (θ = 1 hides a θ used as a divisor).
+#[test]
+fn derivatives_with_over_relaxation_match_finite_differences() {
+    let step = tv_step::<f64>(0.05).with_theta(0.4).unwrap();
+    let (x, z) = state::<f64>(2, 50);
+    let p = PdhgStep::params_for(0.2, 0.9).unwrap();
+    let r = check_block(&step, &p, x.view(), z.view(), 6, 1e-6).unwrap();
+    assert!(r.worst() < 1e-6, "{r:?}");
 }
 
 #[test]
