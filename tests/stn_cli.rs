@@ -162,3 +162,44 @@ fn bad_input_is_a_clear_error() {
     ]);
     assert!(!e.status.success());
 }
+
+#[test]
+fn digits_reports_every_method() {
+    let out = tmpdir("digits");
+    let o = run(&[
+        "stn",
+        "digits",
+        "--steps",
+        "300",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["report.json", "history.json", "figure.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let r = json(&out, "report.json");
+    let methods = r["methods"].as_array().unwrap();
+    let names: Vec<&str> = methods
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stn", "grid", "random"]);
+    for m in methods {
+        for k in ["val_loss", "test_loss", "test_accuracy", "time_s"] {
+            assert!(m[k].as_f64().unwrap().is_finite(), "{k}");
+        }
+        let steps = m["train_steps_total"].as_u64().unwrap();
+        assert!((200..=300).contains(&steps), "{steps}");
+        assert_eq!(m["hyperparameters"].as_array().unwrap().len(), 5);
+    }
+    let e = run(&[
+        "stn",
+        "digits",
+        "--steps",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!e.status.success());
+}

@@ -44,5 +44,6 @@ pub use outer::{certified_stationarity, outer_stop, run_from};
 pub use outer::{OuterRecord, OuterResult, OuterSolver, OuterStop};
 pub use problem::{check_theta, check_x, BilevelProblem, Constant, Constants};
 pub use problems::{
-    c3_isotropic, FieldOfExperts, MultinomialLogistic, QuadraticProblem, TvDenoising, TvModel,
+    c3_isotropic, FieldOfExperts, MultinomialLogistic, QuadraticProblem, RidgeProblem, TvDenoising,
+    TvModel,
 };

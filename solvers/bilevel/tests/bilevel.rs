@@ -79,6 +79,13 @@ fn problem_derivatives_match_finite_differences() {
     let x = Array1::from_shape_fn(lr.dim_x(), |i| ((i * 37 % 11) as f64 - 5.0) * 0.05);
     let t = Array1::from_shape_fn(lr.dim_theta(), |i| -3.0 + (i % 5) as f64 * 0.3);
     assert_derivatives(&lr, &x, &t, 1e-6);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let mut u = |r: usize, c: usize| Array2::from_shape_fn((r, c), |_| rng.random::<f64>() - 0.5);
+    let (xt, xv) = (u(30, 8), u(20, 8));
+    let (yt, yv) = (u(30, 1).column(0).to_owned(), u(20, 1).column(0).to_owned());
+    let ridge = RidgeProblem::new(xt, yt, xv, yv, 0.3).unwrap();
+    let x = Array1::from_shape_fn(8, |i| (i as f64 - 3.5) * 0.2);
+    assert_derivatives(&ridge, &x, &array![-0.7], 1e-7);
 }
 
 /// A problem (the quadratic one unless stated) with three changes a test can make: its

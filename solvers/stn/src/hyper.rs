@@ -90,6 +90,19 @@ impl Range {
         }
     }
 
+    /// `v` moved into the open range by a margin of 1e-9 of its width (0 and `hi` become
+    /// usable fixed values, e.g. for a grid), integers and positive values unchanged otherwise.
+    pub fn clamp_open(&self, v: f64) -> f64 {
+        match *self {
+            Range::Sigmoid { lo, hi } => {
+                let m = 1e-9 * (hi - lo);
+                v.clamp(lo + m, hi - m)
+            }
+            Range::Exp | Range::Softplus => v.max(1e-300),
+            Range::Integer { .. } => v,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         match *self {
             Range::Sigmoid { lo, hi } if !(lo < hi && lo.is_finite() && hi.is_finite()) => Err(

@@ -33,6 +33,8 @@ pub struct StnDense {
     n_in: usize,
     n_out: usize,
     n_hyper: usize,
+    /// Width of the context; the hyperparameters are its first `n_hyper` columns.
+    ctx: usize,
     bias: bool,
     /// The elementary and the hyper part, each a plain dense layer.
     dense: Dense,
@@ -45,9 +47,18 @@ impl StnDense {
             n_in,
             n_out,
             n_hyper,
+            ctx: n_hyper,
             bias: true,
             dense: Dense::new(n_in, n_out),
         }
+    }
+
+    /// Reads the hyperparameters from the first `n_hyper` columns of a context of `width`
+    /// columns (the others carry what further blocks read, e.g. dropout rates; their context
+    /// gradient is zero). `width` below `n_hyper` is raised to it.
+    pub fn with_context_width(mut self, width: usize) -> Self {
+        self.ctx = width.max(self.n_hyper);
+        self
     }
 
     /// Without biases (`b`, `b_h` and the rows of `V` that gate them).
@@ -55,6 +66,12 @@ impl StnDense {
         self.bias = false;
         self.dense = Dense::new(self.n_in, self.n_out).without_bias();
         self
+    }
+
+    /// Parameters of the elementary part (`W`, `b`); the rest (`W_h`, `b_h`, `V`) are the
+    /// hypernetwork's.
+    pub fn elementary_len(&self) -> usize {
+        self.part()
     }
 
     /// Parameters of one dense part (`W` and `b`).
@@ -85,12 +102,7 @@ impl StnDense {
         let np = Differentiable::<T>::num_params(self);
         check_len("StnDense", "parameters", np, p.len())?;
         check_len("StnDense", "input width", self.n_in, x.ncols())?;
-        check_len(
-            "StnDense",
-            "hyperparameters (context width)",
-            self.n_hyper,
-            c.ncols(),
-        )?;
+        check_len("StnDense", "context width", self.ctx, c.ncols())?;
         check_len("StnDense", "context rows", x.nrows(), c.nrows())
     }
 
@@ -163,6 +175,74 @@ impl StnDense {
         Ok(ubar)
     }
 
+    /// The weight decay of the effective weights, per example: with the example's
+    /// hyperparameters in the rows of `c` (first `n_hyper` columns) and its decay `wd_i`,
+    /// `P = (1/B) Σ_i ½ wd_i ‖W + diag(s_w,i) W_h‖²`. Adds `∂P/∂params` to `gp` and returns
+    /// `(P, ∂P/∂c)` (B × context width). Evaluated row by row of `W` through
+    /// `‖W_r‖², ⟨W_r, W_h,r⟩, ‖W_h,r‖²`, so it costs `O(out·(in + B))`, not `O(B·out·in)`.
+    pub fn decay_penalty<T: Real>(
+        &self,
+        p: &[T],
+        c: ArrayView2<'_, T>,
+        wd: &[T],
+        gp: &mut [T],
+    ) -> Result<(T, Array2<T>)> {
+        let np = Differentiable::<T>::num_params(self);
+        check_len("StnDense", "parameters", np, p.len())?;
+        check_len("StnDense", "parameter gradient", np, gp.len())?;
+        check_len("StnDense", "context width", self.ctx, c.ncols())?;
+        check_len(
+            "StnDense",
+            "decays (one per context row)",
+            c.nrows(),
+            wd.len(),
+        )?;
+        let (o, n, part) = (self.n_out, self.n_in, self.part());
+        let k = o * n;
+        let b = T::c(c.nrows().max(1) as f64);
+        let w = ArrayView2::from_shape((o, n), &p[..k]).expect("sized");
+        let wh = ArrayView2::from_shape((o, n), &p[part..part + k]).expect("sized");
+        let u = c.slice(s![.., ..self.n_hyper]);
+        let sw = u.dot(&self.v(p).slice(s![..o, ..]).t()); // B × out
+        let (mut a, mut bb, mut cc) = (vec![T::zero(); o], vec![T::zero(); o], vec![T::zero(); o]);
+        for r in 0..o {
+            a[r] = w.row(r).dot(&w.row(r));
+            bb[r] = w.row(r).dot(&wh.row(r));
+            cc[r] = wh.row(r).dot(&wh.row(r));
+        }
+        let half = T::c(0.5);
+        let (mut val, mut omega) = (T::zero(), T::zero());
+        let (mut psi, mut chi) = (vec![T::zero(); o], vec![T::zero(); o]);
+        let mut sbar = Array2::zeros((c.nrows(), o));
+        for (i, &d) in wd.iter().enumerate() {
+            omega += d / b;
+            for r in 0..o {
+                let s = sw[[i, r]];
+                val += half * d * (a[r] + T::c(2.0) * s * bb[r] + s * s * cc[r]) / b;
+                psi[r] += d * s / b;
+                chi[r] += d * s * s / b;
+                sbar[[i, r]] = d * (bb[r] + s * cc[r]) / b;
+            }
+        }
+        for r in 0..o {
+            for j in 0..n {
+                gp[r * n + j] += omega * w[[r, j]] + psi[r] * wh[[r, j]];
+                gp[part + r * n + j] += psi[r] * w[[r, j]] + chi[r] * wh[[r, j]];
+            }
+        }
+        let vbar = sbar.t().dot(&u); // out × H
+        let vstart = 2 * part;
+        for r in 0..o {
+            for j in 0..self.n_hyper {
+                gp[vstart + r * self.n_hyper + j] += vbar[[r, j]];
+            }
+        }
+        let mut cbar = Array2::zeros(c.raw_dim());
+        cbar.slice_mut(s![.., ..self.n_hyper])
+            .assign(&sbar.dot(&self.v(p).slice(s![..o, ..])));
+        Ok((val, cbar))
+    }
+
     /// `(S, Z_h)`: the gates `C Vᵀ` (B × gates) and the hyper part's linear output `X W_hᵀ`.
     fn gates_and_hyper<T: Real>(
         &self,
@@ -170,7 +250,7 @@ impl StnDense {
         x: ArrayView2<'_, T>,
         c: ArrayView2<'_, T>,
     ) -> (Array2<T>, Array2<T>) {
-        let s = c.dot(&self.v(p).t());
+        let s = c.slice(s![.., ..self.n_hyper]).dot(&self.v(p).t());
         let zh = self.dense.apply(self.split(p).1, x);
         (s, zh)
     }
@@ -198,7 +278,9 @@ impl StnDense {
             let bh = ndarray::ArrayView1::from(&h[o * self.n_in..]);
             sbar.slice_mut(s![.., o..]).assign(&(&g * &bh));
         }
-        let cbar = sbar.dot(&self.v(p));
+        let mut cbar = Array2::zeros(c.raw_dim());
+        cbar.slice_mut(s![.., ..self.n_hyper])
+            .assign(&sbar.dot(&self.v(p)));
         if let Some(gp) = gp {
             let np = Differentiable::<T>::num_params(self);
             check_len("StnDense", "parameter gradient", np, gp.len())?;
@@ -216,7 +298,7 @@ impl StnDense {
                     *b += col.sum();
                 }
             }
-            let vbar = sbar.t().dot(&c);
+            let vbar = sbar.t().dot(&c.slice(s![.., ..self.n_hyper]));
             for (a, &b) in gv.iter_mut().zip(vbar.iter()) {
                 *a += b;
             }
@@ -239,7 +321,7 @@ impl<T: Real> Differentiable<T> for StnDense {
         self.n_out
     }
     fn ctx_dim(&self) -> usize {
-        self.n_hyper
+        self.ctx
     }
     fn num_params(&self) -> usize {
         2 * self.part() + self.gates() * self.n_hyper

@@ -22,6 +22,7 @@
 //! - J. Bae, R. Grosse, "Delta-STN: efficient bilevel optimization for neural networks using
 //!   structured response Jacobians", NeurIPS 2020 (code: github.com/pomonam/Self-Tuning-Networks).
 
+pub mod digits;
 pub mod hyper;
 pub mod layer;
 pub mod ridge;

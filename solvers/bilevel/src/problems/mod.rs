@@ -3,9 +3,11 @@
 mod foe;
 mod logreg;
 mod quadratic;
+mod ridge;
 mod tv;
 
 pub use foe::FieldOfExperts;
 pub use logreg::MultinomialLogistic;
 pub use quadratic::QuadraticProblem;
+pub use ridge::RidgeProblem;
 pub use tv::{c3_isotropic, TvDenoising, TvModel};

@@ -51,8 +51,11 @@ impl<T: Real> std::fmt::Debug for Unrolled<T> {
 }
 
 impl<T: Real> Unrolled<T> {
-    /// Stacks the layers; `Err` if an output width does not match the next input width, the
-    /// context widths differ, or there are no layers.
+    /// Stacks the layers; `Err` if an output width does not match the next input width or there
+    /// are no layers. The layers share one context whose width is the largest of theirs: a
+    /// layer may read only its leading columns (e.g. a dropout rate in column k of a context
+    /// that also carries other hyperparameters); each layer checks at run time that the
+    /// context is wide enough.
     pub fn new(layers: Vec<Box<dyn Differentiable<T>>>) -> Result<Self> {
         if layers.is_empty() {
             return Err(Error::param(
@@ -68,14 +71,6 @@ impl<T: Real> Unrolled<T> {
                     "state width",
                     w[0].out_dim(),
                     w[1].in_dim(),
-                ));
-            }
-            if w[0].ctx_dim() != w[1].ctx_dim() && w[0].ctx_dim() * w[1].ctx_dim() != 0 {
-                return Err(Error::shape(
-                    format!("Unrolled: layer {}", t + 1),
-                    "context width",
-                    w[0].ctx_dim(),
-                    w[1].ctx_dim(),
                 ));
             }
         }
