@@ -105,6 +105,9 @@ pub struct RidgeArgs {
     /// Keep the perturbation scale fixed (validation without perturbation).
     #[arg(long)]
     fixed_scale: bool,
+    /// Delta-STN: the centered parameterization (exact linearization for this linear model).
+    #[arg(long)]
+    delta: bool,
     /// Seed of the initialization and the draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -203,6 +206,7 @@ fn ridge(a: RidgeArgs) -> CliResult<()> {
         initial_lambda: a.lambda0,
         initial_scale: a.scale0,
         seed: a.seed,
+        centered: a.delta,
         ..Default::default()
     };
     if a.steps == 0 || a.steps > 1 << 32 {
@@ -254,7 +258,7 @@ fn ridge(a: RidgeArgs) -> CliResult<()> {
         data: label,
         lambda,
         sigma: h.sigma(),
-        val_loss: data.val_loss(stn.weights(&st.params, h.u)?.view()),
+        val_loss: data.val_loss(stn.model_weights(&st)?.view()),
         val_loss_exact_weights: data.val_loss(data.exact_weights(lambda)?.view()),
         exact_optimum: Exact {
             lambda: lstar,

@@ -12,8 +12,11 @@
 //!   `out = W x + b + s_w ⊙ (W_h x) + s_b ⊙ b_h`, `[s_w; s_b] = V λ`, as a core
 //!   [`Differentiable`](hyperprox_core::diff::Differentiable) block with the hyperparameters as
 //!   its context (VJPs in the input, all weights and λ; JVP in the input).
+//! * [`conv`]: [`StnConv2d`], the same gating per output channel of a convolution.
 //! * [`ridge`]: the alternating trainer on ridge regression, where the exact best response and
-//!   the exact optimum of the validation loss are known in closed form.
+//!   the exact optimum of the validation loss are known in closed form (STN and Delta-STN).
+//! * [`digits`]: the MLP on the shipped digits (dropout per layer, input noise, label
+//!   smoothing, weight decay), with grid and random search at equal total training steps.
 //!
 //! # References
 //! - M. MacKay, P. Vicol, J. Lorraine, D. Duvenaud, R. Grosse, "Self-Tuning Networks: bilevel
@@ -22,10 +25,12 @@
 //! - J. Bae, R. Grosse, "Delta-STN: efficient bilevel optimization for neural networks using
 //!   structured response Jacobians", NeurIPS 2020 (code: github.com/pomonam/Self-Tuning-Networks).
 
+pub mod conv;
 pub mod digits;
 pub mod hyper;
 pub mod layer;
 pub mod ridge;
 
+pub use conv::StnConv2d;
 pub use hyper::{Hyper, HyperSet, Range};
 pub use layer::StnDense;

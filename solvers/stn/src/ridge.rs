@@ -203,6 +203,13 @@ pub struct StnConfig {
     pub initial_scale: f64,
     /// Seed of the initialization and every draw.
     pub seed: u64,
+    /// Delta-STN's centered parameterization (Bae & Grosse 2020): the hypernetwork reads
+    /// `ũ − u` (the current `u` held constant in the hyper step), so the elementary weights are
+    /// the best response at the current λ. For this model, linear in its weights, the
+    /// network's output is linear in the gates, so Delta-STN's linearization is exact and
+    /// this is Delta-STN.
+    #[serde(default)]
+    pub centered: bool,
 }
 
 impl Default for StnConfig {
@@ -223,6 +230,7 @@ impl Default for StnConfig {
             initial_lambda: 1.0,
             initial_scale: 1.0,
             seed: 0,
+            centered: false,
         }
     }
 }
@@ -357,20 +365,28 @@ impl<'a> RidgeStn<'a> {
         Ok(self.layer.effective_weight(params, &[u])?.row(0).to_owned())
     }
 
-    /// `(L_T, ∂L_T/∂params)` on a minibatch at the perturbed `ũ`.
+    /// The model's weights at the current λ: `ŵ(u)`, or the elementary weights when centered.
+    pub fn model_weights(&self, st: &StnState) -> Result<Array1<f64>> {
+        let u = st.hypers.hypers[0].u;
+        self.weights(&st.params, if st.config.centered { 0.0 } else { u })
+    }
+
+    /// `(L_T, ∂L_T/∂params)` on a minibatch with the hypernetwork reading `input` (`ũ`, or
+    /// `ũ − u` when centered) and the penalty `lambda = e^{ũ}`.
     pub fn train_loss_grad(
         &self,
         params: &[f64],
         x: ArrayView2<'_, f64>,
         y: ArrayView1<'_, f64>,
-        u: f64,
+        input: f64,
+        lambda: f64,
     ) -> Result<(f64, Vec<f64>)> {
         let b = x.nrows() as f64;
+        let u = input;
         let c = Array2::from_elem((x.nrows(), 1), u);
         let pred = self.layer.forward(params, x, c.view())?;
         let r = &pred.column(0) - &y;
         let w = self.layer.effective_weight(params, &[u])?;
-        let lambda = u.exp();
         let loss = 0.5 * r.dot(&r) / b + 0.5 * lambda * w.iter().map(|v| v * v).sum::<f64>();
         let g = (r / b).insert_axis(Axis(1));
         let mut gp = vec![0.0; params.len()];
@@ -420,8 +436,10 @@ impl<'a> RidgeStn<'a> {
             let h = &st.hypers.hypers[0];
             let eps: f64 = StandardNormal.sample(&mut rng);
             let ut = h.u + h.sigma() * eps;
+            let center = if cfg.centered { h.u } else { 0.0 };
             let (xb, yb) = minibatch(&d.x_train, &d.y_train, cfg.batch, &mut rng);
-            let (loss, g) = self.train_loss_grad(&st.params, xb.view(), yb.view(), ut)?;
+            let (loss, g) =
+                self.train_loss_grad(&st.params, xb.view(), yb.view(), ut - center, ut.exp())?;
             if !loss.is_finite() || g.iter().any(|v| !v.is_finite()) {
                 return Err(Error::Diverged {
                     method: "STN training step".into(),
@@ -455,6 +473,12 @@ impl<'a> RidgeStn<'a> {
         } else {
             (st.hypers.repeated(cfg.batch), Array2::zeros((cfg.batch, 1)))
         };
+        let center = if cfg.centered {
+            st.hypers.hypers[0].u
+        } else {
+            0.0
+        };
+        let c = c - center;
         let (_, cbar) = self.val_loss_grad(&st.params, xv.view(), yv.view(), c.view())?;
         let h = &st.hypers.hypers[0];
         let gu = cbar.sum();
@@ -469,7 +493,7 @@ impl<'a> RidgeStn<'a> {
         h.u = us[0];
         h.s = us[1];
         let (lambda, sigma) = (h.value(), h.sigma());
-        let val_loss = d.val_loss(self.weights(&st.params, us[0])?.view());
+        let val_loss = d.val_loss(self.model_weights(st)?.view());
         st.trajectory.push(TrajectoryPoint {
             step: st.step,
             lambda,

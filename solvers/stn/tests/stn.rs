@@ -217,3 +217,66 @@ fn bad_inputs_are_errors() {
         })
         .is_err());
 }
+
+#[test]
+fn stn_conv_derivatives_match_finite_differences_and_zero_gates_are_the_plain_conv() {
+    use hyperprox_core::nn::{Conv2d, ImageShape};
+    use hyperprox_stn::StnConv2d;
+    let shape = ImageShape::new(2, 6, 5);
+    let layer = StnConv2d::new(shape, 3, 3, 1, 1, 2)
+        .unwrap()
+        .with_context_width(3);
+    let p = params_of(&layer, 11);
+    let (x, c) = (randn(3, shape.len(), 12), randn(3, 3, 13));
+    let r = check_block(&layer, &p, x.view(), c.view(), 14, 1e-6).unwrap();
+    println!("{r:?}");
+    assert!(r.worst() < 1e-8, "{r:?}");
+    let cbar = layer
+        .vjp_ctx(
+            &p,
+            x.view(),
+            c.view(),
+            randn(3, Differentiable::<f64>::out_dim(&layer), 15).view(),
+        )
+        .unwrap();
+    assert!(
+        cbar.column(2).iter().all(|v| *v == 0.0),
+        "past the hyperparameters"
+    );
+    // Zero gates: the plain convolution, bit for bit.
+    let mut rng = StdRng::seed_from_u64(3);
+    let q: Vec<f64> = Layer::<f64>::init_params(&layer, &mut rng);
+    let conv = Conv2d::new(shape, 3, 3, 1, 1).unwrap();
+    let e = layer.elementary_len();
+    let y = layer.forward(&q, x.view(), c.view()).unwrap();
+    let yc = conv.forward(&q[..e], x.view(), c.view()).unwrap();
+    assert_eq!(y, yc);
+}
+
+fn params_of<L: Differentiable<f64>>(layer: &L, seed: u64) -> Vec<f64> {
+    randn(1, layer.num_params(), seed)
+        .into_raw_vec_and_offset()
+        .0
+}
+
+/// Delta-STN (centered) on ridge: the same accuracy bound, five seeds.
+#[test]
+fn delta_stn_reaches_the_exact_optimum() {
+    let d = data();
+    let (lstar, _) = d.exact_optimum().unwrap();
+    let mut errs = vec![];
+    for seed in 0..5 {
+        let st = tuned(
+            &d,
+            StnConfig {
+                seed,
+                centered: true,
+                ..Default::default()
+            },
+        );
+        let lam = st.hypers.values()[0];
+        errs.push(lam.log10() - lstar.log10());
+    }
+    println!("Delta-STN log10 errors: {errs:.4?}");
+    assert!(errs.iter().all(|e| e.abs() < 0.1), "{errs:?}");
+}
