@@ -27,7 +27,7 @@ use crate::layer::StnDense;
 use hyperprox_core::diff::{batch_seed, Differentiable};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::{log_softmax_into, sigmoid};
-use hyperprox_core::nn::optim::{LrSchedule, Method, OptimConfig, OptimState, ParamOptimizer};
+use hyperprox_core::nn::optim::{Method, OptimState, ParamOptimizer};
 use hyperprox_core::nn::train::{Labelled, Split};
 use hyperprox_core::nn::{Act, Activation, DropRate, Dropout, DropoutControl, Layer, Sequential};
 use ndarray::{s, Array2, ArrayView2, Axis};
@@ -155,18 +155,7 @@ fn adam() -> Method {
     }
 }
 
-fn optim(method: Method, lr: f64, n: usize) -> Result<ParamOptimizer<f64>> {
-    ParamOptimizer::new(
-        OptimConfig {
-            method,
-            lr,
-            schedule: LrSchedule::Constant,
-            clip_norm: None,
-            groups: vec![],
-        },
-        n,
-    )
-}
+use crate::flat_optimizer as optim;
 
 impl<'a> DigitsStn<'a> {
     /// The network for `data` with `hidden` widths (10 classes).
@@ -512,22 +501,13 @@ impl<'a> DigitsStn<'a> {
 }
 
 fn check_config(cfg: &DigitsConfig) -> Result<()> {
-    if cfg.batch == 0 || cfg.train_per_hyper == 0 || cfg.eval_every == 0 || cfg.patience == 0 {
-        return Err(Error::param(
-            "batch / train_per_hyper / eval_every / patience",
-            0,
-            "must be at least 1",
-        ));
-    }
-    for (n, v) in [("lr_weights", cfg.lr_weights), ("lr_hyper", cfg.lr_hyper)] {
-        if !(v > 0.0 && v.is_finite()) {
-            return Err(Error::param(n, v, "must be positive"));
-        }
-    }
-    if !(cfg.tau >= 0.0 && cfg.tau.is_finite()) {
-        return Err(Error::param("tau", cfg.tau, "must be ≥ 0"));
-    }
-    Ok(())
+    let counts = [
+        ("batch", cfg.batch as u64),
+        ("train_per_hyper", cfg.train_per_hyper),
+        ("eval_every", cfg.eval_every),
+        ("patience", cfg.patience as u64),
+    ];
+    crate::check_loop(&counts, [cfg.lr_weights, cfg.lr_hyper], cfg.tau)
 }
 
 /// The plain MLP (gates frozen at zero) trained with the hyperparameters fixed at `values`

@@ -34,3 +34,37 @@ pub mod ridge;
 pub use conv::StnConv2d;
 pub use hyper::{Hyper, HyperSet, Range};
 pub use layer::StnDense;
+
+use hyperprox_core::error::{Error, Result};
+use hyperprox_core::nn::optim::{LrSchedule, Method, OptimConfig, ParamOptimizer};
+
+/// An optimizer over a flat parameter vector with a constant rate and no groups.
+pub(crate) fn flat_optimizer(method: Method, lr: f64, n: usize) -> Result<ParamOptimizer<f64>> {
+    ParamOptimizer::new(
+        OptimConfig {
+            method,
+            lr,
+            schedule: LrSchedule::Constant,
+            clip_norm: None,
+            groups: vec![],
+        },
+        n,
+    )
+}
+
+/// The checks shared by the alternating loops: counts at least 1, positive learning rates,
+/// `τ ≥ 0`.
+pub(crate) fn check_loop(counts: &[(&str, u64)], rates: [f64; 2], tau: f64) -> Result<()> {
+    if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
+        return Err(Error::param(*name, 0, "must be at least 1"));
+    }
+    for (n, v) in [("lr_weights", rates[0]), ("lr_hyper", rates[1])] {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(Error::param(n, v, "must be positive"));
+        }
+    }
+    if !(tau >= 0.0 && tau.is_finite()) {
+        return Err(Error::param("tau", tau, "must be ≥ 0"));
+    }
+    Ok(())
+}

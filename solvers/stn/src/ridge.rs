@@ -25,7 +25,7 @@ use hyperprox_core::diff::{batch_seed, Differentiable};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::linalg::{check_len, cholesky_solve_in_place, sigmoid, Real};
 use hyperprox_core::nn::{
-    optim::{LrSchedule, Method, OptimConfig, OptimState, ParamOptimizer},
+    optim::{Method, OptimState, ParamOptimizer},
     Layer,
 };
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
@@ -46,17 +46,9 @@ pub struct RidgeData {
     pub y_val: Array1<f64>,
 }
 
-fn check_finite(what: &str, it: impl IntoIterator<Item = f64>) -> Result<()> {
-    for (i, v) in it.into_iter().enumerate() {
-        if !v.is_finite() {
-            return Err(Error::NonFinite {
-                what: what.into(),
-                index: i,
-                value: format!("{v}"),
-            });
-        }
-    }
-    Ok(())
+/// `Err` naming the first NaN/Inf entry (in row-major order).
+fn check_finite<D: ndarray::Dimension>(what: &str, a: &ndarray::Array<f64, D>) -> Result<()> {
+    hyperprox_core::linalg::check_finite(what, Array1::from_iter(a.iter().copied()).view())
 }
 
 impl RidgeData {
@@ -92,10 +84,10 @@ impl RidgeData {
             x_train.ncols(),
             x_val.ncols(),
         )?;
-        check_finite("training design", x_train.iter().copied())?;
-        check_finite("training targets", y_train.iter().copied())?;
-        check_finite("validation design", x_val.iter().copied())?;
-        check_finite("validation targets", y_val.iter().copied())?;
+        check_finite("training design", &x_train)?;
+        check_finite("training targets", &y_train)?;
+        check_finite("validation design", &x_val)?;
+        check_finite("validation targets", &y_val)?;
         Ok(Self {
             x_train,
             y_train,
@@ -237,22 +229,11 @@ impl Default for StnConfig {
 
 impl StnConfig {
     fn check(&self) -> Result<()> {
-        if self.batch == 0 || self.train_per_hyper == 0 {
-            return Err(Error::param(
-                "batch / train_per_hyper",
-                0,
-                "must be at least 1",
-            ));
-        }
-        for (n, v) in [("lr_weights", self.lr_weights), ("lr_hyper", self.lr_hyper)] {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(Error::param(n, v, "must be positive"));
-            }
-        }
-        if !(self.tau >= 0.0 && self.tau.is_finite()) {
-            return Err(Error::param("tau", self.tau, "must be ≥ 0"));
-        }
-        Ok(())
+        let counts = [
+            ("batch", self.batch as u64),
+            ("train_per_hyper", self.train_per_hyper),
+        ];
+        crate::check_loop(&counts, [self.lr_weights, self.lr_hyper], self.tau)
     }
 }
 
@@ -288,18 +269,7 @@ pub struct StnState {
     pub config: StnConfig,
 }
 
-fn optim(method: Method, lr: f64, n: usize) -> Result<ParamOptimizer<f64>> {
-    ParamOptimizer::new(
-        OptimConfig {
-            method,
-            lr,
-            schedule: LrSchedule::Constant,
-            clip_norm: None,
-            groups: vec![],
-        },
-        n,
-    )
-}
+use crate::flat_optimizer as optim;
 
 /// A minibatch of `b` rows of `(x, y)` drawn with replacement.
 fn minibatch(
