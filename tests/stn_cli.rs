@@ -202,4 +202,15 @@ fn digits_reports_every_method() {
         out.to_str().unwrap(),
     ]);
     assert!(!e.status.success());
+    // Resuming the finished run changes nothing in the STN row; other options are refused.
+    let dir = out.to_str().unwrap();
+    let o = run(&["stn", "digits", "--steps", "300", "--resume", "--out", dir]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = json(&out, "report.json");
+    assert_eq!(again["methods"][0]["val_loss"], r["methods"][0]["val_loss"]);
+    let o = run(&[
+        "stn", "digits", "--steps", "300", "--tau", "0.1", "--resume", "--out", dir,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("other options"));
 }

@@ -9,7 +9,9 @@ use hyperprox::core::diff::Differentiable;
 use hyperprox::core::figure::{Figure, LinePlot, Series};
 use hyperprox::core::io::{read_npy_1d, read_npy_2d};
 use hyperprox::core::nn::train::digits_split;
-use hyperprox::stn::digits::{best_run, grid_search, random_search, DigitsConfig, DigitsStn};
+use hyperprox::stn::digits::{
+    best_run, grid_search, random_search, DigitsConfig, DigitsState, DigitsStn,
+};
 use hyperprox::stn::ridge::{RidgeData, RidgeStn, StnConfig, StnState, TrajectoryPoint};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ pub enum StnCommand {
     /// Tune the digits MLP (128-128; a dropout rate per hidden layer, input noise, label
     /// smoothing, weight decay) with an STN, against a 10-point dropout grid and 10 random
     /// configurations that share the same total number of training steps. Writes
+    /// OUT/checkpoint.json (the STN run, after every evaluation; `--resume` continues it),
     /// OUT/report.json (one row per method: val_loss, test_loss, test_accuracy,
     /// train_steps_total, time_s, the hyperparameters), OUT/history.json (the STN's
     /// evaluations) and OUT/figure.png (the hyperparameter trajectories and the validation loss
@@ -49,6 +52,9 @@ pub struct DigitsArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Continue the STN run of OUT/checkpoint.json (same options; the baselines run again).
+    #[arg(long)]
+    resume: bool,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -340,16 +346,39 @@ fn digits(a: DigitsArgs) -> CliResult<()> {
             .zip(v.iter().copied())
             .collect::<Vec<_>>()
     };
+    let ckpt = a.out.join("checkpoint.json");
+    let mut st = if a.resume {
+        let text = read_text(&ckpt, "run without --resume first")?;
+        let st: DigitsState = serde_json::from_str(&text)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", ckpt.display())))?;
+        if st.config != cfg || st.params.len() != stn.num_params() {
+            return usage(format!(
+                "{}: the checkpoint was made with other options; use the same options or \
+                 another --out",
+                ckpt.display()
+            ));
+        }
+        st
+    } else {
+        stn.init(&cfg)?
+    };
     create_dir(&a.out)?;
     let t0 = Instant::now();
     let pb = progress(steps, "STN steps");
-    let mut st = stn.init(&cfg)?;
+    pb.set_position(st.step);
+    // A checkpoint after every evaluation: an interrupted run loses at most `eval_every` steps.
+    let mut saved: CliResult<()> = Ok(());
     stn.run(&mut st, u64::MAX, &mut |s| {
         pb.set_position(s.step);
         if let Some(e) = s.evals.last() {
             pb.set_message(format!("val {:.4}", e.val_loss));
         }
+        if saved.is_ok() {
+            saved = write_json(&ckpt, s);
+        }
     })?;
+    saved?;
+    write_json(&ckpt, &st)?;
     pb.finish_and_clear();
     let t_stn = t0.elapsed().as_secs_f64();
     let best = st
