@@ -99,6 +99,8 @@ impl StnConv2d {
         c.slice(s![.., ..self.n_hyper]).dot(&v.t())
     }
 
+    /// `(x̄, c̄)`; `x̄` and the parameter gradient only when `gp` is given (otherwise `x̄` is
+    /// empty: the context VJP of the hyper step needs no input gradient).
     fn backward<T: Real>(
         &self,
         p: &[T],
@@ -157,12 +159,7 @@ impl StnConv2d {
                 }
                 xe + xh
             }
-            None => {
-                let mut ge = vec![T::zero(); e];
-                let mut gh = vec![T::zero(); h];
-                self.elem.vjp(pe, x, ctx0, g, &mut ge)?
-                    + self.hyper.vjp(ph, x, ctx0, gw.view(), &mut gh)?
-            }
+            None => Array2::zeros((0, 0)),
         };
         Ok((xbar, cbar))
     }

@@ -255,7 +255,8 @@ impl StnDense {
         (s, zh)
     }
 
-    /// All the backward quantities: `X̄` and `C̄`, and the parameter gradient added to `gp`.
+    /// The backward quantities: `C̄`, and with `gp` also `X̄` and the parameter gradient added
+    /// to `gp` (without `gp`, `X̄` is empty).
     fn backward<T: Real>(
         &self,
         p: &[T],
@@ -270,8 +271,6 @@ impl StnDense {
         let (s, zh) = self.gates_and_hyper(p, x, c);
         let o = self.n_out;
         let gsw = &g * &s.slice(s![.., ..o]);
-        let mut xbar = self.dense.apply_t(e, g);
-        xbar += &self.dense.apply_t(h, gsw.view());
         let mut sbar = Array2::zeros(s.raw_dim());
         sbar.slice_mut(s![.., ..o]).assign(&(&g * &zh));
         if self.bias {
@@ -281,9 +280,13 @@ impl StnDense {
         let mut cbar = Array2::zeros(c.raw_dim());
         cbar.slice_mut(s![.., ..self.n_hyper])
             .assign(&sbar.dot(&self.v(p)));
+        // The context VJP alone (the hyper step) needs no input gradient: `x̄` stays empty.
+        let mut xbar = Array2::zeros((0, 0));
         if let Some(gp) = gp {
             let np = Differentiable::<T>::num_params(self);
             check_len("StnDense", "parameter gradient", np, gp.len())?;
+            xbar = self.dense.apply_t(e, g);
+            xbar += &self.dense.apply_t(h, gsw.view());
             let (part, k) = (self.part(), o * self.n_in);
             let (ge, rest) = gp.split_at_mut(part);
             let (gh, gv) = rest.split_at_mut(part);
