@@ -171,11 +171,18 @@ fn digits_reports_every_method() {
         "digits",
         "--steps",
         "300",
+        "--delta",
         "--out",
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for f in ["report.json", "history.json", "figure.png"] {
+    for f in [
+        "report.json",
+        "history.json",
+        "figure.png",
+        "checkpoint.json",
+        "checkpoint-delta.json",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
     let r = json(&out, "report.json");
@@ -184,14 +191,14 @@ fn digits_reports_every_method() {
         .iter()
         .map(|m| m["method"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["stn", "grid", "random"]);
+    assert_eq!(names, ["stn", "delta_stn", "grid", "random"]);
     for m in methods {
         for k in ["val_loss", "test_loss", "test_accuracy", "time_s"] {
             assert!(m[k].as_f64().unwrap().is_finite(), "{k}");
         }
         let steps = m["train_steps_total"].as_u64().unwrap();
         assert!((200..=300).contains(&steps), "{steps}");
-        assert_eq!(m["hyperparameters"].as_array().unwrap().len(), 5);
+        assert_eq!(m["hyperparameters"].as_array().unwrap().len(), 7);
     }
     let e = run(&[
         "stn",
@@ -204,10 +211,14 @@ fn digits_reports_every_method() {
     assert!(!e.status.success());
     // Resuming the finished run changes nothing in the STN row; other options are refused.
     let dir = out.to_str().unwrap();
-    let o = run(&["stn", "digits", "--steps", "300", "--resume", "--out", dir]);
+    let o = run(&[
+        "stn", "digits", "--steps", "300", "--delta", "--resume", "--out", dir,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let again = json(&out, "report.json");
-    assert_eq!(again["methods"][0]["val_loss"], r["methods"][0]["val_loss"]);
+    for k in 0..2 {
+        assert_eq!(again["methods"][k]["val_loss"], r["methods"][k]["val_loss"]);
+    }
     let o = run(&[
         "stn", "digits", "--steps", "300", "--tau", "0.1", "--resume", "--out", dir,
     ]);

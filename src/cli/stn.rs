@@ -14,7 +14,7 @@ use hyperprox::stn::digits::{
 };
 use hyperprox::stn::ridge::{RidgeData, RidgeStn, StnConfig, StnState, TrajectoryPoint};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// `hyperprox stn …`
@@ -52,9 +52,21 @@ pub struct DigitsArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Continue the STN run of OUT/checkpoint.json (same options; the baselines run again).
+    /// Continue the STN run of OUT/checkpoint.json (and with --delta the Delta-STN run of
+    /// OUT/checkpoint-delta.json; same options; the baselines run again).
     #[arg(long)]
     resume: bool,
+    /// Also run Delta-STN (centered gates, the linearized response step; Bae & Grosse 2020):
+    /// a `delta_stn` row in report.json and its trajectories in figure.png.
+    #[arg(long)]
+    delta: bool,
+    /// Also tune early-learning regularization's weight λ (from 3, in (0, 10); β = 0.7).
+    #[arg(long)]
+    elr: bool,
+    /// Replace this fraction of the training labels by another class (seeded; validation and
+    /// test labels stay clean), e.g. 0.4 to try --elr.
+    #[arg(long, default_value_t = 0.0)]
+    label_noise: f64,
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
@@ -324,15 +336,17 @@ fn digits(a: DigitsArgs) -> CliResult<()> {
     if !(10..=1 << 24).contains(&steps) {
         return usage(format!("--steps {steps}: use 10 to 2^24"));
     }
-    let data = digits_split::<f64>()?;
+    let mut data = digits_split::<f64>()?;
+    let flipped = data.train.corrupt_labels(a.label_noise, 10, a.seed + 7)?;
     let cfg = DigitsConfig {
         steps,
         tau: a.tau,
         seed: a.seed,
         eval_every: (steps / 30).max(1),
+        elr: a.elr.then_some(3.0),
         ..Default::default()
     };
-    let stn = DigitsStn::new(&data, &cfg.hidden, cfg.seed)?;
+    let stn = DigitsStn::for_config(&data, &cfg)?;
     let names: Vec<String> = stn
         .hypers(&cfg)?
         .hypers
@@ -346,62 +360,49 @@ fn digits(a: DigitsArgs) -> CliResult<()> {
             .zip(v.iter().copied())
             .collect::<Vec<_>>()
     };
-    let ckpt = a.out.join("checkpoint.json");
-    let mut st = if a.resume {
-        let text = read_text(&ckpt, "run without --resume first")?;
-        let st: DigitsState = serde_json::from_str(&text)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", ckpt.display())))?;
-        if st.config != cfg || st.params.len() != stn.num_params() {
-            return usage(format!(
-                "{}: the checkpoint was made with other options; use the same options or \
-                 another --out",
-                ckpt.display()
-            ));
-        }
-        st
-    } else {
-        stn.init(&cfg)?
-    };
     create_dir(&a.out)?;
-    let t0 = Instant::now();
-    let pb = progress(steps, "STN steps");
-    pb.set_position(st.step);
-    // A checkpoint after every evaluation: an interrupted run loses at most `eval_every` steps.
-    let mut saved: CliResult<()> = Ok(());
-    stn.run(&mut st, u64::MAX, &mut |s| {
-        pb.set_position(s.step);
-        if let Some(e) = s.evals.last() {
-            pb.set_message(format!("val {:.4}", e.val_loss));
-        }
-        if saved.is_ok() {
-            saved = write_json(&ckpt, s);
-        }
-    })?;
-    saved?;
-    write_json(&ckpt, &st)?;
-    pb.finish_and_clear();
-    let t_stn = t0.elapsed().as_secs_f64();
-    let best = st
-        .best
-        .clone()
-        .ok_or_else(|| CliError::Usage("no evaluation ran".into()))?;
-    let mut rows = vec![MethodRow {
-        method: "stn".into(),
-        val_loss: best.2.val_loss,
-        test_loss: best.2.test_loss,
-        test_accuracy: best.2.test_accuracy,
-        train_steps_total: st.step,
-        runs: 1,
-        time_s: t_stn,
-        hyperparameters: named(&best.2.values),
-    }];
-    let mut curves = vec![Series::new(
-        "STN",
-        st.evals
-            .iter()
-            .map(|e| (e.step as f64, e.val_loss))
-            .collect(),
-    )];
+    let mut rows = vec![];
+    let mut curves = vec![];
+    let mut runs = vec![];
+    let variants: &[(&str, &str, bool)] = if a.delta {
+        &[("stn", "STN", false), ("delta_stn", "Delta-STN", true)]
+    } else {
+        &[("stn", "STN", false)]
+    };
+    for &(method, label, delta) in variants {
+        let c = DigitsConfig {
+            delta,
+            ..cfg.clone()
+        };
+        let file = if delta {
+            "checkpoint-delta.json"
+        } else {
+            "checkpoint.json"
+        };
+        let (st, secs) = run_stn(&stn, &c, &a.out.join(file), a.resume, label)?;
+        let best = st
+            .best
+            .clone()
+            .ok_or_else(|| CliError::Usage("no evaluation ran".into()))?;
+        rows.push(MethodRow {
+            method: method.into(),
+            val_loss: best.2.val_loss,
+            test_loss: best.2.test_loss,
+            test_accuracy: best.2.test_accuracy,
+            train_steps_total: st.step,
+            runs: 1,
+            time_s: secs,
+            hyperparameters: named(&best.2.values),
+        });
+        curves.push(Series::new(
+            label,
+            st.evals
+                .iter()
+                .map(|e| (e.step as f64, e.val_loss))
+                .collect(),
+        ));
+        runs.push((label, st));
+    }
     for (name, runs) in [("grid", 0u8), ("random", 1u8)] {
         let t = Instant::now();
         let out = if runs == 0 {
@@ -435,32 +436,84 @@ fn digits(a: DigitsArgs) -> CliResult<()> {
             hyperparameters: named(&run.values),
         });
     }
-    let mut traj = LinePlot::new("STN hyperparameters", "training step", "value").log(false, true);
-    for (j, n) in names.iter().enumerate() {
-        traj = traj.with(Series::new(
-            n.clone(),
-            st.evals
-                .iter()
-                .map(|e| (e.step as f64, e.values[j]))
-                .collect(),
-        ));
+    let mut plots = vec![];
+    for (label, st) in &runs {
+        let title = format!("{label} hyperparameters");
+        let mut traj = LinePlot::new(&title, "training step", "value").log(false, true);
+        for (j, n) in names.iter().enumerate() {
+            traj = traj.with(Series::new(
+                n.clone(),
+                st.evals
+                    .iter()
+                    .map(|e| (e.step as f64, e.values[j]))
+                    .collect(),
+            ));
+        }
+        plots.push(traj);
     }
     let mut val =
         LinePlot::new("validation cross-entropy", "training steps", "loss").log(false, true);
     for c in curves {
         val = val.with(c);
     }
+    plots.push(val);
     let figure = Figure {
-        plots: vec![traj, val],
+        plots,
         panels: vec![],
     };
     let report = serde_json::json!({
         "data": "digits (1297 train / 200 validation / 300 test)",
+        "label_noise": a.label_noise,
+        "labels_flipped": flipped,
         "network": "mlp 64-128-128-10, STN dense layers",
         "methods": rows,
         "config": cfg,
     });
-    write_outputs(&a.out, &report, Some(&st.evals), &figure)?;
+    write_outputs(&a.out, &report, Some(&runs[0].1.evals), &figure)?;
     print_line(&rows);
     Ok(())
+}
+
+/// Runs (or with `resume` continues) the STN of `cfg`, checkpointing to `ckpt` after every
+/// evaluation; returns the state and the seconds spent.
+fn run_stn(
+    stn: &DigitsStn<'_>,
+    cfg: &DigitsConfig,
+    ckpt: &Path,
+    resume: bool,
+    label: &str,
+) -> CliResult<(DigitsState, f64)> {
+    let mut st = if resume {
+        let text = read_text(ckpt, "run without --resume first")?;
+        let st: DigitsState = serde_json::from_str(&text)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", ckpt.display())))?;
+        if &st.config != cfg || st.params.len() != stn.num_params() {
+            return usage(format!(
+                "{}: the checkpoint was made with other options; use the same options or \
+                 another --out",
+                ckpt.display()
+            ));
+        }
+        st
+    } else {
+        stn.init(cfg)?
+    };
+    let t0 = Instant::now();
+    let pb = progress(cfg.steps, &format!("{label} steps"));
+    pb.set_position(st.step);
+    // A checkpoint after every evaluation: an interrupted run loses at most `eval_every` steps.
+    let mut saved: CliResult<()> = Ok(());
+    stn.run(&mut st, u64::MAX, &mut |s| {
+        pb.set_position(s.step);
+        if let Some(e) = s.evals.last() {
+            pb.set_message(format!("val {:.4}", e.val_loss));
+        }
+        if saved.is_ok() {
+            saved = write_json(ckpt, s);
+        }
+    })?;
+    saved?;
+    write_json(ckpt, &st)?;
+    pb.finish_and_clear();
+    Ok((st, t0.elapsed().as_secs_f64()))
 }

@@ -130,3 +130,35 @@ fn iss_p_prunes_80_percent_of_the_weights_and_keeps_the_accuracy() {
     assert!(zeros >= 0.799, "{zeros}");
     assert!(acc >= 0.94, "{acc}");
 }
+
+/// Symmetric label noise: about the requested fraction changes, every changed label is another
+/// class in range, the same seed gives the same labels, and a rate outside [0, 1) is refused.
+#[test]
+fn label_noise_flips_the_requested_fraction_to_other_classes() {
+    let data = hyperprox_core::nn::train::digits_split::<f64>().unwrap();
+    let mut a = data.train.clone();
+    let n = a.corrupt_labels(0.4, 10, 3).unwrap();
+    let diff =
+        a.y.iter()
+            .zip(&data.train.y)
+            .filter(|(p, q)| p != q)
+            .count();
+    assert_eq!(n, diff, "every draw changes its label");
+    let frac = n as f64 / a.y.len() as f64;
+    assert!((frac - 0.4).abs() < 0.05, "{frac}");
+    assert!(a.y.iter().all(|&y| y < 10));
+    // The new labels spread over the other classes.
+    let mut counts = [0usize; 10];
+    for (p, q) in a.y.iter().zip(&data.train.y) {
+        if p != q {
+            counts[(p + 10 - q) % 10] += 1;
+        }
+    }
+    assert!(counts[1..].iter().all(|&c| c > n / 20), "{counts:?}");
+    let mut b = data.train.clone();
+    b.corrupt_labels(0.4, 10, 3).unwrap();
+    assert_eq!(a.y, b.y);
+    assert_eq!(b.clone().corrupt_labels(0.0, 10, 3).unwrap(), 0);
+    assert!(b.corrupt_labels(1.0, 10, 3).is_err());
+    assert!(b.corrupt_labels(0.1, 1, 3).is_err());
+}

@@ -18,7 +18,8 @@
 //! Derivatives, with `Z_h = X W_hᵀ`, `S = C Vᵀ` and `Ḡ` the output gradient (B × out):
 //! `X̄ = Ḡ W + (Ḡ ⊙ S_w) W_h`, `W̄ = Ḡᵀ X`, `b̄ = Σ Ḡ`, `W̄_h = (Ḡ ⊙ S_w)ᵀ X`,
 //! `b̄_h = Σ Ḡ ⊙ S_b`, `S̄ = [Ḡ ⊙ Z_h, Ḡ ⊙ b_h]`, `V̄ = S̄ᵀ C`, `C̄ = S̄ V` (the context VJP, the
-//! path of the hypergradient), JVP `Ẋ Wᵀ + S_w ⊙ (Ẋ W_hᵀ)`.
+//! path of the hypergradient), JVP `Ẋ Wᵀ + S_w ⊙ (Ẋ W_hᵀ)`, context JVP
+//! `S_w(Ċ) ⊙ Z_h + S_b(Ċ) ⊙ b_h` ([`StnDense::jvp_ctx`]).
 
 use hyperprox_core::diff::Differentiable;
 use hyperprox_core::error::Result;
@@ -241,6 +242,37 @@ impl StnDense {
         cbar.slice_mut(s![.., ..self.n_hyper])
             .assign(&sbar.dot(&self.v(p).slice(s![..o, ..])));
         Ok((val, cbar))
+    }
+
+    /// The context JVP `(∂f/∂c) ẇ` row by row: `S_w(ẇ) ⊙ (X W_hᵀ) + S_b(ẇ) ⊙ b_h` with
+    /// `S(ẇ) = ẇ Vᵀ` (the output is linear in the context, so this does not depend on `c`,
+    /// which is only checked for its shape). Delta-STN's linearized best response adds it to
+    /// the state JVP ([`Differentiable::jvp`]) layer by layer.
+    pub fn jvp_ctx<T: Real>(
+        &self,
+        p: &[T],
+        x: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        w: ArrayView2<'_, T>,
+    ) -> Result<Array2<T>> {
+        self.check(p, x, c)?;
+        check_len("StnDense", "context tangent width", self.ctx, w.ncols())?;
+        check_len("StnDense", "context tangent rows", x.nrows(), w.nrows())?;
+        let (s, mut out) = self.gates_and_hyper(p, x, w);
+        let o = self.n_out;
+        Zip::from(&mut out)
+            .and(&s.slice(s![.., ..o]))
+            .for_each(|y, &g| *y *= g);
+        if self.bias {
+            let bh = ndarray::ArrayView1::from(&self.split(p).1[o * self.n_in..]);
+            for (mut row, srow) in out.rows_mut().into_iter().zip(s.rows()) {
+                Zip::from(&mut row)
+                    .and(&srow.slice(s![o..]))
+                    .and(&bh)
+                    .for_each(|y, &g, &b| *y += g * b);
+            }
+        }
+        Ok(out)
     }
 
     /// `(S, Z_h)`: the gates `C Vᵀ` (B × gates) and the hyper part's linear output `X W_hᵀ`.

@@ -11,12 +11,14 @@
 //! * [`layer`]: [`StnDense`], the structured best-response layer
 //!   `out = W x + b + s_w ⊙ (W_h x) + s_b ⊙ b_h`, `[s_w; s_b] = V λ`, as a core
 //!   [`Differentiable`](hyperprox_core::diff::Differentiable) block with the hyperparameters as
-//!   its context (VJPs in the input, all weights and λ; JVP in the input).
+//!   its context (VJPs in the input, all weights and λ; JVPs in the input and the context).
 //! * [`conv`]: [`StnConv2d`], the same gating per output channel of a convolution.
 //! * [`ridge`]: the alternating trainer on ridge regression, where the exact best response and
 //!   the exact optimum of the validation loss are known in closed form (STN and Delta-STN).
 //! * [`digits`]: the MLP on the shipped digits (dropout per layer, input noise, label
-//!   smoothing, weight decay), with grid and random search at equal total training steps.
+//!   smoothing, a weight decay per layer, optionally ELR's weight), STN and Delta-STN (the
+//!   response step on the prediction linearized by forward mode), with grid and random search
+//!   at equal total training steps.
 //!
 //! # References
 //! - M. MacKay, P. Vicol, J. Lorraine, D. Duvenaud, R. Grosse, "Self-Tuning Networks: bilevel

@@ -72,6 +72,39 @@ fn effective_weight_gradient_matches_finite_differences() {
     }
 }
 
+/// The context JVP (Delta-STN's linearization) against central differences of the forward
+/// pass; the columns past the hyperparameters do not enter.
+#[test]
+fn stn_dense_context_jvp_matches_finite_differences() {
+    for layer in [
+        StnDense::new(5, 4, 3).with_context_width(5),
+        StnDense::new(5, 4, 3).with_context_width(5).without_bias(),
+    ] {
+        let p = params(&layer, 11);
+        let (x, c, w) = (randn(6, 5, 12), randn(6, 5, 13), randn(6, 5, 14));
+        let jv = layer.jvp_ctx(&p, x.view(), c.view(), w.view()).unwrap();
+        let h = 1e-5;
+        let f = |s: f64| {
+            layer
+                .forward(&p, x.view(), (&c + &(&w * s)).view())
+                .unwrap()
+        };
+        let fd = (f(h) - f(-h)) / (2.0 * h);
+        let err = (&fd - &jv).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let scale = jv.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.1 && err < 1e-8 * scale, "{err} (scale {scale})");
+        let mut w2 = w.clone();
+        w2.slice_mut(ndarray::s![.., 3..]).fill(0.0);
+        assert_eq!(
+            layer.jvp_ctx(&p, x.view(), c.view(), w2.view()).unwrap(),
+            jv
+        );
+        // Shape errors are errors.
+        let bad = randn(6, 4, 15);
+        assert!(layer.jvp_ctx(&p, x.view(), c.view(), bad.view()).is_err());
+    }
+}
+
 /// With zero gates the STN layer is the plain dense layer bit for bit: output, input gradient
 /// and the gradients of the elementary weights and bias.
 #[test]

@@ -373,6 +373,47 @@ impl<T: Real> ClassLoss<T> for ZLoss {
     }
 }
 
+/// ELR's term for one example, given its softmax `p` (K) and running target `t` (K): with
+/// `p̃ = clamp(p, 1e-4, 1 − 1e-4)`, first (if `update`) `t ← βt + (1 − β)p̃/Σp̃`, then returns
+/// `λ log(1 − ⟨t, p̃⟩)` and writes its gradient in the logits, `p ⊙ (q − ⟨p, q⟩)` with
+/// `q_j = −λ t_j/(1 − ⟨t, p̃⟩)` where the clamp is inactive (0 elsewhere), into `d`. [`Elr`]
+/// uses it with one `λ`; a self-tuning network passes each example's own.
+pub fn elr_term(
+    p: &[f64],
+    t: &mut [f64],
+    beta: f64,
+    lambda: f64,
+    update: bool,
+    d: &mut [f64],
+) -> f64 {
+    let (lo, hi) = (1e-4, 1.0 - 1e-4);
+    let pc: Vec<f64> = p.iter().map(|v| v.clamp(lo, hi)).collect();
+    if update {
+        let s: f64 = pc.iter().sum();
+        for (tv, &pv) in t.iter_mut().zip(&pc) {
+            *tv = beta * *tv + (1.0 - beta) * pv / s;
+        }
+    }
+    let inner: f64 = t.iter().zip(&pc).map(|(a, b)| a * b).sum();
+    let one_minus = (1.0 - inner).max(1e-12);
+    let q: Vec<f64> = p
+        .iter()
+        .zip(t.iter())
+        .map(|(&pj, &tj)| {
+            if pj > lo && pj < hi {
+                -lambda * tj / one_minus
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let pq: f64 = p.iter().zip(&q).map(|(a, b)| a * b).sum();
+    for ((dv, &pj), &qj) in d.iter_mut().zip(p).zip(&q) {
+        *dv = pj * (qj - pq);
+    }
+    lambda * one_minus.ln()
+}
+
 /// Early-learning regularization (see the [module](self) table). Per example the softmax `p` is
 /// clamped to `[1e-4, 1 − 1e-4]` (`p̃`), the running target is updated first,
 /// `t ← βt + (1 − β)p̃/Σp̃` (treated as a constant), then the loss is
@@ -400,7 +441,6 @@ impl<T: Real> ClassLoss<T> for Elr {
         check("ELR", logits, labels, Some((ids, n)), &grad)?;
         crate::linalg::check_len("ELR", "classes", self.k, logits.ncols())?;
         let inv_b: T = mean_scale(logits.nrows());
-        let (lo, hi) = (1e-4, 1.0 - 1e-4);
         let mut total = T::zero();
         for (((o, mut g), &y), &id) in logits
             .rows()
@@ -416,28 +456,11 @@ impl<T: Real> ClassLoss<T> for Elr {
                 .enumerate()
                 .map(|(j, &v)| v.as_f64() + if j == y { 1.0 } else { 0.0 })
                 .collect();
-            let pc: Vec<f64> = p.iter().map(|v| v.clamp(lo, hi)).collect();
-            let s: f64 = pc.iter().sum();
             let t = &mut self.target[id * self.k..(id + 1) * self.k];
-            for (tv, &pv) in t.iter_mut().zip(&pc) {
-                *tv = self.beta * *tv + (1.0 - self.beta) * pv / s;
-            }
-            let inner: f64 = t.iter().zip(&pc).map(|(a, b)| a * b).sum();
-            let one_minus = (1.0 - inner).max(1e-12);
-            total += T::c(self.lambda * one_minus.ln());
-            // q_j = ∂/∂p_j of λ log(1 − ⟨t, p̃⟩); then through the softmax: p ⊙ (q − ⟨p, q⟩).
-            let q: Vec<f64> = (0..self.k)
-                .map(|j| {
-                    if p[j] > lo && p[j] < hi {
-                        -self.lambda * t[j] / one_minus
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let pq: f64 = p.iter().zip(&q).map(|(a, b)| a * b).sum();
-            for (j, gv) in g.iter_mut().enumerate() {
-                *gv += T::c(p[j] * (q[j] - pq));
+            let mut d = vec![0.0; self.k];
+            total += T::c(elr_term(&p, t, self.beta, self.lambda, true, &mut d));
+            for (gv, dv) in g.iter_mut().zip(d) {
+                *gv += T::c(dv);
             }
         }
         grad.mapv_inplace(|v| v * inv_b);

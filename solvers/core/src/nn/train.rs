@@ -189,6 +189,36 @@ pub fn digits_split<T: Real>() -> Result<Split<T>> {
     })
 }
 
+impl<T> Labelled<T> {
+    /// Symmetric label noise (the setting of the noisy-label literature, e.g. ELR's): each
+    /// label is replaced, with probability `rate`, by one of the other `classes − 1` classes
+    /// drawn uniformly; seeded. Returns how many labels changed. `Err` on a rate outside
+    /// `[0, 1)` or fewer than two classes.
+    pub fn corrupt_labels(&mut self, rate: f64, classes: usize, seed: u64) -> Result<usize> {
+        use rand::Rng;
+        if !(0.0..1.0).contains(&rate) {
+            return Err(Error::param("label noise", rate, "must be in [0, 1)"));
+        }
+        if classes < 2 {
+            return Err(Error::param(
+                "classes",
+                classes,
+                "label noise needs at least two",
+            ));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut changed = 0;
+        for y in self.y.iter_mut() {
+            if rng.random::<f64>() < rate {
+                let other = rng.random_range(0..classes - 1);
+                *y = if other >= *y { other + 1 } else { other };
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
