@@ -1063,3 +1063,57 @@ pub fn best_run(runs: &[BaselineRun]) -> Option<&BaselineRun> {
         v(a).total_cmp(&v(b))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each hyperparameter column reaches its regularizer: the noise's standard deviation,
+    /// the smoothing per example, the decay of each layer (first row), ELR's weight per example.
+    #[test]
+    fn prepare_reads_each_hyperparameter_from_its_column() {
+        let data = hyperprox_core::nn::train::digits_split::<f64>().unwrap();
+        let cfg = DigitsConfig {
+            hidden: vec![16, 12, 8],
+            elr: Some(3.0),
+            ..Default::default()
+        };
+        let stn = DigitsStn::for_config(&data, &cfg).unwrap();
+        let hs = stn.hypers(&cfg).unwrap();
+        let b = 64;
+        // Distinct values: dropouts, noise 0.3, smoothing per row, decays 1e-4 … 1e-1, ELR
+        // per row.
+        let mut values = vec![0.1, 0.2, 0.25, 0.3, 0.0, 1e-4, 1e-3, 1e-2, 1e-1, 0.0];
+        let mut ut = Array2::zeros((b, hs.len()));
+        for i in 0..b {
+            values[4] = 0.01 + 0.004 * i as f64;
+            values[9] = 0.5 + 0.1 * i as f64;
+            for (j, h) in hs.hypers.iter().enumerate() {
+                ut[[i, j]] = h.range.inverse(values[j]).unwrap();
+            }
+        }
+        let idx: Vec<usize> = (0..b).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let p = stn.prepare(&hs, &idx, &ut, &mut rng);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1e-12);
+        for i in 0..b {
+            assert!(
+                close(p.smooth[i], 0.01 + 0.004 * i as f64),
+                "{}",
+                p.smooth[i]
+            );
+            assert!(close(p.elr[i], 0.5 + 0.1 * i as f64), "{}", p.elr[i]);
+        }
+        for (k, w) in [1e-4, 1e-3, 1e-2, 1e-1].iter().enumerate() {
+            assert!(close(p.wd[k], *w), "{:?}", p.wd);
+        }
+        assert_eq!(p.y, data.train.y[..b].to_vec());
+        let d = &p.x - &data.train.x.slice(s![..b, ..]);
+        let sd = (d.iter().map(|v| v * v).sum::<f64>() / d.len() as f64).sqrt();
+        let mean = d.mean().unwrap_or(0.0);
+        assert!(
+            (sd - 0.3).abs() < 0.01 && mean.abs() < 0.01,
+            "sd {sd}, mean {mean}"
+        );
+    }
+}

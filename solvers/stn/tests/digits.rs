@@ -181,6 +181,40 @@ fn train_step_gradient_with_elr_matches_finite_differences() {
     let mut off = ut.clone();
     off.column_mut(7).fill(-20.0); // ELR's weight ≈ 0
     assert!((run(&st.params, &off).0 .0 - run(&st.params, &ut).0 .0).abs() > 1e-3);
+    // The decays: with the hypernetwork's parameters at zero (so that the rows of ũ reach only
+    // the regularizers), raising layer k's decay from ≈ 0 to 0.1 adds exactly ½·0.1·‖W‖².
+    let mut plain = st.params.clone();
+    for &i in stn.response_params() {
+        plain[i] = 0.0;
+    }
+    let mut no_decay = ut.clone();
+    for j in 4..7 {
+        no_decay.column_mut(j).fill(-30.0);
+    }
+    let base = run(&plain, &no_decay).0 .0;
+    let dense: Vec<(usize, usize)> = vec![(64, 16), (16, 12), (12, 10)];
+    let mut offset = 0;
+    for (k, &(i, o)) in dense.iter().enumerate() {
+        let layer = StnDense::new(i, o, 8).with_context_width(10);
+        let np = Differentiable::<f64>::num_params(&layer);
+        let pl = &plain[offset..offset + np];
+        offset += np;
+        let mut with = no_decay.clone();
+        with.column_mut(4 + k).fill(0.1f64.ln());
+        let expect: f64 = (0..6)
+            .map(|r| {
+                let u: Vec<f64> = with.row(r).to_vec();
+                let w = layer.effective_weight(pl, &u).unwrap();
+                0.5 * 0.1 * w.iter().map(|v| v * v).sum::<f64>()
+            })
+            .sum::<f64>()
+            / 6.0;
+        let got = run(&plain, &with).0 .0 - base;
+        assert!(
+            (got - expect).abs() < 1e-6 * expect,
+            "layer {k}: {got} vs {expect}"
+        );
+    }
     // A network without ELR refuses an ELR configuration.
     let plain = DigitsStn::new(&data, &[16, 12], 0).unwrap();
     assert!(plain.init(&cfg).is_err());
@@ -249,6 +283,9 @@ fn a_resumed_run_is_bit_identical_and_the_baseline_keeps_zero_gates() {
     stn.run(&mut resumed, u64::MAX, &mut |_| {}).unwrap();
     assert_eq!(resumed, full);
     assert_ne!(full.hypers, stn.init(&dcfg).unwrap().hypers);
+    // The baselines train the plain MLP whatever the configuration's variant.
+    let fixed = train_fixed(&stn, &dcfg, &[0.1, 0.0, 0.0, 1e-4, 1e-4]).unwrap();
+    assert!(!fixed.config.delta && fixed.opt_response.is_none());
     let mut full = stn.init(&cfg).unwrap();
     stn.run(&mut full, u64::MAX, &mut |_| {}).unwrap();
     let mut part = stn.init(&cfg).unwrap();
