@@ -11,6 +11,7 @@
 //! * [`lpn`] (`hyperprox-lpn`): learned proximal networks.
 //! * [`unfolded`] (`hyperprox-unfolded`): deep-unfolded ISTA/IHT and the LISTA family.
 //! * [`stn`] (`hyperprox-stn`): self-tuning networks.
+//! * [`node`] (`hyperprox-node`): neural ODEs with regularized solver heuristics.
 //!
 //! ```
 //! use hyperprox::prelude::*;
@@ -24,6 +25,7 @@
 pub use hyperprox_bilevel as bilevel;
 pub use hyperprox_core as core;
 pub use hyperprox_lpn as lpn;
+pub use hyperprox_node as node;
 pub use hyperprox_stn as stn;
 pub use hyperprox_unfolded as unfolded;
 

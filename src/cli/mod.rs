@@ -5,6 +5,7 @@ pub mod bench;
 pub mod common;
 pub mod lpn;
 pub mod nn;
+pub mod node;
 pub mod solve;
 pub mod stn;
 pub mod tune;
@@ -76,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: stn::StnCommand,
     },
+    /// Neural ODEs trained with regularized solver heuristics (ERNODE, SRNODE, their local
+    /// variants): Tsit5 with a discrete adjoint.
+    Node {
+        #[command(subcommand)]
+        command: node::NodeCommand,
+    },
     /// Deep-unfolded ISTA/IHT and the LISTA family: train (supervised or unsupervised) and
     /// evaluate against ISTA, FISTA and IHT.
     Unfold {
@@ -126,6 +133,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Lpn { command } => lpn::run(command),
         Command::Nn { command } => nn::run(command),
         Command::Stn { command } => stn::run(command),
+        Command::Node { command } => node::run(command),
         Command::Unfold { command } => unfold::run(command),
     }
 }

@@ -125,7 +125,7 @@ impl SpiralData {
     }
 }
 
-/// Settings. Defaults: 30 points on `[0, 1.5]`, hidden width 50, 300 Adam iterations at
+/// Settings. Defaults: 30 points on `[0, 1.5]`, hidden width 50, 1000 Adam iterations at
 /// `lr = 0.01`, Tsit5 at `rtol = 1e-6`, `atol = 1e-6`, no regularization, seed 0.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpiralConfig {
@@ -147,7 +147,7 @@ impl Default for SpiralConfig {
     fn default() -> Self {
         Self {
             hidden: 50,
-            iters: 300,
+            iters: 1000,
             lr: 0.01,
             solver: Options {
                 rtol: 1e-6,
