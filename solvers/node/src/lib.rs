@@ -21,6 +21,7 @@
 //!   simplifying assumption", Comput. Math. Appl. 62 (2011).
 
 pub mod layers;
+pub mod ode;
 pub mod reg;
 pub mod spiral;
 pub mod tsit5;
