@@ -6,6 +6,7 @@ pub mod common;
 pub mod lpn;
 pub mod nn;
 pub mod node;
+pub mod ode;
 pub mod solve;
 pub mod stn;
 pub mod tune;
@@ -83,6 +84,12 @@ enum Command {
         #[command(subcommand)]
         command: node::NodeCommand,
     },
+    /// ODEs on diffsol (BDF, ESDIRK34, TR-BDF2, Tsit45) with forward sensitivities and adjoints:
+    /// fit a model's parameters to observations, solve the stiff Robertson benchmark.
+    Ode {
+        #[command(subcommand)]
+        command: ode::OdeCommand,
+    },
     /// Deep-unfolded ISTA/IHT and the LISTA family: train (supervised or unsupervised) and
     /// evaluate against ISTA, FISTA and IHT.
     Unfold {
@@ -134,6 +141,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Nn { command } => nn::run(command),
         Command::Stn { command } => stn::run(command),
         Command::Node { command } => node::run(command),
+        Command::Ode { command } => ode::run(command),
         Command::Unfold { command } => unfold::run(command),
     }
 }

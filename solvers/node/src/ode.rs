@@ -459,10 +459,22 @@ impl Counters {
 }
 
 fn ds(method: Method, what: &str) -> impl Fn(diffsol::DiffsolError) -> Error + '_ {
-    move |e| Error::Diverged {
-        method: format!("diffsol {method:?}"),
-        iteration: 0,
-        detail: format!("{what}: {e}"),
+    move |e| {
+        let msg = e.to_string();
+        let hint = if msg.contains("maximum number of timesteps") {
+            if method == Method::Tsit45 {
+                " (an explicit method on a stiff problem takes tiny steps: use bdf, esdirk34 or tr-bdf2; or raise max_steps)"
+            } else {
+                " (raise max_steps, or loosen the tolerances)"
+            }
+        } else {
+            ""
+        };
+        Error::Diverged {
+            method: format!("diffsol {method:?}"),
+            iteration: 0,
+            detail: format!("{what}: {msg}{hint}"),
+        }
     }
 }
 
