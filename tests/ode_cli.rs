@@ -299,3 +299,51 @@ fn bad_ode_input_fails_with_a_message() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ode solve lotka-volterra` writes what the library computes, and its report counts the work.
+#[test]
+fn lotka_volterra_solve_from_the_command_line() {
+    let dir = tmpdir("lvsolve");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let t: Vec<f64> = (0..=20).map(|i| i as f64 * 0.5).collect();
+    write_npy(p("t.npy"), &Array1::from(t.clone())).unwrap();
+    let r = ok_json(
+        &[
+            "ode",
+            "solve",
+            "lotka-volterra",
+            "--params",
+            "1.5,1,3,1",
+            "--u0",
+            "1,1",
+            "--rtol",
+            "1e-8",
+            "--atol",
+            "1e-8",
+            "--times",
+            &p("t.npy"),
+            "--out",
+            &p("y.npy"),
+            "--report",
+            &p("r.json"),
+        ],
+        &dir.join("r.json"),
+    );
+    let y = hyperprox::core::io::read_npy_2d(p("y.npy")).unwrap();
+    let o = OdeOptions {
+        method: Method::Tsit45,
+        rtol: 1e-8,
+        atol: 1e-8,
+        ..Default::default()
+    };
+    let want = OdeSolve::new(Arc::new(LotkaVolterra), o)
+        .unwrap()
+        .solve(&[1.5, 1.0, 3.0, 1.0], &[1.0, 1.0], &t)
+        .unwrap();
+    assert_eq!(y, want.states);
+    assert_eq!(
+        r["rhs_evals"].as_u64().unwrap() as usize,
+        want.stats.rhs_evals
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
