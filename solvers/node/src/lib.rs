@@ -20,6 +20,7 @@
 //! * Ch. Tsitouras, "Runge–Kutta pairs of order 5(4) satisfying only the first column
 //!   simplifying assumption", Comput. Math. Appl. 62 (2011).
 
+pub mod digits;
 pub mod fit;
 pub mod layers;
 pub mod ode;

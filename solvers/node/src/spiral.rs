@@ -222,7 +222,7 @@ pub struct Spiral<'a> {
     net: Sequential<f64>,
 }
 
-fn optimizer(lr: f64, n: usize) -> Result<ParamOptimizer<f64>> {
+pub(crate) fn optimizer(lr: f64, n: usize) -> Result<ParamOptimizer<f64>> {
     ParamOptimizer::new(
         OptimConfig {
             method: Method::Adam {
