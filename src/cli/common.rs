@@ -100,6 +100,25 @@ pub fn print_line(report: &impl Serialize) {
     println!("{}", serde_json::to_value(report).unwrap_or_default());
 }
 
+/// The checkpoint at `path` for `--resume`, refused unless `config_of` finds it made with
+/// `config`.
+pub fn resume_checkpoint<S: serde::de::DeserializeOwned, C: PartialEq>(
+    path: &Path,
+    config: &C,
+    config_of: impl Fn(&S) -> &C,
+) -> CliResult<S> {
+    let text = read_text(path, "run without --resume first")?;
+    let st: S = serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    if config_of(&st) != config {
+        return usage(format!(
+            "{}: the checkpoint was made with other options; use the same options or another --out",
+            path.display()
+        ));
+    }
+    Ok(st)
+}
+
 /// Writes `OUT/report.json`, `OUT/figure.png` and, if given, `OUT/history.json`.
 pub fn write_outputs(
     out: &Path,

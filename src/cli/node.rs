@@ -1,8 +1,8 @@
 //! `hyperprox node`: neural ODEs with regularized solver heuristics.
 
 use super::common::{
-    check_out_dir, create_dir, print_line, progress, read_text, usage, write_json, write_outputs,
-    CliError, CliResult,
+    check_out_dir, create_dir, print_line, progress, resume_checkpoint, usage, write_json,
+    write_outputs, CliResult,
 };
 use clap::{Args, Subcommand};
 use hyperprox::core::figure::{Figure, LinePlot, Series};
@@ -169,16 +169,7 @@ fn spiral(a: SpiralArgs) -> CliResult<()> {
     let model = Spiral::new(&data, cfg.hidden)?;
     let ckpt = a.out.join("checkpoint.json");
     let mut st = if a.resume {
-        let text = read_text(&ckpt, "run without --resume first")?;
-        let st: SpiralState = serde_json::from_str(&text)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", ckpt.display())))?;
-        if st.config != cfg {
-            return usage(format!(
-                "{}: the checkpoint was made with other options; use the same options or another --out",
-                ckpt.display()
-            ));
-        }
-        st
+        resume_checkpoint(&ckpt, &cfg, |s: &SpiralState| &s.config)?
     } else {
         model.init(&cfg)?
     };
@@ -297,16 +288,7 @@ fn digits(a: DigitsArgs) -> CliResult<()> {
     let model = OdeClassifier::new(64, cfg.hidden, 10)?;
     let ckpt = a.out.join("checkpoint.json");
     let mut st = if a.resume {
-        let text = read_text(&ckpt, "run without --resume first")?;
-        let st: DigitsState = serde_json::from_str(&text)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", ckpt.display())))?;
-        if st.config != cfg {
-            return usage(format!(
-                "{}: the checkpoint was made with other options; use the same options or another --out",
-                ckpt.display()
-            ));
-        }
-        st
+        resume_checkpoint(&ckpt, &cfg, |s: &DigitsState| &s.config)?
     } else {
         model.init(&cfg)?
     };

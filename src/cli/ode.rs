@@ -8,7 +8,7 @@ use hyperprox::core::figure::{Figure, LinePlot, Series};
 use hyperprox::core::io;
 use hyperprox::node::fit::{fit, FitOptions, FitReport, Observed};
 use hyperprox::node::ode::{
-    LotkaVolterra, Method, OdeOptions, OdeSolve, OdeStats, Robertson, Sensitivity,
+    LotkaVolterra, Method, OdeOptions, OdeSolve, OdeStats, Rhs, Robertson, Sensitivity,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -321,6 +321,43 @@ struct SolveReport {
     time_s: f64,
 }
 
+/// Solves `rhs` at `times` and writes the states and the report.
+#[allow(clippy::too_many_arguments)]
+fn solve_and_write(
+    model: &'static str,
+    rhs: Arc<dyn Rhs>,
+    method: MethodArg,
+    (rtol, atol): (f64, f64),
+    theta: &[f64],
+    u0: &[f64],
+    times: &[f64],
+    (out, report): (&PathBuf, &Option<PathBuf>),
+) -> CliResult<()> {
+    let options = OdeOptions {
+        method: method.into(),
+        rtol,
+        atol,
+        ..Default::default()
+    };
+    let ode = OdeSolve::new(rhs, options)?;
+    let start = Instant::now();
+    let sol = ode.solve(theta, u0, times)?;
+    let time_s = start.elapsed().as_secs_f64();
+    io::write_npy(out, &sol.states)?;
+    finish(
+        report,
+        &SolveReport {
+            model,
+            method: options.method,
+            rtol,
+            atol,
+            times: times.len(),
+            stats: sol.stats,
+            time_s,
+        },
+    )
+}
+
 fn robertson(a: RobertsonArgs) -> CliResult<()> {
     check_outputs(&a.out, &a.report, &["npy"])?;
     let times = io::read_npy_1d(&a.times)?.to_vec();
@@ -330,28 +367,15 @@ fn robertson(a: RobertsonArgs) -> CliResult<()> {
             a.times.display()
         ));
     }
-    let options = OdeOptions {
-        method: a.method.into(),
-        rtol: a.rtol,
-        atol: a.atol,
-        ..Default::default()
-    };
-    let ode = OdeSolve::new(Arc::new(Robertson), options)?;
-    let start = Instant::now();
-    let sol = ode.solve(&Robertson::RATES, &[1.0, 0.0, 0.0], &times)?;
-    let time_s = start.elapsed().as_secs_f64();
-    io::write_npy(&a.out, &sol.states)?;
-    finish(
-        &a.report,
-        &SolveReport {
-            model: "robertson",
-            method: options.method,
-            rtol: a.rtol,
-            atol: a.atol,
-            times: times.len(),
-            stats: sol.stats,
-            time_s,
-        },
+    solve_and_write(
+        "robertson",
+        Arc::new(Robertson),
+        a.method,
+        (a.rtol, a.atol),
+        &Robertson::RATES,
+        &[1.0, 0.0, 0.0],
+        &times,
+        (&a.out, &a.report),
     )
 }
 
@@ -360,27 +384,14 @@ fn solve_lv(a: LvSolveArgs) -> CliResult<()> {
     let theta = numbers(&a.params, "--params", 4)?;
     let u0 = numbers(&a.u0, "--u0", 2)?;
     let times = io::read_npy_1d(&a.times)?.to_vec();
-    let options = OdeOptions {
-        method: a.method.into(),
-        rtol: a.rtol,
-        atol: a.atol,
-        ..Default::default()
-    };
-    let ode = OdeSolve::new(Arc::new(LotkaVolterra), options)?;
-    let start = Instant::now();
-    let sol = ode.solve(&theta, &u0, &times)?;
-    let time_s = start.elapsed().as_secs_f64();
-    io::write_npy(&a.out, &sol.states)?;
-    finish(
-        &a.report,
-        &SolveReport {
-            model: "lotka-volterra",
-            method: options.method,
-            rtol: a.rtol,
-            atol: a.atol,
-            times: times.len(),
-            stats: sol.stats,
-            time_s,
-        },
+    solve_and_write(
+        "lotka-volterra",
+        Arc::new(LotkaVolterra),
+        a.method,
+        (a.rtol, a.atol),
+        &theta,
+        &u0,
+        &times,
+        (&a.out, &a.report),
     )
 }
