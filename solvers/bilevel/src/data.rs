@@ -2,7 +2,7 @@
 //! image utilities (loading, noise, PSNR, stacking) are the core's, re-exported here.
 
 use hyperprox_core::error::{Error, Result};
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 use std::path::Path;
 
 pub use hyperprox_core::io::{add_noise_all as add_noise, load_images, psnr, stack, unstack};
@@ -79,30 +79,6 @@ pub(crate) fn fill<R>(
     let r = f(&mut tmp);
     out.assign(&ndarray::ArrayView1::from(&tmp[..]));
     r
-}
-
-/// The image-denoising upper level `g(x) = (1/N)·½‖x − x_true‖²` (N images).
-pub(crate) fn upper_mse_value(
-    x: ndarray::ArrayView1<'_, f64>,
-    x_true: &Array1<f64>,
-    n_img: usize,
-) -> f64 {
-    let d = &x - x_true;
-    0.5 * d.dot(&d) / n_img as f64
-}
-
-/// `out ← ∇g(x) = (x − x_true)/N`.
-pub(crate) fn upper_mse_grad_into(
-    mut out: ndarray::ArrayViewMut1<'_, f64>,
-    x: ndarray::ArrayView1<'_, f64>,
-    x_true: &Array1<f64>,
-    n_img: usize,
-) {
-    let inv_n = 1.0 / n_img as f64;
-    ndarray::Zip::from(&mut out)
-        .and(&x)
-        .and(x_true)
-        .for_each(|o, &a, &b| *o = (a - b) * inv_n);
 }
 
 /// Loads a digits CSV (`label,p0..p63`, grey levels 0..16): features in `[0, 1]` (`n × 64`)

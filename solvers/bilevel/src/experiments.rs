@@ -1045,6 +1045,91 @@ pub fn tune_foe(
     ))
 }
 
+/// One learned term of a variational model.
+#[derive(Clone, Debug, Serialize)]
+pub struct TermReport {
+    /// `"regularizer ∘ operator"`.
+    pub term: String,
+    /// Its weight at the learned `θ`.
+    pub weight: f64,
+}
+
+/// The report of `hyperprox tune variational`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariationalTuning {
+    /// Always `variational`.
+    pub problem: &'static str,
+    /// The model.
+    pub spec: crate::composed::spec::ModelSpec,
+    /// Images, height, width.
+    pub images: usize,
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+    /// The noise level added to synthesize the degraded images (`None`: the user's).
+    pub sigma: Option<f64>,
+    /// The terms and their learned weights.
+    pub terms: Vec<TermReport>,
+    /// Every hyperparameter with what it is.
+    pub hyperparameters: Vec<(String, f64)>,
+    /// Mean PSNR of the degraded images.
+    pub psnr_degraded: f64,
+    /// Mean PSNR of the restorations at the learned `θ` (lower level solved to `1e-6`).
+    pub psnr_restored: f64,
+    /// The outer run.
+    #[serde(flatten)]
+    pub outer: OuterSummary,
+}
+
+/// Learns the weights (and learned smoothings) of the model `spec` (paths relative to `base`)
+/// on clean/degraded pairs and restores them with the learned `θ`.
+pub fn tune_variational(
+    spec: &crate::composed::spec::ModelSpec,
+    base: &Path,
+    (clean, degraded): &ImagePairs,
+    sigma: Option<f64>,
+    o: &OuterSettings,
+    observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
+) -> Result<Tuned<VariationalTuning>> {
+    let p = spec.build(base, clean, degraded)?;
+    let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
+    let (_, ll) = Oracle::new(&p).value(run.theta.view(), p.x_start().view(), 1e-6)?;
+    let (h, w) = clean[0].dim();
+    let restored = unstack(&ll.x, h, w);
+    let (psnr_degraded, psnr_restored) = mean_psnr(clean, degraded, &restored);
+    let terms = p
+        .describe()
+        .into_iter()
+        .zip(p.weights(run.theta.view()))
+        .map(|(term, weight)| TermReport { term, weight })
+        .collect();
+    let hyperparameters = p
+        .labels()
+        .iter()
+        .cloned()
+        .zip(run.theta.iter().copied())
+        .collect();
+    let report = VariationalTuning {
+        problem: "variational",
+        spec: spec.clone(),
+        images: clean.len(),
+        height: h,
+        width: w,
+        sigma,
+        terms,
+        hyperparameters,
+        psnr_degraded,
+        psnr_restored,
+        outer: OuterSummary::of(&run, o.method),
+    };
+    let mut panels = image_panels(&degraded[0], &restored[0], &clean[0]);
+    panels[0].caption = panels[0].caption.replace("noisy", "degraded");
+    panels[1].caption = panels[1].caption.replace("denoised", "restored");
+    Ok(Tuned::of(report, run, o.method, panels))
+}
+
 /// The report of multinomial-logistic tuning.
 #[derive(Clone, Debug, Serialize)]
 pub struct LogregTuning {

@@ -23,6 +23,7 @@
 //!
 //! All computations are in `f64`.
 
+pub mod composed;
 pub mod data;
 pub mod experiments;
 mod hoag;
@@ -33,6 +34,7 @@ mod outer;
 mod problem;
 pub mod problems;
 
+pub use composed::{ComposedBuilder, ComposedProblem, DataFit, UpperLoss, WeightInit};
 pub use hoag::{AccuracySequence, Hoag, HoagParams, HoagState};
 pub use lasso::{LassoEval, LassoTuned, LassoTuning};
 pub use maid::{Maid, MaidConstants, MaidParams, MaidState};

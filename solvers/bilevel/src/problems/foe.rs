@@ -21,18 +21,18 @@
 //! estimated online, so the error bound is reported as *estimated* (as in the reference code,
 //! which estimates all constants).
 
-use super::tv::c3;
-use crate::data::{fill, slice};
-use crate::problem::{BilevelProblem, Constant, Constants};
+use crate::composed::{
+    Charbonnier, ComposedProblem, Correlation, DataFit, Smoothing, Term, UpperLoss, Weight,
+};
+use crate::problem::{BilevelProblem, Constants};
 use hyperprox_core::error::{Error, Result};
-use hyperprox_core::ops::ValidCorrelation2d;
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use rayon::prelude::*;
+use std::sync::Arc;
 
 /// The field-of-experts bilevel problem (see the module docs).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FieldOfExperts {
     y: Array1<f64>,
     x_true: Array1<f64>,
@@ -41,16 +41,17 @@ pub struct FieldOfExperts {
     w: usize,
     nf: usize,
     ks: usize,
-    /// The valid correlation's geometry (the taps come from `θ` per call).
-    geom: ValidCorrelation2d<f64>,
-    theta0: Array1<f64>,
+    /// The composed form: one term `e^{θ₀+w_j}·Σ_p φ_{ν_j}((k_j ⋆ x)_p)` per filter.
+    inner: ComposedProblem,
 }
 
-/// Views of `θ`'s blocks.
-struct Parts<'a> {
-    a: Vec<f64>,
-    nu: Vec<f64>,
-    taps: &'a [f64],
+impl std::fmt::Debug for FieldOfExperts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FieldOfExperts")
+            .field("images", &(self.n_img, self.h, self.w))
+            .field("filters", &(self.nf, self.ks))
+            .finish()
+    }
 }
 
 impl FieldOfExperts {
@@ -97,6 +98,33 @@ impl FieldOfExperts {
                 theta0[base + i] = t;
             }
         }
+        let f = n_filters;
+        let mut terms = Vec::with_capacity(f);
+        for j in 0..f {
+            let base = 1 + 2 * f + j * k2;
+            let init = Array2::from_shape_vec(
+                (ks, ks),
+                theta0.as_slice().unwrap_or(&[])[base..base + k2].to_vec(),
+            )
+            .map_err(|e| Error::param("filter", e, "internal shape"))?;
+            terms.push(Term::new(
+                Weight::Exp {
+                    indices: vec![0, 1 + j],
+                    scale: 1.0,
+                },
+                Arc::new(Charbonnier::new(Smoothing::Learned(1.0))?),
+                vec![1 + f + j],
+                Arc::new(Correlation::learned(h, w, init)?),
+                (base..base + k2).collect(),
+            ));
+        }
+        let inner = ComposedProblem::new(
+            DataFit::denoising(noisy)?,
+            terms,
+            UpperLoss::squared_error(clean),
+            theta0,
+        )?
+        .with_name("field-of-experts");
         Ok(Self {
             y: crate::data::stack(noisy),
             x_true: crate::data::stack(clean),
@@ -105,8 +133,7 @@ impl FieldOfExperts {
             w,
             nf: n_filters,
             ks,
-            geom: ValidCorrelation2d::new(h, w, Array2::zeros((ks, ks)))?,
-            theta0,
+            inner,
         })
     }
 
@@ -125,63 +152,10 @@ impl FieldOfExperts {
         &self.x_true
     }
 
-    fn parts<'a>(&self, theta: &'a [f64]) -> Parts<'a> {
-        let f = self.nf;
-        Parts {
-            a: (0..f).map(|j| (theta[0] + theta[1 + j]).exp()).collect(),
-            nu: (0..f).map(|j| theta[1 + f + j].exp()).collect(),
-            taps: &theta[1 + 2 * f..],
-        }
+    /// The composed form ([`crate::composed`]) the problem evaluates.
+    pub fn composed(&self) -> &ComposedProblem {
+        &self.inner
     }
-
-    /// `Σ_j` over filters of `f(j, k_j, a_j, ν_j) -> Vec` summed elementwise: filters in fixed
-    /// groups of [`FILTERS_PER_TASK`] accumulated in parallel, the groups' sums added in order,
-    /// so the result is the same bits for any thread count and any run (a rayon `fold`/`reduce`
-    /// would group the filters by how the work happened to be stolen).
-    fn sum_filters(
-        &self,
-        len: usize,
-        theta: &[f64],
-        f: impl Fn(usize, &[f64], f64, f64, &mut [f64]) + Sync,
-    ) -> Vec<f64> {
-        let pt = self.parts(theta);
-        let k2 = self.ks * self.ks;
-        let groups = self.nf.div_ceil(FILTERS_PER_TASK);
-        let sums: Vec<Vec<f64>> = (0..groups)
-            .into_par_iter()
-            .map(|g| {
-                let mut acc = vec![0.0; len];
-                for j in g * FILTERS_PER_TASK..((g + 1) * FILTERS_PER_TASK).min(self.nf) {
-                    f(
-                        j,
-                        &pt.taps[j * k2..(j + 1) * k2],
-                        pt.a[j],
-                        pt.nu[j],
-                        &mut acc,
-                    );
-                }
-                acc
-            })
-            .collect();
-        let mut sums = sums.into_iter();
-        let mut total = sums.next().unwrap_or_else(|| vec![0.0; len]);
-        for s in sums {
-            total.iter_mut().zip(s).for_each(|(x, y)| *x += y);
-        }
-        total
-    }
-
-    fn npix(&self) -> usize {
-        self.h * self.w
-    }
-}
-
-/// Filters per parallel task of [`FieldOfExperts::sum_filters`] (a constant, not the thread
-/// count, so the summation order never depends on the machine).
-const FILTERS_PER_TASK: usize = 4;
-
-fn th(theta: &ArrayView1<'_, f64>) -> Vec<f64> {
-    theta.iter().cloned().collect()
 }
 
 impl BilevelProblem for FieldOfExperts {
@@ -198,30 +172,10 @@ impl BilevelProblem for FieldOfExperts {
         self.y.clone()
     }
     fn theta_start(&self) -> Array1<f64> {
-        self.theta0.clone()
+        self.inner.theta_start()
     }
     fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
-        let t = th(&theta);
-        let n = self.npix();
-        let (oh, ow) = self.geom.out_dims();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let ys = slice(&self.y)?;
-        let mut total = 0.0;
-        for (xi, yi) in xs.chunks(n).zip(ys.chunks(n)) {
-            total += 0.5
-                * xi.iter()
-                    .zip(yi)
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f64>();
-            let r = self.sum_filters(1, &t, |_, k, a, nu, acc| {
-                let mut u = vec![0.0; oh * ow];
-                self.geom.correlate(xi, k, &mut u);
-                acc[0] += a * u.iter().map(|v| (v * v + nu * nu).sqrt()).sum::<f64>();
-            });
-            total += r[0];
-        }
-        Ok(total / self.n_img as f64)
+        self.inner.lower_value(x, theta)
     }
     fn lower_grad_into(
         &self,
@@ -229,27 +183,7 @@ impl BilevelProblem for FieldOfExperts {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let t = th(&theta);
-        let n = self.npix();
-        let inv_n = 1.0 / self.n_img as f64;
-        let (oh, ow) = self.geom.out_dims();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let ys = slice(&self.y)?;
-        fill(out, |os| {
-            for ((o, xi), yi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(ys.chunks(n)) {
-                let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
-                    let mut u = vec![0.0; oh * ow];
-                    self.geom.correlate(xi, k, &mut u);
-                    u.iter_mut().for_each(|v| *v /= (*v * *v + nu * nu).sqrt());
-                    self.geom.adjoint_add(&u, k, a, acc);
-                });
-                for (((oi, a), b), ri) in o.iter_mut().zip(xi).zip(yi).zip(r) {
-                    *oi = (a - b + ri) * inv_n;
-                }
-            }
-        });
-        Ok(())
+        self.inner.lower_grad_into(out, x, theta)
     }
     fn lower_hvp_into(
         &self,
@@ -258,114 +192,29 @@ impl BilevelProblem for FieldOfExperts {
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let t = th(&theta);
-        let n = self.npix();
-        let inv_n = 1.0 / self.n_img as f64;
-        let (oh, ow) = self.geom.out_dims();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let vc = v.as_standard_layout();
-        let vs = slice(&vc)?;
-        fill(out, |os| {
-            for ((o, xi), vi) in os.chunks_mut(n).zip(xs.chunks(n)).zip(vs.chunks(n)) {
-                let r = self.sum_filters(n, &t, |_, k, a, nu, acc| {
-                    let mut u = vec![0.0; oh * ow];
-                    let mut kv = vec![0.0; oh * ow];
-                    self.geom.correlate(xi, k, &mut u);
-                    self.geom.correlate(vi, k, &mut kv);
-                    for (g, ui) in kv.iter_mut().zip(&u) {
-                        let r2 = ui * ui + nu * nu;
-                        *g *= nu * nu / (r2 * r2.sqrt());
-                    }
-                    self.geom.adjoint_add(&kv, k, a, acc);
-                });
-                for ((oi, a), ri) in o.iter_mut().zip(vi).zip(r) {
-                    *oi = (a + ri) * inv_n;
-                }
-            }
-        });
-        Ok(())
+        self.inner.lower_hvp_into(out, x, theta, v)
     }
     fn cross_jt_into(
         &self,
-        mut out: ArrayViewMut1<'_, f64>,
+        out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let t = th(&theta);
-        let f = self.nf;
-        let k2 = self.ks * self.ks;
-        let n = self.npix();
-        let inv_n = 1.0 / self.n_img as f64;
-        let (oh, ow) = self.geom.out_dims();
-        let dim = self.dim_theta();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let qc = q.as_standard_layout();
-        let qs = slice(&qc)?;
-        let mut total = vec![0.0; dim];
-        for (xi, qi) in xs.chunks(n).zip(qs.chunks(n)) {
-            let r = self.sum_filters(dim, &t, |j, k, a, nu, acc| {
-                let mut u = vec![0.0; oh * ow];
-                let mut kq = vec![0.0; oh * ow];
-                self.geom.correlate(xi, k, &mut u);
-                self.geom.correlate(qi, k, &mut kq);
-                let (mut d1, mut d2) = (0.0, 0.0);
-                let mut g1 = vec![0.0; oh * ow]; // φ'(u)
-                let mut g2 = vec![0.0; oh * ow]; // φ''(u)·Kq
-                for p in 0..oh * ow {
-                    let r2 = u[p] * u[p] + nu * nu;
-                    let rr = r2.sqrt();
-                    g1[p] = u[p] / rr;
-                    d1 += g1[p] * kq[p];
-                    d2 += -u[p] * nu * nu / (r2 * rr) * kq[p];
-                    g2[p] = nu * nu / (r2 * rr) * kq[p];
-                }
-                acc[0] += a * d1;
-                acc[1 + j] += a * d1;
-                acc[1 + f + j] += a * d2;
-                let tap = &mut acc[1 + 2 * f + j * k2..1 + 2 * f + (j + 1) * k2];
-                self.geom.kernel_gradient_add(&g2, xi, a, tap);
-                self.geom.kernel_gradient_add(&g1, qi, a, tap);
-            });
-            total.iter_mut().zip(r).for_each(|(a, b)| *a += b);
-        }
-        out.iter_mut().zip(total).for_each(|(o, v)| *o = v * inv_n);
-        Ok(())
+        self.inner.cross_jt_into(out, x, theta, q)
     }
     fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
-        Ok(crate::data::upper_mse_value(x, &self.x_true, self.n_img))
+        self.inner.upper_value(x)
     }
     fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
-        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img);
-        Ok(())
+        self.inner.upper_grad_into(out, x)
     }
     /// Convex: `g = (1/N)·½‖x − x_true‖²`.
     fn upper_convex(&self) -> bool {
         true
     }
-    fn constants(&self, _x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
-        let t = th(&theta);
-        let pt = self.parts(&t);
-        let k2 = self.ks * self.ks;
-        let nn = self.n_img as f64;
-        let (mut l, mut l_h) = (0.0, 0.0);
-        for j in 0..self.nf {
-            let k = &pt.taps[j * k2..(j + 1) * k2];
-            let l1: f64 = k.iter().map(|v| v.abs()).sum();
-            let l2: f64 = k.iter().map(|v| v * v).sum::<f64>().sqrt();
-            l += pt.a[j] * l1 * l1 / pt.nu[j];
-            l_h += pt.a[j] * l1 * l1 * l2 * c3() / (pt.nu[j] * pt.nu[j]);
-        }
-        let mu = 1.0 / nn;
-        Ok(Constants {
-            mu,
-            lipschitz: (1.0 + l) / nn,
-            l_g: 1.0 / nn,
-            j_norm: Constant::Unknown,
-            l_j: Constant::Unknown,
-            l_hinv: Constant::Known(l_h / nn / (mu * mu)),
-        })
+    /// The parts' constants: `‖J‖` and `L_J` are estimated online (learned filters).
+    fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
+        self.inner.constants(x, theta)
     }
 }

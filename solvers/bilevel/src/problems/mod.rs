@@ -6,8 +6,9 @@ mod quadratic;
 mod ridge;
 mod tv;
 
+pub use crate::composed::c3_isotropic;
 pub use foe::FieldOfExperts;
 pub use logreg::MultinomialLogistic;
 pub use quadratic::QuadraticProblem;
 pub use ridge::RidgeProblem;
-pub use tv::{c3_isotropic, TvDenoising, TvModel};
+pub use tv::{TvDenoising, TvModel};

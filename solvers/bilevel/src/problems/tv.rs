@@ -14,11 +14,13 @@
 //! form uses the Neumann boundary ([`TvBoundary::Neumann`]: the image is continued by its
 //! border, so a difference leaving it is 0). Both give the same `∇ₓh` (a difference that is
 //! always 0 only adds the constant `λν` to `h`), hence the same `x̂(θ)` and hypergradient.
-//! The lower level is the data term plus the core [`SmoothedTv`] over one batch of `N` images,
-//! whose fused kernels also give the derivatives in `log λ` and `log ν`.
+//! The problem is an instance of the composed form ([`crate::composed`]): the data fit
+//! `½‖xᵢ − yᵢ‖²`, one term `λ·R(Dx)` with `R` the Charbonnier penalty (anisotropic, on the
+//! interior [`Differences2d`]) or the isotropic TV penalty (on the Neumann differences), and the
+//! squared error as upper level; its derivatives and constants come from those parts.
 //! Paper setting: the 25 Kodak images at 96×96, `σ = 0.1`, `θ₀ = (−5, −5)`, anisotropic.
 //!
-//! **Constants (all proven, so the error bound is certified).** `μ = 1/N` (data term; the TV
+//! **Constants (all proven, so the error bound is certified), as the parts give them.** `μ = 1/N` (data term; the TV
 //! part is convex), `L = (1 + 8λ/ν)/N` (the Hessian of `φ_ν` — of `g ↦ √(|g|² + ν²)` on `ℝ²`
 //! for isotropic TV, eigenvalues `1/s` and `ν²/s³` — is at most `1/ν`; `‖D‖² ≤ 8`),
 //! `L_g = 1/N`, `‖J(x̃)‖` exactly from its columns, `L_J ≤ √2·8λ/(Nν)` (both `ψ(g) = g/s` and
@@ -45,23 +47,15 @@
 //! left to the oracle's online estimates, as in the reference code. The error bound is then
 //! *not* certified (every record says so). Only for the paper's model (anisotropic, `ν` learned).
 
-use crate::data::{fill, slice};
+use crate::composed::{
+    Charbonnier, ComposedProblem, DataFit, DiffBoundary, Differences2d, IsotropicTvPenalty,
+    PartOperator, Smoothing, Term, UpperLoss, Weight,
+};
 use crate::problem::{BilevelProblem, Constant, Constants};
 use hyperprox_core::error::{Error, Result};
-use hyperprox_core::func::{SmoothedTv, TvBoundary, TvKind};
+use hyperprox_core::func::{TvBoundary, TvKind};
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
-use rayon::prelude::*;
-
-/// `max |d³/dt³ √(t² + 1)| = 1.5/1.25^{5/2}`, attained at `t = 1/2`.
-pub(crate) fn c3() -> f64 {
-    1.5 / 1.25f64.powf(2.5)
-}
-
-/// `c₃ᵢ = √(8/27 + 2304/3125)`: a bound on the Lipschitz constant (spectral norm) of the
-/// Hessian of `g ↦ √(1 + |g|²)` on `ℝ²` (see the module docs).
-pub fn c3_isotropic() -> f64 {
-    (8.0 / 27.0 + 2304.0 / 3125.0f64).sqrt()
-}
+use std::sync::Arc;
 
 /// The lower-level model of [`TvDenoising`]: which TV, and whether `ν` is learned.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -117,7 +111,7 @@ impl TvModel {
 }
 
 /// The TV-denoising bilevel problem (see the module docs).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TvDenoising {
     y: Array1<f64>,
     x_true: Array1<f64>,
@@ -127,6 +121,66 @@ pub struct TvDenoising {
     theta0: Array1<f64>,
     reference: bool,
     model: TvModel,
+    /// The composed form of the current model and convention.
+    inner: ComposedProblem,
+}
+
+impl std::fmt::Debug for TvDenoising {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TvDenoising")
+            .field("images", &(self.n_img, self.h, self.w))
+            .field("model", &self.model)
+            .field("reference", &self.reference)
+            .finish()
+    }
+}
+
+/// The composed lower level `(1/N) Σᵢ [½‖xᵢ − yᵢ‖² + c·e^{θ₁}·TV_ν(xᵢ)]` (`c = ½` in the
+/// reference convention, else 1) with the squared error to `clean` as upper level.
+fn composed(
+    clean: &[Array2<f64>],
+    noisy: &[Array2<f64>],
+    model: TvModel,
+    reference: bool,
+) -> Result<ComposedProblem> {
+    let (h, w) = noisy[0].dim();
+    let smoothing = match model.fixed_smoothing {
+        Some(nu) => Smoothing::Fixed(nu),
+        None => Smoothing::Learned(1.0),
+    };
+    let (op, reg): (
+        Arc<dyn PartOperator>,
+        Arc<dyn crate::composed::ParametricSmooth>,
+    ) = match model.kind {
+        TvKind::Anisotropic => (
+            Arc::new(Differences2d::new(h, w, DiffBoundary::Interior)?),
+            Arc::new(Charbonnier::new(smoothing)?),
+        ),
+        TvKind::Isotropic => (
+            Arc::new(Differences2d::new(h, w, DiffBoundary::Neumann)?),
+            Arc::new(IsotropicTvPenalty::new(smoothing)?),
+        ),
+    };
+    let weight = Weight::Exp {
+        indices: vec![0],
+        scale: if reference { 0.5 } else { 1.0 },
+    };
+    let reg_idx = if model.fixed_smoothing.is_some() {
+        vec![]
+    } else {
+        vec![1]
+    };
+    let term = Term::new(weight, reg, reg_idx, op, vec![]);
+    let theta0 = Array1::zeros(model.dim_theta());
+    let n = noisy.len() * h * w;
+    ComposedProblem::new(
+        DataFit::denoising(noisy)?,
+        vec![term],
+        UpperLoss::squared_error(clean),
+        theta0,
+    )?
+    .with_name("tv-denoising")
+    .with_x_start(Array1::zeros(n))
 }
 
 impl TvDenoising {
@@ -134,6 +188,7 @@ impl TvDenoising {
     /// and start `θ₀ = (−5, −5)`.
     pub fn new(clean: &[Array2<f64>], noisy: &[Array2<f64>]) -> Result<Self> {
         let (h, w) = crate::data::check_image_pairs("TV denoising", clean, noisy, 2)?;
+        let model = TvModel::default();
         Ok(Self {
             y: crate::data::stack(noisy),
             x_true: crate::data::stack(clean),
@@ -142,8 +197,20 @@ impl TvDenoising {
             w,
             theta0: ndarray::array![-5.0, -5.0],
             reference: false,
-            model: TvModel::default(),
+            model,
+            inner: composed(clean, noisy, model, false)?,
         })
+    }
+
+    fn images(&self) -> (Vec<Array2<f64>>, Vec<Array2<f64>>) {
+        let split = |v: &Array1<f64>| crate::data::unstack(v, self.h, self.w);
+        (split(&self.x_true), split(&self.y))
+    }
+
+    fn rebuild(mut self) -> Result<Self> {
+        let (clean, noisy) = self.images();
+        self.inner = composed(&clean, &noisy, self.model, self.reference)?;
+        Ok(self)
     }
 
     /// Another lower-level model (isotropic TV, a fixed smoothing `ν`: finite and `> 0`). The
@@ -165,9 +232,8 @@ impl TvDenoising {
         let (lam, nu) = self.model.params(self.theta0.view());
         self.model = model;
         self.theta0 = model.theta(lam, nu);
-        Ok(self)
+        self.rebuild()
     }
-
     /// Starts the outer method at the weight `λ₀` and (if learned) the smoothing `ν₀`, both
     /// finite and `> 0`.
     pub fn with_start(mut self, lambda0: f64, nu0: f64) -> Result<Self> {
@@ -202,7 +268,7 @@ impl TvDenoising {
             ));
         }
         self.reference = true;
-        Ok(self)
+        self.rebuild()
     }
 
     /// The hyperparameters that give the same lower-level problem in this library's convention:
@@ -219,10 +285,15 @@ impl TvDenoising {
     /// The same lower-level problem in this library's convention (certified constants) and the
     /// hyperparameters that give it ([`certified_theta`](Self::certified_theta)).
     pub fn certified_equivalent(&self, theta: ArrayView1<'_, f64>) -> (Self, Array1<f64>) {
-        let p = Self {
-            reference: false,
-            ..self.clone()
-        };
+        let mut p = self.clone();
+        if p.reference {
+            p.reference = false;
+            let (clean, noisy) = p.images();
+            // The same images and model that built `self`: cannot fail.
+            if let Ok(inner) = composed(&clean, &noisy, p.model, false) {
+                p.inner = inner;
+            }
+        }
         (p, self.certified_theta(theta))
     }
 
@@ -246,46 +317,9 @@ impl TvDenoising {
         &self.x_true
     }
 
-    /// The weight of `TV_ν` in `h`: `λ`, or `½λ` in the reference convention (its derivative
-    /// in `θ₁ = log λ` is the weight itself either way).
-    fn tv_weight(&self, theta: ArrayView1<'_, f64>) -> f64 {
-        let lam = theta[0].exp();
-        if self.reference {
-            0.5 * lam
-        } else {
-            lam
-        }
-    }
-
-    /// `λ·TV_ν` of one image at `θ`.
-    fn tv(&self, theta: ArrayView1<'_, f64>) -> Result<SmoothedTv<f64>> {
-        let (lam, nu) = (self.tv_weight(theta), self.params(theta).1);
-        Ok(SmoothedTv::new(self.h, self.w, lam, nu, self.model.kind)?
-            .with_boundary(self.model.boundary()))
-    }
-
-    fn npix(&self) -> usize {
-        self.h * self.w
-    }
-
-    /// The two columns of `J(x) = ∂²_{xθ}h` (for `‖J‖`).
-    fn j_columns(
-        &self,
-        x: ArrayView1<'_, f64>,
-        theta: ArrayView1<'_, f64>,
-    ) -> Result<(Array1<f64>, Array1<f64>)> {
-        let tv = self.tv(theta)?;
-        let inv_n = 1.0 / self.n_img as f64;
-        let n = self.npix();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let mut c1 = vec![0.0; xs.len()];
-        let mut c2 = vec![0.0; xs.len()];
-        c1.par_chunks_mut(n)
-            .zip(c2.par_chunks_mut(n))
-            .zip(xs.par_chunks(n))
-            .for_each(|((o1, o2), xi)| tv.image_log_param_gradients_add(o1, o2, xi, inv_n));
-        Ok((Array1::from(c1), Array1::from(c2)))
+    /// The composed form ([`crate::composed`]) the problem evaluates.
+    pub fn composed(&self) -> &ComposedProblem {
+        &self.inner
     }
 }
 
@@ -306,22 +340,7 @@ impl BilevelProblem for TvDenoising {
         self.theta0.clone()
     }
     fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
-        let tv = self.tv(theta)?;
-        let n = self.npix();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let ys = slice(&self.y)?;
-        // Per image in parallel, summed in image order (the same bits for any thread count).
-        let parts: Vec<f64> = xs
-            .par_chunks(n)
-            .zip(ys.par_chunks(n))
-            .map(|(xi, yi)| {
-                let data = xi.iter().zip(yi).map(|(a, b)| (a - b) * (a - b));
-                0.5 * data.sum::<f64>() + tv.image_value(xi)
-            })
-            .collect();
-        let total: f64 = parts.iter().sum();
-        Ok(total / self.n_img as f64)
+        self.inner.lower_value(x, theta)
     }
     fn lower_grad_into(
         &self,
@@ -329,23 +348,7 @@ impl BilevelProblem for TvDenoising {
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let tv = self.tv(theta)?;
-        let inv_n = 1.0 / self.n_img as f64;
-        let n = self.npix();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let ys = slice(&self.y)?;
-        fill(out, |os| {
-            os.par_chunks_mut(n)
-                .zip(xs.par_chunks(n).zip(ys.par_chunks(n)))
-                .for_each(|(o, (xi, yi))| {
-                    for ((oi, a), b) in o.iter_mut().zip(xi).zip(yi) {
-                        *oi = (a - b) * inv_n;
-                    }
-                    tv.image_gradient_add(o, xi, inv_n);
-                });
-        });
-        Ok(())
+        self.inner.lower_grad_into(out, x, theta)
     }
     fn lower_hvp_into(
         &self,
@@ -354,63 +357,32 @@ impl BilevelProblem for TvDenoising {
         theta: ArrayView1<'_, f64>,
         v: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let tv = self.tv(theta)?;
-        let inv_n = 1.0 / self.n_img as f64;
-        let n = self.npix();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let vc = v.as_standard_layout();
-        let vs = slice(&vc)?;
-        fill(out, |os| {
-            os.par_chunks_mut(n)
-                .zip(xs.par_chunks(n).zip(vs.par_chunks(n)))
-                .for_each(|(o, (xi, vi))| {
-                    for (oi, a) in o.iter_mut().zip(vi) {
-                        *oi = a * inv_n;
-                    }
-                    tv.image_hvp_add(o, xi, vi, inv_n);
-                });
-        });
-        Ok(())
+        self.inner.lower_hvp_into(out, x, theta, v)
     }
     fn cross_jt_into(
         &self,
-        mut out: ArrayViewMut1<'_, f64>,
+        out: ArrayViewMut1<'_, f64>,
         x: ArrayView1<'_, f64>,
         theta: ArrayView1<'_, f64>,
         q: ArrayView1<'_, f64>,
     ) -> Result<()> {
-        let tv = self.tv(theta)?;
-        let n = self.npix();
-        let xc = x.as_standard_layout();
-        let qc = q.as_standard_layout();
-        let parts: Vec<(f64, f64)> = slice(&xc)?
-            .par_chunks(n)
-            .zip(slice(&qc)?.par_chunks(n))
-            .map(|(xi, qi)| tv.image_log_param_dots(xi, qi))
-            .collect();
-        let (j1, j2) = parts.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let inv_n = 1.0 / self.n_img as f64;
-        out[0] = j1 * inv_n;
-        if self.model.fixed_smoothing.is_none() {
-            out[1] = j2 * inv_n;
-        }
-        Ok(())
+        self.inner.cross_jt_into(out, x, theta, q)
     }
     fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
-        Ok(crate::data::upper_mse_value(x, &self.x_true, self.n_img))
+        self.inner.upper_value(x)
     }
     fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
-        crate::data::upper_mse_grad_into(out, x, &self.x_true, self.n_img);
-        Ok(())
+        self.inner.upper_grad_into(out, x)
     }
     /// Convex: `g = (1/N)·½‖x − x_true‖²`.
     fn upper_convex(&self) -> bool {
         true
     }
+    /// The parts' constants; in the reference convention the reference code's (`μ = 1`,
+    /// `L = 1 + √8·λ/ν`, `L_g = 1`, the others estimated online).
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
-        let (lam, nu) = self.params(theta);
         if self.reference {
+            let (lam, nu) = self.params(theta);
             return Ok(Constants {
                 mu: 1.0,
                 lipschitz: 1.0 + 8f64.sqrt() * lam / nu,
@@ -420,32 +392,6 @@ impl BilevelProblem for TvDenoising {
                 l_hinv: Constant::Unknown,
             });
         }
-        let nn = self.n_img as f64;
-        let mu = 1.0 / nn;
-        let (c1, c2) = self.j_columns(x, theta)?;
-        let (j_norm, l_j) = if self.model.fixed_smoothing.is_some() {
-            (c1.dot(&c1).sqrt(), 8.0 * lam / (nn * nu))
-        } else {
-            let (a, b, c) = (c1.dot(&c1), c1.dot(&c2), c2.dot(&c2));
-            // Largest eigenvalue of the 2×2 Gram matrix [[a, b], [b, c]].
-            let lmax = 0.5 * (a + c) + (0.25 * (a - c) * (a - c) + b * b).sqrt();
-            (
-                lmax.sqrt(),
-                std::f64::consts::SQRT_2 * 8.0 * lam / (nn * nu),
-            )
-        };
-        let l_h = match self.model.kind {
-            TvKind::Anisotropic => 8.0 * std::f64::consts::SQRT_2 * c3(),
-            TvKind::Isotropic => 8.0 * 3f64.sqrt() * c3_isotropic(),
-        } * lam
-            / (nn * nu * nu);
-        Ok(Constants {
-            mu,
-            lipschitz: (1.0 + 8.0 * lam / nu) / nn,
-            l_g: 1.0 / nn,
-            j_norm: Constant::Known(j_norm),
-            l_j: Constant::Known(l_j),
-            l_hinv: Constant::Known(l_h / (mu * mu)),
-        })
+        self.inner.constants(x, theta)
     }
 }
