@@ -14,6 +14,7 @@
 //!   the core solvers;
 //! - [`laplace`]: the paper's 1-D Laplacian experiment and its reference curves.
 
+pub mod composed;
 pub mod digits;
 pub mod experiments;
 pub mod icnn;

@@ -74,6 +74,14 @@ pub enum Weight {
         /// The factor `c > 0`.
         scale: f64,
     },
+    /// `w = c·σ(θ_k) = c/(1 + e^{−θ_k}) ∈ (0, c)`: a weight kept below `c`, for a weakly
+    /// convex regularizer (`μ_R < 0`) that keeps `h` strongly convex only for `w < c`.
+    Bounded {
+        /// The index `k` into `θ`.
+        index: usize,
+        /// The bound `c > 0`.
+        scale: f64,
+    },
     /// A fixed `w = c ≥ 0`.
     Fixed(f64),
 }
@@ -82,7 +90,9 @@ impl Weight {
     fn indices(&self) -> &[usize] {
         match self {
             Weight::Exp { indices, .. } => indices,
-            Weight::Softplus { index, .. } => std::slice::from_ref(index),
+            Weight::Softplus { index, .. } | Weight::Bounded { index, .. } => {
+                std::slice::from_ref(index)
+            }
             Weight::Fixed(_) => &[],
         }
     }
@@ -96,6 +106,7 @@ impl Weight {
                 let t = theta[*index];
                 scale * (t.max(0.0) + (-t.abs()).exp().ln_1p())
             }
+            Weight::Bounded { index, scale } => scale / (1.0 + (-theta[*index]).exp()),
             Weight::Fixed(c) => *c,
         }
     }
@@ -104,12 +115,18 @@ impl Weight {
         match self {
             Weight::Exp { .. } => self.value(theta),
             Weight::Softplus { index, scale } => scale / (1.0 + (-theta[*index]).exp()),
+            Weight::Bounded { index, scale } => {
+                let s = 1.0 / (1.0 + (-theta[*index]).exp());
+                scale * s * (1.0 - s)
+            }
             Weight::Fixed(_) => 0.0,
         }
     }
     fn check(&self) -> Result<()> {
         let (c, positive) = match self {
-            Weight::Exp { scale, .. } | Weight::Softplus { scale, .. } => (*scale, true),
+            Weight::Exp { scale, .. }
+            | Weight::Softplus { scale, .. }
+            | Weight::Bounded { scale, .. } => (*scale, true),
             Weight::Fixed(c) => (*c, false),
         };
         if c.is_finite() && (c > 0.0 || (!positive && c >= 0.0)) {
@@ -131,6 +148,8 @@ pub enum WeightInit {
     Exp(f64),
     /// Learned as `w = softplus(θ)`, starting at `w₀ > 0`.
     Softplus(f64),
+    /// Learned as `w = c·σ(θ)` (below `c`), starting at `0 < w₀ < c`: `Bounded(w₀, c)`.
+    Bounded(f64, f64),
     /// Fixed at `w ≥ 0`.
     Fixed(f64),
 }
@@ -266,6 +285,22 @@ impl ComposedBuilder {
                 ),
                 scale: 1.0,
             },
+            WeightInit::Bounded(w0, c) if !(w0 > 0.0 && w0 < c && c.is_finite()) => {
+                self.error.get_or_insert(Error::param(
+                    "initial weight",
+                    format!("{w0} below {c}"),
+                    "a bounded weight starts strictly between 0 and its bound",
+                ));
+                Weight::Fixed(0.0)
+            }
+            WeightInit::Bounded(w0, c) => Weight::Bounded {
+                index: next(
+                    &mut self,
+                    (w0 / (c - w0)).ln(),
+                    format!("term {t} ({what}): logit of weight/{c}"),
+                ),
+                scale: c,
+            },
             WeightInit::Fixed(c) => Weight::Fixed(c),
         };
         let reg_idx = (reg.initial_params().into_iter().enumerate())
@@ -339,6 +374,16 @@ impl ComposedProblem {
             let (m, tn) = term.op.shape();
             if tn != n {
                 return Err(Error::shape(&ctx, "operator domain", n, tn));
+            }
+            if let Some(d) = term.reg.dim() {
+                if d != m {
+                    return Err(Error::shape(
+                        &ctx,
+                        "regularizer input (operator outputs)",
+                        d,
+                        m,
+                    ));
+                }
             }
             if term.reg.grouping() == Grouping::Pairs && m % 2 != 0 {
                 return Err(Error::param(
@@ -477,7 +522,14 @@ impl ComposedProblem {
     fn mu(&self, theta: &[f64]) -> f64 {
         let mut mu = self.data.mu();
         for a in self.at(theta) {
-            mu += a.w * a.t.reg.strong_convexity(&a.rp) * a.t.op.min_singular().powi(2);
+            let mu_r = a.t.reg.strong_convexity(&a.rp);
+            // A weakly convex part (μ_R < 0) costs up to w·|μ_R|·‖K‖².
+            let k2 = if mu_r < 0.0 {
+                a.t.op.norm(&a.kp).value.powi(2)
+            } else {
+                a.t.op.min_singular().powi(2)
+            };
+            mu += a.w * mu_r * k2;
         }
         mu * self.scale()
     }
@@ -740,6 +792,13 @@ impl BilevelProblem for ComposedProblem {
         let at = self.at(&th);
         let s = self.scale();
         let mu = self.mu(&th);
+        if !(mu > 0.0) {
+            return Err(Error::param(
+                "lower level",
+                format!("μ = {mu:e} at θ = {th:?}"),
+                "a weakly convex part outweighs the strongly convex ones here: bound its weight (WeightInit::Bounded)",
+            ));
+        }
         let mut l = self.data.lipschitz();
         let mut l_h = Some(self.data.hessian_lipschitz());
         let mut l_k = vec![Some(Bound::proven(0.0)); th.len()];

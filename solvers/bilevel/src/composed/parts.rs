@@ -83,6 +83,10 @@ pub trait ParametricSmooth: Send + Sync {
     fn initial_params(&self) -> Vec<f64> {
         Vec::new()
     }
+    /// The input length the part requires (`None`: any).
+    fn dim(&self) -> Option<usize> {
+        None
+    }
     /// The grouping of the input.
     fn grouping(&self) -> Grouping {
         Grouping::Scalar
@@ -99,7 +103,8 @@ pub trait ParametricSmooth: Send + Sync {
     fn param_column_add(&self, _z: &[f64], _p: &[f64], _k: usize, _s: f64, _out: &mut [f64]) {}
     /// `L_R ≥ ‖∇²R(z; p)‖` for all `z`.
     fn curvature(&self, p: &[f64]) -> Bound;
-    /// The strong-convexity modulus `μ_R` (0 unless strongly convex).
+    /// The strong-convexity modulus `μ_R` (0 unless strongly convex; negative for a weakly
+    /// convex part: `∇²R ⪰ μ_R·I`).
     fn strong_convexity(&self, _p: &[f64]) -> f64 {
         0.0
     }
