@@ -51,6 +51,23 @@ fn blurred(n: usize, size: usize) -> (Vec<Array2<f64>>, Vec<Array1<f64>>, Linear
     (clean, obs, blur)
 }
 
+/// Deblurring 2 Kodak crops `s²` with TV (learned ν) and Tikhonov, both weights starting at `w`.
+fn deblurring(s: usize, w: f64) -> ComposedProblem {
+    let (clean, obs, blur) = blurred(2, s);
+    ComposedProblem::builder(
+        DataFit::least_squares(blur, &obs).unwrap(),
+        UpperLoss::squared_error(&clean),
+    )
+    .term(
+        WeightInit::Exp(w),
+        Charbonnier::new(Smoothing::Learned(0.05)).unwrap(),
+        diffs(s, DiffBoundary::Interior),
+    )
+    .term(WeightInit::Exp(w), SquaredL2, Identity(s * s))
+    .build()
+    .unwrap()
+}
+
 fn diffs(size: usize, b: DiffBoundary) -> Differences2d {
     Differences2d::new(size, size, b).unwrap()
 }
@@ -352,19 +369,7 @@ fn hessian_and_j<P: BilevelProblem>(
 #[test]
 fn constants_from_the_parts_bound_their_quantities() {
     let s = 8;
-    let (clean, obs, blur) = blurred(2, s);
-    let p = ComposedProblem::builder(
-        DataFit::least_squares(blur, &obs).unwrap(),
-        UpperLoss::squared_error(&clean),
-    )
-    .term(
-        WeightInit::Exp(0.05),
-        Charbonnier::new(Smoothing::Learned(0.05)).unwrap(),
-        diffs(s, DiffBoundary::Interior),
-    )
-    .term(WeightInit::Exp(0.05), SquaredL2, Identity(s * s))
-    .build()
-    .unwrap();
+    let p = deblurring(s, 0.05);
     assert_eq!(p.dim_theta(), 3);
     let t = p.theta_start();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -419,19 +424,7 @@ fn constants_from_the_parts_bound_their_quantities() {
 #[test]
 fn certified_error_bound_dominates_the_true_error_on_composed_deblurring() {
     let s = 16;
-    let (clean, obs, blur) = blurred(2, s);
-    let p = ComposedProblem::builder(
-        DataFit::least_squares(blur, &obs).unwrap(),
-        UpperLoss::squared_error(&clean),
-    )
-    .term(
-        WeightInit::Exp(0.01),
-        Charbonnier::new(Smoothing::Learned(0.05)).unwrap(),
-        diffs(s, DiffBoundary::Interior),
-    )
-    .term(WeightInit::Exp(0.01), SquaredL2, Identity(s * s))
-    .build()
-    .unwrap();
+    let p = deblurring(s, 0.01);
     let o = Oracle::new(&p).with_params(OracleParams::default());
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
     let norm = |v: &Array1<f64>| v.dot(v).sqrt();

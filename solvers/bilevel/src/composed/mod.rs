@@ -53,6 +53,60 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+/// Forwards the products and the upper level of a [`BilevelProblem`] to a field holding a
+/// [`ComposedProblem`] (the TV and FoE problems are instances).
+macro_rules! forward_products_to {
+    ($field:ident) => {
+        fn lower_value(
+            &self,
+            x: ndarray::ArrayView1<'_, f64>,
+            theta: ndarray::ArrayView1<'_, f64>,
+        ) -> hyperprox_core::Result<f64> {
+            self.$field.lower_value(x, theta)
+        }
+        fn lower_grad_into(
+            &self,
+            out: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+            theta: ndarray::ArrayView1<'_, f64>,
+        ) -> hyperprox_core::Result<()> {
+            self.$field.lower_grad_into(out, x, theta)
+        }
+        fn lower_hvp_into(
+            &self,
+            out: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+            theta: ndarray::ArrayView1<'_, f64>,
+            v: ndarray::ArrayView1<'_, f64>,
+        ) -> hyperprox_core::Result<()> {
+            self.$field.lower_hvp_into(out, x, theta, v)
+        }
+        fn cross_jt_into(
+            &self,
+            out: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+            theta: ndarray::ArrayView1<'_, f64>,
+            q: ndarray::ArrayView1<'_, f64>,
+        ) -> hyperprox_core::Result<()> {
+            self.$field.cross_jt_into(out, x, theta, q)
+        }
+        fn upper_value(&self, x: ndarray::ArrayView1<'_, f64>) -> hyperprox_core::Result<f64> {
+            self.$field.upper_value(x)
+        }
+        fn upper_grad_into(
+            &self,
+            out: ndarray::ArrayViewMut1<'_, f64>,
+            x: ndarray::ArrayView1<'_, f64>,
+        ) -> hyperprox_core::Result<()> {
+            self.$field.upper_grad_into(out, x)
+        }
+        fn upper_convex(&self) -> bool {
+            self.$field.upper_convex()
+        }
+    };
+}
+pub(crate) use forward_products_to;
+
 /// At most this many hyperparameters for the exact `‖J‖` (from the Gram matrix of `J`'s
 /// columns); above it `‖J‖` is estimated online.
 pub const J_EXACT_MAX_DIM: usize = 64;
@@ -303,24 +357,19 @@ impl ComposedBuilder {
             },
             WeightInit::Fixed(c) => Weight::Fixed(c),
         };
-        let reg_idx = (reg.initial_params().into_iter().enumerate())
-            .map(|(j, v)| {
-                next(
-                    &mut self,
-                    v,
-                    format!("term {t} ({what}): regularizer parameter {j}"),
-                )
-            })
-            .collect();
-        let op_idx = (op.initial_params().into_iter().enumerate())
-            .map(|(j, v)| {
-                next(
-                    &mut self,
-                    v,
-                    format!("term {t} ({what}): operator parameter {j}"),
-                )
-            })
-            .collect();
+        let mut params = |init: Vec<f64>, whose: &str| -> Vec<usize> {
+            (init.into_iter().enumerate())
+                .map(|(j, v)| {
+                    next(
+                        &mut self,
+                        v,
+                        format!("term {t} ({what}): {whose} parameter {j}"),
+                    )
+                })
+                .collect()
+        };
+        let reg_idx = params(reg.initial_params(), "regularizer");
+        let op_idx = params(op.initial_params(), "operator");
         self.terms.push(Term::new(
             weight,
             Arc::new(reg),
@@ -534,6 +583,25 @@ impl ComposedProblem {
         mu * self.scale()
     }
 
+    /// `x` and `other` as contiguous vectors (copies only when strided).
+    fn contiguous<'a>(
+        x: ArrayView1<'a, f64>,
+        other: Option<ArrayView1<'a, f64>>,
+    ) -> (
+        ndarray::CowArray<'a, f64, ndarray::Ix1>,
+        ndarray::CowArray<'a, f64, ndarray::Ix1>,
+    ) {
+        let cow = |v: ArrayView1<'a, f64>| {
+            if v.is_standard_layout() {
+                ndarray::CowArray::from(v)
+            } else {
+                ndarray::CowArray::from(v.to_owned())
+            }
+        };
+        let o = other.map_or_else(|| ndarray::CowArray::from(Array1::zeros(0)), cow);
+        (cow(x), o)
+    }
+
     /// `f(i, xᵢ, other_i)` per sample in parallel, in sample order.
     fn per_sample<R: Send>(
         &self,
@@ -542,13 +610,8 @@ impl ComposedProblem {
         f: impl Fn(usize, &[f64], &[f64]) -> R + Sync,
     ) -> Result<Vec<R>> {
         let n = self.data.dim();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let oc = other.map(|o| o.as_standard_layout().to_owned());
-        let os: &[f64] = match &oc {
-            Some(o) => slice(o)?,
-            None => &[],
-        };
+        let (xc, oc) = Self::contiguous(x, other);
+        let (xs, os) = (slice(&xc)?, slice(&oc)?);
         Ok(xs
             .par_chunks(n)
             .enumerate()
@@ -565,13 +628,8 @@ impl ComposedProblem {
         f: impl Fn(usize, &[f64], &[f64], &mut [f64]) + Sync,
     ) -> Result<()> {
         let n = self.data.dim();
-        let xc = x.as_standard_layout();
-        let xs = slice(&xc)?;
-        let oc = other.map(|o| o.as_standard_layout().to_owned());
-        let os: &[f64] = match &oc {
-            Some(o) => slice(o)?,
-            None => &[],
-        };
+        let (xc, oc) = Self::contiguous(x, other);
+        let (xs, os) = (slice(&xc)?, slice(&oc)?);
         fill(out, |out| {
             out.par_chunks_mut(n)
                 .zip(xs.par_chunks(n))

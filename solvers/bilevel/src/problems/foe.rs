@@ -26,7 +26,7 @@ use crate::composed::{
 };
 use crate::problem::{BilevelProblem, Constants};
 use hyperprox_core::error::{Error, Result};
-use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
+use ndarray::{Array1, Array2, ArrayView1};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::sync::Arc;
@@ -174,45 +174,7 @@ impl BilevelProblem for FieldOfExperts {
     fn theta_start(&self) -> Array1<f64> {
         self.inner.theta_start()
     }
-    fn lower_value(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<f64> {
-        self.inner.lower_value(x, theta)
-    }
-    fn lower_grad_into(
-        &self,
-        out: ArrayViewMut1<'_, f64>,
-        x: ArrayView1<'_, f64>,
-        theta: ArrayView1<'_, f64>,
-    ) -> Result<()> {
-        self.inner.lower_grad_into(out, x, theta)
-    }
-    fn lower_hvp_into(
-        &self,
-        out: ArrayViewMut1<'_, f64>,
-        x: ArrayView1<'_, f64>,
-        theta: ArrayView1<'_, f64>,
-        v: ArrayView1<'_, f64>,
-    ) -> Result<()> {
-        self.inner.lower_hvp_into(out, x, theta, v)
-    }
-    fn cross_jt_into(
-        &self,
-        out: ArrayViewMut1<'_, f64>,
-        x: ArrayView1<'_, f64>,
-        theta: ArrayView1<'_, f64>,
-        q: ArrayView1<'_, f64>,
-    ) -> Result<()> {
-        self.inner.cross_jt_into(out, x, theta, q)
-    }
-    fn upper_value(&self, x: ArrayView1<'_, f64>) -> Result<f64> {
-        self.inner.upper_value(x)
-    }
-    fn upper_grad_into(&self, out: ArrayViewMut1<'_, f64>, x: ArrayView1<'_, f64>) -> Result<()> {
-        self.inner.upper_grad_into(out, x)
-    }
-    /// Convex: `g = (1/N)·½‖x − x_true‖²`.
-    fn upper_convex(&self) -> bool {
-        true
-    }
+    crate::composed::forward_products_to!(inner);
     /// The parts' constants: `‖J‖` and `L_J` are estimated online (learned filters).
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         self.inner.constants(x, theta)
