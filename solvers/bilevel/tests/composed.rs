@@ -657,3 +657,197 @@ fn bad_compositions_are_errors_that_say_what_to_do() {
     assert!(DataFit::least_squares(Identity(64), &bad).is_err());
     assert!(DataFit::logistic(Array2::zeros((2, 2)), &[1.0, 0.0]).is_err());
 }
+
+/// A concave `R(z) = −½‖z‖²` (`μ_R = −1`, `L_R = 1`, `T = 0`): a weakly convex part.
+struct NegHalfSq;
+
+impl ParametricSmooth for NegHalfSq {
+    fn name(&self) -> String {
+        "−½‖z‖²".into()
+    }
+    fn value(&self, z: &[f64], _p: &[f64]) -> f64 {
+        -0.5 * z.iter().map(|v| v * v).sum::<f64>()
+    }
+    fn grad_add(&self, z: &[f64], _p: &[f64], s: f64, out: &mut [f64]) {
+        out.iter_mut().zip(z).for_each(|(o, v)| *o -= s * v);
+    }
+    fn hvp_add(&self, _z: &[f64], _p: &[f64], v: &[f64], s: f64, out: &mut [f64]) {
+        out.iter_mut().zip(v).for_each(|(o, vi)| *o -= s * vi);
+    }
+    fn curvature(&self, _p: &[f64]) -> Bound {
+        Bound::proven(1.0)
+    }
+    fn strong_convexity(&self, _p: &[f64]) -> f64 {
+        -1.0
+    }
+    fn hessian_lipschitz(&self, _p: &[f64]) -> Option<Bound> {
+        Some(Bound::proven(0.0))
+    }
+}
+
+/// A weakly convex part costs `w·|μ_R|·‖K‖²` of `μ`: with a bounded weight `w = 0.2` on
+/// `K = 2I` (dense, `‖K‖ ≤ 2` proven), `μ = (1 − 0.2·4)/N`; `w = 0.3` would make `h`
+/// non-convex and is refused. The bounded weight's derivative passes the FD checks.
+#[test]
+fn weakly_convex_parts_lower_mu_and_bounded_weights_keep_it_positive() {
+    let clean = load_images(&kodak96(), 2, 8).unwrap();
+    let noisy = add_noise(&clean, 0.1, 4);
+    let two = || Linear::dense(Array2::eye(64) * 2.0).unwrap();
+    let build = |w0: f64| {
+        ComposedProblem::builder(
+            DataFit::denoising(&noisy).unwrap(),
+            UpperLoss::squared_error(&clean),
+        )
+        .term(WeightInit::Bounded(w0, 0.24), NegHalfSq, two())
+        .term(
+            WeightInit::Exp(0.05),
+            Charbonnier::new(Smoothing::Learned(0.05)).unwrap(),
+            diffs(8, DiffBoundary::Interior),
+        )
+        .build()
+    };
+    let p = build(0.2).unwrap();
+    let c = p
+        .constants(p.x_start().view(), p.theta_start().view())
+        .unwrap();
+    assert!((c.mu - (1.0 - 0.2 * 4.0) / 2.0).abs() < 1e-14, "μ {}", c.mu);
+    let e = check_problem_derivatives(&p, p.x_start().view(), p.theta_start().view(), 1).unwrap();
+    assert!(e.iter().all(|v| *v < 1e-6), "{e:?}");
+    let e = check_hypergradient(&Oracle::new(&p), p.theta_start().view(), 1e-5, 1e-12).unwrap();
+    assert!(e < 1e-6, "hypergradient vs FD {e:e}");
+    let err = ComposedProblem::builder(
+        DataFit::denoising(&noisy).unwrap(),
+        UpperLoss::squared_error(&clean),
+    )
+    .term(WeightInit::Fixed(0.3), NegHalfSq, two())
+    .build()
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("strongly convex"), "{err}");
+}
+
+/// Where a part's bound is only an estimate, the constants it enters are left to the oracle:
+/// an estimated `L_g` (a closure) or operator norm voids all three; an estimated column
+/// Lipschitz constant voids `L_J` only; every record then says estimated.
+#[test]
+fn estimated_bounds_leave_their_constants_to_the_oracle() {
+    let clean = load_images(&kodak96(), 1, 8).unwrap();
+    let noisy = add_noise(&clean, 0.1, 4);
+    let target: Array1<f64> = clean[0].iter().copied().collect();
+    let closure = |l_g: Bound| {
+        let t = target.clone();
+        UpperLoss::closure(
+            move |x, mut g| {
+                g.assign(&(&x - &t));
+                Ok(0.5 * (&x - &t).mapv(|v| v * v).sum())
+            },
+            l_g,
+            true,
+        )
+    };
+    let tv = || Charbonnier::new(Smoothing::Learned(0.05)).unwrap();
+    let known = |c: Constant| matches!(c, Constant::Known(_));
+    let build = |upper: UpperLoss, op: Linear| {
+        ComposedProblem::builder(DataFit::denoising(&noisy).unwrap(), upper)
+            .term(
+                WeightInit::Exp(0.05),
+                tv(),
+                diffs(8, DiffBoundary::Interior),
+            )
+            .term(WeightInit::Exp(0.01), SquaredL2, op)
+            .build()
+            .unwrap()
+    };
+    let eye = || Linear::dense(Array2::eye(64)).unwrap();
+    let p = build(closure(Bound::proven(1.0)), eye());
+    let c = p
+        .constants(p.x_start().view(), p.theta_start().view())
+        .unwrap();
+    assert!(known(c.j_norm) && known(c.l_j) && known(c.l_hinv), "{c:?}");
+    let p = build(closure(Bound::estimated(1.0)), eye());
+    let c = p
+        .constants(p.x_start().view(), p.theta_start().view())
+        .unwrap();
+    assert!(
+        !known(c.j_norm) && !known(c.l_j) && !known(c.l_hinv),
+        "{c:?}"
+    );
+    let hg = Oracle::new(&p)
+        .hypergradient(
+            p.theta_start().view(),
+            p.x_start().view(),
+            1e-6,
+            1e-6,
+            &mut Estimates::default(),
+        )
+        .unwrap();
+    assert!(!hg.certified);
+    let est = Linear::new(
+        hyperprox_core::ops::Identity::new(64),
+        Bound::estimated(1.0),
+    )
+    .unwrap();
+    let p = build(closure(Bound::proven(1.0)), est);
+    let c = p
+        .constants(p.x_start().view(), p.theta_start().view())
+        .unwrap();
+    assert!(
+        !known(c.j_norm) && !known(c.l_j) && !known(c.l_hinv),
+        "{c:?}"
+    );
+    // A Charbonnier whose ν-column Lipschitz constant is only estimated: L_J unknown.
+    struct EstCol(Charbonnier);
+    impl ParametricSmooth for EstCol {
+        fn name(&self) -> String {
+            "est".into()
+        }
+        fn n_params(&self) -> usize {
+            1
+        }
+        fn initial_params(&self) -> Vec<f64> {
+            vec![0.05f64.ln()]
+        }
+        fn value(&self, z: &[f64], p: &[f64]) -> f64 {
+            self.0.value(z, p)
+        }
+        fn grad_add(&self, z: &[f64], p: &[f64], s: f64, out: &mut [f64]) {
+            self.0.grad_add(z, p, s, out)
+        }
+        fn hvp_add(&self, z: &[f64], p: &[f64], v: &[f64], s: f64, out: &mut [f64]) {
+            self.0.hvp_add(z, p, v, s, out)
+        }
+        fn cross_add(&self, z: &[f64], p: &[f64], q: &[f64], s: f64, out: &mut [f64]) {
+            self.0.cross_add(z, p, q, s, out)
+        }
+        fn param_column_add(&self, z: &[f64], p: &[f64], k: usize, s: f64, out: &mut [f64]) {
+            self.0.param_column_add(z, p, k, s, out)
+        }
+        fn curvature(&self, p: &[f64]) -> Bound {
+            self.0.curvature(p)
+        }
+        fn hessian_lipschitz(&self, p: &[f64]) -> Option<Bound> {
+            self.0.hessian_lipschitz(p)
+        }
+        fn param_column_lipschitz(&self, p: &[f64], k: usize) -> Option<Bound> {
+            self.0
+                .param_column_lipschitz(p, k)
+                .map(|b| Bound::estimated(b.value))
+        }
+    }
+    let p = ComposedProblem::builder(
+        DataFit::denoising(&noisy).unwrap(),
+        UpperLoss::squared_error(&clean),
+    )
+    .term(
+        WeightInit::Exp(0.05),
+        EstCol(tv()),
+        diffs(8, DiffBoundary::Interior),
+    )
+    .build()
+    .unwrap();
+    let c = p
+        .constants(p.x_start().view(), p.theta_start().view())
+        .unwrap();
+    assert!(known(c.j_norm) && !known(c.l_j) && known(c.l_hinv), "{c:?}");
+}
