@@ -271,8 +271,7 @@ enum UpperKind {
 /// The upper level `g(x)` of a composed problem, over the `N` stacked samples:
 /// * [`UpperLoss::squared_error`]: `(1/N) Σᵢ ½‖xᵢ − cᵢ‖²` (the MAID paper's, `L_g = 1/N`);
 /// * [`UpperLoss::mean_squared_error`]: `½·MSE = (1/(N·n)) Σᵢ ½‖xᵢ − cᵢ‖²`, PSNR-equivalent:
-///   `PSNR = 10 log₁₀(peak²/(2g))` is a decreasing function of `g`
-///   ([`UpperLoss::psnr`]);
+///   `PSNR = 10 log₁₀(peak²/(2g))` is a decreasing function of `g`;
 /// * [`UpperLoss::validation`]: `(1/N) Σᵢ fᵢ(xᵢ)` for a held-out [`DataFit`] (validation
 ///   measurements, or a logistic loss on validation samples), `L_g = L_f/N`;
 /// * [`UpperLoss::closure`]: a user's `g` with its gradient, `L_g` and convexity.
@@ -428,20 +427,6 @@ impl UpperLoss {
         match &self.kind {
             UpperKind::Closure { convex, .. } => *convex,
             _ => true,
-        }
-    }
-
-    /// The PSNR (dB, for the peak value `peak`) that the value `g` of a
-    /// [`mean_squared_error`](Self::mean_squared_error) loss stands for; `None` for the other
-    /// losses.
-    pub fn psnr(&self, g: f64, peak: f64, samples: usize, n: usize) -> Option<f64> {
-        match self.kind {
-            UpperKind::SquaredError { .. }
-                if (self.scale * (samples * n) as f64 - 1.0).abs() < 1e-12 =>
-            {
-                Some(10.0 * (peak * peak / (2.0 * g)).log10())
-            }
-            _ => None,
         }
     }
 }
