@@ -916,3 +916,141 @@ fn generalized_gaussian_bounds_hold_and_parts_add_only_stated_strong_convexity()
         .unwrap();
     assert_eq!(c.mu, 1.0);
 }
+
+/// Every part operator passes the adjoint dot-product test (1e-12), its stated norm bound is
+/// at least the norm (power iteration on `KᵀK`), its row-group bound at least the largest
+/// group's norm, and a learned filter's parameter gradient matches finite differences.
+#[test]
+fn part_operators_pass_the_adjoint_test_and_their_bounds_hold() {
+    let (h, w) = (7, 9);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let taps = Array2::from_shape_fn((3, 3), |_| rng.random::<f64>() - 0.5);
+    let keep: Vec<bool> = (0..h * w).map(|i| i % 3 != 1).collect();
+    let ops: Vec<(Box<dyn PartOperator>, Vec<f64>)> = vec![
+        (Box::new(Identity(h * w)), vec![]),
+        (
+            Box::new(Differences2d::new(h, w, DiffBoundary::Interior).unwrap()),
+            vec![],
+        ),
+        (
+            Box::new(Differences2d::new(h, w, DiffBoundary::Neumann).unwrap()),
+            vec![],
+        ),
+        (
+            Box::new(Correlation::fixed(h, w, taps.clone()).unwrap()),
+            vec![],
+        ),
+        (
+            Box::new(Correlation::learned(h, w, taps.clone()).unwrap()),
+            taps.iter().copied().collect(),
+        ),
+        (
+            Box::new(Linear::blur(h, w, gaussian(5, 1.0), Boundary::Reflect).unwrap()),
+            vec![],
+        ),
+        (Box::new(Linear::mask(keep).unwrap()), vec![]),
+        (
+            Box::new(
+                Linear::dense(Array2::from_shape_fn((20, h * w), |_| {
+                    rng.random::<f64>() - 0.5
+                }))
+                .unwrap(),
+            ),
+            vec![],
+        ),
+    ];
+    for (op, p) in &ops {
+        let (m, n) = op.shape();
+        let x: Vec<f64> = (0..n).map(|_| rng.random::<f64>() - 0.5).collect();
+        let y: Vec<f64> = (0..m).map(|_| rng.random::<f64>() - 0.5).collect();
+        let mut kx = vec![0.0; m];
+        op.apply(p, &x, &mut kx);
+        let mut kty = vec![0.0; n];
+        op.adjoint_add(p, &y, 1.0, &mut kty);
+        let (a, b): (f64, f64) = (
+            kx.iter().zip(&y).map(|(u, v)| u * v).sum(),
+            x.iter().zip(&kty).map(|(u, v)| u * v).sum(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+            "{}: {a} vs {b}",
+            op.name()
+        );
+        // ‖K‖ by 300 power iterations on KᵀK.
+        let mut v = x.clone();
+        let mut norm = 0.0;
+        for _ in 0..300 {
+            let mut kv = vec![0.0; m];
+            op.apply(p, &v, &mut kv);
+            let mut ktkv = vec![0.0; n];
+            op.adjoint_add(p, &kv, 1.0, &mut ktkv);
+            let s: f64 = ktkv.iter().map(|t| t * t).sum::<f64>().sqrt();
+            norm = s.sqrt();
+            v = ktkv.iter().map(|t| t / s).collect();
+        }
+        let bound = op.norm(p).value;
+        assert!(
+            bound >= norm * (1.0 - 1e-9),
+            "{}: ‖K‖ {norm} > bound {bound}",
+            op.name()
+        );
+        // The largest row norm (one output entry) under the scalar row-group bound.
+        let rows = (0..m).map(|i| {
+            let mut e = vec![0.0; m];
+            e[i] = 1.0;
+            let mut r = vec![0.0; n];
+            op.adjoint_add(p, &e, 1.0, &mut r);
+            r.iter().map(|t| t * t).sum::<f64>().sqrt()
+        });
+        let kappa = rows.fold(0.0, f64::max);
+        let stated = op.group_norm(p, Grouping::Scalar).value;
+        assert!(
+            stated >= kappa * (1.0 - 1e-12),
+            "{}: κ {kappa} > {stated}",
+            op.name()
+        );
+        // Pairs (i, i + m/2): the spectral norm of each two-row block.
+        if m % 2 == 0 {
+            let row = |i: usize| {
+                let mut e = vec![0.0; m];
+                e[i] = 1.0;
+                let mut r = vec![0.0; n];
+                op.adjoint_add(p, &e, 1.0, &mut r);
+                r
+            };
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
+            let pairs = (0..m / 2).map(|i| {
+                let (a, b) = (row(i), row(i + m / 2));
+                let (aa, ab, bb) = (dot(&a, &a), dot(&a, &b), dot(&b, &b));
+                (0.5 * (aa + bb) + (0.25 * (aa - bb) * (aa - bb) + ab * ab).sqrt()).sqrt()
+            });
+            let kappa2 = pairs.fold(0.0, f64::max);
+            let stated = op.group_norm(p, Grouping::Pairs).value;
+            assert!(
+                stated >= kappa2 * (1.0 - 1e-12),
+                "{}: pairs {kappa2} > {stated}",
+                op.name()
+            );
+        }
+        // ∇_p⟨K(p)x, y⟩ against central differences.
+        if !p.is_empty() {
+            let mut g = vec![0.0; p.len()];
+            op.param_vjp_add(p, &x, &y, 1.0, &mut g);
+            for k in 0..p.len() {
+                let f = |d: f64| {
+                    let mut q = p.clone();
+                    q[k] += d;
+                    let mut u = vec![0.0; m];
+                    op.apply(&q, &x, &mut u);
+                    u.iter().zip(&y).map(|(s, t)| s * t).sum::<f64>()
+                };
+                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+                assert!(
+                    (g[k] - fd).abs() <= 1e-8 * fd.abs().max(1.0),
+                    "{}: tap {k}",
+                    op.name()
+                );
+            }
+        }
+    }
+}
