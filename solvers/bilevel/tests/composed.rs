@@ -270,39 +270,64 @@ fn composed_parts_and_hypergradients_match_finite_differences() {
     }
 }
 
+/// A Charbonnier with learned `ν` (from 0.05) whose `∂_ν` cross term is scaled by
+/// `cross_factor` (1 = right) and whose column Lipschitz constants are, if
+/// `estimated_columns`, only estimates: planted faults for the tests.
+struct Tweaked {
+    cross_factor: f64,
+    estimated_columns: bool,
+}
+
+impl Tweaked {
+    fn inner() -> Charbonnier {
+        Charbonnier::new(Smoothing::Learned(0.05)).unwrap()
+    }
+}
+
+impl ParametricSmooth for Tweaked {
+    fn name(&self) -> String {
+        "tweaked".into()
+    }
+    fn n_params(&self) -> usize {
+        1
+    }
+    fn initial_params(&self) -> Vec<f64> {
+        Self::inner().initial_params()
+    }
+    fn value(&self, z: &[f64], p: &[f64]) -> f64 {
+        Self::inner().value(z, p)
+    }
+    fn grad_add(&self, z: &[f64], p: &[f64], s: f64, out: &mut [f64]) {
+        Self::inner().grad_add(z, p, s, out)
+    }
+    fn hvp_add(&self, z: &[f64], p: &[f64], v: &[f64], s: f64, out: &mut [f64]) {
+        Self::inner().hvp_add(z, p, v, s, out)
+    }
+    fn cross_add(&self, z: &[f64], p: &[f64], q: &[f64], s: f64, out: &mut [f64]) {
+        Self::inner().cross_add(z, p, q, self.cross_factor * s, out)
+    }
+    fn param_column_add(&self, z: &[f64], p: &[f64], k: usize, s: f64, out: &mut [f64]) {
+        Self::inner().param_column_add(z, p, k, s, out)
+    }
+    fn curvature(&self, p: &[f64]) -> Bound {
+        Self::inner().curvature(p)
+    }
+    fn hessian_lipschitz(&self, p: &[f64]) -> Option<Bound> {
+        Self::inner().hessian_lipschitz(p)
+    }
+    fn param_column_lipschitz(&self, p: &[f64], k: usize) -> Option<Bound> {
+        let b = Self::inner().param_column_lipschitz(p, k)?;
+        Some(if self.estimated_columns {
+            Bound::estimated(b.value)
+        } else {
+            b
+        })
+    }
+}
+
 /// A wrong mixed derivative is caught: a Charbonnier whose `∂_ν` cross term is off by 1 %.
 #[test]
 fn a_wrong_cross_derivative_fails_the_check() {
-    struct Off(Charbonnier);
-    impl ParametricSmooth for Off {
-        fn name(&self) -> String {
-            "off".into()
-        }
-        fn n_params(&self) -> usize {
-            1
-        }
-        fn initial_params(&self) -> Vec<f64> {
-            vec![0.05f64.ln()]
-        }
-        fn value(&self, z: &[f64], p: &[f64]) -> f64 {
-            self.0.value(z, p)
-        }
-        fn grad_add(&self, z: &[f64], p: &[f64], s: f64, out: &mut [f64]) {
-            self.0.grad_add(z, p, s, out)
-        }
-        fn hvp_add(&self, z: &[f64], p: &[f64], v: &[f64], s: f64, out: &mut [f64]) {
-            self.0.hvp_add(z, p, v, s, out)
-        }
-        fn cross_add(&self, z: &[f64], p: &[f64], q: &[f64], s: f64, out: &mut [f64]) {
-            self.0.cross_add(z, p, q, 1.01 * s, out)
-        }
-        fn curvature(&self, p: &[f64]) -> Bound {
-            self.0.curvature(p)
-        }
-        fn hessian_lipschitz(&self, p: &[f64]) -> Option<Bound> {
-            self.0.hessian_lipschitz(p)
-        }
-    }
     let clean = load_images(&kodak96(), 1, 8).unwrap();
     let noisy = add_noise(&clean, 0.1, 4);
     let p = ComposedProblem::builder(
@@ -311,7 +336,10 @@ fn a_wrong_cross_derivative_fails_the_check() {
     )
     .term(
         WeightInit::Exp(0.05),
-        Off(Charbonnier::new(Smoothing::Learned(0.05)).unwrap()),
+        Tweaked {
+            cross_factor: 1.01,
+            estimated_columns: false,
+        },
         diffs(8, DiffBoundary::Interior),
     )
     .build()
@@ -797,51 +825,16 @@ fn estimated_bounds_leave_their_constants_to_the_oracle() {
         "{c:?}"
     );
     // A Charbonnier whose ν-column Lipschitz constant is only estimated: L_J unknown.
-    struct EstCol(Charbonnier);
-    impl ParametricSmooth for EstCol {
-        fn name(&self) -> String {
-            "est".into()
-        }
-        fn n_params(&self) -> usize {
-            1
-        }
-        fn initial_params(&self) -> Vec<f64> {
-            vec![0.05f64.ln()]
-        }
-        fn value(&self, z: &[f64], p: &[f64]) -> f64 {
-            self.0.value(z, p)
-        }
-        fn grad_add(&self, z: &[f64], p: &[f64], s: f64, out: &mut [f64]) {
-            self.0.grad_add(z, p, s, out)
-        }
-        fn hvp_add(&self, z: &[f64], p: &[f64], v: &[f64], s: f64, out: &mut [f64]) {
-            self.0.hvp_add(z, p, v, s, out)
-        }
-        fn cross_add(&self, z: &[f64], p: &[f64], q: &[f64], s: f64, out: &mut [f64]) {
-            self.0.cross_add(z, p, q, s, out)
-        }
-        fn param_column_add(&self, z: &[f64], p: &[f64], k: usize, s: f64, out: &mut [f64]) {
-            self.0.param_column_add(z, p, k, s, out)
-        }
-        fn curvature(&self, p: &[f64]) -> Bound {
-            self.0.curvature(p)
-        }
-        fn hessian_lipschitz(&self, p: &[f64]) -> Option<Bound> {
-            self.0.hessian_lipschitz(p)
-        }
-        fn param_column_lipschitz(&self, p: &[f64], k: usize) -> Option<Bound> {
-            self.0
-                .param_column_lipschitz(p, k)
-                .map(|b| Bound::estimated(b.value))
-        }
-    }
     let p = ComposedProblem::builder(
         DataFit::denoising(&noisy).unwrap(),
         UpperLoss::squared_error(&clean),
     )
     .term(
         WeightInit::Exp(0.05),
-        EstCol(tv()),
+        Tweaked {
+            cross_factor: 1.0,
+            estimated_columns: true,
+        },
         diffs(8, DiffBoundary::Interior),
     )
     .build()
