@@ -11,6 +11,7 @@ use crate::{
     OuterRecord, OuterResult, OuterSolver, OuterStop, TvDenoising, TvModel,
 };
 use hyperprox_core::bench::BenchSink;
+use hyperprox_core::comm::{agree_dyn, balanced_shards, Communicator, SelfComm};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::figure::{Figure, ImagePanel, LinePlot, Series};
 use hyperprox_core::func::TvKind;
@@ -18,6 +19,7 @@ use hyperprox_core::solve::Iterative;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The outer method.
@@ -139,6 +141,29 @@ pub enum OuterState {
     Hoag(Box<HoagState>),
 }
 
+impl OuterState {
+    /// Applies `f` to every lower-level vector the state holds (the warm start; HOAG's last
+    /// hypergradient's `x̃` and `q`): how a data-parallel run gathers its blocks into the whole
+    /// vectors for a checkpoint, and takes its block on resuming, so that a checkpoint resumes
+    /// on any number of ranks.
+    pub fn map_x(
+        &mut self,
+        mut f: impl FnMut(&ndarray::Array1<f64>) -> Result<ndarray::Array1<f64>>,
+    ) -> Result<()> {
+        match self {
+            OuterState::Maid(s) => s.x = f(&s.x)?,
+            OuterState::Hoag(s) => {
+                s.x = f(&s.x)?;
+                if let Some(h) = s.current.as_mut() {
+                    h.x = f(&h.x)?;
+                    h.q = f(&h.q)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a checkpointed run calls after every outer iteration.
 pub type SaveState<'a> = dyn FnMut(&OuterState) -> Result<()> + 'a;
 
@@ -162,18 +187,31 @@ pub fn run_outer<P: BilevelProblem>(
 }
 
 /// Runs `solver` from `state` (fresh or resumed), saving the state after every iteration.
+/// For a sharded problem the saved state holds the whole vectors (gathered from the ranks),
+/// and a failed save on any rank stops every rank with the same error.
 fn drive_outer<S: OuterSolver>(
     solver: &S,
     state: S::State,
     wrap: fn(&S::State) -> OuterState,
     mut observer: impl FnMut(&OuterRecord) -> bool,
     save: Option<&mut SaveState<'_>>,
+    shard: Option<crate::sharded::ShardInfo<'_>>,
 ) -> Result<OuterResult<S::State>> {
     let mut failed = None;
     let mut save = save;
     let r = crate::outer::run_from(solver, state, |s, rec| {
         if let Some(save) = save.as_mut() {
-            if let Err(e) = save(&wrap(s)) {
+            let mut st = wrap(s);
+            let saved = match shard {
+                Some(sh) => st
+                    .map_x(|x| crate::sharded::gather_blocks(sh, x.view()))
+                    .and_then(|_| {
+                        let r = save(&st);
+                        hyperprox_core::comm::agree_dyn(sh.comm.as_ref(), r)
+                    }),
+                None => save(&st),
+            };
+            if let Err(e) = saved {
                 failed = Some(e);
                 return false;
             }
@@ -224,6 +262,24 @@ pub fn run_outer_checkpointed<P: BilevelProblem>(
     }
     let t0 = Instant::now();
     let theta0 = p.theta_start();
+    let shard = p.sharding();
+    // A checkpoint holds the whole vectors: a shard resumes from its block.
+    let resume = match (resume, shard) {
+        (Some(mut st), Some(sh)) => {
+            let n = p.dim_x();
+            st.map_x(|x| {
+                hyperprox_core::linalg::check_len(
+                    "checkpoint",
+                    "lower-level vector",
+                    sh.global_len,
+                    x.len(),
+                )?;
+                Ok(x.slice(ndarray::s![sh.offset..sh.offset + n]).to_owned())
+            })?;
+            Some(st)
+        }
+        (r, _) => r,
+    };
     let seq = match o.method {
         OuterMethod::Maid | OuterMethod::MaidFixed => {
             let params = MaidParams::default()
@@ -242,7 +298,7 @@ pub fn run_outer_checkpointed<P: BilevelProblem>(
                 Some(other) => return Err(wrong(&other)),
             };
             let wrap = |s: &MaidState| OuterState::Maid(Box::new(s.clone()));
-            let r = drive_outer(&solver, state, wrap, observer, save)?;
+            let r = drive_outer(&solver, state, wrap, observer, save, shard)?;
             return Ok(run_of(r, t0));
         }
         OuterMethod::HoagGeometric => AccuracySequence::Geometric(0.9),
@@ -267,7 +323,7 @@ pub fn run_outer_checkpointed<P: BilevelProblem>(
         Some(other) => return Err(wrong(&other)),
     };
     let wrap = |s: &HoagState| OuterState::Hoag(Box::new(s.clone()));
-    let r = drive_outer(&solver, state, wrap, observer, save)?;
+    let r = drive_outer(&solver, state, wrap, observer, save, shard)?;
     Ok(run_of(r, t0))
 }
 
@@ -435,19 +491,59 @@ pub fn tv_score(
     p: &TvDenoising,
     theta: &ndarray::Array1<f64>,
 ) -> Result<(Vec<Array2<f64>>, SplitScore)> {
-    let (n, h, w) = p.shape();
     // Solved in the certified convention (its step and stopping test are the true ones).
-    let (p, theta) = p.certified_equivalent(theta.view());
-    let (upper_loss, ll) = Oracle::new(&p).value(theta.view(), p.noisy().view(), 1e-8)?;
-    let den = unstack(&ll.x, h, w);
-    let (pn, pd) = mean_psnr(&unstack(p.clean(), h, w), &unstack(p.noisy(), h, w), &den);
+    let (pc, theta) = p.certified_equivalent(theta.view());
+    let (upper_loss, ll) = Oracle::new(&pc).value(theta.view(), pc.noisy().view(), 1e-8)?;
+    Ok(split_score(p, p, upper_loss, &ll.x))
+}
+
+/// The denoised images and the [`SplitScore`] of the whole `x` (on the images of `whole`).
+fn split_score(
+    whole_clean: &TvDenoising,
+    whole_noisy: &TvDenoising,
+    upper_loss: f64,
+    x: &ndarray::Array1<f64>,
+) -> (Vec<Array2<f64>>, SplitScore) {
+    let (n, h, w) = whole_clean.shape();
+    let den = unstack(x, h, w);
+    let (pn, pd) = mean_psnr(
+        &unstack(whole_clean.clean(), h, w),
+        &unstack(whole_noisy.noisy(), h, w),
+        &den,
+    );
     let score = SplitScore {
         images: n,
         upper_loss,
         psnr_noisy: pn,
         psnr_denoised: pd,
     };
-    Ok((den, score))
+    (den, score)
+}
+
+/// [`tv_score`] on this rank's shard `local` of the whole problem `whole`: each rank solves
+/// its images, the loss is summed and the denoised images gathered (every rank gets them).
+fn tv_score_sharded(
+    whole: &TvDenoising,
+    local: &TvDenoising,
+    comm: &Arc<dyn Communicator>,
+    theta: &ndarray::Array1<f64>,
+) -> Result<(Vec<Array2<f64>>, SplitScore)> {
+    let (pc, theta) = local.certified_equivalent(theta.view());
+    let sp = crate::sharded::Sharded::new(pc, Arc::clone(comm))?;
+    let (upper_loss, ll) = Oracle::new(&sp).value(theta.view(), sp.local().noisy().view(), 1e-8)?;
+    let x = sp.gather(ll.x.view())?;
+    Ok(split_score(whole, whole, upper_loss, &x))
+}
+
+/// This rank's contiguous shard of `items` image pairs, balanced by pixels
+/// ([`balanced_shards`]).
+pub fn shard_range(
+    clean: &[Array2<f64>],
+    comm: &dyn Communicator,
+) -> Result<std::ops::Range<usize>> {
+    let weights: Vec<usize> = clean.iter().map(|c| c.len()).collect();
+    let b = balanced_shards(&weights, comm.size())?;
+    Ok(b[comm.rank()]..b[comm.rank() + 1])
 }
 
 /// How a TV problem is set up: the lower-level model, the start and the convention.
@@ -717,14 +813,44 @@ pub fn tune_tv(
     observer: impl FnMut(&OuterRecord) -> bool,
     ckpt: Option<Checkpointing<'_>>,
 ) -> Result<Tuned<TvTuning>> {
+    let comm: Arc<dyn Communicator> = Arc::new(SelfComm::new());
+    tune_tv_on(&comm, data, spec, o, observer, ckpt)
+}
+
+/// [`tune_tv`] on the ranks of `comm` (data parallel, see [`crate::sharded`]): each rank
+/// holds a shard of the training images (balanced by pixels) and every rank returns the same
+/// result. With one rank it is [`tune_tv`].
+pub fn tune_tv_on(
+    comm: &Arc<dyn Communicator>,
+    data: &TvData,
+    spec: &TvSpec,
+    o: &OuterSettings,
+    observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
+) -> Result<Tuned<TvTuning>> {
     let (clean, noisy) = &data.train;
     let p = spec.problem(clean, noisy)?;
     let val = match &data.validation {
         Some((c, n)) => Some(spec.problem(c, n)?),
         None => None,
     };
-    let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
-    let (den, train) = tv_score(&p, &run.theta)?;
+    let (run, (den, train)) = if comm.size() == 1 {
+        let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
+        let score = tv_score(&p, &run.theta)?;
+        (run, score)
+    } else {
+        let range = shard_range(clean, comm.as_ref())?;
+        let local = agree_dyn(
+            comm.as_ref(),
+            spec.problem(&clean[range.clone()], &noisy[range])
+                .and_then(|l| l.with_normalization(clean.len())),
+        )?;
+        let sp = crate::sharded::Sharded::new(local, Arc::clone(comm))?;
+        let run = run_outer_checkpointed(&sp, o, observer, ckpt)?;
+        let score = tv_score_sharded(&p, sp.local(), comm, &run.theta)?;
+        (run, score)
+    };
+    // Held-out pairs: scored whole on every rank.
     let validation = match &val {
         Some(v) => Some(tv_score(v, &run.theta)?.1),
         None => None,
@@ -1010,6 +1136,21 @@ pub struct FoeTuning {
 /// Learns the filters, weights and smoothings of a field of experts (`filters` filters of
 /// `filter_size²` taps, initialized from `seed`).
 pub fn tune_foe(
+    pairs: &ImagePairs,
+    filters: (usize, usize, u64),
+    sigma: f64,
+    o: &OuterSettings,
+    observer: impl FnMut(&OuterRecord) -> bool,
+    ckpt: Option<Checkpointing<'_>>,
+) -> Result<Tuned<FoeTuning>> {
+    let comm: Arc<dyn Communicator> = Arc::new(SelfComm::new());
+    tune_foe_on(&comm, pairs, filters, sigma, o, observer, ckpt)
+}
+
+/// [`tune_foe`] on the ranks of `comm` (data parallel, see [`crate::sharded`]).
+#[allow(clippy::too_many_arguments)]
+pub fn tune_foe_on(
+    comm: &Arc<dyn Communicator>,
     (clean, noisy): &ImagePairs,
     (filters, filter_size, seed): (usize, usize, u64),
     sigma: f64,
@@ -1017,11 +1158,32 @@ pub fn tune_foe(
     observer: impl FnMut(&OuterRecord) -> bool,
     ckpt: Option<Checkpointing<'_>>,
 ) -> Result<Tuned<FoeTuning>> {
-    let p = FieldOfExperts::new(clean, noisy, filters, filter_size, seed)?;
-    let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
-    let (_, ll) = Oracle::new(&p).value(run.theta.view(), p.noisy().view(), 1e-6)?;
-    let (_, h, w, _, _) = p.shape();
-    let den = unstack(&ll.x, h, w);
+    let (run, x) = if comm.size() == 1 {
+        let p = FieldOfExperts::new(clean, noisy, filters, filter_size, seed)?;
+        let run = run_outer_checkpointed(&p, o, observer, ckpt)?;
+        let (_, ll) = Oracle::new(&p).value(run.theta.view(), p.noisy().view(), 1e-6)?;
+        (run, ll.x)
+    } else {
+        let range = shard_range(clean, comm.as_ref())?;
+        let local = agree_dyn(
+            comm.as_ref(),
+            FieldOfExperts::new(
+                &clean[range.clone()],
+                &noisy[range],
+                filters,
+                filter_size,
+                seed,
+            )
+            .and_then(|l| l.with_normalization(clean.len())),
+        )?;
+        let sp = crate::sharded::Sharded::new(local, Arc::clone(comm))?;
+        let run = run_outer_checkpointed(&sp, o, observer, ckpt)?;
+        let (_, ll) = Oracle::new(&sp).value(run.theta.view(), sp.local().noisy().view(), 1e-6)?;
+        let x = sp.gather(ll.x.view())?;
+        (run, x)
+    };
+    let (h, w) = clean[0].dim();
+    let den = unstack(&x, h, w);
     let (psnr_noisy, psnr_denoised) = mean_psnr(clean, noisy, &den);
     let mut outer = OuterSummary::of(&run, o.method);
     outer.certified = false;

@@ -33,6 +33,7 @@ pub mod oracle;
 mod outer;
 mod problem;
 pub mod problems;
+pub mod sharded;
 
 pub use composed::{ComposedBuilder, ComposedProblem, DataFit, UpperLoss, WeightInit};
 pub use hoag::{AccuracySequence, Hoag, HoagParams, HoagState};

@@ -484,7 +484,8 @@ impl<'p, P: BilevelProblem + ?Sized> Iterative<f64> for Maid<'p, P> {
                 let g_new = p.upper_value(ll.x.view())?;
                 p.upper_grad_into(gg.view_mut(), ll.x.view())?;
                 let e = ll.accuracy;
-                let u_plus = g_new + norm2(gg.view()) * e + 0.5 * ll.constants.l_g * e * e;
+                let u_plus =
+                    g_new + self.oracle.x_norm(gg.view()) * e + 0.5 * ll.constants.l_g * e * e;
                 if u_plus - u_minus + pr.armijo * alpha * zn * zn <= 0.0 {
                     s.theta = cand;
                     s.x = ll.x;

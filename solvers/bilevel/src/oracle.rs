@@ -32,9 +32,11 @@
 //! - F. Pedregosa, "Hyperparameter optimization with approximate gradient", ICML 2016.
 
 use crate::problem::{check_accuracy, check_theta, check_x, BilevelProblem, Constant, Constants};
+use crate::sharded::{ShardInfo, ShardedVector};
+use hyperprox_core::backend::{FunctionOn, ProxOn, SmoothOn};
 use hyperprox_core::error::{Error, Result};
 use hyperprox_core::func::{Function, Properties, Smooth, SqrNormL2};
-use hyperprox_core::linalg::{conjugate_gradient, norm2, CgParams};
+use hyperprox_core::linalg::{conjugate_gradient, conjugate_gradient_on, norm2, CgParams, Vector};
 use hyperprox_core::solve::{
     drive, Fista, FistaParams, Lbfgs, LbfgsParams, NoObserver, Restart, StepRule, TerminationReason,
 };
@@ -212,6 +214,85 @@ pub trait LowerSolver<P: BilevelProblem + ?Sized>: Send + Sync {
         lipschitz: f64,
         max_iters: usize,
     ) -> Result<LowerResult>;
+
+    /// [`LowerSolver::solve`] on one rank's shard of a data-parallel problem (see
+    /// [`crate::sharded`]): `x_warm` is this rank's block, every reduction is taken over the
+    /// ranks. The default refuses (with the same error on every rank): a solver that
+    /// reduces only through [`ShardedVector`] can run sharded; [`FistaLower`] does.
+    #[allow(clippy::too_many_arguments)]
+    fn solve_sharded(
+        &self,
+        problem: &P,
+        _shard: ShardInfo<'_>,
+        _theta: ArrayView1<'_, f64>,
+        _x_warm: ArrayView1<'_, f64>,
+        _eps: f64,
+        _mu: f64,
+        _lipschitz: f64,
+        _max_iters: usize,
+    ) -> Result<LowerResult> {
+        Err(Error::Unsupported {
+            what: "a data-parallel (sharded) lower-level solve".into(),
+            by: format!(
+                "the lower-level solver {} of {}",
+                self.name(),
+                problem.name()
+            ),
+            hint: "; use FistaLower (the default) under MPI".into(),
+        })
+    }
+}
+
+/// `h(·, θ)` of a sharded problem on this rank's block, as a function of [`ShardedVector`]s
+/// (its value is summed over the ranks by the problem).
+struct ShardedLower<'a, P: ?Sized> {
+    problem: &'a P,
+    theta: ArrayView1<'a, f64>,
+    lipschitz: f64,
+}
+
+impl<P: BilevelProblem + ?Sized> FunctionOn<f64, ShardedVector> for ShardedLower<'_, P> {
+    fn name_on(&self) -> String {
+        format!("lower level of {} (sharded)", self.problem.name())
+    }
+    fn dim_on(&self) -> Option<usize> {
+        Some(self.problem.dim_x())
+    }
+    fn value_on(&self, x: &ShardedVector) -> Result<f64> {
+        self.problem.lower_value(x.local.view(), self.theta)
+    }
+}
+
+impl<P: BilevelProblem + ?Sized> SmoothOn<f64, ShardedVector> for ShardedLower<'_, P> {
+    fn gradient_on(&self, out: &mut ShardedVector, x: &ShardedVector) -> Result<()> {
+        self.problem
+            .lower_grad_into(out.local.view_mut(), x.local.view(), self.theta)
+    }
+    fn lipschitz_on(&self) -> Option<f64> {
+        Some(self.lipschitz)
+    }
+}
+
+/// The zero function on sharded vectors (its prox is the identity).
+struct NoPenalty;
+
+impl FunctionOn<f64, ShardedVector> for NoPenalty {
+    fn name_on(&self) -> String {
+        "0".into()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        None
+    }
+    fn value_on(&self, _x: &ShardedVector) -> Result<f64> {
+        Ok(0.0)
+    }
+}
+
+impl ProxOn<f64, ShardedVector> for NoPenalty {
+    fn prox_on(&self, out: &mut ShardedVector, x: &ShardedVector, _gamma: f64) -> Result<()> {
+        out.copy_from(x);
+        Ok(())
+    }
 }
 
 /// The default lower-level solver: the core FISTA with step `1/L`, the strongly convex
@@ -237,15 +318,7 @@ impl<P: BilevelProblem + ?Sized> LowerSolver<P> for FistaLower {
     ) -> Result<LowerResult> {
         let f = LowerObjective::new(problem, theta, lipschitz);
         let zero = SqrNormL2::new(0.0)?;
-        let params = FistaParams::default()
-            .with_step(StepRule::Constant(1.0 / lipschitz))
-            .with_strong_convexity(mu)
-            .with_restart(Restart::Gradient)
-            .with_tol(eps)
-            .with_max_iters(max_iters)
-            .with_track_objective(false)
-            .with_certify_extrapolation(true);
-        let fista = Fista::new(&f, &zero, params);
+        let fista = Fista::new(&f, &zero, fista_lower_params(eps, mu, lipschitz, max_iters));
         let mut s = fista.init(x_warm)?;
         let (reason, iterations) = drive(&fista, &mut s, NoObserver)?;
         // Converged: the certificate was measured at the returned point itself.
@@ -256,6 +329,51 @@ impl<P: BilevelProblem + ?Sized> LowerSolver<P> for FistaLower {
             accuracy,
         })
     }
+    /// The same FISTA on [`ShardedVector`]s: its inner products, norms and stopping test are
+    /// taken over every rank's block.
+    fn solve_sharded(
+        &self,
+        problem: &P,
+        shard: ShardInfo<'_>,
+        theta: ArrayView1<'_, f64>,
+        x_warm: ArrayView1<'_, f64>,
+        eps: f64,
+        mu: f64,
+        lipschitz: f64,
+        max_iters: usize,
+    ) -> Result<LowerResult> {
+        let f = ShardedLower {
+            problem,
+            theta,
+            lipschitz,
+        };
+        let fista: Fista<'_, f64, _, _, ShardedVector> = Fista::new(
+            &f,
+            &NoPenalty,
+            fista_lower_params(eps, mu, lipschitz, max_iters),
+        );
+        let x0 = ShardedVector::new(x_warm.to_owned(), Arc::clone(shard.comm));
+        let mut s = fista.init_on(&x0)?;
+        let (reason, iterations) = drive(&fista, &mut s, NoObserver)?;
+        let accuracy = (reason == TerminationReason::Converged).then_some(s.certificate);
+        Ok(LowerResult {
+            x: s.x.local,
+            iterations,
+            accuracy,
+        })
+    }
+}
+
+/// [`FistaLower`]'s settings.
+fn fista_lower_params(eps: f64, mu: f64, lipschitz: f64, max_iters: usize) -> FistaParams<f64> {
+    FistaParams::default()
+        .with_step(StepRule::Constant(1.0 / lipschitz))
+        .with_strong_convexity(mu)
+        .with_restart(Restart::Gradient)
+        .with_tol(eps)
+        .with_max_iters(max_iters)
+        .with_track_objective(false)
+        .with_certify_extrapolation(true)
 }
 
 /// argmin's L-BFGS (More–Thuente line search) as the lower-level solver, stopped on
@@ -351,6 +469,24 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         self.problem
     }
 
+    /// `‖v‖` of an `x`-space vector: over every rank's block for a sharded problem
+    /// ([`crate::sharded`]), else of `v`.
+    pub fn x_norm(&self, v: ArrayView1<'_, f64>) -> f64 {
+        match self.problem.sharding() {
+            Some(s) => s.comm.sum_scalar(v.dot(&v)).sqrt(),
+            None => norm2(v),
+        }
+    }
+
+    /// A rank-local result agreed over the ranks of a sharded problem (the same `Err` on every
+    /// rank if any failed); the result itself otherwise.
+    fn agreed<T>(&self, r: Result<T>) -> Result<T> {
+        match self.problem.sharding() {
+            Some(s) => hyperprox_core::comm::agree_dyn(s.comm.as_ref(), r),
+            None => r,
+        }
+    }
+
     /// Solves the lower level at `θ` to `‖∇ₓh(x̃)‖/μ ≤ eps`, starting from `x_warm`, with the
     /// oracle's [`LowerSolver`]. The returned accuracy is measured at the returned point
     /// (one gradient evaluation), so it is the accuracy achieved, whatever the solver claims.
@@ -362,7 +498,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
     ) -> Result<LowerSolve> {
         let p = self.problem;
         check_theta(p, theta)?;
-        check_x(p, x_warm)?;
+        self.agreed(check_x(p, x_warm))?;
         check_accuracy("eps", eps)?;
         let c0 = p.constants(x_warm, theta)?;
         let (mu, l) = (c0.mu, c0.lipschitz);
@@ -373,32 +509,34 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
                 "the problem must report 0 < μ ≤ L < ∞ for the lower level",
             ));
         }
+        let max_iters = self.params.ll_max_iters;
+        let solved = match p.sharding() {
+            Some(shard) => self
+                .lower
+                .solve_sharded(p, shard, theta, x_warm, eps, mu, l, max_iters),
+            None => self.lower.solve(p, theta, x_warm, eps, mu, l, max_iters),
+        };
         let LowerResult {
             x,
             iterations,
             accuracy,
-        } = self
-            .lower
-            .solve(p, theta, x_warm, eps, mu, l, self.params.ll_max_iters)
-            .map_err(|e| match e {
-                Error::Diverged {
-                    iteration, detail, ..
-                } => Error::Diverged {
-                    method: format!("lower-level solver ({})", p.name()),
-                    iteration,
-                    detail: format!(
-                        "{detail}; check the data and the hyperparameters (θ too large?)"
-                    ),
-                },
-                e => e,
-            })?;
-        check_x(p, x.view())?;
+        } = solved.map_err(|e| match e {
+            Error::Diverged {
+                iteration, detail, ..
+            } => Error::Diverged {
+                method: format!("lower-level solver ({})", p.name()),
+                iteration,
+                detail: format!("{detail}; check the data and the hyperparameters (θ too large?)"),
+            },
+            e => e,
+        })?;
+        self.agreed(check_x(p, x.view()))?;
         let accuracy = match accuracy {
             Some(a) => a,
             None => {
                 let mut grad = Array1::zeros(x.len());
                 p.lower_grad_into(grad.view_mut(), x.view(), theta)?;
-                norm2(grad.view()) / mu
+                self.x_norm(grad.view()) / mu
             }
         };
         let constants = p.constants(x.view(), theta)?;
@@ -428,13 +566,22 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
                 failure.set(Some(e));
             }
         };
-        let outcome = conjugate_gradient(
-            apply,
-            None,
-            b,
-            q.view_mut(),
-            &CgParams::absolute(delta, self.params.cg_max_iters),
-        );
+        let params = CgParams::absolute(delta, self.params.cg_max_iters);
+        let outcome = match p.sharding() {
+            // The same CG on this rank's blocks, its inner products over all ranks.
+            Some(shard) => {
+                let comm = Arc::clone(shard.comm);
+                let bv = ShardedVector::new(b.to_owned(), Arc::clone(&comm));
+                let mut qv = ShardedVector::new(q.clone(), comm);
+                let apply_v = |out: &mut ShardedVector, v: &ShardedVector| {
+                    apply(out.local.view_mut(), v.local.view())
+                };
+                let o = conjugate_gradient_on(apply_v, None, &bv, &mut qv, &params);
+                q = qv.local;
+                o
+            }
+            None => conjugate_gradient(apply, None, b, q.view_mut(), &params),
+        };
         if let Some(e) = failure.take() {
             return Err(e);
         }
@@ -505,8 +652,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
     ) -> Result<Hypergradient> {
         let p = self.problem;
         check_theta(p, theta)?;
-        check_x(p, x)?;
-        check_x(p, q)?;
+        self.agreed(check_x(p, x).and_then(|_| check_x(p, q)))?;
         let n = x.len();
         let mut c = p.constants(x, theta)?;
         if self.params.estimate_constants {
@@ -516,17 +662,17 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         }
         let mut gh = Array1::zeros(n);
         p.lower_grad_into(gh.view_mut(), x, theta)?;
-        let eps = norm2(gh.view()) / c.mu;
+        let eps = self.x_norm(gh.view()) / c.mu;
         let mut gg = Array1::zeros(n);
         p.upper_grad_into(gg.view_mut(), x)?;
         let mut hq = Array1::zeros(n);
         p.lower_hvp_into(hq.view_mut(), x, theta, q)?;
-        let delta = norm2((&hq - &gg).view());
+        let delta = self.x_norm((&hq - &gg).view());
         let mut z = Array1::zeros(p.dim_theta());
         p.cross_jt_into(z.view_mut(), x, theta, q)?;
         z.mapv_inplace(|v| -v);
         let upper = p.upper_value(x)?;
-        let grad_g_norm = norm2(gg.view());
+        let grad_g_norm = self.x_norm(gg.view());
         let certified =
             c.j_norm.known().is_some() && c.l_j.known().is_some() && c.l_hinv.known().is_some();
         if !certified {
@@ -575,7 +721,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         est: &mut Estimates,
     ) -> Result<()> {
         let p = self.problem;
-        let qn = norm2(q);
+        let qn = self.x_norm(q);
         if qn == 0.0 {
             return Ok(());
         }
@@ -585,9 +731,12 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
         if c.l_j == Constant::Unknown || c.l_hinv == Constant::Unknown {
             let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ est.updates);
             let n = x.len();
-            let mut s: Array1<f64> = Array1::from_shape_fn(n, |_| rng.random::<f64>() - 0.5);
-            let r = 1e-4 * norm2(x).max(1.0);
-            let sn = norm2(s.view());
+            // The direction of the whole problem; a shard takes its block of it.
+            let (offset, whole) = p.sharding().map_or((0, n), |s| (s.offset, s.global_len));
+            let draws: Vec<f64> = (0..whole).map(|_| rng.random::<f64>() - 0.5).collect();
+            let mut s = Array1::from(draws[offset..offset + n].to_vec());
+            let r = 1e-4 * self.x_norm(x).max(1.0);
+            let sn = self.x_norm(s.view());
             s.mapv_inplace(|v| v * r / sn);
             let xs = &x + &s;
             if c.l_j == Constant::Unknown {
@@ -599,7 +748,7 @@ impl<'p, P: BilevelProblem + ?Sized> Oracle<'p, P> {
             if c.l_hinv == Constant::Unknown {
                 let mut hq2 = Array1::zeros(n);
                 p.lower_hvp_into(hq2.view_mut(), xs.view(), theta, q)?;
-                est.l_h = est.l_h.max(norm2((&hq2 - hq).view()) / (r * qn));
+                est.l_h = est.l_h.max(self.x_norm((&hq2 - hq).view()) / (r * qn));
             }
         }
         est.updates += 1;

@@ -105,6 +105,25 @@ pub trait BilevelProblem: Sync {
     fn upper_convex(&self) -> bool;
     /// The constants of the error bound at `(x, θ)`.
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants>;
+    /// The Gram matrix `JᵀJ` of `J = ∂²_{xθ}h` at `(x, θ)` (row-major, `dim_theta²`), where
+    /// the problem computes its known `‖J‖` from it (`‖J‖² = λ_max(JᵀJ)`). A data-parallel
+    /// run ([`crate::sharded`]) sums the ranks' Gram matrices to get the exact `‖J‖` of the
+    /// whole problem. The default, `None`, makes it fall back to the bound
+    /// `‖J‖ ≤ (Σ_r ‖J_r‖²)^{1/2}`.
+    fn j_gram(
+        &self,
+        _x: ArrayView1<'_, f64>,
+        _theta: ArrayView1<'_, f64>,
+    ) -> Result<Option<Vec<f64>>> {
+        Ok(None)
+    }
+    /// Where the problem is one rank's shard of a data-parallel problem
+    /// ([`crate::sharded::Sharded`]): the communicator and the place of this rank's block of
+    /// `x` in the whole. The oracle then takes the norms and inner products of `x`-space
+    /// vectors over all ranks. `None` (the default): the problem is whole.
+    fn sharding(&self) -> Option<crate::sharded::ShardInfo<'_>> {
+        None
+    }
 }
 
 /// `Err` unless `theta` has length `p.dim_theta()` and finite entries.

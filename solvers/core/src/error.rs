@@ -75,6 +75,17 @@ pub enum Error {
     /// A numerical check of the test kit failed (adjoint, prox optimality, finite differences…).
     #[error("check failed: {0}")]
     CheckFailed(String),
+    /// A rank of a data-parallel run failed (see [`crate::comm`]): every rank returns this
+    /// error, so that none waits for the failed one.
+    #[error("rank {rank} of {size} failed: {message}")]
+    RankFailed {
+        /// The first rank (in rank order) that failed.
+        rank: usize,
+        /// Number of ranks.
+        size: usize,
+        /// Its error message.
+        message: String,
+    },
     /// File or I/O problem.
     #[error("I/O error on {path}: {source}; check that the file exists and is readable")]
     Io {

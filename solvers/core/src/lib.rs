@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod comm;
 pub mod diff;
 pub mod error;
 pub mod experiments;

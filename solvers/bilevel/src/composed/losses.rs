@@ -358,6 +358,20 @@ impl UpperLoss {
         }
     }
 
+    /// Multiplies the loss by `factor` (a shard's `N_here/N_total`, see
+    /// [`super::ComposedProblem::with_normalization`]). `Err` for a user's closure, which
+    /// defines `g` on all samples at once and cannot be split.
+    pub fn rescale(&mut self, factor: f64) -> Result<()> {
+        if let UpperKind::Closure { .. } = self.kind {
+            return Err(Error::unsupported(
+                "splitting over ranks",
+                "a closure upper loss (it sees all samples at once)",
+            ));
+        }
+        self.scale *= factor;
+        Ok(())
+    }
+
     /// `g(x)`.
     pub fn value(&self, x: ArrayView1<'_, f64>, n: usize) -> Result<f64> {
         match &self.kind {

@@ -103,6 +103,13 @@ macro_rules! forward_products_to {
         fn upper_convex(&self) -> bool {
             self.$field.upper_convex()
         }
+        fn j_gram(
+            &self,
+            x: ndarray::ArrayView1<'_, f64>,
+            theta: ndarray::ArrayView1<'_, f64>,
+        ) -> hyperprox_core::Result<Option<Vec<f64>>> {
+            self.$field.j_gram(x, theta)
+        }
     };
 }
 pub(crate) use forward_products_to;
@@ -286,6 +293,9 @@ pub struct ComposedProblem {
     theta0: Array1<f64>,
     labels: Vec<String>,
     x0: Array1<f64>,
+    /// The `N` of the `1/N` averages: the samples here, or all ranks' samples for a shard
+    /// ([`ComposedProblem::with_normalization`]).
+    normalization: usize,
 }
 
 /// Builds a [`ComposedProblem`], laying `θ` out term by term: the weight (if learned), the
@@ -483,6 +493,7 @@ impl ComposedProblem {
             upper,
             theta0,
             x0,
+            normalization: 0,
         };
         let mu = p.mu(p.theta0.as_slice().unwrap_or(&[]));
         if !(mu > 0.0) {
@@ -552,7 +563,35 @@ impl ComposedProblem {
     }
 
     fn scale(&self) -> f64 {
-        1.0 / self.data.samples() as f64
+        1.0 / self.normalization_count() as f64
+    }
+
+    /// The `N` of the averages `(1/N) Σᵢ`.
+    pub fn normalization_count(&self) -> usize {
+        if self.normalization == 0 {
+            self.data.samples()
+        } else {
+            self.normalization
+        }
+    }
+
+    /// Averages over `total` samples instead of the samples held here: this problem is then
+    /// one shard of a data-parallel problem whose `h` and `g` are the sums of the shards'
+    /// (see [`crate::sharded`]). The lower level's `1/N` and the upper loss's `1/N` both use
+    /// `total`. `Err` if `total` is below the samples held.
+    pub fn with_normalization(mut self, total: usize) -> Result<Self> {
+        let here = self.data.samples();
+        if total < here {
+            return Err(Error::param(
+                "normalization",
+                total,
+                format!("the shard holds {here} samples: the total must be at least that"),
+            ));
+        }
+        self.upper
+            .rescale(self.normalization_count() as f64 / total as f64)?;
+        self.normalization = total;
+        Ok(self)
     }
 
     fn at(&self, theta: &[f64]) -> Vec<At<'_>> {
@@ -680,7 +719,7 @@ impl ComposedProblem {
 
 /// The largest eigenvalue of a symmetric `k × k` matrix (row-major): closed form for `k ≤ 2`,
 /// cyclic Jacobi rotations otherwise.
-fn sym_max_eigenvalue(mut g: Vec<f64>, k: usize) -> f64 {
+pub(crate) fn sym_max_eigenvalue(mut g: Vec<f64>, k: usize) -> f64 {
     match k {
         0 => 0.0,
         1 => g[0],
@@ -726,6 +765,24 @@ fn sym_max_eigenvalue(mut g: Vec<f64>, k: usize) -> f64 {
                 .map(|i| g[i * k + i])
                 .fold(f64::NEG_INFINITY, f64::max)
         }
+    }
+}
+
+impl ComposedProblem {
+    /// `JᵀJ` (row-major) from `J`'s columns, where they are known (see [`J_EXACT_MAX_DIM`]).
+    fn gram(&self, x: ArrayView1<'_, f64>, th: &[f64]) -> Result<Option<Vec<f64>>> {
+        Ok(self.j_columns(x, th)?.map(|cols| {
+            let k = cols.len();
+            let mut g = vec![0.0; k * k];
+            for i in 0..k {
+                for j in i..k {
+                    let v: f64 = cols[i].iter().zip(&cols[j]).map(|(a, b)| a * b).sum();
+                    g[i * k + j] = v;
+                    g[j * k + i] = v;
+                }
+            }
+            g
+        }))
     }
 }
 
@@ -845,6 +902,14 @@ impl BilevelProblem for ComposedProblem {
     fn upper_convex(&self) -> bool {
         self.upper.convex()
     }
+    fn j_gram(
+        &self,
+        x: ArrayView1<'_, f64>,
+        theta: ArrayView1<'_, f64>,
+    ) -> Result<Option<Vec<f64>>> {
+        let th = theta.to_vec();
+        self.gram(x, &th)
+    }
     fn constants(&self, x: ArrayView1<'_, f64>, theta: ArrayView1<'_, f64>) -> Result<Constants> {
         let th = theta.to_vec();
         let at = self.at(&th);
@@ -895,21 +960,9 @@ impl BilevelProblem for ComposedProblem {
             value: b.value.sqrt() * s,
             proven: b.proven,
         });
-        let j_norm = match self.j_columns(x, &th)? {
-            Some(cols) => {
-                let k = cols.len();
-                let mut g = vec![0.0; k * k];
-                for i in 0..k {
-                    for j in i..k {
-                        let v: f64 = cols[i].iter().zip(&cols[j]).map(|(a, b)| a * b).sum();
-                        g[i * k + j] = v;
-                        g[j * k + i] = v;
-                    }
-                }
-                Some(sym_max_eigenvalue(g, k).max(0.0).sqrt())
-            }
-            None => None,
-        };
+        let j_norm = self
+            .gram(x, &th)?
+            .map(|g| sym_max_eigenvalue(g, th.len()).max(0.0).sqrt());
         let base_proven = l.proven && l_g.proven;
         let known = |b: Option<Bound>| match b {
             Some(b) if b.proven && base_proven => Constant::Known(b.value),

@@ -137,6 +137,13 @@ impl FieldOfExperts {
         })
     }
 
+    /// This problem as one rank's shard of a problem on `total` images: the averages `1/N` of
+    /// the lower level and of the loss use `total` (see [`crate::sharded`]).
+    pub fn with_normalization(mut self, total: usize) -> Result<Self> {
+        self.inner = self.inner.with_normalization(total)?;
+        Ok(self)
+    }
+
     /// `(images, height, width, filters, filter size)`.
     pub fn shape(&self) -> (usize, usize, usize, usize, usize) {
         (self.n_img, self.h, self.w, self.nf, self.ks)

@@ -121,6 +121,8 @@ pub struct TvDenoising {
     theta0: Array1<f64>,
     reference: bool,
     model: TvModel,
+    /// The `N` of the averages where this is a shard (0: the images held).
+    normalization: usize,
     /// The composed form of the current model and convention.
     inner: ComposedProblem,
 }
@@ -198,6 +200,7 @@ impl TvDenoising {
             theta0: ndarray::array![-5.0, -5.0],
             reference: false,
             model,
+            normalization: 0,
             inner: composed(clean, noisy, model, false)?,
         })
     }
@@ -209,7 +212,23 @@ impl TvDenoising {
 
     fn rebuild(mut self) -> Result<Self> {
         let (clean, noisy) = self.images();
-        self.inner = composed(&clean, &noisy, self.model, self.reference)?;
+        self.inner = self.normalized(composed(&clean, &noisy, self.model, self.reference)?)?;
+        Ok(self)
+    }
+
+    fn normalized(&self, inner: ComposedProblem) -> Result<ComposedProblem> {
+        if self.normalization == 0 {
+            Ok(inner)
+        } else {
+            inner.with_normalization(self.normalization)
+        }
+    }
+
+    /// This problem as one rank's shard of a problem on `total` images: the averages `1/N` of
+    /// the lower level and of the loss use `total` (see [`crate::sharded`]).
+    pub fn with_normalization(mut self, total: usize) -> Result<Self> {
+        self.inner = self.inner.with_normalization(total)?;
+        self.normalization = total;
         Ok(self)
     }
 
@@ -290,7 +309,9 @@ impl TvDenoising {
             p.reference = false;
             let (clean, noisy) = p.images();
             // The same images and model that built `self`: cannot fail.
-            if let Ok(inner) = composed(&clean, &noisy, p.model, false) {
+            if let Ok(inner) =
+                composed(&clean, &noisy, p.model, false).and_then(|c| p.normalized(c))
+            {
                 p.inner = inner;
             }
         }
