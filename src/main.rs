@@ -20,9 +20,26 @@ fn tune_allocator() {
 fn main() {
     tune_allocator();
     let args = cli::Cli::parse();
-    if let Err(e) = cli::run(args) {
-        // One line, no partial output files (commands write their outputs last).
-        eprintln!("error: {}", e.to_string().replace('\n', " "));
+    let result = cli::run(args);
+    let (rank, size) = cli::parallel::rank_size();
+    if size > 1 {
+        let st = cli::parallel::comm().stats();
+        eprintln!(
+            "rank {rank} of {size}: {} collectives, {} bytes sent, {} bytes received",
+            st.collectives, st.bytes_sent, st.bytes_received
+        );
+    }
+    // Every rank ends MPI (a collective) before exiting.
+    cli::parallel::finish();
+    if let Err(e) = result {
+        // One line, no partial output files (commands write their outputs last). Under MPI
+        // every rank prints the error, which the ranks agreed on.
+        let at = if size > 1 {
+            format!(" (rank {rank} of {size})")
+        } else {
+            String::new()
+        };
+        eprintln!("error{at}: {}", e.to_string().replace('\n', " "));
         std::process::exit(1);
     }
 }

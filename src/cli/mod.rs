@@ -7,6 +7,7 @@ pub mod lpn;
 pub mod nn;
 pub mod node;
 pub mod ode;
+pub mod parallel;
 pub mod solve;
 pub mod stn;
 pub mod tune;
@@ -118,6 +119,15 @@ enum Command {
     },
 }
 
+/// The subcommand's name, for messages.
+fn command_name(c: &Command) -> String {
+    format!("{c:?}")
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or("")
+        .to_lowercase()
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> CliResult<()> {
     if let Some(n) = cli.threads {
@@ -128,6 +138,18 @@ pub fn run(cli: Cli) -> CliResult<()> {
             .num_threads(n)
             .build_global()
             .map_err(|e| common::CliError::Usage(format!("--threads {n}: {e}")))?;
+    }
+    parallel::init()?;
+    let parallel_ok = matches!(
+        &cli.command,
+        Command::Tune {
+            problem: tune::TuneProblem::Tv(_) | tune::TuneProblem::Foe(_)
+        } | Command::Unfold {
+            command: unfold::UnfoldCommand::Train(_)
+        }
+    );
+    if !parallel_ok {
+        parallel::serial_only(&format!("hyperprox {}", command_name(&cli.command)))?;
     }
     match cli.command {
         Command::Solve { problem } => solve::solve(problem),

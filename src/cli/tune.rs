@@ -375,7 +375,17 @@ fn with_progress<R: Serialize, H: Serialize>(
     };
     let path = out.join("checkpoint.json");
     let options = ckpt.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+    let root = super::parallel::is_root();
     let mut save = |state: &OuterState| -> hyperprox::core::Result<()> {
+        let step = match state {
+            OuterState::Maid(s) => s.iter,
+            OuterState::Hoag(s) => s.iter,
+        };
+        super::parallel::injected_failure(step as u64)?;
+        // Only rank 0 writes; the ranks agree on its outcome (see experiments::drive_outer).
+        if !root {
+            return Ok(());
+        }
         std::fs::create_dir_all(out).map_err(|e| hyperprox::core::Error::Io {
             path: out.display().to_string(),
             source: e,
@@ -391,14 +401,21 @@ fn with_progress<R: Serialize, H: Serialize>(
         resume,
         save: &mut save,
     });
-    let pb = progress(max_iters as u64, "outer its");
+    let pb = if root {
+        progress(max_iters as u64, "outer its")
+    } else {
+        ProgressBar::hidden()
+    };
     let t = f(&pb, checkpointing);
     pb.finish_and_clear();
     let t = t?;
     // Created only now: bad input (an empty image folder, 0 images) leaves nothing behind.
-    create_dir(out)?;
-    write_outputs(out, &t.report, Some(&t.history), &t.figure)?;
-    print_line(&t.report);
+    super::parallel::root_writes(|| {
+        create_dir(out)?;
+        write_outputs(out, &t.report, Some(&t.history), &t.figure)?;
+        print_line(&t.report);
+        Ok(())
+    })?;
     Ok(t.report)
 }
 
@@ -441,7 +458,8 @@ pub fn tune(problem: TuneProblem) -> CliResult<()> {
             let spec = a.model.spec(a.set.reference_convention)?;
             with_progress(&a.outer.out, o.max_iters, ckpt, |pb, c| {
                 let data = a.model.data(&a.set)?;
-                experiments::tune_tv(&data, &spec, &o, outer_progress(pb), c)
+                let comm = super::parallel::comm();
+                experiments::tune_tv_on(&comm, &data, &spec, &o, outer_progress(pb), c)
             })?;
         }
         TuneProblem::TvCompare(a) => compare(a)?,
@@ -455,7 +473,8 @@ pub fn tune(problem: TuneProblem) -> CliResult<()> {
                     .unwrap_or_else(|| shipped_data_dir().join("kodak/gray256"));
                 let pairs = noisy_images(&dir, a.skip, a.images, a.size, a.sigma, a.seed)?;
                 let filters = (a.filters, a.filter_size, a.seed);
-                experiments::tune_foe(&pairs, filters, a.sigma, &o, outer_progress(pb), c)
+                let comm = super::parallel::comm();
+                experiments::tune_foe_on(&comm, &pairs, filters, a.sigma, &o, outer_progress(pb), c)
             })?;
         }
         TuneProblem::Logreg(a) => {

@@ -1,10 +1,12 @@
 //! `hyperprox unfold …`: deep-unfolded ISTA/IHT and the LISTA family.
 
-use super::common::{create_dir, progress, read_json, usage, write_json, write_outputs, CliResult};
+use super::common::{
+    create_dir, progress, read_json, usage, write_json, write_outputs, CliError, CliResult,
+};
 use clap::{Args, Subcommand};
 use hyperprox::core::diff::checkpointed;
 use hyperprox::unfolded::experiments::{compare, Comparison, TrainingSummary};
-use hyperprox::unfolded::train::{train, Progress, TrainConfig, TrainState};
+use hyperprox::unfolded::train::{train_ranks, Progress, TrainConfig, TrainState};
 use hyperprox::unfolded::{LossKind, ModelKind, ModelSpec, Problem, Signal, Unfolded};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -207,11 +209,17 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
     ] {
         hyperprox::unfolded::data::check_batch_size(&problem, b, what)?;
     }
-    create_dir(&a.test.out)?;
+    let comm = super::parallel::comm();
+    let root = comm.rank() == 0;
+    super::parallel::root_writes(|| create_dir(&a.test.out))?;
     let ckpt_path = a.test.out.join("checkpoint.json");
     let resume = a.resume.then(|| read_checkpoint(&ckpt_path)).transpose()?;
     let total: u64 = cfg.stages(a.layers).iter().map(|s| s.1 as u64).sum();
-    let pb = progress(total, "minibatches");
+    let pb = if root {
+        progress(total, "minibatches")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let t0 = Instant::now();
     let mut on_batch = |p: &Progress| {
         pb.set_position(p.step);
@@ -220,12 +228,21 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
         }
     };
     // Zero minibatches: a fresh state, or the checkpoint checked against the options.
-    let mut state = train(&mut model, &problem, &cfg, resume, Some(0), &mut on_batch)?;
+    let mut state = train_ranks(
+        comm.as_ref(),
+        &mut model,
+        &problem,
+        &cfg,
+        resume,
+        Some(0),
+        &mut on_batch,
+    )?;
     pb.set_position(state.step);
     let stop = a.max_steps.map_or(total, |m| (state.step + m).min(total));
     let advance = |st: &mut TrainState, target: u64| {
         let chunk = Some(target - st.step);
-        *st = train(
+        *st = train_ranks(
+            comm.as_ref(),
             &mut model,
             &problem,
             &cfg,
@@ -235,10 +252,21 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
         )?;
         Ok(())
     };
-    let save = |st: &TrainState| write_json(&ckpt_path, &st.to_json());
+    // Rank 0 writes; every rank learns whether any rank failed.
+    let save = |st: &TrainState| {
+        let local = super::parallel::injected_failure(st.step)
+            .map_err(CliError::from)
+            .and_then(|_| {
+                if root {
+                    write_json(&ckpt_path, &st.to_json())
+                } else {
+                    Ok(())
+                }
+            });
+        super::parallel::agreed(local)
+    };
     checkpointed(&mut state, stop, 200, |s| s.step, advance, save)?;
     pb.finish_and_clear();
-    write_json(&a.test.out.join("model.json"), &model.to_json())?;
     let training = summary(&state, total, t0.elapsed().as_secs_f64());
     let mut c = compare(
         &model,
@@ -248,7 +276,10 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
         cfg.loss.as_str(),
     )?;
     c.training = Some(training);
-    write_comparison(&c, &a.test.out)?;
+    super::parallel::root_writes(|| {
+        write_json(&a.test.out.join("model.json"), &model.to_json())?;
+        write_comparison(&c, &a.test.out)
+    })?;
     if state.step < total {
         eprintln!(
             "stopped after {} of {total} minibatches; continue with --resume",

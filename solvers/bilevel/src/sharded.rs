@@ -35,7 +35,7 @@
 use crate::composed::sym_max_eigenvalue;
 use crate::problem::{BilevelProblem, Constant, Constants};
 pub use hyperprox_core::comm::ShardedVector;
-use hyperprox_core::comm::{agree_dyn, Communicator};
+use hyperprox_core::comm::{agree_dyn, gather_checked, sum_in_order, Communicator};
 use hyperprox_core::error::{Error, Result};
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use std::sync::Arc;
@@ -81,50 +81,6 @@ pub struct Sharded<P> {
     /// Every rank's `dim_x`.
     lens: Vec<usize>,
     offset: usize,
-}
-
-/// Gathers `[failed, values…]` of length `1 + len` from every rank; `Err(RankFailed)` on every
-/// rank if any failed, else every rank's values in rank order.
-fn gather_checked(
-    comm: &dyn Communicator,
-    local: Result<Vec<f64>>,
-    len: usize,
-) -> Result<Vec<Vec<f64>>> {
-    let local = local.and_then(|v| {
-        if v.len() == len {
-            Ok(v)
-        } else {
-            Err(Error::shape(
-                "sharded reduction",
-                "contribution",
-                len,
-                v.len(),
-            ))
-        }
-    });
-    let mut buf = vec![0.0; 1 + len];
-    match &local {
-        Ok(v) => buf[1..].copy_from_slice(v),
-        Err(_) => buf[0] = 1.0,
-    }
-    let all = comm.all_gather(&buf);
-    if all.chunks(1 + len).any(|c| c[0] != 0.0) {
-        // Every rank sees the flag and joins the exchange of messages.
-        agree_dyn(comm, local.map(|_| ()))?;
-        unreachable!("a rank flagged a failure that agree did not report");
-    }
-    Ok(all.chunks(1 + len).map(|c| c[1..].to_vec()).collect())
-}
-
-/// Sum in rank order of the ranks' contributions.
-fn sum_in_order(parts: &[Vec<f64>]) -> Vec<f64> {
-    let mut acc = parts[0].clone();
-    for p in &parts[1..] {
-        for (a, v) in acc.iter_mut().zip(p) {
-            *a += v;
-        }
-    }
-    acc
 }
 
 impl<P: BilevelProblem> Sharded<P> {

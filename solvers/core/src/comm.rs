@@ -167,6 +167,64 @@ pub fn agree_dyn<T, C: Communicator + ?Sized>(comm: &C, local: Result<T>) -> Res
     }
 }
 
+/// Gathers every rank's `local` (of length `len`) with a failure flag: every rank's values in
+/// rank order, or on every rank the same [`Error::RankFailed`] if any rank's `local` is an
+/// `Err` (one collective when all succeed, two when one failed).
+pub fn gather_checked<C: Communicator + ?Sized>(
+    comm: &C,
+    local: Result<Vec<f64>>,
+    len: usize,
+) -> Result<Vec<Vec<f64>>> {
+    let local = local.and_then(|v| {
+        if v.len() == len {
+            Ok(v)
+        } else {
+            Err(Error::shape(
+                "gathered contribution",
+                "values",
+                len,
+                v.len(),
+            ))
+        }
+    });
+    let mut buf = vec![0.0; 1 + len];
+    match &local {
+        Ok(v) => buf[1..].copy_from_slice(v),
+        Err(_) => buf[0] = 1.0,
+    }
+    let all = comm.all_gather(&buf);
+    if all.chunks(1 + len).any(|c| c[0] != 0.0) {
+        // Every rank saw a flag: all join the exchange of messages.
+        agree_dyn(comm, local.map(|_| ()))?;
+        return Err(Error::param(
+            "ranks",
+            "inconsistent failure flags",
+            "a rank flagged a failure it did not report (a bug: please report it)",
+        ));
+    }
+    Ok(all.chunks(1 + len).map(|c| c[1..].to_vec()).collect())
+}
+
+/// [`gather_checked`] summed in rank order (the same bits on every rank).
+pub fn sum_checked<C: Communicator + ?Sized>(
+    comm: &C,
+    local: Result<Vec<f64>>,
+    len: usize,
+) -> Result<Vec<f64>> {
+    Ok(sum_in_order(&gather_checked(comm, local, len)?))
+}
+
+/// The entrywise sum of `parts` in order, `((p₀ + p₁) + p₂) + …`.
+pub fn sum_in_order(parts: &[Vec<f64>]) -> Vec<f64> {
+    let mut acc = parts.first().cloned().unwrap_or_default();
+    for p in parts.iter().skip(1) {
+        for (a, v) in acc.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    acc
+}
+
 /// The one-process communicator: every reduction is the identity.
 #[derive(Debug, Default)]
 pub struct SelfComm {

@@ -7,6 +7,7 @@
 //! As in the paper's code the normalizing constant is omitted and the loss is the batch mean.
 
 use crate::icnn::Icnn;
+use hyperprox_core::comm::{balanced_shards, sum_checked, Communicator, SelfComm};
 use hyperprox_core::diff::Adam;
 use hyperprox_core::error::{Error, Result};
 use ndarray::{Array1, Array2, Zip};
@@ -310,10 +311,45 @@ pub fn train(
     schedule: &[Stage],
     sampler: &impl Sampler,
     log_every: u64,
+    observer: impl FnMut(u64, f64) -> bool,
+) -> Result<()> {
+    train_ranks(
+        &SelfComm::new(),
+        state,
+        schedule,
+        sampler,
+        log_every,
+        observer,
+    )
+}
+
+/// [`train`] data parallel over the ranks of `comm` (threads or MPI processes, see
+/// [`hyperprox_core::comm`]): every rank draws the same seeded minibatch and takes its
+/// contiguous, balanced share of the rows; the loss (a mean over the batch) and its gradient
+/// are the ranks' means weighted by their shares `b_r/b`, summed in rank order, so every rank
+/// takes the same Adam step. With one rank it is [`train`], bit for bit; with more, the
+/// parameters equal the one-process run's up to the rounding of the sums. Return `false` from
+/// `observer` on every rank alike (it sees the same step and loss everywhere).
+pub fn train_ranks(
+    comm: &dyn Communicator,
+    state: &mut TrainState,
+    schedule: &[Stage],
+    sampler: &impl Sampler,
+    log_every: u64,
     mut observer: impl FnMut(u64, f64) -> bool,
 ) -> Result<()> {
+    let ranks = comm.size();
     while let Some(st) = stage_at(schedule, state.step) {
         let (x, y) = sampler.sample(state.step);
+        let (x, y, share) = if ranks > 1 {
+            let b = balanced_shards(&vec![1; x.nrows()], ranks)?;
+            let rows = b[comm.rank()]..b[comm.rank() + 1];
+            let share = rows.len() as f64 / x.nrows() as f64;
+            let pick = |a: &Array2<f64>| a.slice(ndarray::s![rows.clone(), ..]).to_owned();
+            (pick(&x), pick(&y), share)
+        } else {
+            (x, y, 1.0)
+        };
         if x.dim() != y.dim() || x.ncols() != state.net.config().dim {
             return Err(Error::shape(
                 "LPN training",
@@ -323,11 +359,25 @@ pub fn train(
             ));
         }
         let mut loss = 0.0;
-        let (_, grad) = state.net.prox_then_grad(y.view(), |f| {
+        let local = state.net.prox_then_grad(y.view(), |f| {
             let (l, g) = st.loss.value_and_grad(f, &x);
             loss = l;
             g
-        })?;
+        });
+        let grad = if ranks > 1 {
+            // [loss, gradient] weighted by this rank's share, summed over the ranks.
+            let np = state.net.params.len();
+            let local = local.map(|(_, g)| {
+                std::iter::once(loss * share)
+                    .chain(g.iter().map(|v| v * share))
+                    .collect()
+            });
+            let mut r = sum_checked(comm, local, 1 + np)?;
+            loss = r[0];
+            Array1::from(r.split_off(1))
+        } else {
+            local?.1
+        };
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 method: "LPN training".into(),

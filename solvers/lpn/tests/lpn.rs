@@ -1047,3 +1047,61 @@ fn the_prior_of_rows_is_the_prior_of_each_row() {
     }
     assert!(regularizer_rows(&net, randm(5, 4, 6).view(), params).is_err());
 }
+
+#[test]
+fn data_parallel_training_gives_the_one_process_parameters() {
+    // The three losses of the paper's schedule; 64 samples split over 2 and 3 thread ranks.
+    let cfg = dense(1, &[10, 10], 10.0, 0.0);
+    let schedule = vec![
+        Stage {
+            steps: 20,
+            lr: 1e-3,
+            loss: Loss::L2,
+        },
+        Stage {
+            steps: 20,
+            lr: 1e-3,
+            loss: Loss::L1,
+        },
+        Stage {
+            steps: 20,
+            lr: 1e-4,
+            loss: Loss::ProxMatching { gamma: 0.5 },
+        },
+    ];
+    let s = laplace::sampler(64, 9);
+    let mut one = TrainState::new(Icnn::new(cfg.clone(), 3).unwrap()).unwrap();
+    train(&mut one, &schedule, &s, 5, |_, _| true).unwrap();
+    let norm = one.net.params.dot(&one.net.params).sqrt();
+    for k in [2, 3] {
+        let comms = hyperprox_core::comm::ThreadComm::group(k);
+        let out: Vec<TrainState> = std::thread::scope(|sc| {
+            let hs: Vec<_> = comms
+                .iter()
+                .map(|c| {
+                    let (cfg, schedule, s) = (&cfg, &schedule, &s);
+                    sc.spawn(move || {
+                        let mut st = TrainState::new(Icnn::new(cfg.clone(), 3).unwrap()).unwrap();
+                        hyperprox_lpn::train::train_ranks(c, &mut st, schedule, s, 5, |_, _| true)
+                            .unwrap();
+                        st
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for st in &out {
+            let d = &st.net.params - &one.net.params;
+            assert!(
+                d.dot(&d).sqrt() <= 1e-10 * norm,
+                "k = {k}: {}",
+                d.dot(&d).sqrt()
+            );
+            assert_eq!(st.net.params, out[0].net.params, "ranks disagree");
+            assert_eq!(st.history.len(), one.history.len());
+            for (a, b) in st.history.iter().zip(&one.history) {
+                assert!((a.1 - b.1).abs() <= 1e-12 * b.1.abs().max(1e-300));
+            }
+        }
+    }
+}

@@ -1092,3 +1092,94 @@ fn training_skips_non_finite_losses_and_reports_divergence_at_its_minibatch() {
         assert!(train(&mut m2, &pr, &cfg, Some(bad), None, &mut |_| {}).is_err());
     }
 }
+
+/// Runs `f` on `k` thread ranks, returning every rank's result in rank order.
+fn on_ranks<T: Send>(
+    k: usize,
+    f: impl Fn(&dyn hyperprox_core::comm::Communicator) -> T + Sync,
+) -> Vec<T> {
+    let comms = hyperprox_core::comm::ThreadComm::group(k);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .iter()
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || f(c))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn data_parallel_training_gives_the_one_process_parameters() {
+    use hyperprox_unfolded::train::train_ranks;
+    // DU-ISTA (plain state) and LISTA-CP (own readout path), Adam, supervised and unsupervised;
+    // the batch of 25 splits unevenly over 2 and 3 ranks.
+    let pr = small(20, 40);
+    for (kind, loss) in [
+        (ModelKind::DuIsta, LossKind::Supervised),
+        (ModelKind::DuIsta, LossKind::Unsupervised),
+        (ModelKind::Alista, LossKind::Supervised),
+    ] {
+        let spec = ModelSpec::new(kind, 3);
+        let cfg = TrainConfig {
+            steps_per_layer: 15,
+            final_steps: 15,
+            batch: 25,
+            val_size: 20,
+            loss,
+            ..Default::default()
+        };
+        let mut serial = Unfolded::new(spec.clone(), &pr).unwrap();
+        let st1 = train(&mut serial, &pr, &cfg, None, None, &mut |_| {}).unwrap();
+        let norm = st1.params.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for k in [2, 3] {
+            let out = on_ranks(k, |comm| {
+                let mut m = Unfolded::new(spec.clone(), &pr).unwrap();
+                train_ranks(comm, &mut m, &pr, &cfg, None, None, &mut |_| {}).unwrap()
+            });
+            for st in &out {
+                let d = st
+                    .params
+                    .iter()
+                    .zip(&st1.params)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+                    .sqrt();
+                assert!(d <= 1e-10 * norm, "{kind:?} {loss:?} k = {k}: {d:e}");
+                assert_eq!(st.params, out[0].params, "ranks disagree");
+                assert_eq!(st.history.len(), st1.history.len());
+            }
+            // A checkpoint of the ranks resumes in one process (and the other way round).
+            let mid = on_ranks(k, |comm| {
+                let mut m = Unfolded::new(spec.clone(), &pr).unwrap();
+                train_ranks(comm, &mut m, &pr, &cfg, None, Some(20), &mut |_| {}).unwrap()
+            });
+            let mut m = Unfolded::new(spec.clone(), &pr).unwrap();
+            let end = train(&mut m, &pr, &cfg, Some(mid[0].clone()), None, &mut |_| {}).unwrap();
+            let d = end
+                .params
+                .iter()
+                .zip(&st1.params)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(d <= 1e-10 * norm, "resumed: {d:e}");
+        }
+    }
+    // More ranks than samples in a minibatch: the same error on every rank.
+    let cfg = TrainConfig {
+        batch: 2,
+        val_size: 4,
+        steps_per_layer: 2,
+        final_steps: 2,
+        ..Default::default()
+    };
+    let out = on_ranks(3, |comm| {
+        let mut m = Unfolded::new(ModelSpec::new(ModelKind::DuIsta, 2), &pr).unwrap();
+        train_ranks(comm, &mut m, &pr, &cfg, None, None, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(out.iter().all(|e| e.contains("at most 2 ranks")), "{out:?}");
+}
