@@ -25,8 +25,8 @@ fn main() {
     if size > 1 {
         let st = cli::parallel::comm().stats();
         eprintln!(
-            "rank {rank} of {size}: {} collectives, {} bytes sent, {} bytes received",
-            st.collectives, st.bytes_sent, st.bytes_received
+            "rank {rank} of {size}: {} collectives, {} bytes sent, {} bytes received, {:.3} s in collectives",
+            st.collectives, st.bytes_sent, st.bytes_received, st.seconds
         );
     }
     // Every rank ends MPI (a collective) before exiting.

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Collectives and bytes of a communicator, since it was made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct CommStats {
     /// Collective operations called.
     pub collectives: u64,
@@ -37,6 +37,9 @@ pub struct CommStats {
     pub bytes_sent: u64,
     /// Bytes this rank received (every rank's contribution, its own included).
     pub bytes_received: u64,
+    /// Wall-clock seconds spent inside collectives (waiting for the other ranks included):
+    /// a run's compute time is its wall time less this.
+    pub seconds: f64,
 }
 
 /// Counters a communicator updates (atomics: the reductions take `&self`).
@@ -45,9 +48,16 @@ pub struct StatCounter {
     collectives: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
+    nanos: AtomicU64,
 }
 
 impl StatCounter {
+    /// Records one collective that started at `since`.
+    pub fn record_timed(&self, sent: usize, received: usize, since: std::time::Instant) {
+        let ns = since.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.nanos.fetch_add(ns, Ordering::Relaxed);
+        self.record(sent, received);
+    }
     /// Records one collective.
     pub fn record(&self, sent: usize, received: usize) {
         self.collectives.fetch_add(1, Ordering::Relaxed);
@@ -60,6 +70,7 @@ impl StatCounter {
             collectives: self.collectives.load(Ordering::Relaxed),
             bytes_sent: self.sent.load(Ordering::Relaxed),
             bytes_received: self.received.load(Ordering::Relaxed),
+            seconds: self.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
         }
     }
 }
@@ -290,6 +301,7 @@ impl ThreadComm {
     }
 
     fn exchange(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let t0 = std::time::Instant::now();
         let lock = || {
             self.shared
                 .slots
@@ -302,7 +314,7 @@ impl ThreadComm {
         // Nobody writes the next round before everybody has read this one.
         self.shared.barrier.wait();
         let received = out.iter().map(Vec::len).sum();
-        self.stats.record(bytes.len(), received);
+        self.stats.record_timed(bytes.len(), received, t0);
         out
     }
 }
@@ -535,13 +547,15 @@ mod mpi_comm {
             self.world.size() as usize
         }
         fn all_gather(&self, local: &[f64]) -> Vec<f64> {
+            let t0 = std::time::Instant::now();
             let k = self.size();
             let mut out = vec![0.0; local.len() * k];
             self.world.all_gather_into(local, &mut out[..]);
-            self.stats.record(8 * local.len(), 8 * out.len());
+            self.stats.record_timed(8 * local.len(), 8 * out.len(), t0);
             out
         }
         fn all_gather_bytes(&self, local: &[u8]) -> Vec<Vec<u8>> {
+            let t0 = std::time::Instant::now();
             let k = self.size();
             let mut counts = vec![0 as Count; k];
             self.world
@@ -560,7 +574,7 @@ mod mpi_comm {
                 let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
                 self.world.all_gather_varcount_into(local, &mut part);
             }
-            self.stats.record(local.len() + 4, total + 4 * k);
+            self.stats.record_timed(local.len() + 4, total + 4 * k, t0);
             counts
                 .iter()
                 .zip(&displs)

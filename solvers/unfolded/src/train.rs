@@ -438,11 +438,15 @@ pub fn train(
     max_steps: Option<u64>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainState> {
-    let source = SparseSource {
+    train_ranks(
+        &SelfComm::new(),
+        model,
         problem,
-        signal: cfg.signal,
-    };
-    train_on(model, &source, cfg, resume, max_steps, progress)
+        cfg,
+        resume,
+        max_steps,
+        progress,
+    )
 }
 
 /// [`train`] data parallel over the ranks of `comm` (see [`train_on_ranks`]).
