@@ -388,8 +388,8 @@ pub fn balanced_shards(weights: &[usize], ranks: usize) -> Result<Vec<usize>> {
 /// A vector split over the ranks: this rank's block `local`, with the reductions (`dot`, the
 /// norms, `all_finite`) taken over every rank's block through the communicator (in rank order,
 /// see [`Communicator::sum`]). The elementwise operations touch the local block only, so the
-/// backend-generic solvers ([`Fista`](crate::solve::Fista), [`conjugate_gradient_on`]
-/// (crate::linalg::conjugate_gradient_on)) run unchanged on sharded data: every rank takes
+/// backend-generic solvers ([`Fista`](crate::solve::Fista),
+/// [`conjugate_gradient_on`](crate::linalg::conjugate_gradient_on)) run unchanged on sharded data: every rank takes
 /// the same decisions from the same reduced values.
 #[derive(Clone)]
 pub struct ShardedVector {
