@@ -3,8 +3,9 @@
 use super::common::{check_outputs, finish, read_json, usage, CliResult};
 use clap::{Args, Subcommand};
 use hyperprox::bilevel::experiments::denoise_learned_tv;
+use hyperprox::core::device::Device;
 use hyperprox::core::experiments::{
-    deblur_tv, denoise_tv, solve_logistic, solve_path, solve_penalized, LambdaChoice,
+    deblur_tv, denoise_tv_on, solve_logistic, solve_path, solve_penalized, LambdaChoice,
     SolveSettings, SparseSolver,
 };
 use hyperprox::core::io;
@@ -82,6 +83,10 @@ pub struct SolveArgs {
     /// lasso, prox-Newton for logistic-l1).
     #[arg(long)]
     no_working_sets: bool,
+    /// Where the solve runs: cpu, or cuda / cuda:N (lasso with --solver fista and a dense
+    /// .npy design; a build with `--features cuda`, on a machine with an NVIDIA driver).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
     /// Output solution x (.npy).
     #[arg(long)]
     out: PathBuf,
@@ -106,6 +111,7 @@ impl SolveArgs {
             max_iters: self.max_iters,
             working_sets: !self.no_working_sets,
             relative: self.relative,
+            device: self.device,
         }
     }
 }
@@ -177,6 +183,10 @@ pub struct TvArgs {
     /// Iteration cap of the FGP solver.
     #[arg(long, default_value_t = 100_000)]
     max_iters: usize,
+    /// Where the FGP iterations run: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`, on a machine with an NVIDIA driver).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
     /// Output image (.png or .npy).
     #[arg(long)]
     out: PathBuf,
@@ -195,6 +205,15 @@ pub fn solve(problem: SolveProblem) -> CliResult<()> {
     };
     check_outputs(&args.out, &args.report, &["npy"])?;
     let logistic = matches!(problem, SolveProblem::LogisticL1(_));
+    if !args.device.is_cpu() {
+        if !matches!(problem, SolveProblem::Lasso(_)) || args.path.is_some() {
+            return usage("--device cuda solves one lasso (--lambda or --lambda-ratio); use --device cpu for the others and for --path");
+        }
+        if args.solver != SparseSolver::Fista {
+            return usage("on the GPU the lasso runs FISTA: add --solver fista");
+        }
+        args.device.check()?;
+    }
     if logistic && args.path.is_some() {
         return usage("--path is for lasso, elastic-net and group-lasso (coordinate descent); logistic-l1 solves one λ");
     }
@@ -277,6 +296,12 @@ fn solve_single<T: Real>(
 pub fn denoise(model: DenoiseModel) -> CliResult<()> {
     let DenoiseModel::Tv(a) = model;
     check_outputs(&a.out, &a.report, &["npy", "png"])?;
+    if !a.device.is_cpu() {
+        if a.params.is_some() {
+            return usage("--device cuda runs the ROF model (--lambda); the learned smoothed TV (--params) runs on the CPU");
+        }
+        a.device.check()?;
+    }
     if let Some(params) = &a.params {
         let (kind, lambda, nu) = learned_tv(params)?;
         let y = io::read_image(&a.input)?;
@@ -292,12 +317,12 @@ pub fn denoise(model: DenoiseModel) -> CliResult<()> {
     let lambda = a.lambda.unwrap_or(f64::NAN); // required by clap without --params
                                                // A float32 .npy image is denoised in float32 (and written so, to a .npy).
     if let Some(y) = read_f32_image(&a.input)? {
-        let (x, report) = denoise_tv(y.view(), lambda, kind, a.tol, a.max_iters)?;
+        let (x, report) = denoise_tv_on(a.device, y.view(), lambda, kind, a.tol, a.max_iters)?;
         write_f32_image(&a.out, x)?;
         return finish(&a.report, &report);
     }
     let y = io::read_image(&a.input)?;
-    let (x, report) = denoise_tv(y.view(), lambda, kind, a.tol, a.max_iters)?;
+    let (x, report) = denoise_tv_on(a.device, y.view(), lambda, kind, a.tol, a.max_iters)?;
     io::write_image(&a.out, &x)?;
     finish(&a.report, &report)
 }
@@ -387,4 +412,9 @@ pub fn opnorm(h: usize, w: usize) -> CliResult<()> {
         8f64.sqrt()
     );
     Ok(())
+}
+
+/// `--device cpu|cuda|cuda:N`.
+pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: hyperprox::core::Error| e.to_string())
 }

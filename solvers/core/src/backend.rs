@@ -73,6 +73,16 @@ pub trait ProxOn<T: Real, V>: FunctionOn<T, V> {
         out.xpay(x, -gamma);
         Ok(())
     }
+    /// The forward–backward step of FISTA and ISTA, `out ← prox_{sf}(y − s·g)` (`g = ∇h(y)`
+    /// of the smooth part); `tmp` is scratch. The default is the generic operations; a device
+    /// backend fuses it into one kernel for its separable functions.
+    fn forward_backward_on(&self, out: &mut V, y: &V, step: T, g: &V, tmp: &mut V) -> Result<()>
+    where
+        V: Vector<T>,
+    {
+        tmp.set_axpy(y, -step, g);
+        self.prox_on(out, tmp, step)
+    }
     /// PDHG's dual update `y_old ← y` (when `save_old`), `y ← prox_{σf*}(y + σt)`, `t = Kx̄`
     /// (overwritten); see [`Prox::pdhg_dual_update_into`],
     /// which the CPU vectors use. The default is the generic operations.

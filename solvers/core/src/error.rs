@@ -86,6 +86,9 @@ pub enum Error {
         /// Its error message.
         message: String,
     },
+    /// No usable GPU, or a GPU operation failed (see [`crate::device`]).
+    #[error("{0}")]
+    Device(String),
     /// File or I/O problem.
     #[error("I/O error on {path}: {source}; check that the file exists and is readable")]
     Io {

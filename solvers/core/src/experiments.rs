@@ -3,6 +3,7 @@
 //! solution with a serializable report (the `hyperprox solve`, `denoise` and `deblur` commands
 //! print these reports; `hyperprox bench` runs the same functions).
 
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::func::Groups;
 use crate::func::{
@@ -75,6 +76,9 @@ pub struct SolveSettings {
     /// logistic regression) instead of `≤ tol`: the stopping test then does not depend on the
     /// scale of the data (`b → s·b`, `λ → s·λ` scales `x` by `s` and stops at the same iterate).
     pub relative: bool,
+    /// Where FISTA runs ([`Device::Cuda`]: the ℓ1 Lasso with a dense design on the GPU;
+    /// coordinate descent and ADMM run on the CPU only).
+    pub device: Device,
 }
 
 impl SolveSettings {
@@ -100,6 +104,7 @@ impl Default for SolveSettings {
             max_iters: 100_000,
             working_sets: true,
             relative: false,
+            device: Device::Cpu,
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct SolveReport {
     pub n_samples: usize,
     /// Columns of `A`.
     pub n_features: usize,
+    /// The GPU it ran on (absent: the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl SolveReport {
@@ -155,6 +163,7 @@ impl SolveReport {
             labels_mapped_from_01: None,
             n_samples: 0,
             n_features: sol.x.len(),
+            device: None,
         }
     }
 }
@@ -348,6 +357,13 @@ pub fn solve_penalized<T: Real>(
     name: &str,
     s: &SolveSettings,
 ) -> Result<(Array1<T>, SolveReport)> {
+    if !s.device.is_cpu() && s.solver != SparseSolver::Fista {
+        return Err(Error::param(
+            "solver",
+            format!("{:?}", s.solver).to_lowercase(),
+            "on the GPU the Lasso runs FISTA: pass --solver fista (or --device cpu)",
+        ));
+    }
     let zero = Array1::zeros(prob.n_features());
     let p0 = prob.objective(zero.view())?.as_f64();
     let tol = T::c(s.gap_tol(|| Ok(p0))?);
@@ -365,12 +381,40 @@ pub fn solve_penalized<T: Real>(
             )
         }
         SparseSolver::Admm => lasso_admm(prob, tol, s.max_iters)?,
-        SparseSolver::Fista => lasso_fista(prob, tol, s.max_iters)?,
+        SparseSolver::Fista => match s.device {
+            Device::Cpu => lasso_fista(prob, tol, s.max_iters)?,
+            Device::Cuda(k) => lasso_fista_gpu(k, prob, tol, s.max_iters)?,
+        },
     };
     let mut r = SolveReport::new(name, s, &sol, t0.elapsed().as_secs_f64());
     r.lambda = prob.lambda().as_f64();
     r.n_samples = prob.n_samples();
+    if !s.device.is_cpu() {
+        r.device = Some(s.device.to_string());
+    }
     Ok((sol.x, r))
+}
+
+/// [`lasso_fista`] on CUDA device `k` (the core FISTA on device vectors).
+#[cfg(feature = "cuda")]
+fn lasso_fista_gpu<T: Real>(
+    k: usize,
+    prob: &LassoProblem<T>,
+    tol: T,
+    max_iters: usize,
+) -> Result<Solution<T, ()>> {
+    let gpu = crate::cuda::Gpu::new(k)?;
+    crate::cuda::solve_lasso(&gpu, prob, tol, max_iters)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn lasso_fista_gpu<T: Real>(
+    _k: usize,
+    _prob: &LassoProblem<T>,
+    _tol: T,
+    _max_iters: usize,
+) -> Result<Solution<T, ()>> {
+    Err(crate::device::no_cuda_build())
 }
 
 /// Sparse logistic regression `(1/n)Σ log(1 + exp(−bᵢaᵢᵀx)) + λ‖x‖₁` to a certified duality
@@ -468,6 +512,9 @@ pub struct TvReport {
     pub height: usize,
     /// Image width.
     pub width: usize,
+    /// The GPU it ran on (absent: the CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 fn check_lambda_tol(lambda: f64, tol: f64) -> Result<()> {
@@ -550,6 +597,19 @@ pub fn denoise_tv<T: Real>(
     tol: f64,
     max_iters: usize,
 ) -> Result<(Array2<T>, TvReport)> {
+    denoise_tv_on(Device::Cpu, y, lambda, kind, tol, max_iters)
+}
+
+/// [`denoise_tv`] on a chosen device: the same FGP loop, with the GPU's fused kernels on
+/// [`Device::Cuda`] ([`cuda::solve_rof`](crate::cuda::solve_rof), feature `cuda`).
+pub fn denoise_tv_on<T: Real>(
+    device: Device,
+    y: ArrayView2<'_, T>,
+    lambda: f64,
+    kind: TvKind,
+    tol: f64,
+    max_iters: usize,
+) -> Result<(Array2<T>, TvReport)> {
     check_lambda_tol(lambda, tol)?;
     check_iters(max_iters)?;
     check_relative_precision::<T>(tol)?;
@@ -558,7 +618,16 @@ pub fn denoise_tv<T: Real>(
         TotalVariation::new(h, w, T::c(lambda), kind)?.with_tolerance(T::c(1e-6), max_iters)?;
     let flat = Array1::from_iter(y.iter().copied());
     let t0 = Instant::now();
-    let r = tv.solve_rof(flat.view(), T::c(tol))?;
+    let r = match device {
+        Device::Cpu => tv.solve_rof(flat.view(), T::c(tol))?,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(k) => {
+            let gpu = crate::cuda::Gpu::new(k)?;
+            crate::cuda::solve_rof(&gpu, &tv, flat.view(), T::c(tol))?
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => return Err(crate::device::no_cuda_build()),
+    };
     let time_s = t0.elapsed().as_secs_f64();
     let lambda_max_bound = tv.constant_threshold(flat.view())?.as_f64();
     let objective =
@@ -588,6 +657,7 @@ pub fn denoise_tv<T: Real>(
         lambda_max_bound: Some(lambda_max_bound),
         height: h,
         width: w,
+        device: (!device.is_cpu()).then(|| device.to_string()),
     };
     Ok((to_image(r.x, h, w)?, report))
 }
@@ -647,6 +717,7 @@ pub fn deblur_tv<T: Real + rustfft::FftNum>(
         lambda_max_bound: None,
         height: h,
         width: w,
+        device: None,
     };
     Ok((to_image(sol.x, h, w)?, report))
 }

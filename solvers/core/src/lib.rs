@@ -24,6 +24,9 @@
 pub mod backend;
 pub mod bench;
 pub mod comm;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod diff;
 pub mod error;
 pub mod experiments;

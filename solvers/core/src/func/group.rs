@@ -201,6 +201,10 @@ impl<T: Real> Function<T> for NormL21<T> {
 }
 
 impl<T: Real> NormL21<T> {
+    /// The partition, `λ` and the group weights.
+    pub fn parts(&self) -> (&Groups, T, &Array1<T>) {
+        (&self.groups, self.lambda, &self.w)
+    }
     /// `v ← Π(v)` group by group, with `Π` the projection onto `{‖v_g‖ ≤ λw_g}`, where
     /// `load(i)` gives `vᵢ` (read once, written through `store`).
     fn project_groups(&self, mut load: impl FnMut(usize) -> T, mut store: impl FnMut(usize, T)) {

@@ -146,6 +146,10 @@ impl<T: Real> IndBallL2<T> {
         check_radius(r)?;
         Ok(Self { r })
     }
+    /// The radius.
+    pub fn radius(&self) -> T {
+        self.r
+    }
 }
 
 impl<T: Real> Function<T> for IndBallL2<T> {
@@ -340,6 +344,13 @@ impl<T: Real> IndBox<T> {
     }
     fn dim_(&self) -> Option<usize> {
         self.lo.dim()
+    }
+    /// `(lo, hi)` when the bounds are the same for every coordinate.
+    pub fn scalar_bounds(&self) -> Option<(T, T)> {
+        match (&self.lo, &self.hi) {
+            (Param::Scalar(l), Param::Scalar(h)) => Some((*l, *h)),
+            _ => None,
+        }
     }
 }
 

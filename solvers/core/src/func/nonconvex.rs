@@ -28,6 +28,10 @@ impl<T: Real> NormL0<T> {
         check_nonnegative("lambda", lambda)?;
         Ok(Self { lambda })
     }
+    /// `λ`.
+    pub fn lambda(&self) -> T {
+        self.lambda
+    }
     fn dim_(&self) -> Option<usize> {
         None
     }

@@ -105,6 +105,13 @@ impl<T: Real> NormL1<T> {
         )?;
         Ok(Self { w })
     }
+    /// `λ` when one weight is shared by every coordinate.
+    pub fn scalar_weight(&self) -> Option<T> {
+        match &self.w {
+            Param::Scalar(w) => Some(*w),
+            Param::PerCoord(_) => None,
+        }
+    }
     /// `Σ wᵢ|xᵢ|` with per-coordinate weights.
     pub fn weighted(w: Array1<T>) -> Result<Self> {
         let w = Param::PerCoord(w);
@@ -199,6 +206,10 @@ impl<T: Real> ElasticNet<T> {
             ));
         }
         Ok(Self { lambda, alpha })
+    }
+    /// `(λ, α)`.
+    pub fn params(&self) -> (T, T) {
+        (self.lambda, self.alpha)
     }
     fn dim_(&self) -> Option<usize> {
         None

@@ -84,6 +84,12 @@ impl<T: Real> TotalVariation<T> {
         let (h, w) = self.grad.grid();
         h * w
     }
+    /// `(h, w, λ, kind, max_iters)`, for the device backend.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn setup(&self) -> (usize, usize, T, TvKind, usize) {
+        let (h, w) = self.grad.grid();
+        (h, w, self.lambda, self.kind, self.max_iters)
+    }
     /// `Σ_p ‖g_p‖` for a stacked gradient `g` (isotropic or anisotropic).
     pub(super) fn coupled_norm(&self, g: ArrayView1<'_, T>) -> T {
         let n = self.n();
@@ -185,7 +191,11 @@ impl<T: Real> TotalVariation<T> {
     /// point and its duality gap `P(v̄) − D(q) = v̄·Σeᵢ + ½‖e‖²` with `e = v − ∇ᵀq − v̄` (zero
     /// in exact arithmetic; computed from the rounding residual `e`, so it stays small for any
     /// `μ`, even `10³⁰⁰`). `None` for `μ < λ̂(v)`.
-    fn constant_solution(&self, v: &Array1<T>, mu: T) -> Option<(Array1<T>, Array1<T>, T, T)> {
+    pub(crate) fn constant_solution(
+        &self,
+        v: &Array1<T>,
+        mu: T,
+    ) -> Option<(Array1<T>, Array1<T>, T, T)> {
         let vs = v.as_slice()?;
         let n = self.n();
         let mean = Self::mean(vs);

@@ -32,6 +32,10 @@ impl Mask {
             keep: (0..n).map(|_| rng.random::<f64>() < p).collect(),
         })
     }
+    /// The pattern (`true` = observed).
+    pub fn keep(&self) -> &[bool] {
+        &self.keep
+    }
     /// Number of observed entries.
     pub fn observed(&self) -> usize {
         self.keep.iter().filter(|&&k| k).count()

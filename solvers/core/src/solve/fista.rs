@@ -381,8 +381,8 @@ where
             s.z.set_axpy(&s.y, -step, &s.grad);
             return Ok(());
         }
-        s.tmp.set_axpy(&s.y, -step, &s.grad);
-        self.g.prox_on(&mut s.z, &s.tmp, step)
+        self.g
+            .forward_backward_on(&mut s.z, &s.y, step, &s.grad, &mut s.tmp)
     }
 
     /// One iteration. Allocates nothing.

@@ -1,0 +1,170 @@
+//! The core's functions on device vectors: the separable ones (ℓ1, ℓ0, box, nonnegativity,
+//! elastic net) by one elementwise kernel, the ℓ2 ball by a norm and a scaling, the group
+//! ℓ2,1 norm (the TV dual's projection is its conjugate's prox) by one thread per group.
+//! They are the same values as the CPU types (`NormL1`, …): only the vector type changes.
+
+use super::{launch, sum_partials, GpuReal, GpuVec};
+use crate::backend::{FunctionOn, ProxOn};
+use crate::error::{Error, Result};
+use crate::func::{
+    set_tol, ElasticNet, IndBallL2, IndBox, IndNonnegative, NormL0, NormL1, NormL21,
+    SeparableKernel,
+};
+use crate::linalg::{check_len, check_positive, Vector};
+
+fn check_out<T: GpuReal>(name: &str, out: &GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+    check_len(name, "out", x.len_(), out.len_())?;
+    check_positive("gamma", gamma)
+}
+
+/// The device [`FunctionOn`]/[`ProxOn`] of a [`SeparableKernel`] type.
+macro_rules! separable_on_gpu {
+    ($ty:ident) => {
+impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for $ty<T> {
+    fn name_on(&self) -> String {
+        SeparableKernel::<T>::gpu_name(self)
+    }
+    fn dim_on(&self) -> Option<usize> {
+        None
+    }
+    fn value_on(&self, x: &GpuVec<T>) -> Result<T> {
+        let (kind, p1, p2, p3) = SeparableKernel::<T>::value_params(self)?;
+        let g = x.gpu();
+        let n = x.n();
+        let cfg = g.red_cfg();
+        let parts = g.reduce::<T>(1, |p| {
+            launch!(g, T, "sep_value", cfg; &n, x.buf(), &kind, &p1, &p2, &p3, p)
+        })?;
+        Ok(sum_partials(&parts))
+    }
+}
+
+impl<T: GpuReal> ProxOn<T, GpuVec<T>> for $ty<T> {
+    fn prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        check_out(&SeparableKernel::<T>::gpu_name(self), out, x, gamma)?;
+        let (kind, p1, p2) = SeparableKernel::<T>::prox_params(self, gamma)?;
+        let g = x.gpu().clone();
+        let n = x.n();
+        launch!(&g, T, "sep_prox", g.cfg(x.len_()); &n, out.buf_mut(), x.buf(), &kind, &p1, &p2)
+    }
+    /// One kernel: `out = prox_{sφ}(y − s·g)` elementwise.
+    fn forward_backward_on(
+        &self,
+        out: &mut GpuVec<T>,
+        y: &GpuVec<T>,
+        step: T,
+        grad: &GpuVec<T>,
+        _tmp: &mut GpuVec<T>,
+    ) -> Result<()> {
+        check_out(&SeparableKernel::<T>::gpu_name(self), out, y, step)?;
+        check_len(&SeparableKernel::<T>::gpu_name(self), "gradient", y.len_(), grad.len_())?;
+        let (kind, p1, p2) = SeparableKernel::<T>::prox_params(self, step)?;
+        let g = y.gpu().clone();
+        let n = y.n();
+        launch!(&g, T, "fb_step", g.cfg(y.len_());
+            &n, out.buf_mut(), y.buf(), &step, grad.buf(), &kind, &p1, &p2)
+    }
+}
+    };
+}
+separable_on_gpu!(NormL1);
+separable_on_gpu!(NormL0);
+separable_on_gpu!(IndBox);
+separable_on_gpu!(IndNonnegative);
+separable_on_gpu!(ElasticNet);
+
+impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for IndBallL2<T> {
+    fn name_on(&self) -> String {
+        "IndBallL2".into()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        None
+    }
+    fn value_on(&self, x: &GpuVec<T>) -> Result<T> {
+        let r = self.radius();
+        Ok(if x.norm2() <= r + set_tol(r) {
+            T::zero()
+        } else {
+            T::infinity()
+        })
+    }
+    fn conj_value_on(&self, y: &GpuVec<T>) -> Result<T> {
+        Ok(self.radius() * y.norm2())
+    }
+}
+
+impl<T: GpuReal> ProxOn<T, GpuVec<T>> for IndBallL2<T> {
+    fn prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        check_out("IndBallL2", out, x, gamma)?;
+        let (n, r) = (x.norm2(), self.radius());
+        let s = if n > r { r / n } else { T::one() };
+        out.copy_from(x);
+        out.scale(s);
+        Ok(())
+    }
+}
+
+/// The partition of a [`NormL21`] on the device: offsets and the flattened index lists.
+struct DeviceGroups<T: GpuReal> {
+    off: cudarc::driver::CudaSlice<i64>,
+    idx: cudarc::driver::CudaSlice<i64>,
+    w: GpuVec<T>,
+    m: i64,
+    lambda: T,
+}
+
+fn device_groups<T: GpuReal>(f: &NormL21<T>, x: &GpuVec<T>) -> Result<DeviceGroups<T>> {
+    let (groups, lambda, w) = f.parts();
+    check_len("NormL21", "x", groups.dim(), x.len_())?;
+    let mut off = vec![0i64];
+    let mut idx = Vec::with_capacity(groups.dim());
+    for gi in groups.iter() {
+        idx.extend(gi.iter().map(|&i| i as i64));
+        off.push(idx.len() as i64);
+    }
+    let g = x.gpu();
+    let up = |v: &[i64]| {
+        g.stream()
+            .clone_htod(if v.is_empty() { &[0i64][..] } else { v })
+            .map_err(|e| Error::Device(format!("CUDA error in upload: {e:?}")))
+    };
+    Ok(DeviceGroups {
+        off: up(&off)?,
+        idx: up(&idx)?,
+        w: g.upload(w.as_slice().expect("owned weights are contiguous"))?,
+        m: groups.len() as i64,
+        lambda,
+    })
+}
+
+impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for NormL21<T> {
+    fn name_on(&self) -> String {
+        "NormL21".into()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        Some(self.parts().0.dim())
+    }
+    fn value_on(&self, x: &GpuVec<T>) -> Result<T> {
+        let d = device_groups(self, x)?;
+        let g = x.gpu();
+        let cfg = g.red_cfg();
+        let parts = g.reduce::<T>(
+            1,
+            |p| launch!(g, T, "group_l21_value", cfg; &d.m, x.buf(), &d.off, &d.idx, d.w.buf(), p),
+        )?;
+        Ok(d.lambda * sum_partials(&parts))
+    }
+}
+
+impl<T: GpuReal> ProxOn<T, GpuVec<T>> for NormL21<T> {
+    /// Block soft thresholding, one thread per group (the group's indices may be anywhere).
+    fn prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        check_out("NormL21", out, x, gamma)?;
+        let d = device_groups(self, x)?;
+        let g = x.gpu().clone();
+        let t = gamma * d.lambda;
+        let m = d.m as usize;
+        launch!(&g, T, "group_l21", g.cfg(m);
+            &d.m, out.buf_mut(), x.buf(), &d.off, &d.idx, d.w.buf(), &t)
+    }
+}

@@ -1,0 +1,253 @@
+// hyperprox device kernels (CUDA C, compiled at run time by NVRTC, once per process and
+// device). Every kernel exists for float (suffix _f32) and double (_f64); indices are 64-bit.
+// Elementwise kernels use grid-stride loops. Reductions write one partial per thread
+// (grid-stride, fixed launch shape), summed on the host in a fixed order: deterministic, and
+// no __syncthreads, so the same source also runs on the host (see tests/cuda_kernels.rs).
+// Layout conventions are the CPU ones: images row-major h x w, gradients [d_h; d_v] (2n),
+// forward differences with Neumann boundary (the last column/row difference is 0).
+
+#ifndef HP_HOST
+#define HP_KERNEL extern "C" __global__
+#define HP_DEV __device__ __forceinline__
+#define HP_IDX ((long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x)
+#define HP_STRIDE ((long long)gridDim.x * (long long)blockDim.x)
+#endif
+
+template <typename T> HP_DEV T hp_abs(T x) { return x < (T)0 ? -x : x; }
+template <typename T> HP_DEV T hp_soft(T x, T t) {
+    if (x != x) return x;
+    T a = hp_abs(x) - t;
+    if (a <= (T)0) return (T)0;
+    return x < (T)0 ? -a : a;
+}
+template <typename T> HP_DEV T hp_min(T a, T b) { return b < a ? b : a; }
+template <typename T> HP_DEV T hp_max(T a, T b) { return b > a ? b : a; }
+template <typename T> HP_DEV bool hp_finite(T x) { return x - x == (T)0; }
+
+// Separable functions: kind 0 l1 (p1 = threshold), 1 l0 (p1 = hard threshold), 2 box
+// [p1, p2], 3 nonnegative, 4 elastic net (p1 = threshold, p2 = divisor).
+template <typename T> HP_DEV T hp_sep_prox(int kind, T x, T p1, T p2) {
+    switch (kind) {
+    case 0: return hp_soft(x, p1);
+    case 1: return hp_abs(x) > p1 ? x : (T)0;
+    case 2: return hp_min(hp_max(x, p1), p2);
+    case 3: return hp_max(x, (T)0);
+    default: return hp_soft(x, p1) / p2;
+    }
+}
+// Values: kind 0 p1|x|, 1 p1[x != 0], 2 box indicator (tolerance p3), 3 nonnegative
+// indicator (tolerance p3), 4 p1|x| + p2 x^2.
+template <typename T> HP_DEV T hp_sep_value(int kind, T x, T p1, T p2, T p3) {
+    switch (kind) {
+    case 0: return p1 * hp_abs(x);
+    case 1: return x != (T)0 ? p1 : (T)0;
+    case 2: return (x >= p1 - p3 && x <= p2 + p3) ? (T)0 : (T)1 / (T)0;
+    case 3: return x >= -p3 ? (T)0 : (T)1 / (T)0;
+    default: return p1 * hp_abs(x) + p2 * x * x;
+    }
+}
+
+// x = v - grad^T r at pixel (i, j): v + rh(i,j)[j<w-1] - rh(i,j-1) + rv(i,j)[i<h-1] - rv(i-1,j).
+template <typename T>
+HP_DEV T hp_x_at(long long h, long long w, const T *v, const T *r, long long i, long long j) {
+    long long n = h * w, p = i * w + j;
+    T x = v[p];
+    if (j + 1 < w) x += r[p];
+    if (j > 0) x -= r[p - 1];
+    if (i + 1 < h) x += r[n + p];
+    if (i > 0) x -= r[n + p - w];
+    return x;
+}
+
+#define HP_DEFINE(T, S)                                                                        \
+HP_KERNEL void fill_##S(long long n, T *y, T a) {                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) y[i] = a;                                \
+}                                                                                              \
+HP_KERNEL void scale_##S(long long n, T *y, T a) {                                             \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) y[i] = a * y[i];                         \
+}                                                                                              \
+HP_KERNEL void axpy_##S(long long n, T *y, T a, const T *x) {                                  \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) y[i] = y[i] + a * x[i];                  \
+}                                                                                              \
+HP_KERNEL void set_axpy_##S(long long n, T *out, const T *x, T a, const T *y) {                \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = x[i] + a * y[i];                \
+}                                                                                              \
+HP_KERNEL void xpay_##S(long long n, T *out, const T *x, T a) {                                \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = x[i] + a * out[i];              \
+}                                                                                              \
+HP_KERNEL void extrap_##S(long long n, T *out, const T *z, const T *x, T beta) {               \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = z[i] + beta * (z[i] - x[i]);    \
+}                                                                                              \
+HP_KERNEL void mul_##S(long long n, T *out, const T *x, const T *m) {                          \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = m[i] * x[i];                    \
+}                                                                                              \
+HP_KERNEL void sep_prox_##S(long long n, T *out, const T *x, int kind, T p1, T p2) {           \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = hp_sep_prox<T>(kind, x[i], p1, p2); \
+}                                                                                              \
+/* One forward-backward step of FISTA fused: out = prox(y - step*g), then the momentum      */ \
+/* point y = out + beta*(out - x_old) is formed by extrap_ after the certificate.           */ \
+HP_KERNEL void fb_step_##S(long long n, T *out, const T *y, T step, const T *g, int kind,     \
+                           T p1, T p2) {                                                       \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE)                                          \
+        out[i] = hp_sep_prox<T>(kind, y[i] - step * g[i], p1, p2);                              \
+}                                                                                              \
+/* Group l2,1: group g holds the indices idx[off[g] .. off[g+1]];                          */ \
+/* out_g = max(0, 1 - t w_g/||x_g||) x_g.                                                   */ \
+HP_KERNEL void group_l21_##S(long long groups, T *out, const T *x, const long long *off,      \
+                             const long long *idx, const T *wt, T t) {                         \
+    for (long long g = HP_IDX; g < groups; g += HP_STRIDE) {                                   \
+        T s2 = (T)0;                                                                           \
+        for (long long k = off[g]; k < off[g + 1]; k++) s2 += x[idx[k]] * x[idx[k]];           \
+        T nr = sqrt(s2), th = t * wt[g];                                                       \
+        T s = nr > th ? (T)1 - th / nr : (T)0;                                                 \
+        for (long long k = off[g]; k < off[g + 1]; k++) out[idx[k]] = s * x[idx[k]];           \
+    }                                                                                          \
+}                                                                                              \
+HP_KERNEL void group_l21_value_##S(long long groups, const T *x, const long long *off,        \
+                                   const long long *idx, const T *wt, T *partial) {            \
+    T acc = (T)0;                                                                              \
+    for (long long g = HP_IDX; g < groups; g += HP_STRIDE) {                                   \
+        T s2 = (T)0;                                                                           \
+        for (long long k = off[g]; k < off[g + 1]; k++) s2 += x[idx[k]] * x[idx[k]];           \
+        acc += wt[g] * sqrt(s2);                                                               \
+    }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* Forward differences [d_h; d_v], Neumann boundary.                                        */ \
+HP_KERNEL void grad2d_##S(long long h, long long w, T *out, const T *x) {                      \
+    long long n = h * w;                                                                       \
+    for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
+        long long i = p / w, j = p - i * w;                                                    \
+        out[p] = j + 1 < w ? x[p + 1] - x[p] : (T)0;                                           \
+        out[n + p] = i + 1 < h ? x[p + w] - x[p] : (T)0;                                       \
+    }                                                                                          \
+}                                                                                              \
+/* The adjoint of grad2d (minus the divergence), in the CPU's order of operations.         */ \
+HP_KERNEL void negdiv2d_##S(long long h, long long w, T *out, const T *y) {                    \
+    long long n = h * w;                                                                       \
+    for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
+        long long i = p / w, j = p - i * w;                                                    \
+        T v = (T)0;                                                                            \
+        if (j + 1 < w) v -= y[p];                                                              \
+        if (j > 0) v += y[p - 1];                                                              \
+        if (i + 1 < h) v -= y[n + p];                                                          \
+        if (i > 0) v += y[n + p - w];                                                          \
+        out[p] = v;                                                                            \
+    }                                                                                          \
+}                                                                                              \
+/* One FGP step on the ROF dual, fused: at pixel p, x = v - grad^T r_in at p and its right  */ \
+/* and lower neighbours, g = grad x, q+ = Proj_mu(r_in + g/8), r_out = q+ + beta(q+ - q).   */ \
+/* Reads v, r_in, q, writes q, r_out once (9 numbers per pixel); r_in, r_out distinct.      */ \
+HP_KERNEL void fgp_step_##S(long long h, long long w, const T *v, T mu, T beta, int iso,      \
+                            T *q, const T *r_in, T *r_out) {                                   \
+    long long n = h * w;                                                                       \
+    for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
+        long long i = p / w, j = p - i * w;                                                    \
+        T xc = hp_x_at<T>(h, w, v, r_in, i, j);                                                \
+        T gh = j + 1 < w ? hp_x_at<T>(h, w, v, r_in, i, j + 1) - xc : (T)0;                    \
+        T gv = i + 1 < h ? hp_x_at<T>(h, w, v, r_in, i + 1, j) - xc : (T)0;                    \
+        T a = r_in[p] + (T)0.125 * gh;                                                         \
+        T c = r_in[n + p] + (T)0.125 * gv;                                                     \
+        if (iso) {                                                                             \
+            T nr = sqrt(a * a + c * c);                                                        \
+            T s = hp_min<T>(mu / nr, (T)1);                                                    \
+            a *= s;                                                                            \
+            c *= s;                                                                            \
+        } else {                                                                               \
+            a = hp_min<T>(hp_max<T>(a, -mu), mu);                                              \
+            c = hp_min<T>(hp_max<T>(c, -mu), mu);                                              \
+        }                                                                                      \
+        r_out[p] = a + beta * (a - q[p]);                                                      \
+        r_out[n + p] = c + beta * (c - q[n + p]);                                              \
+        q[p] = a;                                                                              \
+        q[n + p] = c;                                                                          \
+    }                                                                                          \
+}                                                                                              \
+/* x = v - grad^T q.                                                                        */ \
+HP_KERNEL void fgp_x_##S(long long h, long long w, T *x, const T *v, const T *q) {            \
+    long long n = h * w;                                                                       \
+    for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
+        long long i = p / w, j = p - i * w;                                                    \
+        x[p] = hp_x_at<T>(h, w, v, q, i, j);                                                   \
+    }                                                                                          \
+}                                                                                              \
+/* The FGP certificate's three sums at x (from fgp_x_): sum_p ||(grad x)_p|| (2-norm iso,   */ \
+/* 1-norm aniso), <q, grad x>, ||x - v||^2; partial[3k + 0..3] for thread k.                */ \
+HP_KERNEL void fgp_cert_##S(long long h, long long w, const T *x, const T *v, const T *q,     \
+                            int iso, T *partial) {                                             \
+    long long n = h * w;                                                                       \
+    T tv = (T)0, qg = (T)0, d2 = (T)0;                                                         \
+    for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
+        long long i = p / w, j = p - i * w;                                                    \
+        T gh = j + 1 < w ? x[p + 1] - x[p] : (T)0;                                             \
+        T gv = i + 1 < h ? x[p + w] - x[p] : (T)0;                                             \
+        tv += iso ? sqrt(gh * gh + gv * gv) : hp_abs(gh) + hp_abs(gv);                         \
+        qg += q[p] * gh + q[n + p] * gv;                                                       \
+        T d = x[p] - v[p];                                                                     \
+        d2 += d * d;                                                                           \
+    }                                                                                          \
+    long long k = HP_IDX;                                                                      \
+    partial[3 * k] = tv;                                                                       \
+    partial[3 * k + 1] = qg;                                                                   \
+    partial[3 * k + 2] = d2;                                                                   \
+}                                                                                              \
+HP_KERNEL void dot_##S(long long n, const T *x, const T *y, T *partial) {                     \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) acc += x[i] * y[i];                      \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+HP_KERNEL void asum_##S(long long n, const T *x, T *partial) {                                 \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) acc += hp_abs(x[i]);                     \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* max |x_i|, NaN once any entry is NaN.                                                    */ \
+HP_KERNEL void amax_##S(long long n, const T *x, T *partial) {                                 \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T a = hp_abs(x[i]);                                                                    \
+        if (a != a || acc != acc) acc = a != a ? a : acc;                                      \
+        else if (a > acc) acc = a;                                                             \
+    }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* max |a_i - b_i|, NaN once any difference is not finite.                                  */ \
+HP_KERNEL void maxdiff_##S(long long n, const T *a, const T *b, T *partial) {                  \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T d = hp_abs(a[i] - b[i]);                                                             \
+        if (!hp_finite(d)) acc = d - d;                                                        \
+        else if (acc == acc && d > acc) acc = d;                                               \
+    }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+HP_KERNEL void nonfinite_##S(long long n, const T *x, T *partial) {                            \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) if (!hp_finite(x[i])) acc += (T)1;       \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* <a - b, c - d>                                                                           */ \
+HP_KERNEL void diffdot_##S(long long n, const T *a, const T *b, const T *c, const T *d,       \
+                           T *partial) {                                                       \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) acc += (a[i] - b[i]) * (c[i] - d[i]);    \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* ||x/s - b||^2                                                                            */ \
+HP_KERNEL void scaled_diff_sq_##S(long long n, const T *x, T s, const T *b, T *partial) {     \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T d = x[i] / s - b[i];                                                                 \
+        acc += d * d;                                                                          \
+    }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+HP_KERNEL void sep_value_##S(long long n, const T *x, int kind, T p1, T p2, T p3,             \
+                             T *partial) {                                                     \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) acc += hp_sep_value<T>(kind, x[i], p1, p2, p3); \
+    partial[HP_IDX] = acc;                                                                     \
+}
+
+HP_DEFINE(float, f32)
+HP_DEFINE(double, f64)

@@ -1,0 +1,209 @@
+//! Device linear operators: a dense matrix by cuBLAS, the 2-D finite-difference gradient, a
+//! mask. Each implements [`OperatorOn`] on [`GpuVec`], so the core solvers and the power /
+//! Lanczos iterations run on them.
+
+use super::{fatal, launch, Gpu, GpuReal, GpuVec};
+use crate::backend::{lanczos_norm_on, OperatorOn};
+use crate::error::{Error, Result};
+use crate::linalg::Real;
+use crate::ops::{Gradient2d, Mask, PowerIteration};
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::GemvConfig;
+use cudarc::driver::CudaSlice;
+use ndarray::ArrayView2;
+use rand::{Rng, SeedableRng};
+
+/// A dense `m × n` matrix in device memory (row-major, as the host's), applied by cuBLAS GEMV
+/// (`f32`: SGEMV, `f64`: DGEMV). cuBLAS is column-major: the row-major `A` is the column-major
+/// `Aᵀ` with leading dimension `n`, so `Ax` is the transposed GEMV and `Aᵀy` the plain one.
+pub struct GpuDense<T: GpuReal> {
+    a: CudaSlice<T>,
+    m: usize,
+    n: usize,
+    gpu: Gpu,
+}
+
+impl<T: GpuReal> GpuDense<T> {
+    /// Uploads `a` (finite entries; each dimension below 2³¹, cuBLAS's integer).
+    pub fn new(gpu: &Gpu, a: ArrayView2<'_, T>) -> Result<Self> {
+        let (m, n) = a.dim();
+        if m > i32::MAX as usize || n > i32::MAX as usize {
+            return Err(Error::param(
+                "A",
+                format!("{m} x {n}"),
+                "each dimension must be below 2^31 for cuBLAS",
+            ));
+        }
+        if let Some((i, v)) = crate::linalg::first_non_finite(&a) {
+            return Err(Error::NonFinite {
+                what: "GpuDense matrix".into(),
+                index: i,
+                value: format!("{v}"),
+            });
+        }
+        let host: Vec<T> = a.as_standard_layout().iter().copied().collect();
+        let a = gpu.upload(&host)?;
+        Ok(Self {
+            a: a.into_buf(),
+            m,
+            n,
+            gpu: gpu.clone(),
+        })
+    }
+
+    /// `y ← α op(A) x + β y` (`op(A) = A` when `!transpose`).
+    pub(crate) fn gemv(
+        &self,
+        transpose: bool,
+        alpha: T,
+        x: &GpuVec<T>,
+        beta: T,
+        y: &mut GpuVec<T>,
+    ) {
+        let (xl, yl) = if transpose {
+            (self.m, self.n)
+        } else {
+            (self.n, self.m)
+        };
+        assert_eq!(x.len_(), xl, "GpuDense: x has the wrong length");
+        assert_eq!(y.len_(), yl, "GpuDense: y has the wrong length");
+        if self.m == 0 || self.n == 0 {
+            if beta == T::zero() {
+                crate::linalg::Vector::fill(y, T::zero());
+            } else {
+                crate::linalg::Vector::scale(y, beta);
+            }
+            return;
+        }
+        let cfg = GemvConfig {
+            trans: if transpose {
+                cublasOperation_t::CUBLAS_OP_N
+            } else {
+                cublasOperation_t::CUBLAS_OP_T
+            },
+            m: self.n as i32,
+            n: self.m as i32,
+            alpha,
+            lda: self.n as i32,
+            incx: 1,
+            beta,
+            incy: 1,
+        };
+        // SAFETY: the lengths were checked against the shape above.
+        fatal(unsafe { T::gemv(self.gpu.blas(), cfg, &self.a, x.buf(), y.buf_mut()) });
+    }
+}
+
+impl<T: GpuReal> OperatorOn<T, GpuVec<T>> for GpuDense<T> {
+    fn shape_on(&self) -> (usize, usize) {
+        (self.m, self.n)
+    }
+    fn apply_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>) {
+        self.gemv(false, T::one(), x, T::zero(), out);
+    }
+    fn adjoint_on(&self, out: &mut GpuVec<T>, y: &GpuVec<T>) {
+        self.gemv(true, T::one(), y, T::zero(), out);
+    }
+    /// The Lanczos estimate ([`lanczos_norm_on`]) on the device from a seeded random start.
+    fn opnorm_on(&self, params: PowerIteration) -> Result<T> {
+        let start = random_start::<T>(self.n, params.seed);
+        let x = self.gpu.upload(&start)?;
+        let y = self.gpu.zeros(self.m)?;
+        lanczos_norm_on(self, x, y, params)
+    }
+}
+
+/// A seeded standard normal start vector.
+pub(crate) fn random_start<T: Real>(n: usize, seed: u64) -> Vec<T> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| T::c(rng.sample::<f64, _>(rand_distr::StandardNormal)))
+        .collect()
+}
+
+/// The 2-D forward-difference gradient `ℝ^{h·w} → ℝ^{2·h·w}` (Neumann boundary) of
+/// [`Gradient2d`] on the device: one kernel each way, the CPU's formulas and order.
+pub struct GpuGradient2d {
+    cpu: Gradient2d,
+    gpu: Gpu,
+}
+
+impl GpuGradient2d {
+    /// The gradient on `h × w` images.
+    pub fn new(gpu: &Gpu, h: usize, w: usize) -> Result<Self> {
+        Ok(Self {
+            cpu: Gradient2d::new(h, w)?,
+            gpu: gpu.clone(),
+        })
+    }
+}
+
+impl<T: GpuReal> OperatorOn<T, GpuVec<T>> for GpuGradient2d {
+    fn shape_on(&self) -> (usize, usize) {
+        let (h, w) = self.cpu.grid();
+        (2 * h * w, h * w)
+    }
+    fn apply_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>) {
+        let (h, w) = self.cpu.grid();
+        assert_eq!(x.len_(), h * w, "GpuGradient2d: x has the wrong length");
+        assert_eq!(
+            out.len_(),
+            2 * h * w,
+            "GpuGradient2d: out has the wrong length"
+        );
+        let (hh, ww) = (h as i64, w as i64);
+        let g = &self.gpu;
+        fatal(launch!(g, T, "grad2d", g.cfg(h * w); &hh, &ww, out.buf_mut(), x.buf()));
+    }
+    fn adjoint_on(&self, out: &mut GpuVec<T>, y: &GpuVec<T>) {
+        let (h, w) = self.cpu.grid();
+        assert_eq!(y.len_(), 2 * h * w, "GpuGradient2d: y has the wrong length");
+        assert_eq!(out.len_(), h * w, "GpuGradient2d: out has the wrong length");
+        let (hh, ww) = (h as i64, w as i64);
+        let g = &self.gpu;
+        fatal(launch!(g, T, "negdiv2d", g.cfg(h * w); &hh, &ww, out.buf_mut(), y.buf()));
+    }
+    /// The exact norm of [`Gradient2d`].
+    fn opnorm_on(&self, params: PowerIteration) -> Result<T> {
+        crate::ops::LinearOperator::<T>::opnorm_estimate(&self.cpu, params)
+    }
+}
+
+/// A mask (`diag(m)`, `mᵢ ∈ {0, 1}`: inpainting's observation operator) on the device.
+pub struct GpuMask<T: GpuReal> {
+    m: GpuVec<T>,
+}
+
+impl<T: GpuReal> GpuMask<T> {
+    /// The mask of `mask` (observed entries 1).
+    pub fn new(gpu: &Gpu, mask: &Mask) -> Result<Self> {
+        let keep = mask.keep();
+        let host: Vec<T> = keep
+            .iter()
+            .map(|&k| if k { T::one() } else { T::zero() })
+            .collect();
+        Ok(Self {
+            m: gpu.upload(&host)?,
+        })
+    }
+}
+
+impl<T: GpuReal> OperatorOn<T, GpuVec<T>> for GpuMask<T> {
+    fn shape_on(&self) -> (usize, usize) {
+        (self.m.len_(), self.m.len_())
+    }
+    fn apply_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>) {
+        out.same_shape(x);
+        out.same_shape(&self.m);
+        let n = x.n();
+        let g = self.m.gpu();
+        fatal(launch!(g, T, "mul", g.cfg(x.len_()); &n, out.buf_mut(), x.buf(), self.m.buf()));
+    }
+    fn adjoint_on(&self, out: &mut GpuVec<T>, y: &GpuVec<T>) {
+        self.apply_on(out, y);
+    }
+    /// 1 if any entry is observed, else 0.
+    fn opnorm_on(&self, _params: PowerIteration) -> Result<T> {
+        Ok(crate::linalg::Vector::norm_inf(&self.m))
+    }
+}

@@ -1,0 +1,100 @@
+//! The parameters of the separable functions' device kernels (see [`SeparableKernel`]).
+
+use super::{set_tol, ElasticNet, IndBox, IndNonnegative, NormL0, NormL1};
+use crate::error::{Error, Result};
+use crate::linalg::Real;
+
+/// A separable function `f(x) = Σ φ(xᵢ)` with the same `φ` for every coordinate, as the
+/// device kernels see it: `kind` selects `φ` in the GPU backend's `kernels.cu`
+/// (`hp_sep_prox`, `hp_sep_value`: 0 ℓ1, 1 ℓ0, 2 box, 3 nonnegativity, 4 elastic net) and
+/// two or three numbers parametrize it.
+pub trait SeparableKernel<T: Real>: Send + Sync {
+    /// Name for errors.
+    fn gpu_name(&self) -> String;
+    /// `(kind, p1, p2)` of `prox_{γφ}`, or `Err` where the parameters are per coordinate.
+    fn prox_params(&self, gamma: T) -> Result<(i32, T, T)>;
+    /// `(kind, p1, p2, p3)` of `φ`.
+    fn value_params(&self) -> Result<(i32, T, T, T)>;
+}
+
+fn per_coordinate<T>(name: &str) -> Result<T> {
+    Err(Error::unsupported(
+        "per-coordinate parameters on the GPU",
+        format!("{name} (use one value for every coordinate, or --device cpu)"),
+    ))
+}
+
+impl<T: Real> SeparableKernel<T> for NormL1<T> {
+    fn gpu_name(&self) -> String {
+        "NormL1".into()
+    }
+    fn prox_params(&self, gamma: T) -> Result<(i32, T, T)> {
+        match self.scalar_weight() {
+            Some(l) => Ok((0, gamma * l, T::zero())),
+            None => per_coordinate("NormL1"),
+        }
+    }
+    fn value_params(&self) -> Result<(i32, T, T, T)> {
+        match self.scalar_weight() {
+            Some(l) => Ok((0, l, T::zero(), T::zero())),
+            None => per_coordinate("NormL1"),
+        }
+    }
+}
+
+impl<T: Real> SeparableKernel<T> for NormL0<T> {
+    fn gpu_name(&self) -> String {
+        "NormL0".into()
+    }
+    fn prox_params(&self, gamma: T) -> Result<(i32, T, T)> {
+        Ok((1, (T::c(2.0) * gamma * self.lambda()).sqrt(), T::zero()))
+    }
+    fn value_params(&self) -> Result<(i32, T, T, T)> {
+        Ok((1, self.lambda(), T::zero(), T::zero()))
+    }
+}
+
+impl<T: Real> SeparableKernel<T> for IndBox<T> {
+    fn gpu_name(&self) -> String {
+        "IndBox".into()
+    }
+    fn prox_params(&self, _gamma: T) -> Result<(i32, T, T)> {
+        match self.scalar_bounds() {
+            Some((l, h)) => Ok((2, l, h)),
+            None => per_coordinate("IndBox"),
+        }
+    }
+    /// The membership tolerance is the CPU's `set_tol` of the larger bound in magnitude.
+    fn value_params(&self) -> Result<(i32, T, T, T)> {
+        match self.scalar_bounds() {
+            Some((l, h)) => Ok((2, l, h, set_tol(l.abs().max(h.abs())))),
+            None => per_coordinate("IndBox"),
+        }
+    }
+}
+
+impl<T: Real> SeparableKernel<T> for IndNonnegative<T> {
+    fn gpu_name(&self) -> String {
+        "IndNonnegative".into()
+    }
+    fn prox_params(&self, _gamma: T) -> Result<(i32, T, T)> {
+        Ok((3, T::zero(), T::zero()))
+    }
+    fn value_params(&self) -> Result<(i32, T, T, T)> {
+        Ok((3, T::zero(), T::zero(), set_tol(T::zero())))
+    }
+}
+
+impl<T: Real> SeparableKernel<T> for ElasticNet<T> {
+    fn gpu_name(&self) -> String {
+        "ElasticNet".into()
+    }
+    fn prox_params(&self, gamma: T) -> Result<(i32, T, T)> {
+        let (l, a) = self.params();
+        Ok((4, gamma * l * a, T::one() + gamma * l * (T::one() - a)))
+    }
+    fn value_params(&self) -> Result<(i32, T, T, T)> {
+        let (l, a) = self.params();
+        Ok((4, l * a, T::c(0.5) * l * (T::one() - a), T::zero()))
+    }
+}
