@@ -54,6 +54,11 @@ enum Command {
         /// Smaller cases (ROF 256², bilevel TV on 6 images) for a quick check.
         #[arg(long)]
         quick: bool,
+        /// cpu (the bench report), or cuda / cuda:N: the GPU report (the card's copy rate, the
+        /// fused TV step at 1024²–4096² and a 20000×50000 f32 Lasso, each against the CPU and
+        /// PyTorch in the same run; a build with `--features cuda`).
+        #[arg(long, default_value = "cpu", value_parser = solve::parse_device)]
+        device: hyperprox::core::device::Device,
     },
     /// Learn hyperparameters by bilevel optimization (MAID or HOAG; Lasso: implicit gradient).
     /// Writes OUT/report.json, OUT/history.json and OUT/figure.png.
@@ -156,7 +161,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Denoise { model } => solve::denoise(model),
         Command::Deblur { model } => solve::deblur(model),
         Command::Opnorm { height, width } => solve::opnorm(height, width),
-        Command::Bench { quick } => bench::run(quick),
+        Command::Bench { quick, device } => bench::run(quick, device),
         Command::Tune { problem } => tune::tune(problem),
         Command::Demo { out, max_iters } => tune::demo(&out, max_iters),
         Command::Lpn { command } => lpn::run(command),

@@ -5,14 +5,16 @@
 #![cfg(feature = "cuda")]
 
 use hyperprox_core::backend::{OperatorOn, ProxOn};
-use hyperprox_core::cuda::{self, Gpu, GpuDense, GpuGradient2d, GpuMask, GpuVec};
+use hyperprox_core::cuda::{self, Gpu, GpuConv2d, GpuDense, GpuGradient2d, GpuMask, GpuVec};
 use hyperprox_core::func::Function;
 use hyperprox_core::func::{
     ElasticNet, Groups, IndBallL2, IndBox, IndNonnegative, NormL0, NormL1, NormL21, Prox,
     TotalVariation, TvKind,
 };
 use hyperprox_core::linalg::Vector;
-use hyperprox_core::ops::{Gradient2d, LinearOperator, Mask, PowerIteration};
+use hyperprox_core::ops::{
+    Boundary, Conv2d, ConvMethod, Gradient2d, LinearOperator, Mask, PowerIteration,
+};
 use hyperprox_core::solve::{LassoPenalty, LassoProblem};
 use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
@@ -145,6 +147,11 @@ fn device_operators_pass_the_adjoint_test_and_match_the_cpu() {
             &Gradient2d::new(h, w).unwrap(),
         );
     }
+    for boundary in [Boundary::Zero, Boundary::Reflect, Boundary::Periodic] {
+        let kern = Conv2d::<f64>::gaussian_kernel(7, 1.5).unwrap();
+        let conv = Conv2d::new(40, 52, kern, boundary, ConvMethod::Direct).unwrap();
+        adjoint_and_cpu(&g, &GpuConv2d::new(&g, &conv).unwrap(), &conv);
+    }
     let mask = Mask::random(500, 0.3, 7).unwrap();
     adjoint_and_cpu(&g, &GpuMask::new(&g, &mask).unwrap(), &mask);
 }
@@ -225,4 +232,103 @@ fn the_lasso_by_fista_on_the_device_reaches_the_cpu_gap() {
     assert!(gap <= 1e-8, "the CPU's gap at the device's x: {gap}");
     let cpu = hyperprox_core::experiments::lasso_fista(&prob, 1e-9, 100_000).unwrap();
     assert!(rel(sol.x.as_slice().unwrap(), cpu.x.as_slice().unwrap()) <= 1e-3);
+}
+
+#[test]
+fn gemm_on_rows_and_batched_gemm_are_the_cpu_products() {
+    let Some(g) = gpu() else { return };
+    let (m, n, rows) = (37, 53, 19);
+    let a = Array2::from_shape_vec((m, n), rand_vec(m * n, 12).to_vec()).unwrap();
+    let dev = GpuDense::new(&g, a.view()).unwrap();
+    let x = Array2::from_shape_vec((rows, n), rand_vec(rows * n, 13).to_vec()).unwrap();
+    let mut out = g.zeros::<f64>(rows * m).unwrap();
+    dev.apply_rows(
+        false,
+        &up(&g, &Array1::from_iter(x.iter().copied())),
+        rows,
+        &mut out,
+    )
+    .unwrap();
+    let want = x.dot(&a.t());
+    assert!(rel(&down(&out), want.as_slice().unwrap()) <= 1e-12);
+    let y = Array2::from_shape_vec((rows, m), rand_vec(rows * m, 14).to_vec()).unwrap();
+    let mut back = g.zeros::<f64>(rows * n).unwrap();
+    dev.apply_rows(
+        true,
+        &up(&g, &Array1::from_iter(y.iter().copied())),
+        rows,
+        &mut back,
+    )
+    .unwrap();
+    assert!(rel(&down(&back), y.dot(&a).as_slice().unwrap()) <= 1e-12);
+    // A wrong length is an error, not a read past the buffer.
+    assert!(dev.apply_rows(false, &out, rows, &mut back).is_err());
+    // K matrices, each on its own vector.
+    let k = 5;
+    let mats: Vec<Array2<f64>> = (0..k)
+        .map(|i| Array2::from_shape_vec((m, n), rand_vec(m * n, 20 + i).to_vec()).unwrap())
+        .collect();
+    let views: Vec<_> = mats.iter().map(|a| a.view()).collect();
+    let batch = cuda::GpuDenseBatch::new(&g, &views).unwrap();
+    let xs = rand_vec(k as usize * n, 30);
+    let mut outs = g.zeros::<f64>(k as usize * m).unwrap();
+    batch.apply_each(false, &up(&g, &xs), &mut outs).unwrap();
+    let got = down(&outs);
+    for (i, a) in mats.iter().enumerate() {
+        let want = a.dot(&xs.slice(ndarray::s![i * n..(i + 1) * n]));
+        assert!(rel(&got[i * m..(i + 1) * m], want.as_slice().unwrap()) <= 1e-12);
+    }
+    // f32 GEMM to single precision.
+    let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+    let af = ndarray::Array2::from_shape_vec((m, n), af).unwrap();
+    let devf = GpuDense::new(&g, af.view()).unwrap();
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let mut of = g.zeros::<f32>(rows * m).unwrap();
+    devf.apply_rows(false, &g.upload(&xf).unwrap(), rows, &mut of)
+        .unwrap();
+    let of: Vec<f64> = of.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+    assert!(rel(&of, x.dot(&a.t()).as_slice().unwrap()) <= 1e-5);
+}
+
+#[test]
+fn the_core_cg_and_pdhg_run_unchanged_on_device_vectors() {
+    use hyperprox_core::linalg::{conjugate_gradient_on, CgParams};
+    use hyperprox_core::solve::{NoObserver, Pdhg, PdhgParams};
+    let Some(g) = gpu() else { return };
+    let (m, n) = (120, 80);
+    let a = Array2::from_shape_vec((m, n), rand_vec(m * n, 40).to_vec()).unwrap();
+    let dev = GpuDense::new(&g, a.view()).unwrap();
+    let b = rand_vec(n, 41);
+    // CG on (I + AᵀA) x = b: the device's iterates are the CPU's up to rounding.
+    let params = CgParams::relative(1e-12, 500);
+    let apply_dev = |out: &mut GpuVec<f64>, x: &GpuVec<f64>| {
+        let mut ax = x.zeros_of_len(m);
+        dev.apply_on(&mut ax, x);
+        dev.adjoint_on(out, &ax);
+        out.axpy(1.0, x);
+    };
+    let mut xd = g.zeros::<f64>(n).unwrap();
+    let od = conjugate_gradient_on(apply_dev, None, &up(&g, &b), &mut xd, &params).unwrap();
+    let apply_cpu = |out: &mut Array1<f64>, x: &Array1<f64>| {
+        let ax = a.dot(x);
+        out.assign(&(a.t().dot(&ax) + x));
+    };
+    let mut xc = Array1::zeros(n);
+    let oc = conjugate_gradient_on(apply_cpu, None, &b, &mut xc, &params).unwrap();
+    assert!(od.converged && oc.converged);
+    assert!(od.iterations.abs_diff(oc.iterations) <= 1, "{od:?} {oc:?}");
+    assert!(rel(&down(&xd), xc.as_slice().unwrap()) <= 1e-10);
+    // PDHG on min ElasticNet(x) + λ‖Ax‖₁ (strongly convex: a unique solution).
+    let f = ElasticNet::new(1.0, 0.3).unwrap();
+    let gg = NormL1::new(0.05).unwrap();
+    let params = PdhgParams::default().with_tol(1e-10).with_max_iters(50_000);
+    let x0 = rand_vec(n, 42);
+    let sd = Pdhg::new(&f, &gg, &dev, params)
+        .run_on(&up(&g, &x0), NoObserver)
+        .unwrap();
+    let cpu_a = hyperprox_core::ops::DenseMatrix::new(a.clone()).unwrap();
+    let sc = Pdhg::new(&f, &gg, &cpu_a, params)
+        .run(x0.view(), NoObserver)
+        .unwrap();
+    assert!(rel(&down(&sd.x), sc.x.as_slice().unwrap()) <= 1e-5);
 }

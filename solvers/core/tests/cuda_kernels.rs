@@ -569,3 +569,74 @@ fn float_kernels_match_the_double_ones_to_single_precision() {
     let sf64: Vec<f64> = sf.iter().map(|&v| v as f64).collect();
     close(&sf64, want.as_slice().unwrap(), 1e-6);
 }
+
+#[test]
+fn convolution_kernels_are_the_cpu_convolution_and_its_adjoint() {
+    use hyperprox_core::ops::{invert_extension, Boundary, Conv2d, ConvMethod};
+    let k = need!();
+    for boundary in [Boundary::Zero, Boundary::Reflect, Boundary::Periodic] {
+        for ((h, w), (kh, kw)) in [((9, 7), (3, 3)), ((6, 11), (4, 5)), ((5, 5), (7, 2))] {
+            let kern =
+                ndarray::Array2::from_shape_vec((kh, kw), rand_vec(kh * kw, 17).to_vec()).unwrap();
+            let conv = Conv2d::new(h, w, kern.clone(), boundary, ConvMethod::Direct).unwrap();
+            let (rows, cols) = conv.extension_maps();
+            let (roff, rinv) = invert_extension(&rows, h);
+            let (coff, cinv) = invert_extension(&cols, w);
+            let x = rand_vec(h * w, 18);
+            let y = rand_vec(h * w, 19);
+            let kf: Vec<f64> = kern.iter().copied().collect();
+            let (hh, ww, kkh, kkw) = (h as i64, w as i64, kh as i64, kw as i64);
+            let mut ax = Array1::zeros(h * w);
+            let o = ax.as_mut_ptr();
+            type Fwd = unsafe extern "C" fn(i64, i64, i64, i64, P, C, C, *const i64, *const i64);
+            k.launch("conv2d_f64", |f: Fwd| unsafe {
+                f(
+                    hh,
+                    ww,
+                    kkh,
+                    kkw,
+                    o,
+                    x.as_ptr(),
+                    kf.as_ptr(),
+                    rows.as_ptr(),
+                    cols.as_ptr(),
+                )
+            });
+            let want = conv.apply(x.view()).unwrap();
+            close(ax.as_slice().unwrap(), want.as_slice().unwrap(), 1e-14);
+            let mut aty = Array1::zeros(h * w);
+            let o = aty.as_mut_ptr();
+            type Adj = unsafe extern "C" fn(
+                i64,
+                i64,
+                i64,
+                i64,
+                P,
+                C,
+                C,
+                *const i64,
+                *const i64,
+                *const i64,
+                *const i64,
+            );
+            k.launch("conv2d_adj_f64", |f: Adj| unsafe {
+                f(
+                    hh,
+                    ww,
+                    kkh,
+                    kkw,
+                    o,
+                    y.as_ptr(),
+                    kf.as_ptr(),
+                    roff.as_ptr(),
+                    rinv.as_ptr(),
+                    coff.as_ptr(),
+                    cinv.as_ptr(),
+                )
+            });
+            let want = conv.adjoint(y.view()).unwrap();
+            close(aty.as_slice().unwrap(), want.as_slice().unwrap(), 1e-14);
+            close(&[ax.dot(&y)], &[x.dot(&aty)], 1e-13);
+        }
+    }
+}

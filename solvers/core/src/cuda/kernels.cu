@@ -47,6 +47,14 @@ template <typename T> HP_DEV T hp_sep_value(int kind, T x, T p1, T p2, T p3) {
     }
 }
 
+// The row of pixel p in an image of width w: 32-bit division when the index fits (a 64-bit
+// division is a long software sequence on the GPU and would cost as much as the memory traffic
+// of a bandwidth-bound kernel).
+HP_DEV long long hp_row(long long p, long long w) {
+    if (p < 2147483647LL && w < 2147483647LL) return (long long)((unsigned)p / (unsigned)w);
+    return p / w;
+}
+
 // x = v - grad^T r at pixel (i, j): v + rh(i,j)[j<w-1] - rh(i,j-1) + rv(i,j)[i<h-1] - rv(i-1,j).
 template <typename T>
 HP_DEV T hp_x_at(long long h, long long w, const T *v, const T *r, long long i, long long j) {
@@ -117,7 +125,7 @@ HP_KERNEL void group_l21_value_##S(long long groups, const T *x, const long long
 HP_KERNEL void grad2d_##S(long long h, long long w, T *out, const T *x) {                      \
     long long n = h * w;                                                                       \
     for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
-        long long i = p / w, j = p - i * w;                                                    \
+        long long i = hp_row(p, w), j = p - i * w;                                             \
         out[p] = j + 1 < w ? x[p + 1] - x[p] : (T)0;                                           \
         out[n + p] = i + 1 < h ? x[p + w] - x[p] : (T)0;                                       \
     }                                                                                          \
@@ -126,7 +134,7 @@ HP_KERNEL void grad2d_##S(long long h, long long w, T *out, const T *x) {       
 HP_KERNEL void negdiv2d_##S(long long h, long long w, T *out, const T *y) {                    \
     long long n = h * w;                                                                       \
     for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
-        long long i = p / w, j = p - i * w;                                                    \
+        long long i = hp_row(p, w), j = p - i * w;                                             \
         T v = (T)0;                                                                            \
         if (j + 1 < w) v -= y[p];                                                              \
         if (j > 0) v += y[p - 1];                                                              \
@@ -142,7 +150,7 @@ HP_KERNEL void fgp_step_##S(long long h, long long w, const T *v, T mu, T beta, 
                             T *q, const T *r_in, T *r_out) {                                   \
     long long n = h * w;                                                                       \
     for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
-        long long i = p / w, j = p - i * w;                                                    \
+        long long i = hp_row(p, w), j = p - i * w;                                             \
         T xc = hp_x_at<T>(h, w, v, r_in, i, j);                                                \
         T gh = j + 1 < w ? hp_x_at<T>(h, w, v, r_in, i, j + 1) - xc : (T)0;                    \
         T gv = i + 1 < h ? hp_x_at<T>(h, w, v, r_in, i + 1, j) - xc : (T)0;                    \
@@ -167,7 +175,7 @@ HP_KERNEL void fgp_step_##S(long long h, long long w, const T *v, T mu, T beta, 
 HP_KERNEL void fgp_x_##S(long long h, long long w, T *x, const T *v, const T *q) {            \
     long long n = h * w;                                                                       \
     for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
-        long long i = p / w, j = p - i * w;                                                    \
+        long long i = hp_row(p, w), j = p - i * w;                                             \
         x[p] = hp_x_at<T>(h, w, v, q, i, j);                                                   \
     }                                                                                          \
 }                                                                                              \
@@ -178,7 +186,7 @@ HP_KERNEL void fgp_cert_##S(long long h, long long w, const T *x, const T *v, co
     long long n = h * w;                                                                       \
     T tv = (T)0, qg = (T)0, d2 = (T)0;                                                         \
     for (long long p = HP_IDX; p < n; p += HP_STRIDE) {                                        \
-        long long i = p / w, j = p - i * w;                                                    \
+        long long i = hp_row(p, w), j = p - i * w;                                             \
         T gh = j + 1 < w ? x[p + 1] - x[p] : (T)0;                                             \
         T gv = i + 1 < h ? x[p + w] - x[p] : (T)0;                                             \
         tv += iso ? sqrt(gh * gh + gv * gv) : hp_abs(gh) + hp_abs(gv);                         \
@@ -190,6 +198,52 @@ HP_KERNEL void fgp_cert_##S(long long h, long long w, const T *x, const T *v, co
     partial[3 * k] = tv;                                                                       \
     partial[3 * k + 1] = qg;                                                                   \
     partial[3 * k + 2] = d2;                                                                   \
+}                                                                                              \
+/* "Same"-size 2-D convolution (the CPU's Conv2d): y[i,j] = sum_{a,b} k[a,b] P[i+kh-1-a,     */ \
+/* j+kw-1-b], P the extended image, rows[p] / cols[q] its source row / column (-1: zero).   */ \
+HP_KERNEL void conv2d_##S(long long h, long long w, long long kh, long long kw, T *out,        \
+                          const T *x, const T *k, const long long *rows,                       \
+                          const long long *cols) {                                             \
+    for (long long p = HP_IDX; p < h * w; p += HP_STRIDE) {                                    \
+        long long i = hp_row(p, w), j = p - i * w;                                             \
+        T acc = (T)0;                                                                          \
+        for (long long a = 0; a < kh; a++) {                                                   \
+            long long s = rows[i + kh - 1 - a];                                                \
+            if (s < 0) continue;                                                               \
+            for (long long b = 0; b < kw; b++) {                                               \
+                long long t = cols[j + kw - 1 - b];                                            \
+                if (t >= 0) acc += k[a * kw + b] * x[s * w + t];                               \
+            }                                                                                  \
+        }                                                                                      \
+        out[p] = acc;                                                                          \
+    }                                                                                          \
+}                                                                                              \
+/* Its adjoint as a gather: pixel (s,t) sums, over the padded rows p with rows[p] = s       */ \
+/* (rinv[roff[s] .. roff[s+1]]) and columns q likewise, the correlation of y with k at     */ \
+/* (p, q).                                                                                  */ \
+HP_KERNEL void conv2d_adj_##S(long long h, long long w, long long kh, long long kw, T *out,    \
+                              const T *y, const T *k, const long long *roff,                   \
+                              const long long *rinv, const long long *coff,                    \
+                              const long long *cinv) {                                         \
+    for (long long px = HP_IDX; px < h * w; px += HP_STRIDE) {                                 \
+        long long s = hp_row(px, w), t = px - s * w;                                           \
+        T acc = (T)0;                                                                          \
+        for (long long e = roff[s]; e < roff[s + 1]; e++) {                                    \
+            long long p = rinv[e];                                                             \
+            for (long long f = coff[t]; f < coff[t + 1]; f++) {                                \
+                long long q = cinv[f];                                                         \
+                for (long long a = 0; a < kh; a++) {                                           \
+                    long long i = p - kh + 1 + a;                                              \
+                    if (i < 0 || i >= h) continue;                                             \
+                    for (long long b = 0; b < kw; b++) {                                       \
+                        long long j = q - kw + 1 + b;                                          \
+                        if (j >= 0 && j < w) acc += k[a * kw + b] * y[i * w + j];              \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        out[px] = acc;                                                                         \
+    }                                                                                          \
 }                                                                                              \
 HP_KERNEL void dot_##S(long long n, const T *x, const T *y, T *partial) {                     \
     T acc = (T)0;                                                                              \

@@ -15,6 +15,9 @@ use crate::solve::{
 use ndarray::{Array1, ArrayView1, ArrayView2};
 use std::sync::Mutex;
 
+/// A FISTA run on device vectors.
+pub type DeviceFistaSolution<T> = Solution<T, crate::solve::FistaState<T, GpuVec<T>>, GpuVec<T>>;
+
 /// The smooth part `(1/2n)‖Ax − b‖²` and the data of a Lasso on the device.
 pub struct GpuLasso<T: GpuReal> {
     a: GpuDense<T>,
@@ -96,6 +99,46 @@ impl<T: GpuReal> GpuLasso<T> {
     }
 }
 
+impl<T: GpuReal> GpuLasso<T> {
+    /// The matrix on the device.
+    pub fn matrix(&self) -> &GpuDense<T> {
+        &self.a
+    }
+
+    /// `λ_max = ‖Aᵀb‖∞/n`, the smallest `λ` with solution 0.
+    pub fn lambda_max(&self) -> Result<T> {
+        let mut c = self.b.zeros_of_len(self.a.shape().1);
+        self.a
+            .gemv(true, T::one() / self.n, &self.b, T::zero(), &mut c);
+        Ok(c.norm_inf())
+    }
+
+    /// The core FISTA on the device from `x = 0` for `λ‖x‖₁`, stopped at a duality gap `≤ tol`
+    /// (evaluated every 10 iterations) or `max_iters`; returns the solution (on the device)
+    /// and the objective.
+    pub fn fista(
+        &self,
+        lambda: T,
+        tol: T,
+        max_iters: usize,
+    ) -> Result<(DeviceFistaSolution<T>, T)> {
+        let g = NormL1::new(lambda)?;
+        let params = FistaParams {
+            track_objective: false,
+            ..FistaParams::default()
+                .with_tol(tol)
+                .with_max_iters(max_iters)
+                .with_certificate_every(10)
+        };
+        let x0 = self.b.zeros_of_len(self.a.shape().1);
+        let sol = Fista::new(self, &g, params)
+            .with_certificate(CertificateKind::DualityGap, |x| self.duality_gap(x, lambda))
+            .run_on(&x0, NoObserver)?;
+        let objective = self.value_on(&sol.x)? + g.value_on(&sol.x)?;
+        Ok((sol, objective))
+    }
+}
+
 impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for GpuLasso<T> {
     fn name_on(&self) -> String {
         "LeastSquares (GPU)".into()
@@ -171,19 +214,7 @@ fn solve_as<T: Real, U: GpuReal>(
     let bu = Array1::from(conv::<T, U>(b.iter().copied()));
     let f = GpuLasso::<U>::new(gpu, au.view(), bu.view())?;
     let lam = U::c(lambda.as_f64());
-    let g = NormL1::new(lam)?;
-    let params = FistaParams {
-        track_objective: false,
-        ..FistaParams::default()
-            .with_tol(U::c(tol.as_f64()))
-            .with_max_iters(max_iters)
-            .with_certificate_every(10)
-    };
-    let x0 = gpu.zeros::<U>(au.ncols())?;
-    let sol = Fista::new(&f, &g, params)
-        .with_certificate(CertificateKind::DualityGap, |x| f.duality_gap(x, lam))
-        .run_on(&x0, NoObserver)?;
-    let objective = f.value_on(&sol.x)? + g.value_on(&sol.x)?;
+    let (sol, objective) = f.fista(lam, U::c(tol.as_f64()), max_iters)?;
     Ok(Solution {
         x: Array1::from(conv::<U, T>(sol.x.to_vec()?)),
         state: (),

@@ -1,10 +1,10 @@
 //! The GPU backend (feature `cuda`): device vectors, cuBLAS matrices, NVRTC kernels.
 //!
-//! The solvers are not written again here: [`GpuVec`] implements [`Vector`], the device
+//! The solvers are not written again here: [`GpuVec`] implements [`Vector`](crate::linalg::Vector), the device
 //! operators implement [`OperatorOn`](crate::backend::OperatorOn), the functions implement
 //! [`FunctionOn`](crate::backend::FunctionOn)/[`ProxOn`](crate::backend::ProxOn) on it, and
 //! [`GpuFgp`] supplies the two kernels of the TV prox's loop
-//! ([`fgp_iterations`](crate::func::fgp::fgp_iterations)); FISTA, PDHG, the power and Lanczos
+//! ([`fgp_iterations`](crate::func::fgp_iterations)); FISTA, PDHG, the power and Lanczos
 //! iterations and CG then run unchanged on device buffers, with no copy of an iterate to the
 //! host per iteration (only the scalars of inner products come back).
 //!
@@ -19,17 +19,18 @@
 //! # Numerics
 //! Elementwise kernels do the CPU's operations in the CPU's order (the 2-D gradient, its
 //! adjoint and the fused FGP step are the formulas of [`Gradient2d`](crate::ops::Gradient2d)
-//! and [`CpuFgp`](crate::func::fgp::CpuFgp)); reductions sum one partial per thread on the
+//! and [`CpuFgp`](crate::func::CpuFgp)); reductions sum one partial per thread on the
 //! device and the partials on the host in a fixed order, so a run is deterministic on a given
 //! GPU. Results match the CPU to rounding (fused multiply–adds, summation order): the
 //! conformance tests ask 1e-12 relative in f64 and 1e-5 in f32.
 //!
 //! # Errors
-//! Creating a [`Gpu`], uploading and downloading return `Result`. The [`Vector`] operations
+//! Creating a [`Gpu`], uploading and downloading return `Result`. The [`Vector`](crate::linalg::Vector) operations
 //! have no error channel (they are the CPU's BLAS-1): a driver error inside one (the device
 //! lost, memory exhausted in `clone`) panics with the CUDA error, as an allocation failure does
 //! on the host.
 
+pub mod bench;
 mod fgp;
 mod func;
 mod lasso;
@@ -37,13 +38,13 @@ mod ops;
 mod vec;
 
 pub use fgp::{solve_rof, GpuFgp};
-pub use lasso::{solve_lasso, GpuLasso};
-pub use ops::{GpuDense, GpuGradient2d, GpuMask};
+pub use lasso::{solve_lasso, DeviceFistaSolution, GpuLasso};
+pub use ops::{GpuConv2d, GpuDense, GpuDenseBatch, GpuGradient2d, GpuMask};
 pub use vec::GpuVec;
 
 use crate::error::{Error, Result};
 use crate::linalg::Real;
-use cudarc::cublas::{CudaBlas, Gemv, GemvConfig};
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, Gemv, GemvConfig, StridedBatchedConfig};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
@@ -70,6 +71,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "group_l21_value",
     "grad2d",
     "negdiv2d",
+    "conv2d",
+    "conv2d_adj",
     "fgp_step",
     "fgp_x",
     "fgp_cert",
@@ -102,6 +105,30 @@ pub trait GpuReal: Real + DeviceRepr + ValidAsZeroBits + Unpin {
         x: &CudaSlice<Self>,
         y: &mut CudaSlice<Self>,
     ) -> Result<()>;
+    /// `C ← α op(A) op(B) + β C` by cuBLAS (column-major).
+    ///
+    /// # Safety
+    /// The sizes in `cfg` must match the buffers.
+    #[doc(hidden)]
+    unsafe fn gemm(
+        blas: &CudaBlas,
+        cfg: GemmConfig<Self>,
+        a: &CudaSlice<Self>,
+        b: &CudaSlice<Self>,
+        c: &mut CudaSlice<Self>,
+    ) -> Result<()>;
+    /// The strided batched GEMM of cuBLAS.
+    ///
+    /// # Safety
+    /// The sizes and strides in `cfg` must match the buffers.
+    #[doc(hidden)]
+    unsafe fn gemm_batched(
+        blas: &CudaBlas,
+        cfg: StridedBatchedConfig<Self>,
+        a: &CudaSlice<Self>,
+        b: &CudaSlice<Self>,
+        c: &mut CudaSlice<Self>,
+    ) -> Result<()>;
     #[doc(hidden)]
     fn scratch(inner: &Inner) -> &Mutex<Option<CudaSlice<Self>>>;
 }
@@ -120,6 +147,28 @@ macro_rules! gpu_real {
                 // SAFETY: the caller checked the lengths against `cfg`.
                 unsafe { Gemv::<$t>::gemv(blas, cfg, a, x, y) }
                     .map_err(|e| Error::Device(format!("cuBLAS gemv failed: {e:?}")))
+            }
+            unsafe fn gemm(
+                blas: &CudaBlas,
+                cfg: GemmConfig<Self>,
+                a: &CudaSlice<Self>,
+                b: &CudaSlice<Self>,
+                c: &mut CudaSlice<Self>,
+            ) -> Result<()> {
+                // SAFETY: the caller checked the sizes against `cfg`.
+                unsafe { Gemm::<$t>::gemm(blas, cfg, a, b, c) }
+                    .map_err(|e| Error::Device(format!("cuBLAS gemm failed: {e:?}")))
+            }
+            unsafe fn gemm_batched(
+                blas: &CudaBlas,
+                cfg: StridedBatchedConfig<Self>,
+                a: &CudaSlice<Self>,
+                b: &CudaSlice<Self>,
+                c: &mut CudaSlice<Self>,
+            ) -> Result<()> {
+                // SAFETY: the caller checked the sizes and strides against `cfg`.
+                unsafe { Gemm::<$t>::gemm_strided_batched(blas, cfg, a, b, c) }
+                    .map_err(|e| Error::Device(format!("cuBLAS batched gemm failed: {e:?}")))
             }
             fn scratch(inner: &Inner) -> &Mutex<Option<CudaSlice<Self>>> {
                 &inner.$field

@@ -77,7 +77,43 @@ fn source_index(e: isize, n: usize, b: Boundary) -> Option<usize> {
     }
 }
 
+/// The inverse of an extension map (`map[p]` = the image index that extended index `p` reads,
+/// `-1` for a zero), for `n` image indices: `(offsets, entries)` with the extended indices
+/// reading image index `s` in `entries[offsets[s]..offsets[s + 1]]` (increasing). The adjoint
+/// of a convolution gathers through it (the GPU backend's `conv2d_adj`).
+pub fn invert_extension(map: &[i64], n: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut count = vec![0i64; n + 1];
+    for &s in map.iter().filter(|&&s| s >= 0) {
+        count[s as usize + 1] += 1;
+    }
+    for s in 0..n {
+        count[s + 1] += count[s];
+    }
+    let mut next = count.clone();
+    let mut entries = vec![0i64; count[n] as usize];
+    for (p, &s) in map.iter().enumerate() {
+        if s >= 0 {
+            entries[next[s as usize] as usize] = p as i64;
+            next[s as usize] += 1;
+        }
+    }
+    (count, entries)
+}
+
 impl<T: Real + FftNum> Conv2d<T> {
+    /// The extension maps: for each extended row `p ∈ 0..h+kh−1` (column `q ∈ 0..w+kw−1`) the
+    /// image row (column) it reads, `-1` for a zero; `y[i, j] = Σ_{a,b} k[a, b]·x[rows[i+kh−1−a],
+    /// cols[j+kw−1−b]]`.
+    pub fn extension_maps(&self) -> (Vec<i64>, Vec<i64>) {
+        let f = |m: &[Option<usize>]| m.iter().map(|s| s.map_or(-1, |v| v as i64)).collect();
+        (f(&self.rows), f(&self.cols))
+    }
+
+    /// The image shape `(h, w)`.
+    pub fn image_shape(&self) -> (usize, usize) {
+        (self.h, self.w)
+    }
+
     /// Convolution of `h × w` images with `kernel`, with the given boundary and method.
     pub fn new(
         h: usize,

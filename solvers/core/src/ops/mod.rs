@@ -19,7 +19,7 @@ mod sparse;
 /// The backend-generic view of [`LinearOperator`] the solvers use (see [`crate::backend`]).
 pub use crate::backend::{lanczos_norm_on, power_iteration_on, OperatorOn};
 pub use combinators::{Compose, Diagonal, Identity, Scaled, Stack, Sum, Transpose};
-pub use conv::{Boundary, Conv2d, ConvMethod};
+pub use conv::{invert_extension, Boundary, Conv2d, ConvMethod};
 pub use correlation::ValidCorrelation2d;
 pub use dense::DenseMatrix;
 pub use forward::{ForwardMap, Linear, SquaredModulus};
