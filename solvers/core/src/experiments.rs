@@ -326,6 +326,19 @@ pub fn lasso_admm<T: Real>(
     Ok(s)
 }
 
+/// The FISTA settings of a gap-certified Lasso solve (on any device): no objective per
+/// iteration (one product with `A` less; no restart needs it); the gap, every 10 iterations,
+/// is the stopping test, and the objective is computed at the end.
+pub(crate) fn lasso_fista_params<T: Real>(tol: T, max_iters: usize) -> FistaParams<T> {
+    FistaParams {
+        track_objective: false,
+        ..FistaParams::default()
+            .with_tol(tol)
+            .with_max_iters(max_iters)
+            .with_certificate_every(10)
+    }
+}
+
 /// FISTA on a Lasso-type problem, certified by the duality gap (checked every 10 iterations).
 pub fn lasso_fista<T: Real>(
     prob: &LassoProblem<T>,
@@ -334,15 +347,7 @@ pub fn lasso_fista<T: Real>(
 ) -> Result<Solution<T, ()>> {
     let f = prob.smooth_part()?;
     let g = prob.penalty_function()?;
-    // No objective per iteration (one product with A less; no restart needs it): the gap,
-    // every 10 iterations, is the stopping test, and the objective is computed at the end.
-    let params = FistaParams {
-        track_objective: false,
-        ..FistaParams::default()
-            .with_tol(tol)
-            .with_max_iters(max_iters)
-            .with_certificate_every(10)
-    };
+    let params = lasso_fista_params(tol, max_iters);
     let mut s = Fista::new(&f, &*g, params)
         .with_certificate(CertificateKind::DualityGap, |x| prob.duality_gap(x.view()))
         .run(Array1::zeros(prob.n_features()).view(), NoObserver)?;

@@ -9,9 +9,7 @@ use crate::error::{Error, Result};
 use crate::func::NormL1;
 use crate::linalg::{Real, Vector};
 use crate::ops::PowerIteration;
-use crate::solve::{
-    CertificateKind, Fista, FistaParams, LassoPenalty, LassoProblem, NoObserver, Solution,
-};
+use crate::solve::{CertificateKind, Fista, LassoPenalty, LassoProblem, NoObserver, Solution};
 use ndarray::{Array1, ArrayView1, ArrayView2};
 use std::sync::Mutex;
 
@@ -123,13 +121,7 @@ impl<T: GpuReal> GpuLasso<T> {
         max_iters: usize,
     ) -> Result<(DeviceFistaSolution<T>, T)> {
         let g = NormL1::new(lambda)?;
-        let params = FistaParams {
-            track_objective: false,
-            ..FistaParams::default()
-                .with_tol(tol)
-                .with_max_iters(max_iters)
-                .with_certificate_every(10)
-        };
+        let params = crate::experiments::lasso_fista_params(tol, max_iters);
         let x0 = self.b.zeros_of_len(self.a.shape().1);
         let sol = Fista::new(self, &g, params)
             .with_certificate(CertificateKind::DualityGap, |x| self.duality_gap(x, lambda))

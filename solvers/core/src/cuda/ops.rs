@@ -125,25 +125,36 @@ impl<T: GpuReal> GpuDense<T> {
             crate::linalg::Vector::fill(out, T::zero());
             return Ok(());
         }
-        // Column-major: outᵀ (xout × rows) = op(A_cm) · xᵀ, with A_cm = Aᵀ (n × m, ld n).
-        let cfg = GemmConfig {
-            transa: if transpose {
-                cublasOperation_t::CUBLAS_OP_N
-            } else {
-                cublasOperation_t::CUBLAS_OP_T
-            },
-            transb: cublasOperation_t::CUBLAS_OP_N,
-            m: xout as i32,
-            n: rows as i32,
-            k: xin as i32,
-            alpha: T::one(),
-            lda: self.n as i32,
-            ldb: xin as i32,
-            beta: T::zero(),
-            ldc: xout as i32,
-        };
+        let cfg = rows_gemm(transpose, (xin, xout), rows, self.n);
         // SAFETY: the lengths were checked against the shapes above.
         unsafe { <T as GpuReal>::gemm(self.gpu.blas(), cfg, &self.a, x.buf(), out.buf_mut()) }
+    }
+}
+
+/// The cuBLAS (column-major) GEMM computing, for a row-major `m × n` matrix `A` (`lda = n`)
+/// and `rows` vectors of length `xin` stored as rows, `out = X op(A)ᵀ` (`rows × xout`): in
+/// column-major terms `outᵀ = op(A_cm)·Xᵀ` with `A_cm = Aᵀ`.
+fn rows_gemm<T: GpuReal>(
+    transpose: bool,
+    (xin, xout): (usize, usize),
+    rows: usize,
+    lda: usize,
+) -> GemmConfig<T> {
+    GemmConfig {
+        transa: if transpose {
+            cublasOperation_t::CUBLAS_OP_N
+        } else {
+            cublasOperation_t::CUBLAS_OP_T
+        },
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: xout as i32,
+        n: rows as i32,
+        k: xin as i32,
+        alpha: T::one(),
+        lda: lda as i32,
+        ldb: xin as i32,
+        beta: T::zero(),
+        ldc: xout as i32,
     }
 }
 
@@ -213,22 +224,7 @@ impl<T: GpuReal> GpuDenseBatch<T> {
             return Ok(());
         }
         let cfg = StridedBatchedConfig {
-            gemm: GemmConfig {
-                transa: if transpose {
-                    cublasOperation_t::CUBLAS_OP_N
-                } else {
-                    cublasOperation_t::CUBLAS_OP_T
-                },
-                transb: cublasOperation_t::CUBLAS_OP_N,
-                m: xout as i32,
-                n: 1,
-                k: xin as i32,
-                alpha: T::one(),
-                lda: self.n as i32,
-                ldb: xin as i32,
-                beta: T::zero(),
-                ldc: xout as i32,
-            },
+            gemm: rows_gemm(transpose, (xin, xout), 1, self.n),
             batch_size: self.k as i32,
             stride_a: (self.m * self.n) as i64,
             stride_b: xin as i64,
