@@ -4,7 +4,7 @@
 //! driver, no device, no NVRTC), each test prints that it is skipped and why.
 #![cfg(feature = "cuda")]
 
-use hyperprox_core::backend::{OperatorOn, ProxOn};
+use hyperprox_core::backend::{FunctionOn, OperatorOn, ProxOn};
 use hyperprox_core::cuda::{self, Gpu, GpuConv2d, GpuDense, GpuGradient2d, GpuMask, GpuVec};
 use hyperprox_core::func::Function;
 use hyperprox_core::func::{
@@ -198,7 +198,23 @@ fn device_proxes_are_the_cpu_proxes() {
     prox_matches(&g, &IndBallL2::new(2.0).unwrap(), &x);
     let m = x.len() / 2;
     let groups = Groups::new(x.len(), (0..m).map(|p| vec![p, p + m]).collect()).unwrap();
-    prox_matches(&g, &NormL21::new(groups, 0.2).unwrap(), &x);
+    // The group lasso through its device copy (partition uploaded once).
+    let f = NormL21::new(groups, 0.2).unwrap();
+    let dev = cuda::GpuNormL21::new(&g, &f).unwrap();
+    let dx = up(&g, &x);
+    let mut out = g.zeros::<f64>(x.len()).unwrap();
+    for gamma in [0.05, 0.5, 3.0] {
+        dev.prox_on(&mut out, &dx, gamma).unwrap();
+        let want = f.prox(x.view(), gamma).unwrap();
+        assert!(rel(&down(&out), want.as_slice().unwrap()) <= 1e-12);
+        dev.conj_prox_on(&mut out, &dx, gamma).unwrap();
+        let mut want = Array1::zeros(x.len());
+        f.conj_prox_into(want.view_mut(), x.view(), gamma).unwrap();
+        assert!(rel(&down(&out), want.as_slice().unwrap()) <= 1e-11);
+    }
+    let v: f64 = dev.value_on(&dx).unwrap();
+    let want = f.value(x.view()).unwrap();
+    assert!((v - want).abs() <= 1e-12 * want, "{v} vs {want}");
 }
 
 #[test]

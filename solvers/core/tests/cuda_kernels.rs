@@ -319,6 +319,21 @@ fn check_separable<F: Prox<f64> + SeparableKernel<f64>>(k: &Kernels, f: &F, x: &
         let want = f.prox(tmp.view(), gamma).unwrap();
         close(fb.as_slice().unwrap(), want.as_slice().unwrap(), 1e-15);
     }
+    // The conjugate's prox by Moreau in one kernel, against the CPU's.
+    for gamma in [0.3, 1.0, 4.0] {
+        let (kind, p1, p2) = f.prox_params(1.0 / gamma).unwrap();
+        let mut out = Array1::zeros(x.len());
+        let o = out.as_mut_ptr();
+        k.launch(
+            "sep_conj_prox_f64",
+            |g: unsafe extern "C" fn(i64, P, C, i32, f64, f64, f64)| unsafe {
+                g(n, o, x.as_ptr(), kind, p1, p2, gamma)
+            },
+        );
+        let mut want = Array1::zeros(x.len());
+        f.conj_prox_into(want.view_mut(), x.view(), gamma).unwrap();
+        close(out.as_slice().unwrap(), want.as_slice().unwrap(), 1e-14);
+    }
     let (kind, p1, p2, p3) = f.value_params().unwrap();
     let v = sum(&reduce(k, "sep_value_f64", |g, p| unsafe {
         let g: unsafe extern "C" fn(i64, C, i32, f64, f64, f64, P) = std::mem::transmute(g);

@@ -3,7 +3,7 @@
 //! ℓ2,1 norm (the TV dual's projection is its conjugate's prox) by one thread per group.
 //! They are the same values as the CPU types (`NormL1`, …): only the vector type changes.
 
-use super::{launch, sum_partials, GpuReal, GpuVec};
+use super::{launch, sum_partials, Gpu, GpuReal, GpuVec};
 use crate::backend::{FunctionOn, ProxOn};
 use crate::error::{Error, Result};
 use crate::func::{
@@ -46,6 +46,15 @@ impl<T: GpuReal> ProxOn<T, GpuVec<T>> for $ty<T> {
         let g = x.gpu().clone();
         let n = x.n();
         launch!(&g, T, "sep_prox", g.cfg(x.len_()); &n, out.buf_mut(), x.buf(), &kind, &p1, &p2)
+    }
+    /// One kernel: `out = x − γ·prox_{φ/γ}(x/γ)` elementwise (Moreau, no scratch).
+    fn conj_prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        check_out(&SeparableKernel::<T>::gpu_name(self), out, x, gamma)?;
+        let (kind, p1, p2) = SeparableKernel::<T>::prox_params(self, T::one() / gamma)?;
+        let g = x.gpu().clone();
+        let n = x.n();
+        launch!(&g, T, "sep_conj_prox", g.cfg(x.len_());
+            &n, out.buf_mut(), x.buf(), &kind, &p1, &p2, &gamma)
     }
     /// One kernel: `out = prox_{sφ}(y − s·g)` elementwise.
     fn forward_backward_on(
@@ -104,67 +113,71 @@ impl<T: GpuReal> ProxOn<T, GpuVec<T>> for IndBallL2<T> {
     }
 }
 
-/// The partition of a [`NormL21`] on the device: offsets and the flattened index lists.
-struct DeviceGroups<T: GpuReal> {
+/// The group lasso [`NormL21`] `λ Σ_g w_g‖x_g‖` on the device: its partition (offsets and the
+/// flattened index lists, any partition: the TV dual's stacked pairs too) and weights are
+/// uploaded once by [`GpuNormL21::new`], so a prox in a solver's loop moves no data from the
+/// host. The prox is block soft thresholding, one thread per group.
+pub struct GpuNormL21<T: GpuReal> {
     off: cudarc::driver::CudaSlice<i64>,
     idx: cudarc::driver::CudaSlice<i64>,
     w: GpuVec<T>,
     m: i64,
+    dim: usize,
     lambda: T,
 }
 
-fn device_groups<T: GpuReal>(f: &NormL21<T>, x: &GpuVec<T>) -> Result<DeviceGroups<T>> {
-    let (groups, lambda, w) = f.parts();
-    check_len("NormL21", "x", groups.dim(), x.len_())?;
-    let mut off = vec![0i64];
-    let mut idx = Vec::with_capacity(groups.dim());
-    for gi in groups.iter() {
-        idx.extend(gi.iter().map(|&i| i as i64));
-        off.push(idx.len() as i64);
+impl<T: GpuReal> GpuNormL21<T> {
+    /// The device copy of `f`.
+    pub fn new(gpu: &Gpu, f: &NormL21<T>) -> Result<Self> {
+        let (groups, lambda, w) = f.parts();
+        let mut off = vec![0i64];
+        let mut idx = Vec::with_capacity(groups.dim());
+        for gi in groups.iter() {
+            idx.extend(gi.iter().map(|&i| i as i64));
+            off.push(idx.len() as i64);
+        }
+        let up = |v: &[i64]| {
+            gpu.stream()
+                .clone_htod(if v.is_empty() { &[0i64][..] } else { v })
+                .map_err(|e| Error::Device(format!("CUDA error in upload: {e:?}")))
+        };
+        Ok(Self {
+            off: up(&off)?,
+            idx: up(&idx)?,
+            w: gpu.upload(w.as_slice().expect("owned weights are contiguous"))?,
+            m: groups.len() as i64,
+            dim: groups.dim(),
+            lambda,
+        })
     }
-    let g = x.gpu();
-    let up = |v: &[i64]| {
-        g.stream()
-            .clone_htod(if v.is_empty() { &[0i64][..] } else { v })
-            .map_err(|e| Error::Device(format!("CUDA error in upload: {e:?}")))
-    };
-    Ok(DeviceGroups {
-        off: up(&off)?,
-        idx: up(&idx)?,
-        w: g.upload(w.as_slice().expect("owned weights are contiguous"))?,
-        m: groups.len() as i64,
-        lambda,
-    })
 }
 
-impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for NormL21<T> {
+impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for GpuNormL21<T> {
     fn name_on(&self) -> String {
         "NormL21".into()
     }
     fn dim_on(&self) -> Option<usize> {
-        Some(self.parts().0.dim())
+        Some(self.dim)
     }
     fn value_on(&self, x: &GpuVec<T>) -> Result<T> {
-        let d = device_groups(self, x)?;
+        check_len("NormL21", "x", self.dim, x.len_())?;
         let g = x.gpu();
         let cfg = g.red_cfg();
-        let parts = g.reduce::<T>(
-            1,
-            |p| launch!(g, T, "group_l21_value", cfg; &d.m, x.buf(), &d.off, &d.idx, d.w.buf(), p),
-        )?;
-        Ok(d.lambda * sum_partials(&parts))
+        let parts = g.reduce::<T>(1, |p| {
+            launch!(g, T, "group_l21_value", cfg;
+                &self.m, x.buf(), &self.off, &self.idx, self.w.buf(), p)
+        })?;
+        Ok(self.lambda * sum_partials(&parts))
     }
 }
 
-impl<T: GpuReal> ProxOn<T, GpuVec<T>> for NormL21<T> {
-    /// Block soft thresholding, one thread per group (the group's indices may be anywhere).
+impl<T: GpuReal> ProxOn<T, GpuVec<T>> for GpuNormL21<T> {
     fn prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        check_len("NormL21", "x", self.dim, x.len_())?;
         check_out("NormL21", out, x, gamma)?;
-        let d = device_groups(self, x)?;
         let g = x.gpu().clone();
-        let t = gamma * d.lambda;
-        let m = d.m as usize;
-        launch!(&g, T, "group_l21", g.cfg(m);
-            &d.m, out.buf_mut(), x.buf(), &d.off, &d.idx, d.w.buf(), &t)
+        let t = gamma * self.lambda;
+        launch!(&g, T, "group_l21", g.cfg(self.m as usize);
+            &self.m, out.buf_mut(), x.buf(), &self.off, &self.idx, self.w.buf(), &t)
     }
 }

@@ -92,6 +92,13 @@ HP_KERNEL void mul_##S(long long n, T *out, const T *x, const T *m) {           
 HP_KERNEL void sep_prox_##S(long long n, T *out, const T *x, int kind, T p1, T p2) {           \
     for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = hp_sep_prox<T>(kind, x[i], p1, p2); \
 }                                                                                              \
+/* The conjugate's prox by Moreau, fused: out = x - gamma prox_{phi/gamma}(x/gamma), with     */ \
+/* (p1, p2) the parameters of prox_{phi/gamma}.                                             */ \
+HP_KERNEL void sep_conj_prox_##S(long long n, T *out, const T *x, int kind, T p1, T p2,       \
+                                 T gamma) {                                                    \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE)                                          \
+        out[i] = x[i] - gamma * hp_sep_prox<T>(kind, x[i] / gamma, p1, p2);                    \
+}                                                                                              \
 /* One forward-backward step of FISTA fused: out = prox(y - step*g), then the momentum      */ \
 /* point y = out + beta*(out - x_old) is formed by extrap_ after the certificate.           */ \
 HP_KERNEL void fb_step_##S(long long n, T *out, const T *y, T step, const T *g, int kind,     \

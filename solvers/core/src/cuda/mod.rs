@@ -38,6 +38,7 @@ mod ops;
 mod vec;
 
 pub use fgp::{solve_rof, GpuFgp};
+pub use func::GpuNormL21;
 pub use lasso::{solve_lasso, DeviceFistaSolution, GpuLasso};
 pub use ops::{GpuConv2d, GpuDense, GpuDenseBatch, GpuGradient2d, GpuMask};
 pub use vec::GpuVec;
@@ -66,6 +67,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "extrap",
     "mul",
     "sep_prox",
+    "sep_conj_prox",
     "fb_step",
     "group_l21",
     "group_l21_value",
