@@ -1,7 +1,7 @@
 //! The TV prox / ROF solver on the device: the two kernels of the FGP loop
 //! ([`fgp_iterations`], the same loop as the CPU's) and [`solve_rof`].
 
-use super::{launch, sum_partials, Gpu, GpuReal, GpuVec};
+use super::{convert, launch, sum_partials, Gpu, GpuReal, GpuVec};
 use crate::error::{Error, Result};
 use crate::func::{fgp_iterations, FgpKernels};
 use crate::func::{TotalVariation, TvKind, TvProx};
@@ -75,10 +75,6 @@ impl<T: GpuReal> FgpKernels<T, GpuVec<T>> for GpuFgp<T> {
     }
 }
 
-fn convert<T: Real, U: Real>(x: &[T]) -> Vec<U> {
-    x.iter().map(|v| U::c(v.as_f64())).collect()
-}
-
 /// Solves the ROF problem `min_x ½‖x − v‖² + λ·TV(x)` of `tv` on the device to a certified
 /// relative objective error `rel_tol` (stops when `G ≤ rel_tol·(P(x) − G)`), as
 /// [`TotalVariation::solve_rof`] does on the CPU: the same closed-form answer above `λ_max`
@@ -134,9 +130,9 @@ fn solve_rof_as<T: Real, U: GpuReal>(
                 iterations: 0,
             });
         }
-        q0 = convert(qc.as_slice().expect("owned"));
+        q0 = convert(qc.iter().copied());
     }
-    let vs: Vec<U> = convert(v.as_slice().expect("owned"));
+    let vs: Vec<U> = convert(v.iter().copied());
     let vd = gpu.upload(&vs)?;
     let mut x = vd.clone();
     let mut q = gpu.upload(&q0)?;
@@ -152,8 +148,8 @@ fn solve_rof_as<T: Real, U: GpuReal>(
         });
     }
     Ok(TvProx {
-        x: Array1::from(convert::<U, T>(&x.to_vec()?)),
-        q: Array1::from(convert::<U, T>(&q.to_vec()?)),
+        x: Array1::from(convert::<U, T>(x.to_vec()?)),
+        q: Array1::from(convert::<U, T>(q.to_vec()?)),
         gap: T::c(out.gap.as_f64()),
         iterations: out.iterations,
     })

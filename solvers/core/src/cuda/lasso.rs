@@ -3,7 +3,7 @@
 //! one fused kernel ([`ProxOn::forward_backward_on`](crate::backend::ProxOn)), stopped on the
 //! duality gap computed on the device (the CPU's [`LassoProblem::duality_gap`] formula).
 
-use super::{Gpu, GpuDense, GpuReal, GpuVec};
+use super::{convert, Gpu, GpuDense, GpuReal, GpuVec};
 use crate::backend::{FunctionOn, OperatorOn, SmoothOn};
 use crate::error::{Error, Result};
 use crate::func::NormL1;
@@ -190,10 +190,6 @@ pub fn solve_lasso<T: Real>(
     }
 }
 
-fn conv<T: Real, U: Real>(x: impl IntoIterator<Item = T>) -> Vec<U> {
-    x.into_iter().map(|v| U::c(v.as_f64())).collect()
-}
-
 fn solve_as<T: Real, U: GpuReal>(
     gpu: &Gpu,
     a: ArrayView2<'_, T>,
@@ -202,13 +198,14 @@ fn solve_as<T: Real, U: GpuReal>(
     tol: T,
     max_iters: usize,
 ) -> Result<Solution<T, ()>> {
-    let au = ndarray::Array2::from_shape_vec(a.dim(), conv(a.iter().copied())).expect("same shape");
-    let bu = Array1::from(conv::<T, U>(b.iter().copied()));
+    let au =
+        ndarray::Array2::from_shape_vec(a.dim(), convert(a.iter().copied())).expect("same shape");
+    let bu = Array1::from(convert::<T, U>(b.iter().copied()));
     let f = GpuLasso::<U>::new(gpu, au.view(), bu.view())?;
     let lam = U::c(lambda.as_f64());
     let (sol, objective) = f.fista(lam, U::c(tol.as_f64()), max_iters)?;
     Ok(Solution {
-        x: Array1::from(conv::<U, T>(sol.x.to_vec()?)),
+        x: Array1::from(convert::<U, T>(sol.x.to_vec()?)),
         state: (),
         reason: sol.reason,
         iterations: sol.iterations,

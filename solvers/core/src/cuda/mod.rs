@@ -484,6 +484,12 @@ macro_rules! launch {
 }
 pub(crate) use launch;
 
+/// Converts between the two precisions (`T` and `U` are `f32` or `f64`): the generic entry
+/// points (`solve_rof`, `solve_lasso`) take any `Real` and run the kernels of the same type.
+pub(crate) fn convert<T: Real, U: Real>(x: impl IntoIterator<Item = T>) -> Vec<U> {
+    x.into_iter().map(|v| U::c(v.as_f64())).collect()
+}
+
 /// Sums the partials of a reduction in a fixed order (in f64).
 pub(crate) fn sum_partials<T: Real>(p: &[T]) -> T {
     T::c(p.iter().map(|v| v.as_f64()).sum::<f64>())
