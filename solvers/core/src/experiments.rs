@@ -400,26 +400,24 @@ pub fn solve_penalized<T: Real>(
     Ok((sol.x, r))
 }
 
-/// [`lasso_fista`] on CUDA device `k` (the core FISTA on device vectors).
-#[cfg(feature = "cuda")]
+/// [`lasso_fista`] on CUDA device `k` (the core FISTA on device vectors); without the `cuda`
+/// feature, the error saying how to rebuild.
 fn lasso_fista_gpu<T: Real>(
     k: usize,
     prob: &LassoProblem<T>,
     tol: T,
     max_iters: usize,
 ) -> Result<Solution<T, ()>> {
-    let gpu = crate::cuda::Gpu::new(k)?;
-    crate::cuda::solve_lasso(&gpu, prob, tol, max_iters)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn lasso_fista_gpu<T: Real>(
-    _k: usize,
-    _prob: &LassoProblem<T>,
-    _tol: T,
-    _max_iters: usize,
-) -> Result<Solution<T, ()>> {
-    Err(crate::device::no_cuda_build())
+    #[cfg(feature = "cuda")]
+    {
+        let gpu = crate::cuda::Gpu::new(k)?;
+        crate::cuda::solve_lasso(&gpu, prob, tol, max_iters)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (k, prob, tol, max_iters);
+        Err(crate::device::no_cuda_build())
+    }
 }
 
 /// Sparse logistic regression `(1/n)Σ log(1 + exp(−bᵢaᵢᵀx)) + λ‖x‖₁` to a certified duality
