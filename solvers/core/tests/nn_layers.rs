@@ -373,3 +373,149 @@ fn parameter_slices_of_the_wrong_length_are_errors_not_panics() {
         );
     }
 }
+
+/// The backend-generic VJP check ([`check_vjp_on`], which the GPU tests run on device
+/// batches) on host batches: every block passes, and a VJP 1 % off in the state or the
+/// parameters is caught.
+#[test]
+fn the_backend_generic_vjp_check_passes_the_blocks_and_catches_a_one_percent_error() {
+    use hyperprox_core::diff::check_vjp_on;
+    for (blk, n) in blocks::<f64>() {
+        let p = blk.init_params(&mut StdRng::seed_from_u64(1));
+        let x = away::<f64>(3, n, 2);
+        let c = context::<f64>(3);
+        let r = check_vjp_on::<Array2<f64>, _>(
+            blk.as_ref(),
+            x.view(),
+            &p,
+            x.view(),
+            c.view(),
+            1e-6,
+            3,
+            7,
+        )
+        .unwrap();
+        assert!(r.state < 1e-6 && r.params < 1e-6, "{}: {r:?}", blk.name());
+    }
+    let d = Dense::new(7, 5);
+    let p: Vec<f32> = d.init_params(&mut StdRng::seed_from_u64(1));
+    let x = away::<f32>(3, 7, 2);
+    let c = Array2::<f32>::zeros((3, 0));
+    let ok = check_vjp_on::<Array2<f32>, _>(
+        &OffDense(d.clone(), 9),
+        x.view(),
+        &p,
+        x.view(),
+        c.view(),
+        1e-2,
+        3,
+        1,
+    )
+    .unwrap();
+    assert!(ok.state < 3e-3 && ok.params < 3e-3, "{ok:?}");
+    for which in 0..2 {
+        let r = check_vjp_on::<Array2<f32>, _>(
+            &OffDense(d.clone(), which),
+            x.view(),
+            &p,
+            x.view(),
+            c.view(),
+            1e-2,
+            3,
+            1,
+        )
+        .unwrap();
+        let caught = [r.state, r.params][which];
+        assert!(caught > 5e-3, "which {which}: {r:?}");
+    }
+}
+
+/// [`UnrolledOn`] on host batches is [`Unrolled::value_and_grad_ws`] (the same pass), bit for
+/// bit.
+#[test]
+fn the_generic_unrolled_pass_on_host_batches_is_the_unrolled_pass() {
+    use hyperprox_core::diff::{
+        DifferentiableOn, SquaredError, Unrolled, UnrolledOn, UnrolledWorkspace,
+        UnrolledWorkspaceOn,
+    };
+    let mk = || -> Vec<Box<dyn Differentiable<f64>>> {
+        vec![
+            Box::new(Dense::new(4, 4)),
+            Box::new(Act::new(4, Activation::Gelu).unwrap()),
+            Box::new(Dense::new(4, 4)),
+        ]
+    };
+    let net = Unrolled::new(mk()).unwrap();
+    let on: Vec<Box<dyn DifferentiableOn<Array2<f64>>>> = vec![
+        Box::new(Dense::new(4, 4)),
+        Box::new(Act::new(4, Activation::Gelu).unwrap()),
+        Box::new(Dense::new(4, 4)),
+    ];
+    let neton = UnrolledOn::new(on).unwrap();
+    let p: Vec<f64> = (0..net.num_params())
+        .map(|i| ((i * 7919) % 13) as f64 / 13.0 - 0.5)
+        .collect();
+    let x0 = away::<f64>(5, 4, 3);
+    let t = away::<f64>(5, 4, 4);
+    let c = Array2::<f64>::zeros((5, 0));
+    for depth in [1, 2, 3] {
+        let mut ws = UnrolledWorkspace::default();
+        let (v, g) = net
+            .value_and_grad_ws(
+                &mut ws,
+                &p,
+                x0.view(),
+                c.view(),
+                depth,
+                &SquaredError,
+                t.view(),
+            )
+            .unwrap();
+        let (v, g) = (v, g.to_vec());
+        let mut ws2 = UnrolledWorkspaceOn::default();
+        let (v2, g2) = neton
+            .value_and_grad(
+                &mut ws2,
+                &p,
+                x0.view(),
+                c.view(),
+                depth,
+                &SquaredError,
+                t.view(),
+            )
+            .unwrap();
+        assert_eq!(v, v2);
+        assert_eq!(g, g2);
+        // And the allocating host pass agrees to rounding.
+        let (v3, g3) = net
+            .value_and_grad(&p, x0.view(), c.view(), depth, &SquaredError, t.view())
+            .unwrap();
+        assert!((v - v3).abs() <= 1e-14 * v.abs());
+        for (a, b) in g.iter().zip(&g3) {
+            assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()));
+        }
+        // Too few parameters or a depth beyond the layers is an error, not a panic.
+        assert!(neton
+            .value_and_grad(
+                &mut ws2,
+                &p[1..],
+                x0.view(),
+                c.view(),
+                depth,
+                &SquaredError,
+                t.view()
+            )
+            .is_err());
+        assert!(neton
+            .value_and_grad(
+                &mut ws2,
+                &p,
+                x0.view(),
+                c.view(),
+                4,
+                &SquaredError,
+                t.view()
+            )
+            .is_err());
+    }
+}

@@ -146,16 +146,11 @@ pub type Saved = Option<Box<dyn std::any::Any + Send + Sync>>;
 
 /// What a block keeps between [`Differentiable::forward_ws`] and
 /// [`Differentiable::vjp_ws`]: numbered buffers, reallocated only when their shape changes,
-/// and (for blocks without their own `_ws` methods) a [`Saved`].
-#[derive(Default)]
-pub struct Workspace<T> {
-    /// The buffers (a block decides what each holds).
-    pub bufs: Vec<Array2<T>>,
-    /// Saved intermediates of the allocating default path.
-    pub saved: Saved,
-}
+/// and (for blocks without their own `_ws` methods) a [`Saved`]. The host case of
+/// [`WorkspaceOn`](super::on::WorkspaceOn).
+pub type Workspace<T> = super::on::WorkspaceOn<Array2<T>>;
 
-impl<T: Real> Workspace<T> {
+impl<T: Real> super::on::WorkspaceOn<Array2<T>> {
     /// Makes `bufs[i]` of shape `shapes[i]` (allocating only buffers that are missing or of
     /// another shape) and returns the buffers.
     pub fn buffers(&mut self, shapes: &[(usize, usize)]) -> &mut [Array2<T>] {
@@ -169,15 +164,6 @@ impl<T: Real> Workspace<T> {
             }
         }
         &mut self.bufs[..shapes.len()]
-    }
-}
-
-impl<T> std::fmt::Debug for Workspace<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Workspace")
-            .field("buffers", &self.bufs.len())
-            .field("saved", &self.saved.is_some())
-            .finish()
     }
 }
 

@@ -18,6 +18,7 @@ use crate::linalg::Real;
 pub mod blocks;
 pub mod check;
 mod differentiable;
+pub mod on;
 pub mod pdhg_step;
 pub mod solve_layer;
 pub mod unrolled;
@@ -29,6 +30,10 @@ pub use blocks::{
 };
 pub use check::{check_block, BlockCheck};
 pub use differentiable::{BatchLoss, Differentiable, Saved, SquaredError, Workspace};
+pub use on::{
+    check_vjp_on, value_and_grad_on, BatchLossOn, BatchMat, DifferentiableOn, UnrolledOn,
+    UnrolledWorkspaceOn, VjpCheckOn, WorkspaceOn,
+};
 pub use pdhg_step::PdhgStep;
 pub use solve_layer::{Differentiation, Regularizer, SolveLayer};
 pub use unrolled::{check_vjp, Chain, Trajectory, Unrolled, UnrolledWorkspace};

@@ -2,7 +2,7 @@
 //! and returns the gradient of a loss with respect to every layer's parameters, and [`Chain`].
 //! The conventions are those of [`Differentiable`].
 
-use super::differentiable::{BatchLoss, Differentiable, Saved, Workspace};
+use super::differentiable::{BatchLoss, Differentiable, Saved};
 use crate::error::{Error, Result};
 use crate::linalg::{check_batch, Real};
 use ndarray::{Array2, ArrayView2};
@@ -249,37 +249,13 @@ impl<T: Real> Unrolled<T> {
 /// [`Workspace`], the two gradient buffers and the parameter gradient. Create it once
 /// (`UnrolledWorkspace::default()`) and pass it to every call; after the first call with a
 /// given batch shape, a network whose layers implement the `_ws` methods allocates nothing.
-#[derive(Debug)]
-pub struct UnrolledWorkspace<T> {
-    xs: Vec<Array2<T>>,
-    layers: Vec<Workspace<T>>,
-    g: Array2<T>,
-    g_next: Array2<T>,
-    gp: Vec<T>,
-}
-
-impl<T> Default for UnrolledWorkspace<T> {
-    fn default() -> Self {
-        Self {
-            xs: Vec::new(),
-            layers: Vec::new(),
-            g: Array2::from_shape_vec((0, 0), Vec::new()).expect("empty"),
-            g_next: Array2::from_shape_vec((0, 0), Vec::new()).expect("empty"),
-            gp: Vec::new(),
-        }
-    }
-}
-
-/// `a` of shape `sh`, reallocated only if its shape differs.
-fn ensure<T: Real>(a: &mut Array2<T>, sh: (usize, usize)) {
-    if a.dim() != sh {
-        *a = Array2::zeros(sh);
-    }
-}
+pub type UnrolledWorkspace<T> = super::on::UnrolledWorkspaceOn<Array2<T>>;
 
 impl<T: Real> Unrolled<T> {
     /// [`Unrolled::value_and_grad`] through the layers' `_ws` methods, with every buffer in
-    /// `ws`: returns the loss, and the parameter gradient as a slice of `ws`.
+    /// `ws`: returns the loss, and the parameter gradient as a slice of `ws`. This is the
+    /// backend-generic pass [`value_and_grad_on`](super::on::value_and_grad_on) on host
+    /// batches (the GPU trainer runs the same function on device batches).
     #[allow(clippy::too_many_arguments)]
     pub fn value_and_grad_ws<'w>(
         &self,
@@ -292,38 +268,17 @@ impl<T: Real> Unrolled<T> {
         target: ArrayView2<'_, T>,
     ) -> Result<(T, &'w [T])> {
         self.check_inputs(p, x0, c, depth)?;
-        let b = x0.nrows();
-        ws.xs.resize_with(depth + 1, || Array2::zeros((0, 0)));
-        ws.layers.resize_with(depth, Workspace::default);
-        ensure(&mut ws.xs[0], x0.dim());
-        ws.xs[0].assign(&x0);
-        for t in 0..depth {
-            let (done, rest) = ws.xs.split_at_mut(t + 1);
-            ensure(&mut rest[0], (b, self.layers[t].out_dim()));
-            let pt = &p[self.param_range(t)];
-            let layer = &self.layers[t];
-            layer.forward_ws(pt, done[t].view(), c, &mut ws.layers[t], &mut rest[0])?;
-            self.check_state(t, &rest[0])?;
-        }
-        ensure(&mut ws.g, ws.xs[depth].dim());
-        let v = loss.value_grad_into(ws.xs[depth].view(), c, target, ws.g.view_mut())?;
-        ws.gp.clear();
-        ws.gp.resize(self.num_params(), T::zero());
-        for t in (0..depth).rev() {
-            let r = self.param_range(t);
-            ensure(&mut ws.g_next, (b, self.layers[t].in_dim()));
-            self.layers[t].vjp_ws(
-                &p[r.clone()],
-                ws.xs[t].view(),
-                c,
-                &mut ws.layers[t],
-                ws.g.view(),
-                &mut ws.gp[r],
-                &mut ws.g_next,
-            )?;
-            std::mem::swap(&mut ws.g, &mut ws.g_next);
-        }
-        Ok((v, &ws.gp))
+        super::on::value_and_grad_on(
+            &self.layers,
+            &self.offsets,
+            ws,
+            p,
+            x0,
+            c,
+            depth,
+            loss,
+            target,
+        )
     }
 }
 
