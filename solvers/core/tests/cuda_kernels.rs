@@ -655,3 +655,175 @@ fn convolution_kernels_are_the_cpu_convolution_and_its_adjoint() {
         }
     }
 }
+
+/// The kernels of the trainable blocks (activations and their VJPs, the dense block's bias
+/// rows and column sums, the squared-error loss, the unsupervised objective's penalty, the
+/// DU-ISTA/DU-IHT step and its pull-back) against the host blocks and formulas.
+#[test]
+fn trainable_block_kernels_are_the_cpu_blocks() {
+    use hyperprox_core::diff::{BatchLoss, Differentiable, SquaredError};
+    use hyperprox_core::func::soft_threshold;
+    use hyperprox_core::nn::{Act, Activation};
+    use ndarray::Array2;
+    let k = need!();
+    let (b, w) = (4usize, 9usize);
+    let n = b * w;
+    let mut x = Array2::from_shape_vec((b, w), rand_vec(n, 21).to_vec()).unwrap();
+    x[[0, 0]] = 0.0;
+    x[[1, 3]] = -0.0;
+    x[[2, 5]] = 1e-3;
+    let g = Array2::from_shape_vec((b, w), rand_vec(n, 22).to_vec()).unwrap();
+    let nn = n as i64;
+    let none = Array2::<f64>::zeros((b, 0));
+    type A = unsafe extern "C" fn(i64, P, C, i32, f64);
+    type Av = unsafe extern "C" fn(i64, P, C, C, i32, f64);
+    for (kind, a, f) in [
+        (0, 0.0, Activation::Relu),
+        (1, 0.05, Activation::LeakyRelu(0.05)),
+        (2, 0.0, Activation::Tanh),
+        (3, 0.0, Activation::Sigmoid),
+        (4, 2.5, Activation::Softplus(2.5)),
+        (5, 0.0, Activation::Gelu),
+    ] {
+        let act = Act::new(w, f).unwrap();
+        let want = act.forward(&[], x.view(), none.view()).unwrap();
+        let mut out = vec![f64::NAN; n];
+        let o = out.as_mut_ptr();
+        k.launch("act_f64", |fun: A| unsafe {
+            fun(nn, o, x.as_ptr(), kind, a)
+        });
+        close(&out, want.as_slice().unwrap(), 1e-14);
+        let want = act
+            .vjp(&[], x.view(), none.view(), g.view(), &mut [])
+            .unwrap();
+        k.launch("act_vjp_f64", |fun: Av| unsafe {
+            fun(nn, o, x.as_ptr(), g.as_ptr(), kind, a)
+        });
+        close(&out, want.as_slice().unwrap(), 1e-14);
+        // Single precision to single-precision rounding.
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let mut of = vec![0.0f32; n];
+        let op = of.as_mut_ptr();
+        k.launch(
+            "act_f32",
+            |fun: unsafe extern "C" fn(i64, *mut f32, *const f32, i32, f32)| unsafe {
+                fun(nn, op, xf.as_ptr(), kind, a as f32)
+            },
+        );
+        let want = act.forward(&[], x.view(), none.view()).unwrap();
+        let of64: Vec<f64> = of.iter().map(|&v| v as f64).collect();
+        close(&of64, want.as_slice().unwrap(), 1e-6);
+    }
+    // Bias rows and column sums (the dense block's b and b̄).
+    let bias = rand_vec(w, 23);
+    let mut out = vec![f64::NAN; n];
+    let o = out.as_mut_ptr();
+    let (bb, ww) = (b as i64, w as i64);
+    k.launch(
+        "bias_rows_f64",
+        |fun: unsafe extern "C" fn(i64, i64, P, C)| unsafe { fun(bb, ww, o, bias.as_ptr()) },
+    );
+    let want: Vec<f64> = (0..n).map(|i| bias[i % w]).collect();
+    close(&out, &want, 0.0);
+    let mut cs = vec![f64::NAN; w];
+    let c = cs.as_mut_ptr();
+    k.launch(
+        "col_sums_f64",
+        |fun: unsafe extern "C" fn(i64, i64, P, C)| unsafe { fun(bb, ww, c, g.as_ptr()) },
+    );
+    close(&cs, g.sum_axis(ndarray::Axis(0)).as_slice().unwrap(), 1e-15);
+    // Squared error: value and gradient.
+    let t = Array2::from_shape_vec((b, w), rand_vec(n, 24).to_vec()).unwrap();
+    let (v, grad) = SquaredError
+        .value_grad(x.view(), none.view(), t.view())
+        .unwrap();
+    let mut gout = vec![f64::NAN; n];
+    let go = gout.as_mut_ptr();
+    let parts = reduce(k, "sqerr_f64", |f, p| unsafe {
+        let fun: unsafe extern "C" fn(i64, P, C, C, f64, P) = std::mem::transmute(f);
+        fun(nn, go, x.as_ptr(), t.as_ptr(), 2.0 / b as f64, p)
+    });
+    close(&[sum(&parts) / b as f64], &[v], 1e-14);
+    close(&gout, grad.as_slice().unwrap(), 1e-15);
+    // The penalty of the unsupervised objective: ‖x‖₁ with λ/B·sign(x) added where x ≠ 0;
+    // ‖x‖₀ with the gradient left alone.
+    let lam_b = 0.3;
+    for l1 in [1, 0] {
+        let mut gpen = g.clone();
+        let gp = gpen.as_mut_ptr();
+        let parts = reduce(k, "penalty_grad_f64", |f, p| unsafe {
+            let fun: unsafe extern "C" fn(i64, P, C, f64, i32, P) = std::mem::transmute(f);
+            fun(nn, gp, x.as_ptr(), lam_b, l1, p)
+        });
+        let (want_v, want_g): (f64, Array2<f64>) = if l1 == 1 {
+            let mut wg = g.clone();
+            ndarray::Zip::from(&mut wg).and(&x).for_each(|gv, &xv| {
+                if xv != 0.0 {
+                    *gv += lam_b * xv.signum()
+                }
+            });
+            (x.iter().map(|v| v.abs()).sum(), wg)
+        } else {
+            (x.iter().filter(|v| **v != 0.0).count() as f64, g.clone())
+        };
+        close(&[sum(&parts)], &[want_v], 1e-14);
+        close(gpen.as_slice().unwrap(), want_g.as_slice().unwrap(), 1e-15);
+    }
+    // The DU-ISTA / DU-IHT step u = x + αg, S_τ(u) or H_τ(u), and its pull-back.
+    let (alpha, th) = (0.7, 0.4);
+    let gbar = Array2::from_shape_vec((b, w), rand_vec(n, 25).to_vec()).unwrap();
+    for l1 in [1, 0] {
+        let mut out = vec![f64::NAN; n];
+        let mut u = vec![f64::NAN; n];
+        let (o, up) = (out.as_mut_ptr(), u.as_mut_ptr());
+        k.launch(
+            "shrink_step_f64",
+            |fun: unsafe extern "C" fn(i64, P, P, C, C, f64, f64, i32)| unsafe {
+                fun(nn, o, up, x.as_ptr(), g.as_ptr(), alpha, th, l1)
+            },
+        );
+        let want_u: Vec<f64> = x.iter().zip(&g).map(|(&xv, &gv)| xv + gv * alpha).collect();
+        close(&u, &want_u, 0.0);
+        let want: Vec<f64> = want_u
+            .iter()
+            .map(|&uv| {
+                if l1 == 1 {
+                    soft_threshold(uv, th)
+                } else if uv.abs() > th {
+                    uv
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        close(&out, &want, 0.0);
+        let mut d = vec![f64::NAN; n];
+        let dp = d.as_mut_ptr();
+        let mut parts = vec![f64::NAN; 2 * THREADS];
+        let pp = parts.as_mut_ptr();
+        k.launch(
+            "shrink_vjp_f64",
+            |fun: unsafe extern "C" fn(i64, P, C, C, C, f64, P)| unsafe {
+                fun(nn, dp, gbar.as_ptr(), u.as_ptr(), g.as_ptr(), th, pp)
+            },
+        );
+        let active: Vec<bool> = u.iter().map(|uv| uv.abs() > th).collect();
+        let want_d: Vec<f64> = gbar
+            .iter()
+            .zip(&active)
+            .map(|(&gv, &a)| if a { gv } else { 0.0 })
+            .collect();
+        close(&d, &want_d, 0.0);
+        let dg: f64 = want_d.iter().zip(&g).map(|(a, b)| a * b).sum();
+        let gth: f64 = -gbar
+            .iter()
+            .zip(&u)
+            .zip(&active)
+            .filter(|(_, &a)| a)
+            .map(|((gv, uv), _)| gv * uv.signum())
+            .sum::<f64>();
+        let s0: f64 = parts.iter().step_by(2).sum();
+        let s1: f64 = parts.iter().skip(1).step_by(2).sum();
+        close(&[s0, s1], &[dg, gth], 1e-14);
+    }
+}

@@ -12,7 +12,10 @@
 //!   matrix), and the time of the core FISTA on the device to a duality gap of `1e-6`.
 //! * **PyTorch**: `scripts/gpu_bench_torch.py` (the same TV iteration written with torch
 //!   tensor operations, `torch.mv` on the same matrix, torch's copy rate) when `python3` with
-//!   a CUDA torch is found; its lines are passed through.
+//!   a CUDA torch is found; its lines are passed through. It also times DU-ISTA's training pass
+//!   (T = 16, N = 500, M = 250, autograd) beside the unfolded crate's device bench
+//!   (`hyperprox_unfolded::experiments::bench_device`, run after this one by
+//!   `hyperprox bench --device cuda`).
 //!
 //! `quick` runs 256² and 512² images and a `2000 × 5000` Lasso.
 
@@ -201,7 +204,14 @@ fn torch(quick: bool, sizes: &[usize], sink: &mut BenchSink<'_>) {
     let lasso = if quick { "2000x5000" } else { "20000x50000" };
     let out = std::process::Command::new("python3")
         .arg(&script)
-        .args(["--sizes", &sizes.join(","), "--lasso", lasso])
+        .args([
+            "--sizes",
+            &sizes.join(","),
+            "--lasso",
+            lasso,
+            "--unfold",
+            "500x250x16",
+        ])
         .output();
     match out {
         Ok(o) => {
@@ -237,9 +247,6 @@ pub fn run(gpu: &Gpu, quick: bool, sink: &mut BenchSink<'_>) -> Result<()> {
         tv_case::<f64>(gpu, size, copy, iters, sink)?;
     }
     lasso_case(gpu, quick, sink)?;
-    sink(
-        json!({"case": "unfold-train", "skipped": "unfolded training on the device is not implemented yet (the Differentiable blocks are host-only)"}),
-    );
     torch(quick, sizes, sink);
     Ok(())
 }

@@ -67,6 +67,36 @@ HP_DEV T hp_x_at(long long h, long long w, const T *v, const T *r, long long i, 
     return x;
 }
 
+
+// Activations (the CPU's Activation::eval): kind 0 ReLU, 1 leaky ReLU (slope a), 2 tanh,
+// 3 sigmoid, 4 softplus (sharpness a), 5 GELU (exact, evaluated in double as on the CPU).
+// deriv = 0: sigma(x); deriv = 1: sigma'(x).
+template <typename T> HP_DEV T hp_sigmoid(T z) {
+    if (z >= (T)0) return (T)1 / ((T)1 + exp(-z));
+    T e = exp(z);
+    return e / ((T)1 + e);
+}
+template <typename T> HP_DEV T hp_act(int kind, T x, T a, int deriv) {
+    switch (kind) {
+    case 0: return x > (T)0 ? (deriv ? (T)1 : x) : (T)0;
+    case 1: return x > (T)0 ? (deriv ? (T)1 : x) : (deriv ? a : a * x);
+    case 2: { T t = tanh(x); return deriv ? (T)1 - t * t : t; }
+    case 3: { T s = hp_sigmoid(x); return deriv ? s * ((T)1 - s) : s; }
+    case 4: {
+        T bt = a * x, e = exp(-hp_abs(bt)), inv = (T)1 / ((T)1 + e);
+        T sig = bt >= (T)0 ? inv : e * inv;
+        return deriv ? sig : hp_max(x, (T)0) + log1p(e) / a;
+    }
+    default: {
+        double xf = (double)x;
+        double cdf = 0.5 * erfc(-xf / 1.4142135623730951);
+        if (!deriv) return (T)(xf * cdf);
+        double pdf = exp(-0.5 * xf * xf) / 2.5066282746310002;
+        return (T)(cdf + xf * pdf);
+    }
+    }
+}
+
 #define HP_DEFINE(T, S)                                                                        \
 HP_KERNEL void fill_##S(long long n, T *y, T a) {                                              \
     for (long long i = HP_IDX; i < n; i += HP_STRIDE) y[i] = a;                                \
@@ -251,6 +281,82 @@ HP_KERNEL void conv2d_adj_##S(long long h, long long w, long long kh, long long 
         }                                                                                      \
         out[px] = acc;                                                                         \
     }                                                                                          \
+}                                                                                              \
+/* Trainable blocks. out = sigma(x).                                                       */ \
+HP_KERNEL void act_##S(long long n, T *out, const T *x, int kind, T a) {                      \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = hp_act<T>(kind, x[i], a, 0);   \
+}                                                                                              \
+/* out = g * sigma'(x), in the CPU's form (ReLU selects g, leaky ReLU scales by a).         */ \
+HP_KERNEL void act_vjp_##S(long long n, T *out, const T *x, const T *g, int kind, T a) {      \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T xv = x[i];                                                                           \
+        if (kind == 0) out[i] = xv > (T)0 ? g[i] : (T)0;                                       \
+        else if (kind == 1) out[i] = xv <= (T)0 ? g[i] * a : g[i];                             \
+        else out[i] = g[i] * hp_act<T>(kind, xv, a, 1);                                        \
+    }                                                                                          \
+}                                                                                              \
+/* Every row of the rows x cols batch out set to b (the bias before the GEMM adds X W^T).   */ \
+HP_KERNEL void bias_rows_##S(long long rows, long long cols, T *out, const T *b) {           \
+    long long n = rows * cols;                                                                 \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) out[i] = b[i % cols];                    \
+}                                                                                              \
+/* out[c] = sum over rows of g[r, c], rows in order (one thread per column).               */ \
+HP_KERNEL void col_sums_##S(long long rows, long long cols, T *out, const T *g) {            \
+    for (long long c = HP_IDX; c < cols; c += HP_STRIDE) {                                     \
+        T s = (T)0;                                                                            \
+        for (long long r = 0; r < rows; r++) s += g[r * cols + c];                             \
+        out[c] = s;                                                                            \
+    }                                                                                          \
+}                                                                                              \
+/* Squared error: g = scale (x - t) and partial = sum (x - t)^2.                           */ \
+HP_KERNEL void sqerr_##S(long long n, T *g, const T *x, const T *t, T scale, T *partial) {    \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T d = x[i] - t[i];                                                                     \
+        acc += d * d;                                                                          \
+        g[i] = d * scale;                                                                      \
+    }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* The penalty of the unsupervised objective at x: l1 = 1: partial = sum |x|,              */ \
+/* g += lam_b sign(x) where x != 0; l1 = 0: partial = number of nonzeros.                   */ \
+HP_KERNEL void penalty_grad_##S(long long n, T *g, const T *x, T lam_b, int l1, T *partial) { \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T xv = x[i];                                                                           \
+        if (l1) {                                                                              \
+            acc += hp_abs(xv);                                                                 \
+            if (xv != (T)0) g[i] += lam_b * (xv > (T)0 ? (T)1 : (T)-1);                        \
+        } else if (xv != (T)0) acc += (T)1;                                                    \
+    }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+/* The DU-ISTA/DU-IHT step after g = A^T(y - Ax): u = x + alpha g, out = soft (l1 = 1) or   */ \
+/* hard (l1 = 0) threshold of u at th.                                                      */ \
+HP_KERNEL void shrink_step_##S(long long n, T *out, T *u, const T *x, const T *g, T alpha,   \
+                               T th, int l1) {                                                 \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T uv = x[i] + g[i] * alpha;                                                            \
+        u[i] = uv;                                                                             \
+        out[i] = l1 ? hp_soft(uv, th) : (hp_abs(uv) > th ? uv : (T)0);                         \
+    }                                                                                          \
+}                                                                                              \
+/* Its pull-back: d = gbar where |u| > th, else 0; partial[2k] = sum d g,                   */ \
+/* partial[2k + 1] = - sum over |u| > th of gbar sign(u).                                   */ \
+HP_KERNEL void shrink_vjp_##S(long long n, T *d, const T *gbar, const T *u, const T *g, T th, \
+                              T *partial) {                                                    \
+    T dg = (T)0, gth = (T)0;                                                                   \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE) {                                        \
+        T uv = u[i];                                                                           \
+        if (hp_abs(uv) > th) {                                                                 \
+            T gv = gbar[i];                                                                    \
+            d[i] = gv;                                                                         \
+            dg += gv * g[i];                                                                   \
+            gth -= uv > (T)0 ? gv : -gv;                                                       \
+        } else d[i] = (T)0;                                                                    \
+    }                                                                                          \
+    partial[2 * HP_IDX] = dg;                                                                  \
+    partial[2 * HP_IDX + 1] = gth;                                                             \
 }                                                                                              \
 HP_KERNEL void dot_##S(long long n, const T *x, const T *y, T *partial) {                     \
     T acc = (T)0;                                                                              \

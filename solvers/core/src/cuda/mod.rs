@@ -30,6 +30,7 @@
 //! lost, memory exhausted in `clone`) panics with the CUDA error, as an allocation failure does
 //! on the host.
 
+pub mod batch;
 pub mod bench;
 mod fgp;
 mod func;
@@ -37,6 +38,7 @@ mod lasso;
 mod ops;
 mod vec;
 
+pub use batch::{cached_matrix, gemm_rows_on, GpuMat};
 pub use fgp::{solve_rof, GpuFgp};
 pub use func::GpuNormL21;
 pub use lasso::{solve_lasso, DeviceFistaSolution, GpuLasso};
@@ -86,6 +88,14 @@ pub const KERNEL_NAMES: &[&str] = &[
     "diffdot",
     "scaled_diff_sq",
     "sep_value",
+    "act",
+    "act_vjp",
+    "bias_rows",
+    "col_sums",
+    "sqerr",
+    "penalty_grad",
+    "shrink_step",
+    "shrink_vjp",
 ];
 
 /// Threads per block of every launch.
