@@ -7,9 +7,12 @@ tensor operations, timed on the same card in the same run, printed as JSON lines
   q+ = Proj_mu(r + g/8), r+ = q+ + beta (q+ - q)), isotropic, forward differences with a
   Neumann boundary, the layout [d_h; d_v] of hyperprox; float32 and float64, eager and (where
   it works) torch.compile;
-* gemv-MxN-f32: torch.mv with the same matrix shape (A x and A^T y).
+* gemv-MxN-f32: torch.mv with the same matrix shape (A x and A^T y);
+* du-ista-T16-NxM-batchB-pass: DU-ISTA's supervised training pass (T layers
+  x = S_{a_t lam}(x + a_t A^T(y - A x)), loss mean_b ||x_T - x*||^2, backward by autograd) in
+  float64, as hyperprox's `...-pass` lines, minibatches of 64 and 1024.
 
-Usage: gpu_bench_torch.py --sizes 1024,2048,4096 --lasso 20000x50000
+Usage: gpu_bench_torch.py --sizes 1024,2048,4096 --lasso 20000x50000 --unfold 500x250x16
 """
 import argparse
 import json
@@ -82,11 +85,38 @@ def tv(size, dtype, iters, compiled):
     }
 
 
+def du_ista_pass(n, m, layers, batch, reps, lam=0.1):
+    g = torch.Generator(device="cuda").manual_seed(1)
+    a = torch.randn((m, n), device="cuda", dtype=torch.float64, generator=g) / m ** 0.5
+    lip = torch.linalg.matrix_norm(a, ord=2) ** 2
+    alpha = torch.full((layers,), float(1.0 / lip), device="cuda", dtype=torch.float64,
+                       requires_grad=True)
+    xs = torch.randn((batch, n), device="cuda", dtype=torch.float64, generator=g)
+    xs = xs * (torch.rand((batch, n), device="cuda", dtype=torch.float64, generator=g) < 0.1)
+    y = xs @ a.t()
+
+    def one():
+        x = torch.zeros_like(xs)
+        for t in range(layers):
+            u = x + alpha[t] * ((y - x @ a.t()) @ a)
+            th = alpha[t] * lam
+            x = torch.sign(u) * torch.clamp(u.abs() - th, min=0.0)
+        loss = ((x - xs) ** 2).sum() / batch
+        (ga,) = torch.autograd.grad(loss, alpha)
+        return loss.item(), ga
+
+    one()
+    t = timed(one, reps)
+    return {"case": f"du-ista-T{layers}-{n}x{m}-batch{batch}-pass", "solver": "torch-autograd",
+            "precision": "float64", "time_s": t, "samples_per_s": batch / t, "reps": reps}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1024,2048,4096")
     ap.add_argument("--lasso", default="20000x50000")
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--unfold", default="")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("torch sees no CUDA device")
@@ -116,6 +146,11 @@ def main():
     print(json.dumps({"case": f"gemv-{m}x{k}-f32", "solver": "torch-mv", "time_ax_s": t_ax,
                       "time_atx_s": t_aty, "gbytes_per_s_ax": 4 * m * k / t_ax / 1e9,
                       "gbytes_per_s_atx": 4 * m * k / t_aty / 1e9}), flush=True)
+    del a
+    if args.unfold:
+        n, m, layers = (int(s) for s in args.unfold.split("x"))
+        for batch in (64, 1024):
+            print(json.dumps(du_ista_pass(n, m, layers, batch, 20)), flush=True)
 
 
 if __name__ == "__main__":

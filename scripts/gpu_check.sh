@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of the `cuda` feature, for a machine with an NVIDIA GPU but no Rust toolchain.
 #
-#   scripts/gpu_check.sh build   # here: release binary + the device test binary into gpu-bin/
+#   scripts/gpu_check.sh build   # here: release binary + the device test binaries into gpu-bin/
 #   scripts/gpu_check.sh run     # there (repository root): device tests, then the GPU report
 #
 # gpu-bin/ is ignored by git; carry it with the working tree. `run` looks for CUDA 13's cuBLAS
@@ -18,6 +18,10 @@ build)
         --message-format=json 2>/dev/null \
         | python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
   cp "$exe" gpu-bin/cuda_device
+  exe=$(cargo test -p hyperprox-unfolded --features cuda --test gpu_train --no-run \
+        --message-format=json 2>/dev/null \
+        | python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  cp "$exe" gpu-bin/gpu_train
   ls -la gpu-bin
   ;;
 run)
@@ -32,6 +36,7 @@ PY
   export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:-}"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   gpu-bin/cuda_device --nocapture --test-threads 1
+  gpu-bin/gpu_train --nocapture --test-threads 1
   gpu-bin/hyperprox bench --device cuda | tee gpu-bench.jsonl
   ;;
 *)

@@ -128,3 +128,93 @@ fn on_a_gpu_denoising_gives_the_cpu_image() {
     assert!(diff <= 1e-4, "{diff}");
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn unfold_train_on_cuda_without_a_gpu_fails_before_writing_and_names_the_models() {
+    if gpu_usable() {
+        eprintln!("skipped: this machine has a usable GPU");
+        return;
+    }
+    let d = tmp("unfold-nogpu");
+    let out = d.join("run");
+    let o = bin()
+        .args([
+            "unfold", "train", "--model", "du-ista", "--quick", "--layers", "2", "--device",
+            "cuda", "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--device cpu"), "{err}");
+    assert!(!out.exists(), "the output folder was created");
+    // A model without device layers is refused by name, whatever the machine.
+    let o = bin()
+        .args([
+            "unfold", "train", "--model", "lista", "--quick", "--layers", "2", "--device", "cuda",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("du-ista and du-iht"), "{err}");
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn on_a_gpu_unfold_train_gives_the_cpu_step_sizes() {
+    if !gpu_usable() {
+        eprintln!("skipped: no usable GPU (build with --features cuda on a GPU machine)");
+        return;
+    }
+    let d = tmp("unfold-gpu");
+    let mut alphas = vec![];
+    for dev in ["cpu", "cuda"] {
+        let out = d.join(dev);
+        let o = bin()
+            .args([
+                "unfold",
+                "train",
+                "--model",
+                "du-ista",
+                "--quick",
+                "--layers",
+                "4",
+                "--steps-per-layer",
+                "20",
+                "--final-steps",
+                "20",
+                "--test-size",
+                "50",
+                "--val-size",
+                "100",
+                "--device",
+                dev,
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap())
+                .unwrap();
+        let p: Vec<f64> = m["params"]
+            .as_array()
+            .expect("params in model.json")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        alphas.push(p);
+    }
+    assert_eq!(alphas[0].len(), 4);
+    for (a, b) in alphas[0].iter().zip(&alphas[1]) {
+        assert!((a - b).abs() <= 1e-9 * a.abs(), "cpu {a} vs cuda {b}");
+    }
+    let _ = std::fs::remove_dir_all(d);
+}

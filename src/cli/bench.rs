@@ -13,6 +13,12 @@ pub fn run(quick: bool, device: Device) -> CliResult<()> {
         Device::Cuda(_) => {
             let gpu = device.gpu()?.expect("a CUDA device");
             hyperprox::core::cuda::bench::run(&gpu, quick, &mut sink)?;
+            // DU-ISTA / DU-IHT training on the device against the CPU, in the same run.
+            hyperprox::unfolded::experiments::bench_device(
+                device,
+                if quick { 3 } else { 20 },
+                &mut sink,
+            )?;
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => device.check()?,

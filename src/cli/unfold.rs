@@ -4,6 +4,7 @@ use super::common::{
     create_dir, progress, read_json, usage, write_json, write_outputs, CliError, CliResult,
 };
 use clap::{Args, Subcommand};
+use hyperprox::core::device::Device;
 use hyperprox::core::diff::checkpointed;
 use hyperprox::unfolded::experiments::{compare, Comparison, TrainingSummary};
 use hyperprox::unfolded::train::{train_ranks, Progress, TrainConfig, TrainState};
@@ -112,6 +113,10 @@ pub struct TrainArgs {
     /// Reduced size for a quick check: N = 100, M = 50, 50 minibatches per layer.
     #[arg(long)]
     quick: bool,
+    /// Where the minibatches' forward and backward passes run: cpu, or cuda / cuda:N (an
+    /// NVIDIA GPU; DU-ISTA and DU-IHT; needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = super::solve::parse_device)]
+    device: Device,
     #[command(flatten)]
     test: TestArgs,
 }
@@ -191,9 +196,17 @@ impl TrainArgs {
             sgd_momentum: self.sgd_momentum,
             seed: self.seed,
             val_size: self.val_size,
+            device: self.device,
             ..Default::default()
         };
         cfg.check()?;
+        if !self.device.is_cpu() && !matches!(self.model, ModelKind::DuIsta | ModelKind::DuIht) {
+            return usage(format!(
+                "--device {}: only du-ista and du-iht train on the GPU; use --device cpu for {}",
+                self.device,
+                self.model.as_str()
+            ));
+        }
         Ok((problem, model, cfg))
     }
 }
@@ -209,6 +222,8 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
     ] {
         hyperprox::unfolded::data::check_batch_size(&problem, b, what)?;
     }
+    // A GPU that cannot be used is an error before anything is written.
+    cfg.device.check()?;
     let comm = super::parallel::comm();
     let root = comm.rank() == 0;
     super::parallel::root_writes(|| create_dir(&a.test.out))?;
@@ -267,7 +282,8 @@ fn train_cmd(a: TrainArgs) -> CliResult<()> {
     };
     checkpointed(&mut state, stop, 200, |s| s.step, advance, save)?;
     pb.finish_and_clear();
-    let training = summary(&state, total, t0.elapsed().as_secs_f64());
+    let mut training = summary(&state, total, t0.elapsed().as_secs_f64());
+    training.config["device"] = cfg.device.to_string().into();
     let mut c = compare(
         &model,
         (cfg.signal, test_sig),

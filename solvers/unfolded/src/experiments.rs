@@ -298,3 +298,86 @@ pub fn bench(reps: usize, sink: &mut BenchSink<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The deep-unfolding throughput on a device against the CPU, in one run
+/// (`hyperprox bench --device cuda`): DU-ISTA and DU-IHT with T = 16 layers on the default
+/// setting (N = 500, M = 250), for minibatches of 64 and 1024:
+///
+/// * `…-pass`: one supervised forward + backward pass (loss and parameter gradient) on the
+///   same minibatch on the CPU and on `device` (`reps` timed repetitions; the minibatch is
+///   uploaded every call on the device, as in training), samples/s and the speed-up;
+/// * `…-train`: `train` end to end for 48 minibatches of 100 (3 per layer, incremental) on both,
+///   minibatches/s, and the relative difference of the learned step sizes (they must agree to
+///   rounding: the same Adam steps on the same gradients). Sampling the minibatches is on the
+///   host in both runs.
+pub fn bench_device(
+    device: hyperprox_core::device::Device,
+    reps: usize,
+    sink: &mut BenchSink<'_>,
+) -> Result<()> {
+    use crate::train::{loss_and_grad_ws, loss_for, train, TrainConfig, TrainWorkspace};
+    use crate::{LossKind, ModelKind, ModelSpec, SparseSource};
+    use hyperprox_core::bench::timed;
+    use hyperprox_core::device::Device;
+    let problem = Problem::gaussian(250, 500, 1)?;
+    let reps = reps.max(1);
+    let source = SparseSource {
+        problem: &problem,
+        signal: Signal::default(),
+    };
+    for kind in [ModelKind::DuIsta, ModelKind::DuIht] {
+        let model = Unfolded::new(ModelSpec::new(kind, 16), &problem)?;
+        let loss = loss_for(&model, &problem, LossKind::Supervised);
+        for b in [64usize, 1024] {
+            let batch = sample(&problem, &Signal::default(), b, 2)?;
+            let mut times = vec![];
+            for dev in [Device::Cpu, device] {
+                let mut ws =
+                    TrainWorkspace::for_device(dev, &model, LossKind::Supervised, &source)?;
+                loss_and_grad_ws(&model, loss.as_ref(), &batch, 16, &mut ws)?;
+                let (_, dt) = timed(|| {
+                    (0..reps).try_for_each(|_| {
+                        loss_and_grad_ws(&model, loss.as_ref(), &batch, 16, &mut ws).map(drop)
+                    })
+                })?;
+                times.push(dt / reps as f64);
+            }
+            for (dev, dt) in [(Device::Cpu, times[0]), (device, times[1])] {
+                sink(serde_json::json!({
+                    "case": format!("{}-T16-500x250-batch{b}-pass", kind.as_str()),
+                    "solver": format!("hyperprox-{dev}"), "time_s": dt,
+                    "samples_per_s": b as f64 / dt, "speedup_vs_cpu": times[0] / dt, "reps": reps,
+                }));
+            }
+        }
+        let mut params = vec![];
+        let mut rates = vec![];
+        for dev in [Device::Cpu, device] {
+            let mut m = Unfolded::new(ModelSpec::new(kind, 16), &problem)?;
+            let cfg = TrainConfig {
+                batch: 100,
+                steps_per_layer: 3,
+                final_steps: 0,
+                val_size: 100,
+                device: dev,
+                ..Default::default()
+            };
+            let (st, dt) = timed(|| train(&mut m, &problem, &cfg, None, None, &mut |_| {}))?;
+            rates.push(st.step as f64 / dt);
+            params.push(m.params().to_vec());
+        }
+        let diff = params[0]
+            .iter()
+            .zip(&params[1])
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1e-300))
+            .fold(0.0f64, f64::max);
+        for (dev, r) in [(Device::Cpu, rates[0]), (device, rates[1])] {
+            sink(serde_json::json!({
+                "case": format!("{}-T16-500x250-batch100-train", kind.as_str()),
+                "solver": format!("hyperprox-{dev}"), "minibatches_per_s": r,
+                "speedup_vs_cpu": r / rates[0], "max_rel_diff_of_step_sizes": diff,
+            }));
+        }
+    }
+    Ok(())
+}

@@ -249,6 +249,90 @@ impl Differentiable for ProxGradLayer {
     }
 }
 
+/// The layer on device batches, the arithmetic of [`Differentiable::forward_ws`] /
+/// [`Differentiable::vjp_ws`]: `r = y − XAᵀ` and `g = RA` by two cuBLAS GEMMs, `u` and the
+/// threshold by one kernel; the VJP's mask, `⟨d, g⟩` and the threshold term by one kernel
+/// with its reduction, `x̄ = d − α (dAᵀ)A` by two GEMMs. `A` is copied to the device once per
+/// process and shared by the layers of a model ([`cached_matrix`]).
+#[cfg(feature = "cuda")]
+impl hyperprox_core::diff::DifferentiableOn<hyperprox_core::cuda::GpuMat<f64>> for ProxGradLayer {
+    fn forward_on(
+        &self,
+        p: &[f64],
+        x: &hyperprox_core::cuda::GpuMat<f64>,
+        y: &hyperprox_core::cuda::GpuMat<f64>,
+        ws: &mut hyperprox_core::diff::WorkspaceOn<hyperprox_core::cuda::GpuMat<f64>>,
+        out: &mut hyperprox_core::cuda::GpuMat<f64>,
+    ) -> Result<()> {
+        use hyperprox_core::cuda::{batch::shrink_step, cached_matrix, gemm_rows_on, GpuMat};
+        use hyperprox_core::diff::BatchMat;
+        let (b, m, n) = (x.rows(), self.a.nrows(), self.a.ncols());
+        hyperprox_core::linalg::check_len("ISTA step", "parameters", 1, p.len())?;
+        hyperprox_core::linalg::check_len("ISTA step", "state width", n, x.cols())?;
+        if (y.rows(), y.cols()) != (b, m) {
+            return Err(hyperprox_core::error::Error::shape(
+                "ISTA step",
+                "measurements",
+                format!("{b} × {m}"),
+                format!("{} × {}", y.rows(), y.cols()),
+            ));
+        }
+        let a = cached_matrix(x.gpu(), &self.a)?;
+        if out.dims() != (b, n) {
+            *out = GpuMat::zeros(x.gpu(), b, n)?;
+        }
+        let alpha = p[0];
+        let [r, g, u, ..] = ws.buffers_on(x, &[(b, m), (b, n), (b, n), (b, m), (b, n)])? else {
+            unreachable!("five buffers were asked for")
+        };
+        r.assign_from(y)?;
+        gemm_rows_on(r, x, false, &a, true, -1.0, 1.0)?;
+        gemm_rows_on(g, r, false, &a, false, 1.0, 0.0)?;
+        shrink_step(
+            out,
+            u,
+            x,
+            g,
+            alpha,
+            self.threshold(alpha),
+            self.penalty == Penalty::L1,
+        )
+    }
+    fn vjp_on(
+        &self,
+        p: &[f64],
+        x: &hyperprox_core::cuda::GpuMat<f64>,
+        y: &hyperprox_core::cuda::GpuMat<f64>,
+        ws: &mut hyperprox_core::diff::WorkspaceOn<hyperprox_core::cuda::GpuMat<f64>>,
+        gbar: &hyperprox_core::cuda::GpuMat<f64>,
+        gp: &mut [f64],
+        out: &mut hyperprox_core::cuda::GpuMat<f64>,
+    ) -> Result<()> {
+        use hyperprox_core::cuda::{batch::shrink_pullback, cached_matrix, gemm_rows_on, GpuMat};
+        use hyperprox_core::diff::BatchMat;
+        let (b, m, n) = (x.rows(), self.a.nrows(), self.a.ncols());
+        if ws.bufs.len() < 5 || ws.bufs[2].dims() != (b, n) {
+            self.forward_on(p, x, y, ws, out)?;
+        }
+        if out.dims() != (b, n) {
+            *out = GpuMat::zeros(x.gpu(), b, n)?;
+        }
+        let a = cached_matrix(x.gpu(), &self.a)?;
+        let alpha = p[0];
+        let [_, g, u, ad, d] = ws.buffers_on(x, &[(b, m), (b, n), (b, n), (b, m), (b, n)])? else {
+            unreachable!("five buffers were asked for")
+        };
+        let (dg, gth) = shrink_pullback(d, gbar, u, g, self.threshold(alpha))?;
+        gp[0] += dg;
+        if self.penalty == Penalty::L1 {
+            gp[0] += self.lambda * gth;
+        }
+        gemm_rows_on(ad, d, false, &a, true, 1.0, 0.0)?;
+        out.assign_from(d)?;
+        gemm_rows_on(out, ad, false, &a, false, -alpha, 1.0)
+    }
+}
+
 impl ProxGradLayer {
     fn threshold_map(&self, alpha: f64, u: ArrayView2<'_, f64>) -> Array2<f64> {
         let th = self.threshold(alpha);

@@ -379,6 +379,19 @@ pub trait UnfoldedModel {
     }
     /// The learned parameters per layer, by name, for reports.
     fn layer_params(&self) -> Vec<(String, Vec<f64>)>;
+    /// The network on GPU batches (the same layers and parameter layout as
+    /// [`UnfoldedModel::net`]). Default: `Unsupported` (the model trains on the CPU only).
+    #[cfg(feature = "cuda")]
+    fn gpu_net(
+        &self,
+    ) -> Result<hyperprox_core::diff::UnrolledOn<hyperprox_core::cuda::GpuMat<f64>>> {
+        Err(Error::Unsupported {
+            what: "training on the GPU".into(),
+            by: self.name(),
+            hint: "; DU-ISTA and DU-IHT train on the GPU; train this model with --device cpu"
+                .into(),
+        })
+    }
 }
 
 /// A model of one of the [`ModelKind`]s on a [`Problem`].
@@ -564,6 +577,35 @@ pub fn checksum(problem: &Problem) -> f64 {
 impl UnfoldedModel for Unfolded {
     fn name(&self) -> String {
         self.spec.kind.as_str().to_string()
+    }
+    /// DU-ISTA and DU-IHT: their [`ProxGradLayer`]s, which run on device batches.
+    #[cfg(feature = "cuda")]
+    fn gpu_net(
+        &self,
+    ) -> Result<hyperprox_core::diff::UnrolledOn<hyperprox_core::cuda::GpuMat<f64>>> {
+        use hyperprox_core::cuda::GpuMat;
+        use hyperprox_core::diff::DifferentiableOn;
+        match self.spec.kind {
+            ModelKind::DuIsta | ModelKind::DuIht => {
+                let penalty = self.spec.kind.penalty();
+                let layers = (0..self.spec.layers)
+                    .map(|_| {
+                        Box::new(ProxGradLayer::new(
+                            self.problem.a.clone(),
+                            self.spec.lambda,
+                            penalty,
+                        )) as Box<dyn DifferentiableOn<GpuMat<f64>>>
+                    })
+                    .collect();
+                hyperprox_core::diff::UnrolledOn::new(layers)
+            }
+            k => Err(Error::Unsupported {
+                what: "training on the GPU".into(),
+                by: k.as_str().into(),
+                hint: "; DU-ISTA and DU-IHT train on the GPU; train this model with --device cpu"
+                    .into(),
+            }),
+        }
     }
     fn plain_state(&self) -> bool {
         true

@@ -20,6 +20,7 @@ use crate::data::{sample, Batch, Problem, Signal};
 use crate::layers::Penalty;
 use crate::model::UnfoldedModel;
 use hyperprox_core::comm::{balanced_shards, sum_checked, Communicator, SelfComm};
+use hyperprox_core::device::Device;
 use hyperprox_core::diff::{
     batch_seed, check_batch, matmul, residual, Adam, BatchLoss, Optimizer, Sgd, SquaredError,
     UnrolledWorkspace,
@@ -106,6 +107,48 @@ impl BatchLoss for Objective {
     }
 }
 
+/// The objective on device batches: `r = y − XAᵀ` (GEMM), `½‖r‖²` (a device dot product),
+/// the gradient `−RA/B` (GEMM) and the penalty term (one kernel with its reduction).
+#[cfg(feature = "cuda")]
+impl hyperprox_core::diff::BatchLossOn<hyperprox_core::cuda::GpuMat<f64>> for Objective {
+    fn name_on(&self) -> String {
+        hyperprox_core::diff::BatchLoss::name(self)
+    }
+    fn value_grad_on(
+        &self,
+        x: &hyperprox_core::cuda::GpuMat<f64>,
+        y: &hyperprox_core::cuda::GpuMat<f64>,
+        _t: &hyperprox_core::cuda::GpuMat<f64>,
+        out: &mut hyperprox_core::cuda::GpuMat<f64>,
+    ) -> Result<f64> {
+        use hyperprox_core::cuda::{batch::penalty_grad, cached_matrix, gemm_rows_on, GpuMat};
+        use hyperprox_core::diff::BatchMat;
+        use hyperprox_core::linalg::Vector;
+        let (b, m, n) = (x.rows(), self.a.nrows(), self.a.ncols());
+        if (y.rows(), y.cols()) != (b, m) || x.cols() != n {
+            return Err(Error::shape(
+                "Objective",
+                "x, y",
+                format!("{b} × {n}, {b} × {m}"),
+                format!("{} × {}, {} × {}", x.rows(), x.cols(), y.rows(), y.cols()),
+            ));
+        }
+        let a = cached_matrix(x.gpu(), &self.a)?;
+        let bf = b.max(1) as f64;
+        let mut r = GpuMat::zeros(x.gpu(), b, m)?;
+        r.assign_from(y)?;
+        gemm_rows_on(&mut r, x, false, &a, true, -1.0, 1.0)?;
+        let mut v = 0.5 * r.data().dot(r.data());
+        if out.dims() != (b, n) {
+            *out = GpuMat::zeros(x.gpu(), b, n)?;
+        }
+        gemm_rows_on(out, &r, false, &a, false, -1.0 / bf, 0.0)?;
+        let l1 = self.penalty == Penalty::L1;
+        v += self.lambda * penalty_grad(out, x, self.lambda / bf, l1)?;
+        Ok(v / bf)
+    }
+}
+
 /// Where training, validation and test minibatches come from: a pure function of the size and
 /// the seed, so a resumed run draws the same data. [`SparseSource`] (sparse signals measured by a
 /// [`Problem`]) feeds the built-in models; any other data (image pairs, another forward model)
@@ -123,7 +166,20 @@ pub trait BatchSource {
         let _ = (lambda, penalty);
         None
     }
+    /// [`BatchSource::objective`] on GPU batches (default: none, so unsupervised training on
+    /// the GPU needs a source that defines it).
+    #[cfg(feature = "cuda")]
+    fn gpu_objective(&self, lambda: f64, penalty: Penalty) -> Option<Box<dyn GpuLoss>> {
+        let _ = (lambda, penalty);
+        None
+    }
 }
+
+/// A loss on GPU batches.
+#[cfg(feature = "cuda")]
+pub trait GpuLoss: hyperprox_core::diff::BatchLossOn<hyperprox_core::cuda::GpuMat<f64>> {}
+#[cfg(feature = "cuda")]
+impl<L: hyperprox_core::diff::BatchLossOn<hyperprox_core::cuda::GpuMat<f64>>> GpuLoss for L {}
 
 /// Sparse signals drawn from `signal` and measured by `problem`'s matrix ([`sample`]).
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +195,10 @@ impl BatchSource for SparseSource<'_> {
         sample(self.problem, &self.signal, size, seed)
     }
     fn objective(&self, lambda: f64, penalty: Penalty) -> Option<Box<dyn BatchLoss>> {
+        Some(Box::new(Objective::new(self.problem, lambda, penalty)))
+    }
+    #[cfg(feature = "cuda")]
+    fn gpu_objective(&self, lambda: f64, penalty: Penalty) -> Option<Box<dyn GpuLoss>> {
         Some(Box::new(Objective::new(self.problem, lambda, penalty)))
     }
 }
@@ -170,6 +230,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Validation samples.
     pub val_size: usize,
+    /// Where the minibatches' forward and backward passes run ([`Device::Cuda`]: on a GPU, for
+    /// the models with device layers, DU-ISTA and DU-IHT; the optimizer, the parameters, the
+    /// data and the validation stay on the host). Not part of a checkpoint's configuration: a
+    /// run resumes on either device.
+    pub device: Device,
 }
 
 impl Default for TrainConfig {
@@ -186,6 +251,7 @@ impl Default for TrainConfig {
             final_lr_factor: 0.1,
             seed: 1,
             val_size: 1000,
+            device: Device::Cpu,
         }
     }
 }
@@ -378,6 +444,124 @@ pub struct TrainWorkspace {
     x0: Array2<f64>,
     /// The gradient of the general (allocating) path.
     grad: Vec<f64>,
+    /// The GPU engine when training on a device.
+    #[cfg(feature = "cuda")]
+    gpu: Option<GpuEngine>,
+}
+
+impl TrainWorkspace {
+    /// A workspace whose [`loss_and_grad_ws`] runs on `device`: the host's buffers for
+    /// [`Device::Cpu`]; for [`Device::Cuda`], the model's device network
+    /// ([`UnfoldedModel::gpu_net`], DU-ISTA and DU-IHT) and the loss `kind` on device batches.
+    /// `Err` where the device cannot be used (no `cuda` feature, no driver or GPU) or the model
+    /// or the data has no device version.
+    pub fn for_device(
+        device: Device,
+        model: &dyn UnfoldedModel,
+        kind: LossKind,
+        source: &dyn BatchSource,
+    ) -> Result<Self> {
+        #[allow(unused_mut)]
+        let mut work = TrainWorkspace::default();
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = device.gpu()? {
+            work.gpu = Some(GpuEngine::new(gpu, model, kind, source)?);
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (model, kind, source);
+            device.check()?;
+        }
+        Ok(work)
+    }
+}
+
+/// The minibatch pass on a GPU: the model's device network, its workspace and the device
+/// copies of the minibatch; the pass itself is the core's
+/// [`value_and_grad_on`](hyperprox_core::diff::value_and_grad_on), as on the host.
+#[cfg(feature = "cuda")]
+struct GpuEngine {
+    gpu: hyperprox_core::cuda::Gpu,
+    net: hyperprox_core::diff::UnrolledOn<hyperprox_core::cuda::GpuMat<f64>>,
+    ws: hyperprox_core::diff::UnrolledWorkspaceOn<hyperprox_core::cuda::GpuMat<f64>>,
+    loss: Box<dyn GpuLoss>,
+    x0: Option<hyperprox_core::cuda::GpuMat<f64>>,
+    y: Option<hyperprox_core::cuda::GpuMat<f64>>,
+    target: Option<hyperprox_core::cuda::GpuMat<f64>>,
+}
+
+#[cfg(feature = "cuda")]
+impl std::fmt::Debug for GpuEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuEngine({:?})", self.gpu)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl GpuEngine {
+    fn new(
+        gpu: hyperprox_core::cuda::Gpu,
+        model: &dyn UnfoldedModel,
+        kind: LossKind,
+        source: &dyn BatchSource,
+    ) -> Result<Self> {
+        if !model.plain_state() {
+            return Err(Error::unsupported("training on the GPU", model.name()));
+        }
+        let net = model.gpu_net()?;
+        let loss: Box<dyn GpuLoss> = match kind {
+            LossKind::Supervised => Box::new(SquaredError),
+            LossKind::Unsupervised => {
+                let (lambda, penalty) = model.objective();
+                source.gpu_objective(lambda, penalty).ok_or_else(|| {
+                    Error::param(
+                        "loss",
+                        "unsupervised",
+                        "this data defines no objective on the GPU; train supervised or with --device cpu",
+                    )
+                })?
+            }
+        };
+        Ok(Self {
+            gpu,
+            net,
+            ws: Default::default(),
+            loss,
+            x0: None,
+            y: None,
+            target: None,
+        })
+    }
+
+    fn loss_and_grad(&mut self, p: &[f64], batch: &Batch, depth: usize) -> Result<(f64, &[f64])> {
+        use hyperprox_core::cuda::GpuMat;
+        let put = |slot: &mut Option<GpuMat<f64>>, a: ArrayView2<'_, f64>| -> Result<()> {
+            match slot {
+                Some(m) if (m.rows(), m.cols()) == a.dim() => m.upload_from(a),
+                _ => {
+                    *slot = Some(GpuMat::from_array(&self.gpu, a)?);
+                    Ok(())
+                }
+            }
+        };
+        put(&mut self.y, batch.y.view())?;
+        put(&mut self.target, batch.x.view())?;
+        let shape = (batch.y.nrows(), self.net.in_dim());
+        if self
+            .x0
+            .as_ref()
+            .is_none_or(|m| (m.rows(), m.cols()) != shape)
+        {
+            self.x0 = Some(GpuMat::zeros(&self.gpu, shape.0, shape.1)?);
+        }
+        let (x0, y, t) = (
+            self.x0.as_ref().expect("set above"),
+            self.y.as_ref().expect("set above"),
+            self.target.as_ref().expect("set above"),
+        );
+        self.net
+            .value_and_grad(&mut self.ws, p, x0, y, depth, self.loss.as_ref(), t)
+    }
 }
 
 /// [`loss_and_grad`] through the network's workspace path: for a model with a
@@ -391,6 +575,10 @@ pub fn loss_and_grad_ws<'w>(
     depth: usize,
     ws: &'w mut TrainWorkspace,
 ) -> Result<(f64, &'w [f64])> {
+    #[cfg(feature = "cuda")]
+    if let Some(g) = ws.gpu.as_mut() {
+        return g.loss_and_grad(model.params(), batch, depth);
+    }
     let (net, p, y, x) = (model.net(), model.params(), batch.y.view(), batch.x.view());
     if model.plain_state() {
         let shape = (y.nrows(), net.in_dim());
@@ -561,7 +749,7 @@ pub fn train_on_ranks(
             })?
         }
     };
-    let mut work = TrainWorkspace::default();
+    let mut work = TrainWorkspace::for_device(cfg.device, model, cfg.loss, source)?;
     let val = source.draw(cfg.val_size, batch_seed(cfg.seed, u64::MAX))?;
     let stop_at = max_steps.map_or(u64::MAX, |m| st.step.saturating_add(m));
     while st.stage < stages.len() && st.step < stop_at {
