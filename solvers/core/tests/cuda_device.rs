@@ -347,6 +347,15 @@ fn the_core_cg_and_pdhg_run_unchanged_on_device_vectors() {
         .run(x0.view(), NoObserver)
         .unwrap();
     assert!(rel(&down(&sd.x), sc.x.as_slice().unwrap()) <= 1e-5);
+    // The device conjugate values give PDHG its duality gap there too (not the residual).
+    assert_eq!(sc.kind, hyperprox_core::solve::CertificateKind::DualityGap);
+    assert_eq!(sd.kind, sc.kind);
+    assert!(
+        sd.iterations.abs_diff(sc.iterations) <= sc.iterations / 20 + 10,
+        "{} vs {}",
+        sd.iterations,
+        sc.iterations
+    );
 }
 
 /// The dense and activation blocks on device batches: forward and VJP equal the host blocks
@@ -501,4 +510,95 @@ fn the_unrolled_training_pass_on_the_device_is_the_host_pass() {
         .unwrap();
     assert!((vd - v).abs() <= 1e-12 * v.abs(), "{vd} vs {v}");
     assert!(rel(gpd, gp) <= 1e-12);
+}
+
+/// The conformance kit of `hyperprox_core::testing` (the functions behind
+/// `operator_conformance!` and `prox_conformance!`) run unchanged on the device
+/// implementations through the host adapters `OnDevice` / `ProxOnDevice`, in f64 and f32 with
+/// the kit's own tolerances: the adjoint and batch tests of every device operator; the prox
+/// oracle and optimality checks of every device prox; the Moreau identity (Fenchel–Young with
+/// the device conjugate values where they exist) of the convex ones.
+fn conformance_kit_on_device<T: cuda::GpuReal + hyperprox_core::ops::FftNum>(g: &Gpu) {
+    use hyperprox_core::cuda::{OnDevice, ProxOnDevice};
+    use hyperprox_core::testing::{
+        check_adjoint, check_batch, check_moreau, check_prox_optimality, check_prox_oracle,
+        random_point, Tolerance,
+    };
+    let tol = Tolerance::for_type::<T>();
+    let a = Array2::from_shape_vec((30, 17), rand_vec(30 * 17, 51).to_vec())
+        .unwrap()
+        .mapv(T::c);
+    check_adjoint::<T, _>(
+        &OnDevice::new(g, GpuDense::new(g, a.view()).unwrap()),
+        1,
+        tol.adjoint,
+    )
+    .unwrap();
+    check_batch::<T, _>(
+        &OnDevice::new(g, GpuDense::new(g, a.view()).unwrap()),
+        2,
+        tol.identity,
+    )
+    .unwrap();
+    let grad = OnDevice::new(g, GpuGradient2d::new(g, 9, 7).unwrap());
+    check_adjoint::<T, _>(&grad, 1, tol.adjoint).unwrap();
+    check_batch::<T, _>(&grad, 2, tol.identity).unwrap();
+    for boundary in [Boundary::Zero, Boundary::Reflect, Boundary::Periodic] {
+        let kern = Conv2d::<T>::gaussian_kernel(5, 1.0).unwrap();
+        let conv = Conv2d::new(11, 13, kern, boundary, ConvMethod::Direct).unwrap();
+        let op = OnDevice::new(g, GpuConv2d::new(g, &conv).unwrap());
+        check_adjoint::<T, _>(&op, 1, tol.adjoint).unwrap();
+        check_batch::<T, _>(&op, 2, tol.identity).unwrap();
+    }
+    let mask = Mask::random(40, 0.4, 7).unwrap();
+    check_adjoint::<T, _>(
+        &OnDevice::new(g, GpuMask::new(g, &mask).unwrap()),
+        1,
+        tol.adjoint,
+    )
+    .unwrap();
+    // Proxes: the kit's points (n = 6, σ = 0.7 and 2.5) and step sizes.
+    let points: Vec<(Array1<T>, T)> = [0.5, 2.0]
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &gm)| {
+            [(0u64, 0.7), (1, 2.5)]
+                .into_iter()
+                .map(move |(s, sigma)| (random_point::<T>(6, sigma, 100 * k as u64 + s), T::c(gm)))
+        })
+        .collect();
+    let run = |f: &dyn Prox<T>, convex: bool| {
+        for (i, (x, gm)) in points.iter().enumerate() {
+            check_prox_oracle(f, x.view(), *gm, i as u64, tol.identity).unwrap();
+            check_prox_optimality(f, x.view(), *gm, i as u64, tol.identity).unwrap();
+            if convex {
+                check_moreau(f, x.view(), *gm, &tol).unwrap();
+            }
+        }
+    };
+    let l1 = NormL1::new(T::c(0.8)).unwrap();
+    run(&ProxOnDevice::new(g, l1.clone(), l1.properties()), true);
+    let l0 = NormL0::new(T::c(0.3)).unwrap();
+    run(&ProxOnDevice::new(g, l0.clone(), l0.properties()), false);
+    let bx = IndBox::new(T::c(-0.5), T::c(1.5)).unwrap();
+    run(&ProxOnDevice::new(g, bx.clone(), bx.properties()), true);
+    let nn = IndNonnegative::<T>::new();
+    run(&ProxOnDevice::new(g, nn.clone(), nn.properties()), true);
+    let en = ElasticNet::new(T::c(0.9), T::c(0.4)).unwrap();
+    run(&ProxOnDevice::new(g, en.clone(), en.properties()), true);
+    let ball = IndBallL2::new(T::c(1.3)).unwrap();
+    run(&ProxOnDevice::new(g, ball.clone(), ball.properties()), true);
+    let groups = Groups::new(6, vec![vec![0, 3], vec![1, 4], vec![2, 5]]).unwrap();
+    let l21 = NormL21::new(groups, T::c(0.4)).unwrap();
+    run(
+        &ProxOnDevice::new(g, cuda::GpuNormL21::new(g, &l21).unwrap(), l21.properties()),
+        true,
+    );
+}
+
+#[test]
+fn the_conformance_kit_passes_on_the_device_in_f64_and_f32() {
+    let Some(g) = gpu() else { return };
+    conformance_kit_on_device::<f64>(&g);
+    conformance_kit_on_device::<f32>(&g);
 }

@@ -345,6 +345,37 @@ fn check_separable<F: Prox<f64> + SeparableKernel<f64>>(k: &Kernels, f: &F, x: &
         "{}: {v} vs {want}",
         f.gpu_name()
     );
+    // The convex conjugate's value (PDHG's gap on the device), at points inside and outside
+    // its domain; ℓ0 has none on either side.
+    match (f.conj_params(), f.conj_value(x.view())) {
+        (Ok((kind, p1, p2, p3)), Ok(_)) => {
+            for y in [
+                x.clone(),
+                x.mapv(|v| 0.3 * v),
+                x.mapv(|v| -v.abs()),
+                x.mapv(|v| 3.0 * v),
+            ] {
+                let v = sum(&reduce(k, "sep_conj_value_f64", |g, p| unsafe {
+                    let g: unsafe extern "C" fn(i64, C, i32, f64, f64, f64, P) =
+                        std::mem::transmute(g);
+                    g(n, y.as_ptr(), kind, p1, p2, p3, p)
+                }));
+                let want = f.conj_value(y.view()).unwrap();
+                assert!(
+                    (v == want) || (v - want).abs() <= 1e-13 * (1.0 + want.abs()),
+                    "{} conjugate: {v} vs {want}",
+                    f.gpu_name()
+                );
+            }
+        }
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!(
+            "{}: device conjugate {:?} but CPU conjugate {:?}",
+            f.gpu_name(),
+            a.map(|_| ()),
+            b.map(|_| ())
+        ),
+    }
 }
 
 #[test]

@@ -37,6 +37,17 @@ impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for $ty<T> {
         })?;
         Ok(sum_partials(&parts))
     }
+    /// `Σ φ*(yᵢ)`: one kernel and its reduction (the CPU's conjugates and tolerances).
+    fn conj_value_on(&self, y: &GpuVec<T>) -> Result<T> {
+        let (kind, p1, p2, p3) = SeparableKernel::<T>::conj_params(self)?;
+        let g = y.gpu();
+        let n = y.n();
+        let cfg = g.red_cfg();
+        let parts = g.reduce::<T>(1, |p| {
+            launch!(g, T, "sep_conj_value", cfg; &n, y.buf(), &kind, &p1, &p2, &p3, p)
+        })?;
+        Ok(sum_partials(&parts))
+    }
 }
 
 impl<T: GpuReal> ProxOn<T, GpuVec<T>> for $ty<T> {

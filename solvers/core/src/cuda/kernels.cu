@@ -47,6 +47,21 @@ template <typename T> HP_DEV T hp_sep_value(int kind, T x, T p1, T p2, T p3) {
     }
 }
 
+// Convex conjugates: kind 0 indicator of |y| <= p1 (tolerance p3), 2 support function of
+// [p1, p2], 3 indicator of y <= 0 (tolerance p3), 4 elastic net (t = p1, q = p2, tolerance p3).
+template <typename T> HP_DEV T hp_sep_conj_value(int kind, T y, T p1, T p2, T p3) {
+    switch (kind) {
+    case 0: return hp_abs(y) <= p1 + p3 ? (T)0 : (T)1 / (T)0;
+    case 2: return y > (T)0 ? p2 * y : (y < (T)0 ? p1 * y : (T)0);
+    case 3: return y <= p3 ? (T)0 : (T)1 / (T)0;
+    default: {
+        T ex = hp_max(hp_abs(y) - p1, (T)0);
+        if (p2 > (T)0) return ex * ex / ((T)2 * p2);
+        return ex <= p3 ? (T)0 : (T)1 / (T)0;
+    }
+    }
+}
+
 // The row of pixel p in an image of width w: 32-bit division when the index fits (a 64-bit
 // division is a long software sequence on the GPU and would cost as much as the memory traffic
 // of a bandwidth-bound kernel).
@@ -407,6 +422,13 @@ HP_KERNEL void scaled_diff_sq_##S(long long n, const T *x, T s, const T *b, T *p
         T d = x[i] / s - b[i];                                                                 \
         acc += d * d;                                                                          \
     }                                                                                          \
+    partial[HP_IDX] = acc;                                                                     \
+}                                                                                              \
+HP_KERNEL void sep_conj_value_##S(long long n, const T *x, int kind, T p1, T p2, T p3,        \
+                                  T *partial) {                                                \
+    T acc = (T)0;                                                                              \
+    for (long long i = HP_IDX; i < n; i += HP_STRIDE)                                          \
+        acc += hp_sep_conj_value<T>(kind, x[i], p1, p2, p3);                                   \
     partial[HP_IDX] = acc;                                                                     \
 }                                                                                              \
 HP_KERNEL void sep_value_##S(long long n, const T *x, int kind, T p1, T p2, T p3,             \

@@ -34,6 +34,7 @@ pub mod batch;
 pub mod bench;
 mod fgp;
 mod func;
+pub mod host;
 mod lasso;
 mod ops;
 mod vec;
@@ -41,6 +42,7 @@ mod vec;
 pub use batch::{cached_matrix, gemm_rows_on, GpuMat};
 pub use fgp::{solve_rof, GpuFgp};
 pub use func::GpuNormL21;
+pub use host::{OnDevice, ProxOnDevice};
 pub use lasso::{solve_lasso, DeviceFistaSolution, GpuLasso};
 pub use ops::{GpuConv2d, GpuDense, GpuDenseBatch, GpuGradient2d, GpuMask};
 pub use vec::GpuVec;
@@ -88,6 +90,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "diffdot",
     "scaled_diff_sq",
     "sep_value",
+    "sep_conj_value",
     "act",
     "act_vjp",
     "bias_rows",

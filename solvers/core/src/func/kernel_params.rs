@@ -15,6 +15,15 @@ pub trait SeparableKernel<T: Real>: Send + Sync {
     fn prox_params(&self, gamma: T) -> Result<(i32, T, T)>;
     /// `(kind, p1, p2, p3)` of `φ`.
     fn value_params(&self) -> Result<(i32, T, T, T)>;
+    /// `(kind, p1, p2, p3)` of the convex conjugate `φ*` (`hp_sep_conj_value`), with the
+    /// CPU's membership tolerances; `Err(Unsupported)` where `φ` is not convex (ℓ0) or the
+    /// parameters are per coordinate.
+    fn conj_params(&self) -> Result<(i32, T, T, T)> {
+        Err(Error::unsupported(
+            "the convex conjugate value",
+            self.gpu_name(),
+        ))
+    }
 }
 
 fn per_coordinate<T>(name: &str) -> Result<T> {
@@ -37,6 +46,13 @@ impl<T: Real> SeparableKernel<T> for NormL1<T> {
     fn value_params(&self) -> Result<(i32, T, T, T)> {
         match self.scalar_weight() {
             Some(l) => Ok((0, l, T::zero(), T::zero())),
+            None => per_coordinate("NormL1"),
+        }
+    }
+    /// The indicator of `|y| ≤ w` (tolerance `set_tol(w)`).
+    fn conj_params(&self) -> Result<(i32, T, T, T)> {
+        match self.scalar_weight() {
+            Some(l) => Ok((0, l, T::zero(), set_tol(l))),
             None => per_coordinate("NormL1"),
         }
     }
@@ -71,6 +87,13 @@ impl<T: Real> SeparableKernel<T> for IndBox<T> {
             None => per_coordinate("IndBox"),
         }
     }
+    /// The support function `h·y` (`y > 0`), `l·y` (`y < 0`).
+    fn conj_params(&self) -> Result<(i32, T, T, T)> {
+        match self.scalar_bounds() {
+            Some((l, h)) => Ok((2, l, h, T::zero())),
+            None => per_coordinate("IndBox"),
+        }
+    }
 }
 
 impl<T: Real> SeparableKernel<T> for IndNonnegative<T> {
@@ -81,6 +104,10 @@ impl<T: Real> SeparableKernel<T> for IndNonnegative<T> {
         Ok((3, T::zero(), T::zero()))
     }
     fn value_params(&self) -> Result<(i32, T, T, T)> {
+        Ok((3, T::zero(), T::zero(), set_tol(T::zero())))
+    }
+    /// The indicator of `y ≤ 0` (tolerance `set_tol(0)`).
+    fn conj_params(&self) -> Result<(i32, T, T, T)> {
         Ok((3, T::zero(), T::zero(), set_tol(T::zero())))
     }
 }
@@ -96,5 +123,11 @@ impl<T: Real> SeparableKernel<T> for ElasticNet<T> {
     fn value_params(&self) -> Result<(i32, T, T, T)> {
         let (l, a) = self.params();
         Ok((4, l * a, T::c(0.5) * l * (T::one() - a), T::zero()))
+    }
+    /// `max(|y| − λα, 0)²/(2λ(1 − α))`, or the indicator of `|y| ≤ λα` when `α = 1`.
+    fn conj_params(&self) -> Result<(i32, T, T, T)> {
+        let (l, a) = self.params();
+        let t = l * a;
+        Ok((4, t, l * (T::one() - a), set_tol(t)))
     }
 }
