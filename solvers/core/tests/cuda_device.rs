@@ -588,6 +588,29 @@ fn conformance_kit_on_device<T: cuda::GpuReal + hyperprox_core::ops::FftNum>(g: 
     run(&ProxOnDevice::new(g, en.clone(), en.properties()), true);
     let ball = IndBallL2::new(T::c(1.3)).unwrap();
     run(&ProxOnDevice::new(g, ball.clone(), ball.properties()), true);
+    // Per-coordinate parameters (uploaded once by GpuSeparable).
+    let w = Array1::from(vec![0.2, 0.5, 1.0, 0.1, 0.7, 0.3]).mapv(T::c);
+    let wl1 = NormL1::weighted(w).unwrap();
+    run(
+        &ProxOnDevice::new(
+            g,
+            cuda::GpuSeparable::new(g, &wl1).unwrap(),
+            wl1.properties(),
+        ),
+        true,
+    );
+    let lo = Array1::from(vec![-1.0, -0.2, 0.0, -3.0, 0.5, -0.5]).mapv(T::c);
+    let hi = Array1::from(vec![1.0, 0.3, 0.0, -1.0, 2.0, 0.5]).mapv(T::c);
+    let pbox = IndBox::per_coordinate(lo, hi).unwrap();
+    run(
+        &ProxOnDevice::new(
+            g,
+            cuda::GpuSeparable::new(g, &pbox).unwrap(),
+            pbox.properties(),
+        ),
+        true,
+    );
+    assert!(cuda::GpuSeparable::new(g, &NormL1::new(T::c(0.5)).unwrap()).is_err());
     let groups = Groups::new(6, vec![vec![0, 3], vec![1, 4], vec![2, 5]]).unwrap();
     let l21 = NormL21::new(groups, T::c(0.4)).unwrap();
     run(

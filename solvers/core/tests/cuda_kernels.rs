@@ -858,3 +858,119 @@ fn trainable_block_kernels_are_the_cpu_blocks() {
         close(&[s0, s1], &[dg, gth], 1e-14);
     }
 }
+
+/// The per-coordinate kernels (`cuda::GpuSeparable`: weighted ℓ1, a box with per-coordinate
+/// bounds) against the CPU's weighted functions: prox, conjugate prox, forward–backward step,
+/// value and conjugate value, inside and outside the domains.
+#[test]
+fn per_coordinate_kernels_are_the_cpu_weighted_functions() {
+    let k = need!();
+    let n = 29usize;
+    let nn = n as i64;
+    let x = rand_vec(n, 61);
+    let w = rand_vec(n, 62).mapv(|v| v.abs() + 0.05);
+    let lo = rand_vec(n, 63).mapv(|v| -v.abs() * 0.5);
+    let hi = lo.mapv(|v| v + 0.7);
+    let l1 = NormL1::weighted(w.clone()).unwrap();
+    let bx = IndBox::per_coordinate(lo.clone(), hi.clone()).unwrap();
+    let fs: Vec<(&dyn Prox<f64>, _)> = vec![
+        (&l1, l1.coord_params().unwrap()),
+        (&bx, bx.coord_params().unwrap()),
+    ];
+    for (f, c) in &fs {
+        for gamma in [0.2, 1.0, 3.0] {
+            let mut out = vec![f64::NAN; n];
+            let o = out.as_mut_ptr();
+            type Pc = unsafe extern "C" fn(i64, P, C, i32, C, C, f64);
+            k.launch("sep_prox_pc_f64", |g: Pc| unsafe {
+                g(
+                    nn,
+                    o,
+                    x.as_ptr(),
+                    c.kind,
+                    c.p1.as_ptr(),
+                    c.p2.as_ptr(),
+                    gamma,
+                )
+            });
+            close(
+                &out,
+                f.prox(x.view(), gamma).unwrap().as_slice().unwrap(),
+                1e-15,
+            );
+            k.launch("sep_conj_prox_pc_f64", |g: Pc| unsafe {
+                g(
+                    nn,
+                    o,
+                    x.as_ptr(),
+                    c.kind,
+                    c.p1.as_ptr(),
+                    c.p2.as_ptr(),
+                    gamma,
+                )
+            });
+            let mut want = Array1::zeros(n);
+            f.conj_prox_into(want.view_mut(), x.view(), gamma).unwrap();
+            close(&out, want.as_slice().unwrap(), 1e-14);
+            let grad = x.mapv(|v| 0.3 * v - 0.1);
+            k.launch(
+                "fb_step_pc_f64",
+                |g: unsafe extern "C" fn(i64, P, C, f64, C, i32, C, C)| unsafe {
+                    g(
+                        nn,
+                        o,
+                        x.as_ptr(),
+                        gamma,
+                        grad.as_ptr(),
+                        c.kind,
+                        c.p1.as_ptr(),
+                        c.p2.as_ptr(),
+                    )
+                },
+            );
+            let want = f.prox((&x - &(&grad * gamma)).view(), gamma).unwrap();
+            close(&out, want.as_slice().unwrap(), 1e-15);
+        }
+        type R = unsafe extern "C" fn(i64, C, i32, C, C, C, P);
+        let inside = f.prox(x.view(), 1.0).unwrap();
+        for y in [x.clone(), inside, x.mapv(|v| 0.01 * v)] {
+            let v = sum(&reduce(k, "sep_value_pc_f64", |g, p| unsafe {
+                let g: R = std::mem::transmute(g);
+                g(
+                    nn,
+                    y.as_ptr(),
+                    c.kind,
+                    c.p1.as_ptr(),
+                    c.v1.as_ptr(),
+                    c.v2.as_ptr(),
+                    p,
+                )
+            }));
+            let want = f.value(y.view()).unwrap();
+            assert!(
+                v == want || (v - want).abs() <= 1e-13 * (1.0 + want.abs()),
+                "{v} vs {want}"
+            );
+            let v = sum(&reduce(k, "sep_conj_value_pc_f64", |g, p| unsafe {
+                let g: R = std::mem::transmute(g);
+                g(
+                    nn,
+                    y.as_ptr(),
+                    c.kind,
+                    c.p1.as_ptr(),
+                    c.p2.as_ptr(),
+                    c.v2.as_ptr(),
+                    p,
+                )
+            }));
+            let want = f.conj_value(y.view()).unwrap();
+            assert!(
+                v == want || (v - want).abs() <= 1e-13 * (1.0 + want.abs()),
+                "conj {v} vs {want}"
+            );
+        }
+    }
+    // Scalar parameters have none (the scalar kernels serve them).
+    assert!(NormL1::new(0.5).unwrap().coord_params().is_none());
+    assert!(IndBox::new(-1.0, 1.0).unwrap().coord_params().is_none());
+}

@@ -264,7 +264,7 @@ impl hyperprox_core::diff::DifferentiableOn<hyperprox_core::cuda::GpuMat<f64>> f
         ws: &mut hyperprox_core::diff::WorkspaceOn<hyperprox_core::cuda::GpuMat<f64>>,
         out: &mut hyperprox_core::cuda::GpuMat<f64>,
     ) -> Result<()> {
-        use hyperprox_core::cuda::{batch::shrink_step, cached_matrix, gemm_rows_on, GpuMat};
+        use hyperprox_core::cuda::{batch::shrink_step, cached_matrix, gemm_rows_on};
         use hyperprox_core::diff::BatchMat;
         let (b, m, n) = (x.rows(), self.a.nrows(), self.a.ncols());
         hyperprox_core::linalg::check_len("ISTA step", "parameters", 1, p.len())?;
@@ -278,9 +278,7 @@ impl hyperprox_core::diff::DifferentiableOn<hyperprox_core::cuda::GpuMat<f64>> f
             ));
         }
         let a = cached_matrix(x.gpu(), &self.a)?;
-        if out.dims() != (b, n) {
-            *out = GpuMat::zeros(x.gpu(), b, n)?;
-        }
+        out.ensure_shape(b, n)?;
         let alpha = p[0];
         let [r, g, u, ..] = ws.buffers_on(x, &[(b, m), (b, n), (b, n), (b, m), (b, n)])? else {
             unreachable!("five buffers were asked for")
@@ -308,15 +306,13 @@ impl hyperprox_core::diff::DifferentiableOn<hyperprox_core::cuda::GpuMat<f64>> f
         gp: &mut [f64],
         out: &mut hyperprox_core::cuda::GpuMat<f64>,
     ) -> Result<()> {
-        use hyperprox_core::cuda::{batch::shrink_pullback, cached_matrix, gemm_rows_on, GpuMat};
+        use hyperprox_core::cuda::{batch::shrink_pullback, cached_matrix, gemm_rows_on};
         use hyperprox_core::diff::BatchMat;
         let (b, m, n) = (x.rows(), self.a.nrows(), self.a.ncols());
         if ws.bufs.len() < 5 || ws.bufs[2].dims() != (b, n) {
             self.forward_on(p, x, y, ws, out)?;
         }
-        if out.dims() != (b, n) {
-            *out = GpuMat::zeros(x.gpu(), b, n)?;
-        }
+        out.ensure_shape(b, n)?;
         let a = cached_matrix(x.gpu(), &self.a)?;
         let alpha = p[0];
         let [_, g, u, ad, d] = ws.buffers_on(x, &[(b, m), (b, n), (b, n), (b, m), (b, n)])? else {

@@ -139,9 +139,7 @@ impl hyperprox_core::diff::BatchLossOn<hyperprox_core::cuda::GpuMat<f64>> for Ob
         r.assign_from(y)?;
         gemm_rows_on(&mut r, x, false, &a, true, -1.0, 1.0)?;
         let mut v = 0.5 * r.data().dot(r.data());
-        if out.dims() != (b, n) {
-            *out = GpuMat::zeros(x.gpu(), b, n)?;
-        }
+        out.ensure_shape(b, n)?;
         gemm_rows_on(out, &r, false, &a, false, -1.0 / bf, 0.0)?;
         let l1 = self.penalty == Penalty::L1;
         v += self.lambda * penalty_grad(out, x, self.lambda / bf, l1)?;

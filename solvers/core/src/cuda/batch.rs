@@ -70,6 +70,13 @@ impl<T: GpuReal> GpuMat<T> {
                 .upload_from(&a.iter().copied().collect::<Vec<_>>()),
         }
     }
+    /// Makes it `rows × cols` (zeros, on the same GPU) unless it has that shape already.
+    pub fn ensure_shape(&mut self, rows: usize, cols: usize) -> Result<()> {
+        if (self.rows, self.cols) != (rows, cols) {
+            *self = Self::zeros(self.gpu(), rows, cols)?;
+        }
+        Ok(())
+    }
     /// Rows (samples).
     pub fn rows(&self) -> usize {
         self.rows
@@ -126,11 +133,11 @@ impl<T: GpuReal> BatchMat for GpuMat<T> {
         self.data.copy_from(&src.data);
         Ok(())
     }
-    fn first_nonfinite(&self) -> Result<Option<usize>> {
-        if self.data.all_finite() {
+    fn first_nonfinite_of(r: &GpuMat<T>) -> Result<Option<usize>> {
+        if r.data.all_finite() {
             return Ok(None);
         }
-        Ok(self.data.to_vec()?.iter().position(|v| !v.is_finite()))
+        Ok(r.data.to_vec()?.iter().position(|v| !v.is_finite()))
     }
     fn to_host(r: &GpuMat<T>) -> Result<Array2<T>> {
         r.to_array()
@@ -316,9 +323,7 @@ impl<T: GpuReal> BatchLossOn<GpuMat<T>> for SquaredError {
         out: &mut GpuMat<T>,
     ) -> Result<T> {
         x.check_same("SquaredError (target)", target)?;
-        if (out.rows, out.cols) != (x.rows, x.cols) {
-            *out = GpuMat::zeros(x.gpu(), x.rows, x.cols)?;
-        }
+        out.ensure_shape(x.rows, x.cols)?;
         let b = T::c(x.rows.max(1) as f64);
         let scale = T::c(2.0) / b;
         let gpu = x.gpu().clone();
@@ -368,9 +373,7 @@ impl<T: GpuReal> DifferentiableOn<GpuMat<T>> for Dense {
             unreachable!("two buffers were asked for")
         };
         w.data.upload_from(&p[..n_out * n_in])?;
-        if (out.rows, out.cols) != (x.rows, n_out) {
-            *out = GpuMat::zeros(x.gpu(), x.rows, n_out)?;
-        }
+        out.ensure_shape(x.rows, n_out)?;
         if bias {
             b.data.upload_from(&p[n_out * n_in..])?;
             let gpu = x.gpu().clone();
@@ -424,9 +427,7 @@ impl<T: GpuReal> DifferentiableOn<GpuMat<T>> for Dense {
                 *dst += v;
             }
         }
-        if (out.rows, out.cols) != (x.rows, n_in) {
-            *out = GpuMat::zeros(x.gpu(), x.rows, n_in)?;
-        }
+        out.ensure_shape(x.rows, n_in)?;
         gemm_rows_on(out, g, false, w, false, T::one(), T::zero())
     }
 }
@@ -458,9 +459,7 @@ impl<T: GpuReal> DifferentiableOn<GpuMat<T>> for Act {
             x,
             crate::diff::Differentiable::<T>::in_dim(self),
         )?;
-        if (out.rows, out.cols) != (x.rows, x.cols) {
-            *out = GpuMat::zeros(x.gpu(), x.rows, x.cols)?;
-        }
+        out.ensure_shape(x.rows, x.cols)?;
         let (kind, a) = act_code(self.function());
         let a = T::c(a);
         let gpu = x.gpu().clone();
@@ -478,9 +477,7 @@ impl<T: GpuReal> DifferentiableOn<GpuMat<T>> for Act {
         out: &mut GpuMat<T>,
     ) -> Result<()> {
         x.check_same("activation VJP", g)?;
-        if (out.rows, out.cols) != (x.rows, x.cols) {
-            *out = GpuMat::zeros(x.gpu(), x.rows, x.cols)?;
-        }
+        out.ensure_shape(x.rows, x.cols)?;
         let (kind, a) = act_code(self.function());
         let a = T::c(a);
         let gpu = x.gpu().clone();

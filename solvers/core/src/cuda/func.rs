@@ -192,3 +192,109 @@ impl<T: GpuReal> ProxOn<T, GpuVec<T>> for GpuNormL21<T> {
             &self.m, out.buf_mut(), x.buf(), &self.off, &self.idx, self.w.buf(), &t)
     }
 }
+
+/// A separable function with **per-coordinate parameters** on the device — the weighted ℓ1
+/// norm `Σ wᵢ|xᵢ|` ([`NormL1::weighted`]) or a box with per-coordinate bounds
+/// ([`IndBox`]) — with its parameter arrays uploaded once by [`GpuSeparable::new`] (the
+/// scalar versions need no copy: the core types themselves run on [`GpuVec`]s). Prox,
+/// conjugate prox, the fused forward–backward step, value and conjugate value are one kernel
+/// each (and a reduction), the formulas and tolerances of the CPU type.
+pub struct GpuSeparable<T: GpuReal> {
+    name: String,
+    kind: i32,
+    n: usize,
+    p1: GpuVec<T>,
+    p2: GpuVec<T>,
+    v1: GpuVec<T>,
+    v2: GpuVec<T>,
+}
+
+impl<T: GpuReal> GpuSeparable<T> {
+    /// Uploads the per-coordinate parameters of `f`; `Err` for a function whose parameters
+    /// are scalars (use `f` itself on device vectors) or that has no per-coordinate kernel.
+    pub fn new<F: SeparableKernel<T>>(gpu: &Gpu, f: &F) -> Result<Self> {
+        let c = f.coord_params().ok_or_else(|| {
+            Error::unsupported(
+                "per-coordinate device parameters",
+                format!(
+                    "{} (its parameters are one value for every coordinate: it runs on GpuVec as it is)",
+                    f.gpu_name()
+                ),
+            )
+        })?;
+        Ok(Self {
+            name: format!("{} (per coordinate)", f.gpu_name()),
+            kind: c.kind,
+            n: c.p1.len(),
+            p1: gpu.upload(&c.p1)?,
+            p2: gpu.upload(&c.p2)?,
+            v1: gpu.upload(&c.v1)?,
+            v2: gpu.upload(&c.v2)?,
+        })
+    }
+
+    fn check(&self, x: &GpuVec<T>) -> Result<()> {
+        check_len(&self.name, "x", self.n, x.len_())
+    }
+
+    fn reduce(&self, name: &str, x: &GpuVec<T>, b: &GpuVec<T>) -> Result<T> {
+        self.check(x)?;
+        let g = x.gpu();
+        let n = x.n();
+        let cfg = g.red_cfg();
+        let parts = g.reduce::<T>(1, |p| {
+            launch!(g, T, name, cfg; &n, x.buf(), &self.kind, self.p1.buf(), b.buf(), self.v2.buf(), p)
+        })?;
+        Ok(sum_partials(&parts))
+    }
+}
+
+impl<T: GpuReal> FunctionOn<T, GpuVec<T>> for GpuSeparable<T> {
+    fn name_on(&self) -> String {
+        self.name.clone()
+    }
+    fn dim_on(&self) -> Option<usize> {
+        Some(self.n)
+    }
+    fn value_on(&self, x: &GpuVec<T>) -> Result<T> {
+        self.reduce("sep_value_pc", x, &self.v1)
+    }
+    fn conj_value_on(&self, y: &GpuVec<T>) -> Result<T> {
+        self.reduce("sep_conj_value_pc", y, &self.p2)
+    }
+}
+
+impl<T: GpuReal> ProxOn<T, GpuVec<T>> for GpuSeparable<T> {
+    fn prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        self.check(x)?;
+        check_out(&self.name, out, x, gamma)?;
+        let g = x.gpu().clone();
+        let n = x.n();
+        launch!(&g, T, "sep_prox_pc", g.cfg(self.n);
+            &n, out.buf_mut(), x.buf(), &self.kind, self.p1.buf(), self.p2.buf(), &gamma)
+    }
+    fn conj_prox_on(&self, out: &mut GpuVec<T>, x: &GpuVec<T>, gamma: T) -> Result<()> {
+        self.check(x)?;
+        check_out(&self.name, out, x, gamma)?;
+        let g = x.gpu().clone();
+        let n = x.n();
+        launch!(&g, T, "sep_conj_prox_pc", g.cfg(self.n);
+            &n, out.buf_mut(), x.buf(), &self.kind, self.p1.buf(), self.p2.buf(), &gamma)
+    }
+    fn forward_backward_on(
+        &self,
+        out: &mut GpuVec<T>,
+        y: &GpuVec<T>,
+        step: T,
+        grad: &GpuVec<T>,
+        _tmp: &mut GpuVec<T>,
+    ) -> Result<()> {
+        self.check(y)?;
+        check_out(&self.name, out, y, step)?;
+        check_len(&self.name, "gradient", y.len_(), grad.len_())?;
+        let g = y.gpu().clone();
+        let n = y.n();
+        launch!(&g, T, "fb_step_pc", g.cfg(self.n);
+            &n, out.buf_mut(), y.buf(), &step, grad.buf(), &self.kind, self.p1.buf(), self.p2.buf())
+    }
+}

@@ -41,7 +41,7 @@ mod vec;
 
 pub use batch::{cached_matrix, gemm_rows_on, GpuMat};
 pub use fgp::{solve_rof, GpuFgp};
-pub use func::GpuNormL21;
+pub use func::{GpuNormL21, GpuSeparable};
 pub use host::{OnDevice, ProxOnDevice};
 pub use lasso::{solve_lasso, DeviceFistaSolution, GpuLasso};
 pub use ops::{GpuConv2d, GpuDense, GpuDenseBatch, GpuGradient2d, GpuMask};
@@ -91,6 +91,11 @@ pub const KERNEL_NAMES: &[&str] = &[
     "scaled_diff_sq",
     "sep_value",
     "sep_conj_value",
+    "sep_prox_pc",
+    "sep_conj_prox_pc",
+    "fb_step_pc",
+    "sep_value_pc",
+    "sep_conj_value_pc",
     "act",
     "act_vjp",
     "bias_rows",

@@ -42,8 +42,12 @@ pub trait BatchMat: Sized + Send + Sync {
     }
     /// Overwrites it with `src` (same shape).
     fn assign_from(&mut self, src: Self::Ref<'_>) -> Result<()>;
+    /// The index (row-major) of the first non-finite entry of a borrowed batch, if any.
+    fn first_nonfinite_of(r: Self::Ref<'_>) -> Result<Option<usize>>;
     /// The index (row-major) of its first non-finite entry, if any.
-    fn first_nonfinite(&self) -> Result<Option<usize>>;
+    fn first_nonfinite(&self) -> Result<Option<usize>> {
+        Self::first_nonfinite_of(self.view_of())
+    }
     /// A copy on the host.
     fn to_host(r: Self::Ref<'_>) -> Result<Array2<Self::T>>;
     /// `a` copied to the backend (device) of `like`.
@@ -81,8 +85,8 @@ impl<T: Real> BatchMat for Array2<T> {
         self.assign(&src);
         Ok(())
     }
-    fn first_nonfinite(&self) -> Result<Option<usize>> {
-        Ok(self.iter().position(|v| !v.is_finite()))
+    fn first_nonfinite_of(r: ArrayView2<'_, T>) -> Result<Option<usize>> {
+        Ok(r.iter().position(|v| !v.is_finite()))
     }
     fn to_host(r: ArrayView2<'_, T>) -> Result<Array2<T>> {
         Ok(r.to_owned())
@@ -266,7 +270,7 @@ impl<M: BatchMat> UnrolledWorkspaceOn<M> {
 }
 
 /// `Err(Diverged)` naming layer `t` if `x` has a non-finite entry.
-fn check_state<M: BatchMat, L: DifferentiableOn<M> + ?Sized>(
+pub(crate) fn check_state<M: BatchMat, L: DifferentiableOn<M> + ?Sized>(
     t: usize,
     layer: &L,
     x: &M,
@@ -279,6 +283,128 @@ fn check_state<M: BatchMat, L: DifferentiableOn<M> + ?Sized>(
         }),
         None => Ok(()),
     }
+}
+
+/// The forward half of [`value_and_grad_on`]: `ws.xs[t]` = the state after `t` layers.
+#[allow(clippy::too_many_arguments)]
+fn forward_states<M, L>(
+    layers: &[Box<L>],
+    offsets: &[usize],
+    ws: &mut UnrolledWorkspaceOn<M>,
+    p: &[M::T],
+    x0: M::Ref<'_>,
+    c: M::Ref<'_>,
+    depth: usize,
+) -> Result<()>
+where
+    M: BatchMat,
+    L: DifferentiableOn<M> + ?Sized,
+{
+    let (b, n0) = M::dims_of(x0);
+    ws.xs.resize_with(depth + 1, || None);
+    ws.layers.resize_with(depth, WorkspaceOn::default);
+    ensure_on(&mut ws.xs[0], x0, b, n0)?.assign_from(x0)?;
+    for t in 0..depth {
+        let (done, rest) = ws.xs.split_at_mut(t + 1);
+        let layer = &layers[t];
+        let out = ensure_on(&mut rest[0], x0, b, layer.out_dim())?;
+        let xt = done[t].as_ref().expect("made above").view_of();
+        let pt = &p[offsets[t]..offsets[t + 1]];
+        (**layer).forward_on(pt, xt, c, &mut ws.layers[t], out)?;
+        check_state(t, layer.as_ref(), out)?;
+    }
+    Ok(())
+}
+
+/// The parameter offsets of blocks run one after the other (`offsets[t]..offsets[t + 1]` is
+/// block `t`'s): `Err` if there are no blocks or a width does not match the next block's.
+pub(crate) fn stack_offsets<T: Real, L: Differentiable<T> + ?Sized>(
+    layers: &[Box<L>],
+) -> Result<Vec<usize>> {
+    if layers.is_empty() {
+        return Err(Error::param(
+            "layers",
+            0,
+            "an unrolled network needs at least one layer",
+        ));
+    }
+    for (t, w) in layers.windows(2).enumerate() {
+        if w[0].out_dim() != w[1].in_dim() {
+            return Err(Error::shape(
+                format!("Unrolled: layer {} → {}", t, t + 1),
+                "state width",
+                w[0].out_dim(),
+                w[1].in_dim(),
+            ));
+        }
+    }
+    let mut offsets = vec![0];
+    for l in layers {
+        offsets.push(offsets.last().unwrap() + l.num_params());
+    }
+    Ok(offsets)
+}
+
+/// The input checks of an unrolled pass: `p` of length `offsets.last()` and finite, `depth` in
+/// `1..=layers`, a non-empty finite `x₀` of width `in_dim`, and (if `ctx_dim > 0`) a finite
+/// context of `x₀`'s rows and width `ctx_dim`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_stack_inputs<M: BatchMat>(
+    offsets: &[usize],
+    in_dim: usize,
+    ctx_dim: usize,
+    p: &[M::T],
+    x0: M::Ref<'_>,
+    c: M::Ref<'_>,
+    depth: usize,
+) -> Result<()> {
+    let layers = offsets.len() - 1;
+    crate::linalg::check_len("Unrolled", "parameters", offsets[layers], p.len())?;
+    if let Some(i) = p.iter().position(|v| !v.as_f64().is_finite()) {
+        return Err(Error::NonFinite {
+            what: "Unrolled: parameters".into(),
+            index: i,
+            value: p[i].to_string(),
+        });
+    }
+    if depth == 0 || depth > layers {
+        return Err(Error::param(
+            "depth",
+            depth,
+            format!("must lie in 1..={layers}"),
+        ));
+    }
+    let b = M::dims_of(x0).0;
+    if b == 0 {
+        return Err(Error::param("batch", 0, "the batch is empty"));
+    }
+    let batch = |what: &str, r: M::Ref<'_>, cols: usize| -> Result<()> {
+        let (rr, cc) = M::dims_of(r);
+        if (rr, cc) != (b, cols) {
+            return Err(Error::shape(
+                "Unrolled",
+                what,
+                format!("{b} × {cols}"),
+                format!("{rr} × {cc}"),
+            ));
+        }
+        match M::first_nonfinite_of(r)? {
+            Some(i) => Err(Error::NonFinite {
+                what: format!("Unrolled: {what}"),
+                index: i,
+                value: M::to_host(r)?
+                    .iter()
+                    .nth(i)
+                    .map_or_else(String::new, |v| v.to_string()),
+            }),
+            None => Ok(()),
+        }
+    };
+    batch("x₀", x0, in_dim)?;
+    if ctx_dim > 0 {
+        batch("context", c, ctx_dim)?;
+    }
+    Ok(())
 }
 
 /// The unrolled training pass on any backend: runs the first `depth` of `layers` (layer `t`
@@ -304,19 +430,8 @@ where
     L: DifferentiableOn<M> + ?Sized,
     Lo: BatchLossOn<M> + ?Sized,
 {
-    let (b, n0) = M::dims_of(x0);
-    ws.xs.resize_with(depth + 1, || None);
-    ws.layers.resize_with(depth, WorkspaceOn::default);
-    ensure_on(&mut ws.xs[0], x0, b, n0)?.assign_from(x0)?;
-    for t in 0..depth {
-        let (done, rest) = ws.xs.split_at_mut(t + 1);
-        let layer = &layers[t];
-        let out = ensure_on(&mut rest[0], x0, b, layer.out_dim())?;
-        let xt = done[t].as_ref().expect("made above").view_of();
-        let pt = &p[offsets[t]..offsets[t + 1]];
-        (**layer).forward_on(pt, xt, c, &mut ws.layers[t], out)?;
-        check_state(t, layer.as_ref(), out)?;
-    }
+    let b = M::dims_of(x0).0;
+    forward_states(layers, offsets, ws, p, x0, c, depth)?;
     let last = ws.xs[depth].as_ref().expect("made above");
     let (_, n_last) = last.dims();
     let g = ensure_on(&mut ws.g, x0, b, n_last)?;
@@ -367,27 +482,7 @@ impl<M: BatchMat> std::fmt::Debug for UnrolledOn<M> {
 impl<M: BatchMat> UnrolledOn<M> {
     /// Stacks the layers; `Err` if a width does not match the next layer's or there are none.
     pub fn new(layers: Vec<Box<dyn DifferentiableOn<M>>>) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(Error::param(
-                "layers",
-                0,
-                "an unrolled network needs at least one layer",
-            ));
-        }
-        for (t, w) in layers.windows(2).enumerate() {
-            if w[0].out_dim() != w[1].in_dim() {
-                return Err(Error::shape(
-                    format!("Unrolled: layer {} → {}", t, t + 1),
-                    "state width",
-                    w[0].out_dim(),
-                    w[1].in_dim(),
-                ));
-            }
-        }
-        let mut offsets = vec![0];
-        for l in &layers {
-            offsets.push(offsets.last().unwrap() + l.num_params());
-        }
+        let offsets = stack_offsets(&layers)?;
         Ok(Self { layers, offsets })
     }
 
@@ -412,26 +507,15 @@ impl<M: BatchMat> UnrolledOn<M> {
     }
 
     fn check(&self, p: &[M::T], x0: M::Ref<'_>, c: M::Ref<'_>, depth: usize) -> Result<()> {
-        crate::linalg::check_len("Unrolled", "parameters", self.num_params(), p.len())?;
-        if depth > self.depth() {
-            return Err(Error::param(
-                "depth",
-                depth,
-                format!("at most the number of layers ({})", self.depth()),
-            ));
-        }
-        let (b, n) = M::dims_of(x0);
-        crate::linalg::check_len("Unrolled", "input width", self.in_dim(), n)?;
-        let (bc, nc) = M::dims_of(c);
-        if self.ctx_dim() > 0 && (bc != b || nc < self.ctx_dim()) {
-            return Err(Error::shape(
-                "Unrolled",
-                "context",
-                format!("{b} × {}", self.ctx_dim()),
-                format!("{bc} × {nc}"),
-            ));
-        }
-        Ok(())
+        check_stack_inputs::<M>(
+            &self.offsets,
+            self.in_dim(),
+            self.ctx_dim(),
+            p,
+            x0,
+            c,
+            depth,
+        )
     }
 
     /// `(ℓ(x_depth), ∂ℓ/∂p)` by [`value_and_grad_on`].
@@ -470,19 +554,7 @@ impl<M: BatchMat> UnrolledOn<M> {
         depth: usize,
     ) -> Result<&'w M> {
         self.check(p, x0, c, depth)?;
-        let (b, n0) = M::dims_of(x0);
-        ws.xs.resize_with(depth + 1, || None);
-        ws.layers.resize_with(depth, WorkspaceOn::default);
-        ensure_on(&mut ws.xs[0], x0, b, n0)?.assign_from(x0)?;
-        for t in 0..depth {
-            let (done, rest) = ws.xs.split_at_mut(t + 1);
-            let layer = &self.layers[t];
-            let out = ensure_on(&mut rest[0], x0, b, layer.out_dim())?;
-            let xt = done[t].as_ref().expect("made above").view_of();
-            let pt = &p[self.offsets[t]..self.offsets[t + 1]];
-            (**layer).forward_on(pt, xt, c, &mut ws.layers[t], out)?;
-            check_state(t, layer.as_ref(), out)?;
-        }
+        forward_states(&self.layers, &self.offsets, ws, p, x0, c, depth)?;
         Ok(ws.xs[depth].as_ref().expect("made above"))
     }
 }

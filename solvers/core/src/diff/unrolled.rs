@@ -3,8 +3,8 @@
 //! The conventions are those of [`Differentiable`].
 
 use super::differentiable::{BatchLoss, Differentiable, Saved};
-use crate::error::{Error, Result};
-use crate::linalg::{check_batch, Real};
+use crate::error::Result;
+use crate::linalg::Real;
 use ndarray::{Array2, ArrayView2};
 
 /// The iterates of one forward pass: `xs[t]` is the state after `t` layers (`xs[0] = x₀`).
@@ -57,27 +57,7 @@ impl<T: Real> Unrolled<T> {
     /// that also carries other hyperparameters); each layer checks at run time that the
     /// context is wide enough.
     pub fn new(layers: Vec<Box<dyn Differentiable<T>>>) -> Result<Self> {
-        if layers.is_empty() {
-            return Err(Error::param(
-                "layers",
-                0,
-                "an unrolled network needs at least one layer",
-            ));
-        }
-        for (t, w) in layers.windows(2).enumerate() {
-            if w[0].out_dim() != w[1].in_dim() {
-                return Err(Error::shape(
-                    format!("Unrolled: layer {} → {}", t, t + 1),
-                    "state width",
-                    w[0].out_dim(),
-                    w[1].in_dim(),
-                ));
-            }
-        }
-        let mut offsets = vec![0];
-        for l in &layers {
-            offsets.push(offsets.last().unwrap() + l.num_params());
-        }
+        let offsets = super::on::stack_offsets(&layers)?;
         Ok(Self { layers, offsets })
     }
 
@@ -118,41 +98,20 @@ impl<T: Real> Unrolled<T> {
         c: ArrayView2<'_, T>,
         depth: usize,
     ) -> Result<()> {
-        crate::linalg::check_len("Unrolled", "parameters", self.num_params(), p.len())?;
-        if let Some(i) = p.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "Unrolled: parameters".into(),
-                index: i,
-                value: p[i].to_string(),
-            });
-        }
-        if depth == 0 || depth > self.depth() {
-            return Err(Error::param(
-                "depth",
-                depth,
-                format!("must lie in 1..={}", self.depth()),
-            ));
-        }
-        if x0.nrows() == 0 {
-            return Err(Error::param("batch", 0, "the batch is empty"));
-        }
-        check_batch("Unrolled", "x₀", x0.nrows(), self.in_dim(), x0)?;
-        if self.ctx_dim() > 0 {
-            check_batch("Unrolled", "context", x0.nrows(), self.ctx_dim(), c)?;
-        }
-        Ok(())
+        super::on::check_stack_inputs::<Array2<T>>(
+            &self.offsets,
+            self.in_dim(),
+            self.ctx_dim(),
+            p,
+            x0,
+            c,
+            depth,
+        )
     }
 
     /// `Err(Diverged)` if the state after layer `t` has a non-finite entry.
     fn check_state(&self, t: usize, x: &Array2<T>) -> Result<()> {
-        match x.iter().position(|v| !v.is_finite()) {
-            Some(i) => Err(Error::Diverged {
-                method: format!("Unrolled layer {t} ({})", self.layers[t].name()),
-                iteration: t + 1,
-                detail: format!("non-finite state entry {i}"),
-            }),
-            None => Ok(()),
-        }
+        super::on::check_state(t, self.layers[t].as_ref(), x)
     }
 
     /// Runs the first `depth` layers and keeps every iterate.

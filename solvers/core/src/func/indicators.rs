@@ -352,6 +352,15 @@ impl<T: Real> IndBox<T> {
             _ => None,
         }
     }
+    /// The bounds per coordinate `(l, h)` when at least one of them is given per coordinate
+    /// (a scalar bound repeated), `None` when both are scalars.
+    pub fn coordinate_bounds(&self) -> Option<(Vec<T>, Vec<T>)> {
+        let n = self.lo.dim().or(self.hi.dim())?;
+        Some((
+            (0..n).map(|i| self.lo.at(i)).collect(),
+            (0..n).map(|i| self.hi.at(i)).collect(),
+        ))
+    }
 }
 
 impl<T: Real> ScalarKernel<T> for IndBox<T> {

@@ -24,12 +24,39 @@ pub trait SeparableKernel<T: Real>: Send + Sync {
             self.gpu_name(),
         ))
     }
+    /// The per-coordinate parameters, for the functions that have them (weighted ℓ1, a box
+    /// with per-coordinate bounds); `None` otherwise (one value for every coordinate: the
+    /// scalar kernels).
+    fn coord_params(&self) -> Option<CoordParams<T>> {
+        None
+    }
+}
+
+/// Per-coordinate parameters of a separable function for the GPU's `_pc` kernels (the device
+/// type `cuda::GpuSeparable` uploads them once): `kind` 0 is the weighted ℓ1 norm
+/// (`p1 = w`, `v2 = w + set_tol(w)`, the conjugate's tolerant bound), `kind` 2 the box
+/// (`p1 = l`, `p2 = h`, `v1 = l − set_tol(l)`, `v2 = h + set_tol(h)`, the value's tolerant
+/// bounds, as the CPU's membership test).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordParams<T> {
+    /// 0 weighted ℓ1, 2 box.
+    pub kind: i32,
+    /// First parameter per coordinate.
+    pub p1: Vec<T>,
+    /// Second parameter per coordinate.
+    pub p2: Vec<T>,
+    /// Lower tolerant bound per coordinate (box).
+    pub v1: Vec<T>,
+    /// Upper tolerant bound per coordinate.
+    pub v2: Vec<T>,
 }
 
 fn per_coordinate<T>(name: &str) -> Result<T> {
     Err(Error::unsupported(
-        "per-coordinate parameters on the GPU",
-        format!("{name} (use one value for every coordinate, or --device cpu)"),
+        "per-coordinate parameters in the scalar GPU kernels",
+        format!(
+            "{name} (wrap it in cuda::GpuSeparable, which uploads them once, or use --device cpu)"
+        ),
     ))
 }
 
@@ -55,6 +82,17 @@ impl<T: Real> SeparableKernel<T> for NormL1<T> {
             Some(l) => Ok((0, l, T::zero(), set_tol(l))),
             None => per_coordinate("NormL1"),
         }
+    }
+    fn coord_params(&self) -> Option<CoordParams<T>> {
+        let w = self.weights()?.to_vec();
+        let n = w.len();
+        Some(CoordParams {
+            kind: 0,
+            v2: w.iter().map(|&v| v + set_tol(v)).collect(),
+            p1: w,
+            p2: vec![T::zero(); n],
+            v1: vec![T::zero(); n],
+        })
     }
 }
 
@@ -93,6 +131,16 @@ impl<T: Real> SeparableKernel<T> for IndBox<T> {
             Some((l, h)) => Ok((2, l, h, T::zero())),
             None => per_coordinate("IndBox"),
         }
+    }
+    fn coord_params(&self) -> Option<CoordParams<T>> {
+        let (l, h) = self.coordinate_bounds()?;
+        Some(CoordParams {
+            kind: 2,
+            v1: l.iter().map(|&v| v - set_tol(v)).collect(),
+            v2: h.iter().map(|&v| v + set_tol(v)).collect(),
+            p1: l,
+            p2: h,
+        })
     }
 }
 

@@ -33,7 +33,7 @@ pub use batch::{matmul, residual, BatchSmooth, LeastSquaresBatch};
 pub use fgp::{fgp_iterations, CpuFgp, FgpKernels, FgpRun};
 pub use group::{Groups, NormL21, Wgsef};
 pub use indicators::{IndBallL1, IndBallL2, IndBox, IndNonnegative, IndSimplex};
-pub use kernel_params::SeparableKernel;
+pub use kernel_params::{CoordParams, SeparableKernel};
 pub use losses::{LeastSquares, Logistic, MultinomialLogistic};
 pub use matrix::{NuclearNorm, SorsaOrthonormality};
 pub use nonconvex::{Cel0, GeneralizedGaussian, NormL0, NormLq};

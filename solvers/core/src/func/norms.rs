@@ -112,6 +112,13 @@ impl<T: Real> NormL1<T> {
             Param::PerCoord(_) => None,
         }
     }
+    /// The per-coordinate weights (`None` for one weight for every coordinate).
+    pub fn weights(&self) -> Option<&Array1<T>> {
+        match &self.w {
+            Param::Scalar(_) => None,
+            Param::PerCoord(w) => Some(w),
+        }
+    }
     /// `Σ wᵢ|xᵢ|` with per-coordinate weights.
     pub fn weighted(w: Array1<T>) -> Result<Self> {
         let w = Param::PerCoord(w);
