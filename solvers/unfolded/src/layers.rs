@@ -253,7 +253,7 @@ impl Differentiable for ProxGradLayer {
 /// [`Differentiable::vjp_ws`]: `r = y − XAᵀ` and `g = RA` by two cuBLAS GEMMs, `u` and the
 /// threshold by one kernel; the VJP's mask, `⟨d, g⟩` and the threshold term by one kernel
 /// with its reduction, `x̄ = d − α (dAᵀ)A` by two GEMMs. `A` is copied to the device once per
-/// process and shared by the layers of a model ([`cached_matrix`]).
+/// process and shared by the layers of a model (`hyperprox_core::cuda::cached_matrix`).
 #[cfg(feature = "cuda")]
 impl hyperprox_core::diff::DifferentiableOn<hyperprox_core::cuda::GpuMat<f64>> for ProxGradLayer {
     fn forward_on(

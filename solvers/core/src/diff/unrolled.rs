@@ -205,7 +205,7 @@ impl<T: Real> Unrolled<T> {
 }
 
 /// What [`Unrolled::value_and_grad_ws`] reuses from call to call: the iterates, each layer's
-/// [`Workspace`], the two gradient buffers and the parameter gradient. Create it once
+/// [`Workspace`](super::Workspace), the two gradient buffers and the parameter gradient. Create it once
 /// (`UnrolledWorkspace::default()`) and pass it to every call; after the first call with a
 /// given batch shape, a network whose layers implement the `_ws` methods allocates nothing.
 pub type UnrolledWorkspace<T> = super::on::UnrolledWorkspaceOn<Array2<T>>;
